@@ -1,0 +1,65 @@
+// swift-tools-version: 6.1
+// mcpopt: an MCP optimization engine with a Swift core behind a C ABI.
+//
+// Layering (imports only point down this list):
+//   CMCPOptJSON, CMCPOptSupport   C/C++ shims (simdjson; thread-local error state, allocator probe)
+//   MCPOptJSON                    JSON values over simdjson, writer, canonical form
+//   MCPOptConfig                  the engine's JSON configuration, validated with field paths
+//   MCPOptEngine                  composes the components
+//   MCPOpt                        the C ABI (@_cdecl), producing libmcpopt.so
+//   mcpopt                        the command-line program (gateway, demo, bench)
+import PackageDescription
+
+let root = Context.packageDirectory
+
+// libmcpopt.so exports only mcpopt_* symbols and carries a stable soname.
+let abiLinkerFlags: [LinkerSetting] = [
+    .unsafeFlags([
+        "-Xlinker", "--version-script=\(root)/Sources/MCPOpt/mcpopt.map",
+        "-Xlinker", "-soname=libmcpopt.so.1",
+    ])
+]
+
+let package = Package(
+    name: "mcpopt",
+    products: [
+        // Built as libMCPOpt.so (SwiftPM names it after the product, and "mcpopt" is the program);
+        // its soname is libmcpopt.so.1 and CMake installs it as libmcpopt.so.
+        .library(name: "MCPOpt", type: .dynamic, targets: ["MCPOpt"]),
+        .library(name: "MCPOptEngine", targets: ["MCPOptEngine"]),
+        .executable(name: "mcpopt", targets: ["mcpopt"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .target(
+            name: "CMCPOptJSON",
+            cxxSettings: [.unsafeFlags(["-O2"])],
+            linkerSettings: [.linkedLibrary("simdjson"), .linkedLibrary("stdc++")]
+        ),
+        .target(name: "CMCPOptSupport", linkerSettings: [.linkedLibrary("dl")]),
+        .target(name: "MCPOptJSON", dependencies: ["CMCPOptJSON"]),
+        .target(name: "MCPOptConfig", dependencies: ["MCPOptJSON"]),
+        .target(name: "MCPOptEngine", dependencies: ["MCPOptConfig", "MCPOptJSON", "CMCPOptSupport"]),
+        .target(
+            name: "MCPOpt",
+            dependencies: ["MCPOptEngine", "MCPOptConfig", "MCPOptJSON", "CMCPOptSupport"],
+            exclude: ["mcpopt.map"],
+            linkerSettings: abiLinkerFlags
+        ),
+        .executableTarget(
+            name: "mcpopt",
+            dependencies: [
+                "MCPOptEngine", "MCPOptConfig", "MCPOptJSON",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            // The program, unlike the library, may bring its own allocator.
+            linkerSettings: [.linkedLibrary("jemalloc")]
+        ),
+        .testTarget(name: "MCPOptJSONTests", dependencies: ["MCPOptJSON"]),
+        .testTarget(name: "MCPOptConfigTests", dependencies: ["MCPOptConfig", "MCPOptJSON"]),
+        .testTarget(name: "MCPOptEngineTests", dependencies: ["MCPOptEngine", "MCPOptConfig"]),
+    ],
+    cxxLanguageStandard: .cxx17
+)

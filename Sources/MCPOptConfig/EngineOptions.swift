@@ -1,0 +1,124 @@
+/// Engine options, in the groups of the original brief. Every default is documented in
+/// docs/CONFIG.md; `EngineConfig.effectiveJSON` shows the values in force.
+
+public struct RoutingOptions: Sendable, Equatable {
+    /// Predict each server's latency from its recent history and prefer the fastest.
+    public var enablePredictiveRouting = true
+    /// Keep exploring so a recovered or newly fast server is noticed.
+    public var enableAdaptiveRouting = true
+    /// Budget for one routing decision; past it the router returns its best answer so far.
+    public var maxDecisionTime: Duration = .milliseconds(100)
+    /// How far back statistics count for prediction.
+    public var predictionWindow: Duration = .seconds(300)
+    /// Below this confidence (0...1) a prediction is not trusted and a safe default is used.
+    public var minConfidence = 0.7
+    public init() {}
+}
+
+public enum WarmingStrategy: String, Sendable, CaseIterable {
+    case conservative, adaptive, aggressive
+}
+
+/// Where the shared (L2) cache lives.
+public struct DistributedCacheOptions: Sendable, Equatable {
+    public var url: String
+    public var username: String?
+    public var password: String?
+    public var keyPrefix = "mcpopt:"
+    public var connectTimeout: Duration = .milliseconds(500)
+    public var commandTimeout: Duration = .milliseconds(100)
+    public var poolSize = 4
+    public init(url: String) { self.url = url }
+}
+
+public struct CachingOptions: Sendable, Equatable {
+    /// L1 in process, plus L2 in Redis when `distributed` is set.
+    public var enableMultiLevel = true
+    /// Memory budget of the in-process cache, in bytes.
+    public var memoryCacheSize = 100 << 20
+    /// How stale an item of a coherence group may be before it must be revalidated.
+    public var coherenceTimeout: Duration = .seconds(5)
+    /// Time to live of cached results when nothing more specific applies.
+    public var defaultTTL: Duration = .seconds(300)
+    public var warmingStrategy: WarmingStrategy = .adaptive
+    /// Writes invalidate the reads they affect (coherence groups, rules).
+    public var enableIntelligentInvalidation = true
+    public var distributed: DistributedCacheOptions?
+    public init() {}
+}
+
+public struct OptimizationOptions: Sendable, Equatable {
+    /// Low-priority requests to one server are sent together.
+    public var enableBatching = true
+    public var maxBatchSize = 10
+    /// How long a batch may wait to fill up.
+    public var batchTimeout: Duration = .milliseconds(10)
+    /// Backend sessions are pooled and kept warm.
+    public var enableConnectionPooling = true
+    /// Timeouts follow observed latency percentiles instead of one fixed value.
+    public var enableAdaptiveTimeouts = true
+    /// Upper bound for one upstream request.
+    public var requestTimeout: Duration = .seconds(30)
+    public init() {}
+}
+
+public enum ConsistencyModel: String, Sendable, CaseIterable {
+    case eventual, strong
+}
+
+public struct CoordinationOptions: Sendable, Equatable {
+    public var enableStateSynchronization = false
+    public var enableDistributedTransactions = false
+    public var consistencyModel: ConsistencyModel = .eventual
+    public var syncInterval: Duration = .seconds(1)
+    public var transactionTimeout: Duration = .seconds(30)
+    public init() {}
+}
+
+/// The goals the engine reports against (metrics show pass/fail); not hard limits, except
+/// `maxServerCount`, which bounds the configuration.
+public struct Targets: Sendable, Equatable {
+    /// Fraction (0...1) by which latency should drop against unoptimized calls.
+    public var latencyReduction = 0.4
+    public var maxResponseTime: Duration = .seconds(2)
+    /// Fraction (0...1) of requests that should succeed.
+    public var minSuccessRate = 0.999
+    public var maxServerCount = 1000
+    public init() {}
+}
+
+/// What a request (or an agent by default) needs from the server that serves it.
+public struct Requirements: Sendable, Equatable {
+    public var maxResponseTime: Duration?
+    public var minSuccessRate: Double?
+    public init(maxResponseTime: Duration? = nil, minSuccessRate: Double? = nil) {
+        self.maxResponseTime = maxResponseTime
+        self.minSuccessRate = minSuccessRate
+    }
+}
+
+public enum Priority: String, Sendable, CaseIterable, Comparable {
+    case low, normal, high, critical
+
+    private var rank: Int {
+        switch self {
+        case .low: 0
+        case .normal: 1
+        case .high: 2
+        case .critical: 3
+        }
+    }
+    public static func < (a: Priority, b: Priority) -> Bool { a.rank < b.rank }
+}
+
+/// What one agent (a caller identity) may use and needs by default.
+public struct AgentProfile: Sendable, Equatable {
+    public var id: String
+    /// Server names or replica groups; nil means all.
+    public var allowedServers: [String]?
+    /// Tool names or glob patterns ("read_*"); nil means all.
+    public var allowedTools: [String]?
+    public var requirements = Requirements()
+    public var priority: Priority = .normal
+    public init(id: String) { self.id = id }
+}

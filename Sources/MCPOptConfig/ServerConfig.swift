@@ -1,0 +1,115 @@
+/// One MCP server, in the `mcpServers` shape MCP clients already use, plus mcpopt's own fields.
+public struct ServerConfig: Sendable, Equatable {
+    public enum Transport: Sendable, Equatable {
+        /// A child process speaking newline-delimited JSON-RPC on stdin/stdout.
+        case stdio(command: String, args: [String], env: [EnvVar], cwd: String?)
+        /// A Streamable HTTP endpoint.
+        case http(url: HTTPURL, headers: [Header])
+
+        public var name: String {
+            switch self {
+            case .stdio: "stdio"
+            case .http: "http"
+            }
+        }
+    }
+
+    public struct EnvVar: Sendable, Equatable {
+        public var name: String
+        public var value: String
+    }
+
+    public struct Header: Sendable, Equatable {
+        public var name: String
+        public var value: String
+    }
+
+    /// The key under `mcpServers`.
+    public var name: String
+    public var transport: Transport
+    /// Replica group: servers with the same group serve the same tools and are load-balanced.
+    /// Defaults to the server's own name (a group of one).
+    public var group: String
+    /// Relative share of traffic within a replica group.
+    public var weight: Double
+    public var tags: [String]
+    /// A disabled server stays in the configuration but is never started or routed to.
+    public var disabled: Bool
+
+    public init(name: String, transport: Transport, group: String? = nil, weight: Double = 1, tags: [String] = [], disabled: Bool = false) {
+        self.name = name
+        self.transport = transport
+        self.group = group ?? name
+        self.weight = weight
+        self.tags = tags
+        self.disabled = disabled
+    }
+}
+
+/// An `http://host[:port][/path]` URL, split into the parts a client connection needs.
+public struct HTTPURL: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+    public var path: String
+
+    public var description: String {
+        let h = host.contains(":") ? "[\(host)]" : host
+        return "http://\(h):\(port)\(path)"
+    }
+
+    /// Parses the URL forms a server config uses. Returns a reason on failure.
+    public static func parse(_ text: String) -> Result<HTTPURL, URLProblem> {
+        let lower = text.lowercased()
+        if lower.hasPrefix("https://") { return .failure(.tlsUnsupported) }
+        guard lower.hasPrefix("http://") else { return .failure(.scheme) }
+        var rest = Substring(text.dropFirst("http://".count))
+        let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) ?? rest.endIndex
+        let authority = rest[..<authorityEnd]
+        rest = rest[authorityEnd...]
+        if let fragment = rest.firstIndex(of: "#") { rest = rest[..<fragment] }
+        let path = rest.isEmpty ? "/" : String(rest.first == "?" ? "/" + rest : rest)
+        if authority.contains("@") { return .failure(.userInfo) }
+
+        var host: Substring
+        var portText: Substring?
+        if authority.hasPrefix("[") {
+            guard let close = authority.firstIndex(of: "]") else { return .failure(.host) }
+            host = authority[authority.index(after: authority.startIndex)..<close]
+            let after = authority[authority.index(after: close)...]
+            if !after.isEmpty {
+                guard after.hasPrefix(":") else { return .failure(.host) }
+                portText = after.dropFirst()
+            }
+        } else if let colon = authority.lastIndex(of: ":") {
+            host = authority[..<colon]
+            portText = authority[authority.index(after: colon)...]
+        } else {
+            host = authority
+        }
+        guard !host.isEmpty,
+            host.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-._:%".contains($0)) })
+        else { return .failure(.host) }
+        var port = 80
+        if let portText {
+            guard let p = Int(portText), (1...65535).contains(p) else { return .failure(.port) }
+            port = p
+        }
+        guard path.allSatisfy({ $0.isASCII && !$0.isWhitespace }) else { return .failure(.path) }
+        return .success(HTTPURL(host: String(host), port: port, path: path))
+    }
+
+    public enum URLProblem: Error, Sendable {
+        case scheme, tlsUnsupported, userInfo, host, port, path
+
+        public var message: String {
+            switch self {
+            case .scheme: "must be an http:// URL"
+            case .tlsUnsupported: "https:// is not supported yet: put a TLS-terminating proxy on loopback in front of the server, or use http://"
+            case .userInfo: "must not carry credentials in the URL: put them in \"headers\" (for example Authorization)"
+            case .host: "has no valid host"
+            case .port: "has an invalid port: must be 1-65535"
+            case .path: "has a path with spaces or non-ASCII characters: percent-encode them"
+            }
+        }
+    }
+}

@@ -1,0 +1,51 @@
+import CMCPOptSupport
+import MCPOptConfig
+import MCPOptJSON
+
+/// The optimization engine: owns the configuration and the components built from it.
+/// Later stages (cache, routing, upstream sessions) hang off this object.
+public final class Engine: Sendable {
+    public let config: EngineConfig
+    /// Which allocator the process uses; the library never brings its own (see DESIGN.md).
+    public let allocator: String
+
+    public init(config: EngineConfig) {
+        self.config = config
+        self.allocator = mco_process_has_jemalloc() != 0 ? "jemalloc" : "system"
+    }
+
+    public convenience init(json: String) throws(ConfigError) {
+        self.init(config: try EngineConfig.parse(json))
+    }
+
+    /// What this engine is running with: version, allocator, servers by transport and group,
+    /// and the effective configuration (secrets redacted).
+    public func describe() -> JSONValue {
+        let active = config.activeServers
+        var groups: [String: [String]] = [:]
+        for s in active { groups[s.group, default: []].append(s.name) }
+        let groupObject = JSONObject(groups.keys.sorted().map { (key: $0, value: JSONValue.array(groups[$0]!.map { .string($0) })) })
+        return .object([
+            "version": .string(MCPOptVersion.string),
+            "allocator": .string(allocator),
+            "servers": [
+                "configured": .int(Int64(config.servers.count)),
+                "active": .int(Int64(active.count)),
+                "stdio": .int(Int64(active.filter { $0.transport.name == "stdio" }.count)),
+                "http": .int(Int64(active.filter { $0.transport.name == "http" }.count)),
+                "groups": .object(groupObject),
+            ],
+            "config": config.effectiveJSON(),
+        ])
+    }
+}
+
+/// The library's version, shared by the C ABI and the program.
+public enum MCPOptVersion {
+    public static let major = 0
+    public static let minor = 1
+    public static let patch = 0
+    public static let string = "\(major).\(minor).\(patch)"
+    /// Bumped on any incompatible change to include/mcpopt.h.
+    public static let abi = 1
+}

@@ -1,0 +1,161 @@
+/*
+ * mcpopt.h: the C interface of libmcpopt, an MCP (Model Context Protocol) optimization engine.
+ *
+ * Conventions, which hold for every function below unless its comment says otherwise:
+ *
+ * - Status codes. Functions that can fail return an mcpopt_status. MCPOPT_OK (0) is success;
+ *   anything else is an error, and the details (a message, and for configuration errors the JSON
+ *   path of every bad field) are kept as the calling thread's "last error": read them with
+ *   mcpopt_last_error_message() or take a copy with mcpopt_last_error(). A successful call
+ *   clears the last error. Bad input (NULL pointers, invalid UTF-8, malformed JSON, wrong sizes,
+ *   stale handles) is reported this way; it never crashes the host.
+ *
+ * - Text in. Strings are passed as (pointer, length in bytes). A length of
+ *   MCPOPT_NUL_TERMINATED means "up to the first NUL byte". Text must be UTF-8.
+ *
+ * - Ownership. Pointers passed in are borrowed for the duration of the call only. Every pointer
+ *   handed out says who owns it: "caller frees with X" or "owned by the library, valid until Y".
+ *
+ * - Threads. Every function may be called from any thread, concurrently, unless its comment
+ *   says otherwise. The last error is per thread.
+ *
+ * - Handles. Engines are opaque handles. Destroying one that is still in use on another thread
+ *   is safe: the calls in flight finish first. Using or destroying a handle that was already
+ *   destroyed returns MCPOPT_ERR_INVALID_HANDLE (the library keeps track of live handles).
+ *
+ * - Allocator. The library uses whatever malloc the process has (jemalloc when the host links
+ *   it, the C library's otherwise); it never requires one, so it loads into any host.
+ *
+ * Only symbols starting with mcpopt_ are exported.
+ */
+#ifndef MCPOPT_H
+#define MCPOPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------------------------------------
+ * Versions
+ * ------------------------------------------------------------------------------------------- */
+
+/* The version of this header. The library's own is mcpopt_version(). */
+#define MCPOPT_VERSION_MAJOR 0
+#define MCPOPT_VERSION_MINOR 1
+#define MCPOPT_VERSION_PATCH 0
+#define MCPOPT_VERSION_STRING "0.1.0"
+
+/* Bumped on every incompatible change to this interface. A host built against ABI N should
+ * check mcpopt_abi_version() == MCPOPT_ABI_VERSION at start. */
+#define MCPOPT_ABI_VERSION 1
+
+/* The library's version, "MAJOR.MINOR.PATCH". Owned by the library, valid forever. */
+const char *mcpopt_version(void);
+
+/* The library's ABI version; compare with MCPOPT_ABI_VERSION. */
+uint32_t mcpopt_abi_version(void);
+
+/* ---------------------------------------------------------------------------------------------
+ * Status codes and errors
+ * ------------------------------------------------------------------------------------------- */
+
+typedef int32_t mcpopt_status;
+
+#define MCPOPT_OK                    0
+#define MCPOPT_ERR_INVALID_ARGUMENT  1  /* a NULL pointer where one is required, a bad size or flag */
+#define MCPOPT_ERR_INVALID_UTF8      2  /* text is not UTF-8 */
+#define MCPOPT_ERR_MALFORMED_JSON    3  /* text is not JSON */
+#define MCPOPT_ERR_INVALID_CONFIG    4  /* JSON, but not a valid configuration: see the issues */
+#define MCPOPT_ERR_INVALID_HANDLE    5  /* a handle that is not live (destroyed, or never created) */
+#define MCPOPT_ERR_NOT_FOUND         6  /* the thing asked for does not exist */
+#define MCPOPT_ERR_TOO_LARGE         7  /* input over a documented limit */
+#define MCPOPT_ERR_UNSUPPORTED       8  /* valid, but not supported by this build */
+#define MCPOPT_ERR_INTERNAL          99 /* a bug in mcpopt: please report it with the message */
+
+/* Length meaning "the text ends at its first NUL byte". */
+#define MCPOPT_NUL_TERMINATED ((size_t)-1)
+
+/* A short English name for a status, e.g. "invalid config". Owned by the library, valid
+ * forever; unknown codes give "unknown status". */
+const char *mcpopt_status_string(mcpopt_status status);
+
+/* An error: a status, a message, and zero or more issues, each a (path, message) pair. For
+ * configuration errors every issue names the JSON path of a bad field ("$.mcpServers.git.args[0]").
+ * Opaque. */
+typedef struct mcpopt_error mcpopt_error;
+
+/* The message of the calling thread's last error, or "" when the last call succeeded.
+ * Owned by the library; valid until the next mcpopt_* call on this thread. Never NULL. */
+const char *mcpopt_last_error_message(void);
+
+/* The status of the calling thread's last call (MCPOPT_OK when it succeeded). */
+mcpopt_status mcpopt_last_status(void);
+
+/* A copy of the calling thread's last error, or NULL when the last call succeeded (or memory
+ * ran out). Caller frees with mcpopt_error_free(). Does not change the last error. */
+mcpopt_error *mcpopt_last_error(void);
+
+/* Accessors. All accept NULL (giving MCPOPT_OK, "", 0 and NULL). Returned strings are owned by
+ * the error and valid until mcpopt_error_free(). Safe from any thread as long as nobody frees
+ * the error meanwhile. */
+mcpopt_status mcpopt_error_status(const mcpopt_error *error);
+const char *mcpopt_error_message(const mcpopt_error *error);
+size_t mcpopt_error_issue_count(const mcpopt_error *error);
+/* NULL when index >= mcpopt_error_issue_count(error). */
+const char *mcpopt_error_issue_path(const mcpopt_error *error, size_t index);
+const char *mcpopt_error_issue_message(const mcpopt_error *error, size_t index);
+
+/* Frees an error from mcpopt_last_error(). NULL is a no-op. Not safe to call twice. */
+void mcpopt_error_free(mcpopt_error *error);
+
+/* Frees memory the library handed out with "caller frees with mcpopt_free" (JSON texts).
+ * NULL is a no-op. */
+void mcpopt_free(void *pointer);
+
+/* ---------------------------------------------------------------------------------------------
+ * Configuration
+ *
+ * One JSON document: "mcpServers" in the shape MCP clients use (command/args/env/cwd for stdio
+ * servers, url/headers for Streamable HTTP servers, plus group/weight/tags/disabled), and the
+ * option groups "routing", "caching", "optimization", "coordination", "targets", "agents".
+ * docs/CONFIG.md lists every field and default. Unknown keys are errors (keys starting with
+ * "x-" or "$" are left alone for your own annotations).
+ * ------------------------------------------------------------------------------------------- */
+
+/* Checks a configuration without creating an engine.
+ * Returns MCPOPT_OK, or MCPOPT_ERR_INVALID_UTF8 / MALFORMED_JSON / INVALID_CONFIG / TOO_LARGE
+ * (with every problem as an issue of the last error), or INVALID_ARGUMENT for json == NULL. */
+mcpopt_status mcpopt_config_validate(const char *json, size_t length);
+
+/* ---------------------------------------------------------------------------------------------
+ * Engine
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct mcpopt_engine mcpopt_engine;
+
+/* Creates an engine from a configuration document (see above).
+ * On MCPOPT_OK, *out_engine is a new handle: destroy it with mcpopt_engine_destroy().
+ * On error, *out_engine is set to NULL (when out_engine is not NULL) and the last error says why,
+ * with the same statuses as mcpopt_config_validate(). */
+mcpopt_status mcpopt_engine_create(const char *config_json, size_t length, mcpopt_engine **out_engine);
+
+/* Destroys an engine. Calls in flight on other threads finish first; later calls with this
+ * handle return MCPOPT_ERR_INVALID_HANDLE. NULL is a no-op returning MCPOPT_OK. A second
+ * destroy of the same handle returns MCPOPT_ERR_INVALID_HANDLE. */
+mcpopt_status mcpopt_engine_destroy(mcpopt_engine *engine);
+
+/* Describes a live engine as a JSON object: "version", "allocator" ("jemalloc" or "system"),
+ * "servers" (counts by transport, replica groups) and "config" (the configuration in force with
+ * every default filled in; environment values, header values and passwords read "<redacted>").
+ * On MCPOPT_OK, *out_json is a NUL-terminated UTF-8 text: caller frees with mcpopt_free().
+ * *out_length (when out_length is not NULL) receives its length without the NUL. */
+mcpopt_status mcpopt_engine_describe(mcpopt_engine *engine, char **out_json, size_t *out_length);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MCPOPT_H */
