@@ -50,6 +50,23 @@ void flatten(simdjson::dom::element e, Writer &w) {
     }
 }
 
+int reason(simdjson::error_code err) {
+    switch (err) {
+    case simdjson::SUCCESS: return MCO_JSON_OK;
+    case simdjson::DEPTH_ERROR: return MCO_JSON_DEPTH;
+    case simdjson::UTF8_ERROR: return MCO_JSON_UTF8;
+    case simdjson::EMPTY: return MCO_JSON_EMPTY;
+    case simdjson::MEMALLOC:
+    case simdjson::CAPACITY: return MCO_JSON_MEMORY;
+    default: return MCO_JSON_SYNTAX;
+    }
+}
+
+void fail(mco_json_flat *out, simdjson::error_code err) {
+    out->error = reason(err);
+    out->message = simdjson::error_message(err);
+}
+
 } // namespace
 
 extern "C" void mco_json_flatten(const char *bytes, size_t length, size_t max_depth, mco_json_flat *out) {
@@ -61,29 +78,23 @@ extern "C" void mco_json_flatten(const char *bytes, size_t length, size_t max_de
         simdjson::dom::parser parser(simdjson::SIMDJSON_MAXSIZE_BYTES);
         if (max_depth > 0) {
             auto err = parser.allocate(length < 64 ? 64 : length, max_depth);
-            if (err) { out->error = err; out->message = simdjson::error_message(err); return; }
+            if (err) { fail(out, err); return; }
         }
         simdjson::padded_string padded(bytes, length);
         simdjson::dom::element root;
         auto err = parser.parse(padded).get(root);
-        if (err) {
-            out->error = err;
-            out->message = simdjson::error_message(err);
-            return;
-        }
+        if (err) { fail(out, err); return; }
         Writer w;
         w.out.reserve(length + 16);
         flatten(root, w);
         out->data = static_cast<uint8_t *>(std::malloc(w.out.size() ? w.out.size() : 1));
-        if (!out->data) { out->error = simdjson::MEMALLOC; out->message = "out of memory"; return; }
+        if (!out->data) { fail(out, simdjson::MEMALLOC); return; }
         std::memcpy(out->data, w.out.data(), w.out.size());
         out->length = w.out.size();
-    } catch (const std::exception &ex) {
-        out->error = simdjson::UNEXPECTED_ERROR;
-        out->message = "unexpected failure while parsing JSON";
+    } catch (const std::bad_alloc &) {
+        fail(out, simdjson::MEMALLOC);
     } catch (...) {
-        out->error = simdjson::UNEXPECTED_ERROR;
-        out->message = "unexpected failure while parsing JSON";
+        fail(out, simdjson::UNEXPECTED_ERROR);
     }
 }
 

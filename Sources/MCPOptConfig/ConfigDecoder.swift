@@ -66,6 +66,7 @@ struct ConfigDecoder {
         }
 
         if hasCommand && hasURL {
+            for key in Self.stdioKeys + Self.httpKeys { _ = r.value(key) }
             sink.report(r.path, "has both \"command\" and \"url\": a server is either stdio (command) or Streamable HTTP (url)")
         } else if !hasCommand && !hasURL {
             sink.report(r.path, "needs \"command\" (a stdio server) or \"url\" (a Streamable HTTP server)")

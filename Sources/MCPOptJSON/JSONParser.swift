@@ -41,11 +41,11 @@ public enum JSONParser {
     }
 
     private static func error(code: Int32, message: String, maxDepth: Int) -> JSONParseError {
-        // simdjson error codes (3.0.1): DEPTH_ERROR = 2, UTF8_ERROR = 10, EMPTY = 12.
-        switch code {
-        case 2: JSONParseError(kind: .tooDeep, detail: "JSON nests deeper than \(maxDepth) levels")
-        case 10: JSONParseError(kind: .invalidUTF8, detail: "text is not valid UTF-8")
-        case 12: JSONParseError(kind: .syntax, detail: "empty document: expected a JSON value")
+        switch Int(code) {
+        case MCO_JSON_DEPTH: JSONParseError(kind: .tooDeep, detail: "JSON nests deeper than \(maxDepth) levels")
+        case MCO_JSON_UTF8: JSONParseError(kind: .invalidUTF8, detail: "text is not valid UTF-8")
+        case MCO_JSON_EMPTY: JSONParseError(kind: .syntax, detail: "empty document: expected a JSON value")
+        case MCO_JSON_MEMORY: JSONParseError(kind: .syntax, detail: "document too large to parse: \(message)")
         default: JSONParseError(kind: .syntax, detail: "malformed JSON: \(message)")
         }
     }

@@ -14,10 +14,20 @@ extern "C" {
 //   's' u32 length + UTF-8 bytes,
 //   'a' u32 count + values,
 //   'o' u32 count + (u32 key length + key bytes + value) per member, in document order.
+// Why a parse failed (mco_json_flat.error).
+enum {
+    MCO_JSON_OK = 0,
+    MCO_JSON_SYNTAX = 1,    // not JSON
+    MCO_JSON_DEPTH = 2,     // nests deeper than max_depth
+    MCO_JSON_UTF8 = 3,      // not UTF-8
+    MCO_JSON_EMPTY = 4,     // no value at all
+    MCO_JSON_MEMORY = 5,    // out of memory, or over simdjson's 4 GiB capacity
+};
+
 typedef struct mco_json_flat {
     uint8_t *data;        // owned; release with mco_json_flat_free
     size_t length;
-    int error;            // 0 on success, else a simdjson error code
+    int error;            // MCO_JSON_OK, or one of the MCO_JSON_* reasons
     const char *message;  // static text describing error (never NULL)
 } mco_json_flat;
 
