@@ -1,0 +1,202 @@
+/* A C host of libmcpopt, compiled against the installed header and library. It checks the
+ * documented behaviour of the C interface, bad input included, and ends with the line
+ * "N passed, N failed". Run it under valgrind to check for leaks. */
+#include <mcpopt.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int passed, failed;
+
+#define CHECK(cond) do { \
+    if (cond) passed++; \
+    else { failed++; fprintf(stderr, "FAIL %s:%d: %s (last error: %s)\n", __FILE__, __LINE__, #cond, mcpopt_last_error_message()); } \
+} while (0)
+
+static char *read_file(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) { perror(path); exit(2); }
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    if (!buf || fread(buf, 1, (size_t)n, f) != (size_t)n) { fprintf(stderr, "cannot read %s\n", path); exit(2); }
+    buf[n] = 0;
+    fclose(f);
+    return buf;
+}
+
+static int has_issue(const mcpopt_error *e, const char *path, const char *fragment) {
+    for (size_t i = 0; i < mcpopt_error_issue_count(e); i++) {
+        if (strcmp(mcpopt_error_issue_path(e, i), path) == 0 && strstr(mcpopt_error_issue_message(e, i), fragment)) return 1;
+    }
+    return 0;
+}
+
+static void test_versions(void) {
+    CHECK(mcpopt_abi_version() == MCPOPT_ABI_VERSION);
+    CHECK(strcmp(mcpopt_version(), MCPOPT_VERSION_STRING) == 0);
+    CHECK(strcmp(mcpopt_status_string(MCPOPT_ERR_INVALID_CONFIG), "invalid config") == 0);
+    CHECK(strcmp(mcpopt_status_string(12345), "unknown status") == 0);
+}
+
+static void test_engine_from_real_config(const char *config) {
+    mcpopt_engine *engine = NULL;
+    CHECK(mcpopt_engine_create(config, strlen(config), &engine) == MCPOPT_OK);
+    CHECK(engine != NULL);
+    CHECK(mcpopt_last_status() == MCPOPT_OK);
+    CHECK(strcmp(mcpopt_last_error_message(), "") == 0);
+    CHECK(mcpopt_last_error() == NULL);
+
+    char *json = NULL;
+    size_t length = 0;
+    CHECK(mcpopt_engine_describe(engine, &json, &length) == MCPOPT_OK);
+    CHECK(json != NULL && strlen(json) == length);
+    CHECK(json && strstr(json, "\"active\":4") != NULL);
+    CHECK(json && strstr(json, "\"search\":[\"search-a\",\"search-b\"]") != NULL);
+    CHECK(json && strstr(json, "example-token") == NULL); /* secrets redacted */
+    CHECK(json && strstr(json, "\"allocator\":\"system\"") != NULL); /* this host has no jemalloc */
+    mcpopt_free(json);
+
+    /* length may be omitted */
+    json = NULL;
+    CHECK(mcpopt_engine_describe(engine, &json, NULL) == MCPOPT_OK);
+    mcpopt_free(json);
+
+    CHECK(mcpopt_engine_destroy(engine) == MCPOPT_OK);
+    /* the handle is dead now */
+    CHECK(mcpopt_engine_destroy(engine) == MCPOPT_ERR_INVALID_HANDLE);
+    CHECK(strstr(mcpopt_last_error_message(), "not live") != NULL);
+    json = (char *)1;
+    CHECK(mcpopt_engine_describe(engine, &json, NULL) == MCPOPT_ERR_INVALID_HANDLE);
+    CHECK(json == NULL);
+}
+
+static void test_validation_errors_name_paths(void) {
+    const char *bad =
+        "{\"mcpServers\": {\"git\": {\"command\": \"mcp-server-git\", \"args\": [\"--repository\", 7]},"
+        "                  \"web\": {\"url\": \"ftp://example\"}},"
+        " \"routing\": {\"minConfidence\": 1.5},"
+        " \"caching\": {\"warmingStrategy\": \"lazy\"}}";
+    CHECK(mcpopt_config_validate(bad, MCPOPT_NUL_TERMINATED) == MCPOPT_ERR_INVALID_CONFIG);
+    CHECK(mcpopt_last_status() == MCPOPT_ERR_INVALID_CONFIG);
+    mcpopt_error *e = mcpopt_last_error();
+    CHECK(e != NULL);
+    CHECK(mcpopt_error_status(e) == MCPOPT_ERR_INVALID_CONFIG);
+    CHECK(mcpopt_error_issue_count(e) == 4);
+    CHECK(has_issue(e, "$.mcpServers.git.args[1]", "expected a string"));
+    CHECK(has_issue(e, "$.mcpServers.web.url", "http://"));
+    CHECK(has_issue(e, "$.routing.minConfidence", "out of range"));
+    CHECK(has_issue(e, "$.caching.warmingStrategy", "lazy"));
+    CHECK(mcpopt_error_issue_path(e, 4) == NULL);
+    CHECK(mcpopt_error_issue_message(e, 99) == NULL);
+    CHECK(strstr(mcpopt_error_message(e), "(and 3 more)") != NULL);
+    mcpopt_error_free(e);
+
+    mcpopt_engine *engine = (mcpopt_engine *)1;
+    CHECK(mcpopt_engine_create(bad, strlen(bad), &engine) == MCPOPT_ERR_INVALID_CONFIG);
+    CHECK(engine == NULL);
+
+    /* a successful call clears the last error */
+    CHECK(mcpopt_config_validate("{}", 2) == MCPOPT_OK);
+    CHECK(mcpopt_last_status() == MCPOPT_OK);
+    CHECK(mcpopt_last_error() == NULL);
+}
+
+static void test_bad_input(void) {
+    mcpopt_engine *engine = NULL;
+    CHECK(mcpopt_config_validate(NULL, 5) == MCPOPT_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(mcpopt_last_error_message(), "NULL") != NULL);
+    CHECK(mcpopt_engine_create(NULL, 0, &engine) == MCPOPT_ERR_INVALID_ARGUMENT);
+    CHECK(mcpopt_engine_create("{}", 2, NULL) == MCPOPT_ERR_INVALID_ARGUMENT);
+    CHECK(mcpopt_engine_describe(NULL, NULL, NULL) == MCPOPT_ERR_INVALID_ARGUMENT);
+    char *json = NULL;
+    CHECK(mcpopt_engine_describe(NULL, &json, NULL) == MCPOPT_ERR_INVALID_ARGUMENT);
+    /* a pointer that was never a handle */
+    int not_an_engine = 0;
+    CHECK(mcpopt_engine_describe((mcpopt_engine *)&not_an_engine, &json, NULL) == MCPOPT_ERR_INVALID_HANDLE);
+    CHECK(mcpopt_engine_destroy((mcpopt_engine *)&not_an_engine) == MCPOPT_ERR_INVALID_HANDLE);
+    CHECK(mcpopt_engine_destroy(NULL) == MCPOPT_OK);
+
+    /* malformed JSON, invalid UTF-8, empty text, wrong sizes */
+    CHECK(mcpopt_config_validate("{\"mcpServers\":", MCPOPT_NUL_TERMINATED) == MCPOPT_ERR_MALFORMED_JSON);
+    mcpopt_error *e = mcpopt_last_error();
+    CHECK(e && mcpopt_error_issue_count(e) == 1 && strcmp(mcpopt_error_issue_path(e, 0), "$") == 0);
+    mcpopt_error_free(e);
+    CHECK(mcpopt_config_validate("{\"a\":\"\xff\xfe\"}", MCPOPT_NUL_TERMINATED) == MCPOPT_ERR_INVALID_UTF8);
+    CHECK(mcpopt_config_validate("", 0) == MCPOPT_ERR_MALFORMED_JSON);
+    CHECK(mcpopt_config_validate("{}", (size_t)-2) == MCPOPT_ERR_INVALID_ARGUMENT);
+    /* the length counts: only "{" of "{}" is read */
+    CHECK(mcpopt_config_validate("{}", 1) == MCPOPT_ERR_MALFORMED_JSON);
+    /* embedded NUL inside the given length is not JSON */
+    CHECK(mcpopt_config_validate("{}\0{}", 5) == MCPOPT_ERR_MALFORMED_JSON);
+    CHECK(mcpopt_config_validate("[1,2]", MCPOPT_NUL_TERMINATED) == MCPOPT_ERR_INVALID_CONFIG);
+
+    /* over the size limit */
+    size_t big = (size_t)17 << 20;
+    char *huge = malloc(big);
+    memset(huge, ' ', big);
+    huge[0] = '{';
+    huge[big - 1] = '}';
+    CHECK(mcpopt_config_validate(huge, big) == MCPOPT_ERR_TOO_LARGE);
+    free(huge);
+
+    /* accessors tolerate NULL */
+    CHECK(mcpopt_error_status(NULL) == MCPOPT_OK);
+    CHECK(strcmp(mcpopt_error_message(NULL), "") == 0);
+    CHECK(mcpopt_error_issue_count(NULL) == 0);
+    CHECK(mcpopt_error_issue_path(NULL, 0) == NULL);
+    mcpopt_error_free(NULL);
+    mcpopt_free(NULL);
+}
+
+/* Threads create, describe and destroy engines at once; a shared engine is destroyed while
+ * others use it. Every call must return a documented status. */
+static mcpopt_engine *shared_engine;
+static const char *shared_config;
+
+static void *worker(void *arg) {
+    long bad = 0;
+    for (int i = 0; i < 200; i++) {
+        mcpopt_engine *engine = NULL;
+        if (mcpopt_engine_create(shared_config, MCPOPT_NUL_TERMINATED, &engine) != MCPOPT_OK) bad++;
+        char *json = NULL;
+        if (mcpopt_engine_describe(engine, &json, NULL) != MCPOPT_OK) bad++;
+        mcpopt_free(json);
+        json = NULL;
+        mcpopt_status s = mcpopt_engine_describe(shared_engine, &json, NULL);
+        if (s != MCPOPT_OK && s != MCPOPT_ERR_INVALID_HANDLE) bad++;
+        mcpopt_free(json);
+        if (mcpopt_engine_destroy(engine) != MCPOPT_OK) bad++;
+        if (mcpopt_config_validate("{\"routing\":{\"minConfidence\":9}}", MCPOPT_NUL_TERMINATED) != MCPOPT_ERR_INVALID_CONFIG) bad++;
+    }
+    *(long *)arg = bad;
+    return NULL;
+}
+
+static void test_threads(const char *config) {
+    shared_config = config;
+    CHECK(mcpopt_engine_create(config, MCPOPT_NUL_TERMINATED, &shared_engine) == MCPOPT_OK);
+    pthread_t threads[4];
+    long bad[4] = {0};
+    for (int i = 0; i < 4; i++) pthread_create(&threads[i], NULL, worker, &bad[i]);
+    CHECK(mcpopt_engine_destroy(shared_engine) == MCPOPT_OK);
+    for (int i = 0; i < 4; i++) {
+        pthread_join(threads[i], NULL);
+        CHECK(bad[i] == 0);
+    }
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2) { fprintf(stderr, "usage: %s CONFIG.json\n", argv[0]); return 2; }
+    char *config = read_file(argv[1]);
+    test_versions();
+    test_engine_from_real_config(config);
+    test_validation_errors_name_paths();
+    test_bad_input();
+    test_threads(config);
+    free(config);
+    printf("c host: %d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}

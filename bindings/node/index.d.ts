@@ -1,0 +1,45 @@
+// Type declarations of the mcpopt Node binding.
+
+export declare const ABI_VERSION: number;
+
+export declare const Status: Readonly<{
+  OK: 0; INVALID_ARGUMENT: 1; INVALID_UTF8: 2; MALFORMED_JSON: 3; INVALID_CONFIG: 4;
+  INVALID_HANDLE: 5; NOT_FOUND: 6; TOO_LARGE: 7; UNSUPPORTED: 8; INTERNAL: 99;
+}>;
+
+/** One problem in a configuration: the JSON path of the field and what is wrong with it. */
+export interface Issue { path: string; message: string; }
+
+/** An error from libmcpopt. */
+export declare class MCPOptError extends Error {
+  readonly status: number;
+  readonly statusName: string;
+  readonly issues: Issue[];
+}
+
+/** The configuration is not valid JSON, or not a valid configuration (see `issues`). */
+export declare class ConfigError extends MCPOptError {}
+
+export type Config = Record<string, unknown> | string | Buffer;
+
+export interface EngineDescription {
+  version: string;
+  allocator: 'jemalloc' | 'system';
+  servers: { configured: number; active: number; stdio: number; http: number; groups: Record<string, string[]> };
+  config: Record<string, unknown>;
+}
+
+export declare class Engine {
+  /** @throws ConfigError when the configuration is invalid. */
+  constructor(config: Config);
+  readonly closed: boolean;
+  describe(): EngineDescription;
+  /** Releases the engine; closing twice is harmless. */
+  close(): void;
+  [Symbol.dispose](): void;
+}
+
+/** Every problem in `config` (empty when valid). */
+export declare function validateConfig(config: Config): Issue[];
+export declare function version(): string;
+export declare function statusString(status: number): string;

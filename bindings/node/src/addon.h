@@ -1,0 +1,16 @@
+/* Shared helpers of the N-API addon; one file per area of the C interface registers its
+ * functions through an mcpopt_node_*_init function. */
+#ifndef MCPOPT_NODE_ADDON_H
+#define MCPOPT_NODE_ADDON_H
+#include <mcpopt.h>
+#include <node_api.h>
+#include <stdbool.h>
+
+napi_value mcpopt_node_throw_last(napi_env env);
+napi_value mcpopt_node_throw_status(napi_env env, mcpopt_status status, const char *message);
+/* Throws a TypeError (a wrong JS argument, before the library is called). */
+napi_value mcpopt_node_throw(napi_env env, const char *message);
+int mcpopt_node_bytes(napi_env env, napi_callback_info info, size_t index, char **out, size_t *length);
+
+void mcpopt_node_engine_init(napi_env env, napi_value exports);
+#endif

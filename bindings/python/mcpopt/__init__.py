@@ -1,0 +1,17 @@
+"""mcpopt: an MCP optimization engine. Python binding of libmcpopt (ctypes)."""
+from __future__ import annotations
+
+from . import _native
+from .engine import Engine, validate_config
+from .errors import ConfigError, InvalidHandleError, Issue, MCPOptError
+from ._native import LibraryNotFound
+
+__all__ = ["Engine", "validate_config", "ConfigError", "InvalidHandleError", "Issue", "MCPOptError",
+           "LibraryNotFound", "version", "ABI_VERSION"]
+
+ABI_VERSION = _native.ABI_VERSION
+
+
+def version() -> str:
+    """The loaded library's version."""
+    return _native.lib().mcpopt_version().decode()

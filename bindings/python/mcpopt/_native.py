@@ -1,0 +1,91 @@
+"""Loads libmcpopt and declares the C functions of include/mcpopt.h for ctypes."""
+from __future__ import annotations
+
+import ctypes
+import os
+import pathlib
+import threading
+from typing import Optional
+
+ABI_VERSION = 1
+NUL_TERMINATED = ctypes.c_size_t(-1).value
+
+_lib: Optional[ctypes.CDLL] = None
+_lock = threading.Lock()
+
+
+class LibraryNotFound(OSError):
+    """libmcpopt could not be loaded from any of the places searched."""
+
+
+def _candidates() -> list[str]:
+    found = []
+    env = os.environ.get("MCPOPT_LIBRARY")
+    if env:
+        found.append(env)
+    here = pathlib.Path(__file__).resolve().parent
+    found += [str(p) for p in sorted(here.glob("libmcpopt.so*"))]
+    found += ["libmcpopt.so.1", "libmcpopt.so"]
+    return found
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    c = ctypes
+    status, cstr, size = c.c_int32, c.c_char_p, c.c_size_t
+    vp = c.c_void_p
+    sigs = {
+        "mcpopt_version": ([], cstr),
+        "mcpopt_abi_version": ([], c.c_uint32),
+        "mcpopt_status_string": ([status], cstr),
+        "mcpopt_last_error_message": ([], cstr),
+        "mcpopt_last_status": ([], status),
+        "mcpopt_last_error": ([], vp),
+        "mcpopt_error_status": ([vp], status),
+        "mcpopt_error_message": ([vp], cstr),
+        "mcpopt_error_issue_count": ([vp], size),
+        "mcpopt_error_issue_path": ([vp, size], cstr),
+        "mcpopt_error_issue_message": ([vp, size], cstr),
+        "mcpopt_error_free": ([vp], None),
+        "mcpopt_free": ([vp], None),
+        "mcpopt_config_validate": ([c.c_char_p, size], status),
+        "mcpopt_engine_create": ([c.c_char_p, size, c.POINTER(vp)], status),
+        "mcpopt_engine_destroy": ([vp], status),
+        "mcpopt_engine_describe": ([vp, c.POINTER(vp), c.POINTER(size)], status),
+    }
+    for name, (args, res) in sigs.items():
+        fn = getattr(lib, name)
+        fn.argtypes = args
+        fn.restype = res
+
+
+def lib() -> ctypes.CDLL:
+    """The loaded library (loaded once, on first use)."""
+    global _lib
+    if _lib is not None:
+        return _lib
+    with _lock:
+        if _lib is not None:
+            return _lib
+        errors = []
+        for candidate in _candidates():
+            try:
+                loaded = ctypes.CDLL(candidate)
+            except OSError as exc:
+                errors.append(f"{candidate}: {exc}")
+                continue
+            _declare(loaded)
+            abi = loaded.mcpopt_abi_version()
+            if abi != ABI_VERSION:
+                errors.append(f"{candidate}: ABI version {abi}, this binding needs {ABI_VERSION}")
+                continue
+            _lib = loaded
+            return loaded
+        raise LibraryNotFound("cannot load libmcpopt; set MCPOPT_LIBRARY to its path. Tried:\n  " + "\n  ".join(errors))
+
+
+def take_text(pointer: ctypes.c_void_p, length: ctypes.c_size_t) -> str:
+    """Decodes and frees a text the library handed out (caller frees with mcpopt_free)."""
+    try:
+        return ctypes.string_at(pointer, length.value).decode("utf-8")
+    finally:
+        lib().mcpopt_free(pointer)
