@@ -24,6 +24,16 @@ public struct JSONWriter {
         case .string(let s): Self.appendQuoted(s, to: &out)
         case .array(let items):
             if items.isEmpty { out += "[]"; return }
+            if pretty && items.allSatisfy(\.isScalar) {
+                // Short lists of scalars read better on one line.
+                out += "["
+                for (i, item) in items.enumerated() {
+                    if i > 0 { out += ", " }
+                    write(item, into: &out, indent: indent)
+                }
+                out += "]"
+                return
+            }
             out += "["
             for (i, item) in items.enumerated() {
                 if i > 0 { out += "," }
@@ -86,6 +96,13 @@ public struct JSONWriter {
 }
 
 extension JSONValue {
+    var isScalar: Bool {
+        switch self {
+        case .array, .object: false
+        default: true
+        }
+    }
+
     /// Compact JSON text.
     public var jsonString: String { JSONWriter().string(self) }
     /// Compact JSON with object members sorted by key: equal documents give equal text.
