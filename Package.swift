@@ -10,16 +10,6 @@
 //   mcpopt                        the command-line program (gateway, demo, bench)
 import PackageDescription
 
-let root = Context.packageDirectory
-
-// libmcpopt.so exports only mcpopt_* symbols and carries a stable soname.
-let abiLinkerFlags: [LinkerSetting] = [
-    .unsafeFlags([
-        "-Xlinker", "--version-script=\(root)/Sources/MCPOpt/mcpopt.map",
-        "-Xlinker", "-soname=libmcpopt.so.1",
-    ])
-]
-
 let package = Package(
     name: "mcpopt",
     products: [
@@ -45,8 +35,10 @@ let package = Package(
         .target(
             name: "MCPOpt",
             dependencies: ["MCPOptEngine", "MCPOptConfig", "MCPOptJSON", "CMCPOptSupport"],
-            exclude: ["mcpopt.map"],
-            linkerSettings: abiLinkerFlags
+            // The shipped library's exports (only mcpopt_*) and soname are set where it is
+            // linked for shipping (CMakeLists.txt): as target flags they would also reach the
+            // test executables, and hide the symbols sanitizers must export.
+            exclude: ["mcpopt.map"]
         ),
         .executableTarget(
             name: "mcpopt",
@@ -60,6 +52,7 @@ let package = Package(
         .testTarget(name: "MCPOptJSONTests", dependencies: ["MCPOptJSON"]),
         .testTarget(name: "MCPOptConfigTests", dependencies: ["MCPOptConfig", "MCPOptJSON"]),
         .testTarget(name: "MCPOptEngineTests", dependencies: ["MCPOptEngine", "MCPOptConfig"]),
+        .testTarget(name: "MCPOptABITests", dependencies: ["MCPOpt"]),
     ],
     cxxLanguageStandard: .cxx17
 )
