@@ -49,6 +49,8 @@ let package = Package(
             // The program, unlike the library, may bring its own allocator.
             linkerSettings: [.linkedLibrary("jemalloc")]
         ),
+        // Fuzz targets; replays a corpus when built normally (see scripts/fuzz).
+        .executableTarget(name: "mcpopt-fuzz", dependencies: ["MCPOptConfig", "MCPOptJSON"], path: "Sources/MCPOptFuzz"),
         .testTarget(name: "MCPOptJSONTests", dependencies: ["MCPOptJSON"]),
         .testTarget(name: "MCPOptConfigTests", dependencies: ["MCPOptConfig", "MCPOptJSON"]),
         .testTarget(name: "MCPOptEngineTests", dependencies: ["MCPOptEngine", "MCPOptConfig"]),

@@ -59,3 +59,14 @@ endif()
 
 # The program.
 add_test(NAME cli COMMAND ${CMAKE_SOURCE_DIR}/scripts/check-cli ${CMAKE_BINARY_DIR}/bin/mcpopt ${EXAMPLE_CONFIG})
+
+# Parsers under libFuzzer + AddressSanitizer, briefly (scripts/fuzz TARGET SECONDS for longer).
+foreach(target json config)
+  add_test(NAME fuzz_${target} COMMAND ${CMAKE_SOURCE_DIR}/scripts/fuzz ${target} 20)
+  set_tests_properties(fuzz_${target} PROPERTIES TIMEOUT 900 RESOURCE_LOCK fuzz_build)
+endforeach()
+
+# The Python package installs with pip, and finds a library placed next to it (no MCPOPT_LIBRARY).
+add_test(NAME python_pip_install COMMAND sh -c
+  "rm -rf ${CMAKE_BINARY_DIR}/pyinstall && ${MCPOPT_PYTHON} -m pip install -q --disable-pip-version-check --no-deps --target ${CMAKE_BINARY_DIR}/pyinstall ${CMAKE_SOURCE_DIR}/bindings/python && cp ${STAGE}/lib/libmcpopt.so.1 ${CMAKE_BINARY_DIR}/pyinstall/mcpopt/ && cd / && env -u MCPOPT_LIBRARY PYTHONPATH=${CMAKE_BINARY_DIR}/pyinstall ${MCPOPT_PYTHON} -c \"import mcpopt, pathlib; e = mcpopt.Engine({}); assert e.describe()['servers']['active'] == 0; e.close(); assert pathlib.Path(mcpopt._native.lib()._name).parent == pathlib.Path(mcpopt.__file__).parent, mcpopt._native.lib()._name; print('pip install: 1 passed, 0 failed')\"")
+set_tests_properties(python_pip_install PROPERTIES FIXTURES_REQUIRED staged)

@@ -1,0 +1,34 @@
+import MCPOptConfig
+import MCPOptJSON
+
+/// Fuzz targets: each takes arbitrary bytes, must not crash, and checks the invariants that
+/// hold for every input. A broken invariant traps, which libFuzzer reports with the input.
+enum FuzzTargets {
+    static let all: [String: @Sendable (UnsafeRawBufferPointer) -> Void] = [
+        "json": json,
+        "config": config,
+    ]
+
+    /// Whatever parses writes back to text that parses to the same value, and canonical text is stable.
+    static func json(_ bytes: UnsafeRawBufferPointer) {
+        guard let value = try? JSONParser.parse(bytes) else { return }
+        let text = value.jsonString
+        guard let again = try? JSONParser.parse(text) else { fatalError("written JSON does not parse: \(text)") }
+        let canonical = value.canonicalJSONString
+        guard again.canonicalJSONString == canonical else { fatalError("round trip changed the value: \(text)") }
+    }
+
+    /// A configuration either fails with issues that name paths, or its effective form
+    /// describes the same configuration.
+    static func config(_ bytes: UnsafeRawBufferPointer) {
+        do {
+            let config = try EngineConfig.parse(bytes)
+            let effective = config.effectiveJSON(redactingSecrets: false).jsonString
+            guard (try? EngineConfig.parse(effective)) == config else { fatalError("effective config does not reparse to itself: \(effective)") }
+        } catch {
+            guard !error.issues.isEmpty, error.issues.allSatisfy({ $0.path.description.hasPrefix("$") && !$0.message.isEmpty }) else {
+                fatalError("error without usable issues: \(error)")
+            }
+        }
+    }
+}
