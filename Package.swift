@@ -29,8 +29,14 @@ let package = Package(
             linkerSettings: [.linkedLibrary("simdjson"), .linkedLibrary("stdc++")]
         ),
         .target(name: "CMCPOptSupport", linkerSettings: [.linkedLibrary("dl")]),
+        .target(
+            name: "CMCPOptRPC",
+            cxxSettings: [.unsafeFlags(["-O2"])],
+            linkerSettings: [.linkedLibrary("simdjson"), .linkedLibrary("stdc++")]
+        ),
         .target(name: "MCPOptJSON", dependencies: ["CMCPOptJSON"]),
         .target(name: "MCPOptConfig", dependencies: ["MCPOptJSON"]),
+        .target(name: "MCPOptProtocol", dependencies: ["CMCPOptRPC", "MCPOptJSON"]),
         .target(name: "MCPOptEngine", dependencies: ["MCPOptConfig", "MCPOptJSON", "CMCPOptSupport"]),
         .target(
             name: "MCPOpt",
@@ -43,18 +49,19 @@ let package = Package(
         .executableTarget(
             name: "mcpopt",
             dependencies: [
-                "MCPOptEngine", "MCPOptConfig", "MCPOptJSON",
+                "MCPOptEngine", "MCPOptConfig", "MCPOptJSON", "MCPOptProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             // The program, unlike the library, may bring its own allocator.
             linkerSettings: [.linkedLibrary("jemalloc")]
         ),
         // Fuzz targets; replays a corpus when built normally (see scripts/fuzz).
-        .executableTarget(name: "mcpopt-fuzz", dependencies: ["MCPOptConfig", "MCPOptJSON"], path: "Sources/MCPOptFuzz"),
+        .executableTarget(name: "mcpopt-fuzz", dependencies: ["MCPOptConfig", "MCPOptJSON", "MCPOptProtocol"], path: "Sources/MCPOptFuzz"),
         .testTarget(name: "MCPOptJSONTests", dependencies: ["MCPOptJSON"]),
         .testTarget(name: "MCPOptConfigTests", dependencies: ["MCPOptConfig", "MCPOptJSON"]),
         .testTarget(name: "MCPOptEngineTests", dependencies: ["MCPOptEngine", "MCPOptConfig"]),
         .testTarget(name: "MCPOptABITests", dependencies: ["MCPOpt"]),
+        .testTarget(name: "MCPOptProtocolTests", dependencies: ["MCPOptProtocol", "MCPOptJSON"]),
     ],
     cxxLanguageStandard: .cxx17
 )

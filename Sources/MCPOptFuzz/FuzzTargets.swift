@@ -1,5 +1,6 @@
 import MCPOptConfig
 import MCPOptJSON
+import MCPOptProtocol
 
 /// Fuzz targets: each takes arbitrary bytes, must not crash, and checks the invariants that
 /// hold for every input. A broken invariant traps, which libFuzzer reports with the input.
@@ -7,7 +8,28 @@ enum FuzzTargets {
     static let all: [String: @Sendable (UnsafeRawBufferPointer) -> Void] = [
         "json": json,
         "config": config,
+        "rpc": rpc,
     ]
+
+    nonisolated(unsafe) static let decoder = MessageDecoder()
+    nonisolated(unsafe) static let checker = MessageDecoder()
+
+    /// A message that decodes keeps its kind, method and arguments when its id is replaced, and
+    /// its canonical arguments are a fixed point of canonicalization.
+    static func rpc(_ bytes: UnsafeRawBufferPointer) {
+        guard let view = try? decoder.decode(bytes) else { return }
+        let renumbered = MessageEncoder.replacingID(in: view, with: Array("\"fz\"".utf8))
+        if view.idRaw.isPresent {
+            guard let again = try? checker.decodeOwned(renumbered) else { fatalError("renumbered message does not decode") }
+            guard again.kind == view.kind, again.method == view.method.string, again.argumentsHash == view.argumentsHash,
+                again.id == .string("fz")
+            else { fatalError("renumbering changed the message") }
+        }
+        if view.canonicalArguments.isPresent {
+            guard let (canonical, hash) = try? checker.canonicalize(view.canonicalArguments.buffer) else { fatalError("canonical arguments do not parse") }
+            guard canonical == view.canonicalArguments.bytes!, hash == view.argumentsHash else { fatalError("canonical form is not stable") }
+        }
+    }
 
     /// Whatever parses writes back to text that parses to the same value, and canonical text is stable.
     static func json(_ bytes: UnsafeRawBufferPointer) {

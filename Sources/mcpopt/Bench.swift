@@ -10,4 +10,4 @@ struct Bench: ParsableCommand {
 }
 
 /// Registered benchmark subcommands.
-let benchSubcommands: [ParsableCommand.Type] = []
+let benchSubcommands: [ParsableCommand.Type] = [BenchCodec.self]

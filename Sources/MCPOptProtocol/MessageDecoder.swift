@@ -1,0 +1,75 @@
+import CMCPOptRPC
+
+/// Why bytes are not a usable JSON-RPC message.
+public struct DecodeError: Error, Sendable, Equatable, CustomStringConvertible {
+    public enum Kind: Sendable, Equatable {
+        /// Not JSON, or not UTF-8 (JSON-RPC -32700).
+        case notJSON
+        /// JSON, but not a JSON-RPC 2.0 message (-32600).
+        case invalid
+        /// A top-level array: a batch (only 2025-03-26 allowed them).
+        case batch
+        case tooDeep
+        case `internal`
+    }
+    public let kind: Kind
+    public let detail: String
+
+    /// The JSON-RPC error code to answer with.
+    public var rpcCode: Int64 { kind == .notJSON ? RPCErrorCode.parseError : RPCErrorCode.invalidRequest }
+    public var description: String { detail }
+}
+
+/// Decodes JSON-RPC messages with simdjson, reusing its buffers: one decoder per thread (or per
+/// connection), never shared. Views it returns are valid until its next call.
+public final class MessageDecoder {
+    private let decoder: OpaquePointer
+    private var message = mco_rpc_message()
+
+    public init() {
+        guard let d = mco_rpc_decoder_new() else { fatalError("out of memory creating a message decoder") }
+        decoder = d
+    }
+
+    deinit { mco_rpc_decoder_free(decoder) }
+
+    /// Decodes one message. The view borrows `bytes` and this decoder's buffers: use it before
+    /// the next call and while `bytes` lives.
+    public func decode(_ bytes: UnsafeRawBufferPointer) throws(DecodeError) -> MessageView {
+        var detail: UnsafePointer<CChar>?
+        let status = mco_rpc_decode(decoder, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count, &message, &detail)
+        guard status == Int32(MCO_RPC_OK) else {
+            let text = detail.map { String(cString: $0) } ?? ""
+            switch Int(status) {
+            case MCO_RPC_NOT_JSON: throw DecodeError(kind: .notJSON, detail: text)
+            case MCO_RPC_BATCH: throw DecodeError(kind: .batch, detail: text)
+            case MCO_RPC_TOO_DEEP: throw DecodeError(kind: .tooDeep, detail: text)
+            case MCO_RPC_INVALID: throw DecodeError(kind: .invalid, detail: text)
+            default: throw DecodeError(kind: .internal, detail: text)
+            }
+        }
+        return MessageView(raw: message)
+    }
+
+    /// Decodes and copies out: for callers that keep the message.
+    public func decodeOwned(_ bytes: [UInt8]) throws(DecodeError) -> Message {
+        try bytes.withUnsafeBytes { buffer in Result { () throws(DecodeError) in Message(try decode(buffer)) } }.get()
+    }
+
+    /// The canonical form of a JSON value (sorted keys, no insignificant whitespace) and its
+    /// 64-bit hash: equal JSON values give equal bytes, whatever their member order.
+    public func canonicalize(_ bytes: UnsafeRawBufferPointer) throws(DecodeError) -> (canonical: [UInt8], hash: UInt64) {
+        var out = mco_str()
+        var hash: UInt64 = 0
+        let status = mco_json_canonicalize(decoder, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count, &out, &hash)
+        guard status == Int32(MCO_RPC_OK) else {
+            throw DecodeError(kind: status == Int32(MCO_RPC_TOO_DEEP) ? .tooDeep : .notJSON, detail: "not a JSON value")
+        }
+        return (Array(UnsafeRawBufferPointer(start: out.ptr, count: out.len)), hash)
+    }
+}
+
+/// XXH3-64 of bytes (xxhash, from Debian's header).
+public func hash64(_ bytes: UnsafeRawBufferPointer, seed: UInt64 = 0) -> UInt64 {
+    mco_hash64(bytes.baseAddress, bytes.count, seed)
+}

@@ -1,0 +1,92 @@
+import MCPOptJSON
+
+/// Builds JSON-RPC messages as bytes. Raw JSON parts (params, results) are spliced in as
+/// given, so nothing is re-encoded that does not need to be.
+public enum MessageEncoder {
+    public static func request(id: RequestID, method: String, params: UnsafeRawBufferPointer?) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(64 + method.utf8.count + (params?.count ?? 0))
+        out += #"{"jsonrpc":"2.0","id":"#.utf8
+        out += id.json.utf8
+        appendMethod(method, params: params, to: &out)
+        return out
+    }
+
+    public static func notification(method: String, params: UnsafeRawBufferPointer?) -> [UInt8] {
+        var out: [UInt8] = Array(#"{"jsonrpc":"2.0""#.utf8)
+        appendMethod(method, params: params, to: &out)
+        return out
+    }
+
+    /// A result response; `idJSON` is the id as JSON text (a request's own id token).
+    public static func result(idJSON: some Collection<UInt8>, result: UnsafeRawBufferPointer) -> [UInt8] {
+        var out: [UInt8] = Array(#"{"jsonrpc":"2.0","id":"#.utf8)
+        out += idJSON
+        out += #","result":"#.utf8
+        out += result
+        out.append(UInt8(ascii: "}"))
+        return out
+    }
+
+    /// An error response. `idJSON` nil means `null` (the id could not be read).
+    public static func error(idJSON: [UInt8]?, code: Int64, message: String, data: JSONValue? = nil) -> [UInt8] {
+        var text = #"{"jsonrpc":"2.0","id":"#
+        text += idJSON.map { String(decoding: $0, as: UTF8.self) } ?? "null"
+        text += #","error":{"code":"# + String(code) + #","message":"#
+        JSONWriter.appendQuoted(message, to: &text)
+        if let data { text += #","data":"# + data.jsonString }
+        text += "}}"
+        return Array(text.utf8)
+    }
+
+    private static func appendMethod(_ method: String, params: UnsafeRawBufferPointer?, to out: inout [UInt8]) {
+        var quoted = ""
+        JSONWriter.appendQuoted(method, to: &quoted)
+        out += #","method":"#.utf8
+        out += quoted.utf8
+        if let params {
+            out += #","params":"#.utf8
+            out += params
+        }
+        out.append(UInt8(ascii: "}"))
+    }
+
+    /// `message` with its id token replaced: how a request is renumbered for a backend hop
+    /// and a response given back its caller's id, without re-encoding anything else.
+    public static func replacingID(in view: MessageView, with idJSON: some Collection<UInt8>) -> [UInt8] {
+        let source = view.source.buffer
+        guard let start = view.offset(of: view.idRaw) else { return Array(source) }
+        var out: [UInt8] = []
+        out.reserveCapacity(source.count + idJSON.count)
+        out += source[..<start]
+        out += idJSON
+        out += source[(start + view.idRaw.count)...]
+        return out
+    }
+
+    /// Params for a modern-era hop: the request's params with `_meta` carrying this hop's
+    /// protocol version, client capabilities and client info (other `_meta` keys kept).
+    public static func modernParams(of view: MessageView, version: ProtocolVersion, clientCapabilities: JSONValue, clientInfo: JSONValue) -> [UInt8] {
+        var meta = JSONObject()
+        if view.meta.isPresent, case .object(let existing)? = try? JSONParser.parse(view.meta.buffer) {
+            meta = existing
+        }
+        meta[MetaKey.protocolVersion] = .string(version.rawValue)
+        meta[MetaKey.clientCapabilities] = clientCapabilities
+        meta[MetaKey.clientInfo] = clientInfo
+        let metaJSON = Array(JSONValue.object(meta).jsonString.utf8)
+
+        let params = view.params.buffer
+        guard view.params.isPresent, params.first == UInt8(ascii: "{") else {
+            return Array(#"{"_meta":"#.utf8) + metaJSON + [UInt8(ascii: "}")]
+        }
+        if view.meta.isPresent, let paramsStart = view.offset(of: view.params), let metaStart = view.offset(of: view.meta) {
+            let start = metaStart - paramsStart
+            return Array(params[..<start]) + metaJSON + Array(params[(start + view.meta.count)...])
+        }
+        // Insert first; a comma only when the object has members.
+        let rest = params.dropFirst().drop(while: { $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 })
+        let empty = rest.first == UInt8(ascii: "}")
+        return Array(#"{"_meta":"#.utf8) + metaJSON + (empty ? [] : [UInt8(ascii: ",")]) + Array(params.dropFirst())
+    }
+}
