@@ -36,7 +36,8 @@ let package = Package(
         ),
         .target(name: "MCPOptJSON", dependencies: ["CMCPOptJSON"]),
         .target(name: "MCPOptConfig", dependencies: ["MCPOptJSON"]),
-        .target(name: "MCPOptProtocol", dependencies: ["CMCPOptRPC", "MCPOptJSON"]),
+        .target(name: "CMCPOptHTTP", linkerSettings: [.linkedLibrary("http_parser")]),
+        .target(name: "MCPOptProtocol", dependencies: ["CMCPOptRPC", "CMCPOptHTTP", "MCPOptJSON"]),
         .target(name: "MCPOptEngine", dependencies: ["MCPOptConfig", "MCPOptJSON", "CMCPOptSupport"]),
         .target(
             name: "MCPOpt",

@@ -9,7 +9,58 @@ enum FuzzTargets {
         "json": json,
         "config": config,
         "rpc": rpc,
+        "http": http,
+        "sse": sse,
     ]
+
+    /// Parses a stream (the first byte picks response or request) whole and byte by byte: both
+    /// must agree on every message.
+    static func http(_ bytes: UnsafeRawBufferPointer) {
+        func parse(chunk: Int) -> [String] {
+            let parser = HTTPParser(bytes.first.map { $0 & 1 == 0 } ?? true ? .response : .request, maxHeadBytes: 4096, maxHeaders: 32)
+            var out: [String] = []
+            var offset = bytes.isEmpty ? 0 : 1
+            var body: [UInt8] = []
+            while offset < bytes.count {
+                let end = min(offset + chunk, bytes.count)
+                guard let used = try? parser.feed(UnsafeRawBufferPointer(rebasing: bytes[offset..<end])) else {
+                    out.append("error")
+                    return out
+                }
+                body += parser.takeBody()
+                offset += used
+                if parser.isComplete {
+                    out.append("\(parser.status) \(parser.method) \(parser.target) \(parser.headers.map { "\($0.name)=\($0.value)" }) \(body)")
+                    body = []
+                    parser.next()
+                } else if used == 0 {
+                    out.append("stuck")
+                    return out
+                }
+            }
+            return out
+        }
+        let whole = parse(chunk: Int.max / 2)
+        let bytewise = parse(chunk: 1)
+        guard whole == bytewise else { fatalError("chunking changed the parse: \(whole) vs \(bytewise)") }
+    }
+
+    /// Events do not depend on where the stream is split.
+    static func sse(_ bytes: UnsafeRawBufferPointer) {
+        func events(split: Int) -> [SSEEvent]? {
+            var parser = SSEParser(maxEventBytes: 1 << 16)
+            var out: [SSEEvent] = []
+            do {
+                try parser.feed(UnsafeRawBufferPointer(rebasing: bytes[..<split])) { out.append($0) }
+                try parser.feed(UnsafeRawBufferPointer(rebasing: bytes[split...])) { out.append($0) }
+            } catch { return nil }
+            return out
+        }
+        guard bytes.count > 3 else { return }
+        let whole = events(split: bytes.count)
+        let halves = events(split: 3 + (bytes.count - 3) / 2)
+        guard whole == halves else { fatalError("splitting changed the events") }
+    }
 
     nonisolated(unsafe) static let decoder = MessageDecoder()
     nonisolated(unsafe) static let checker = MessageDecoder()
