@@ -38,6 +38,7 @@ let package = Package(
         .target(name: "MCPOptConfig", dependencies: ["MCPOptJSON"]),
         .target(name: "CMCPOptHTTP", linkerSettings: [.linkedLibrary("http_parser")]),
         .target(name: "MCPOptProtocol", dependencies: ["CMCPOptRPC", "CMCPOptHTTP", "MCPOptJSON"]),
+        .target(name: "MCPOptUpstream", dependencies: ["MCPOptProtocol", "MCPOptJSON"]),
         .target(name: "MCPOptEngine", dependencies: ["MCPOptConfig", "MCPOptJSON", "CMCPOptSupport"]),
         .target(
             name: "MCPOpt",
@@ -63,6 +64,7 @@ let package = Package(
         .testTarget(name: "MCPOptEngineTests", dependencies: ["MCPOptEngine", "MCPOptConfig"]),
         .testTarget(name: "MCPOptABITests", dependencies: ["MCPOpt"]),
         .testTarget(name: "MCPOptProtocolTests", dependencies: ["MCPOptProtocol", "MCPOptJSON"]),
+        .testTarget(name: "MCPOptUpstreamTests", dependencies: ["MCPOptUpstream", "MCPOptProtocol", "MCPOptJSON"]),
     ],
     cxxLanguageStandard: .cxx17
 )

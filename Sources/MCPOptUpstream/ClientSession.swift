@@ -1,0 +1,266 @@
+import MCPOptJSON
+import MCPOptProtocol
+
+/// The client side of one MCP session, without I/O ("sans-IO", like hiredis' reader): bytes
+/// in, bytes and events out. It negotiates the era (discovery or the initialize handshake),
+/// numbers requests with its own ids so many callers share one session, encodes each request
+/// for the negotiated era, and matches responses to callers' tokens.
+///
+/// Not thread-safe: its owner (a transport's connection) serializes calls.
+public final class ClientSession {
+    public enum Mode: Sendable, Equatable {
+        /// Like the official SDKs: try `server/discover`, fall back to `initialize`.
+        case auto
+        case handshake
+        case modern
+    }
+
+    public enum Phase: Sendable, Equatable {
+        case new, discovering, initializing, ready, closed
+    }
+
+    /// What the session reports to its owner, in order.
+    public enum Event: Sendable, Equatable {
+        /// Bytes to write to the server (one message).
+        case send([UInt8])
+        /// Negotiation is done; queued requests have been sent.
+        case ready
+        /// The server's response to the request registered with `token` (the server's id is
+        /// in the bytes: restore the caller's own with MessageEncoder.replacingID).
+        case response(token: UInt64, message: [UInt8])
+        case failed(token: UInt64, error: UpstreamError)
+        /// A notification from the server (progress, log message, list changed...).
+        case notification(method: String, message: [UInt8])
+        /// A request from the server to the client (sampling, elicitation, roots): relay it.
+        case serverRequest(method: String, message: [UInt8])
+        /// Something the server sent that breaks the protocol; the session carries on.
+        case violation(String)
+    }
+
+    public struct Identity: Sendable {
+        public var name: String
+        public var version: String
+        /// Capabilities the client declares (sampling, elicitation, roots only when the front
+        /// client declared them).
+        public var capabilities: JSONValue
+        public init(name: String = "mcpopt", version: String = "0.1.0", capabilities: JSONValue = [:]) {
+            self.name = name
+            self.version = version
+            self.capabilities = capabilities
+        }
+        var info: JSONValue { ["name": .string(name), "version": .string(version)] }
+    }
+
+    public let mode: Mode
+    public let identity: Identity
+    public private(set) var phase: Phase = .new
+    public private(set) var version: ProtocolVersion?
+    public var era: ProtocolEra? { version?.era }
+    public private(set) var serverInfo: JSONValue?
+    public private(set) var serverCapabilities: JSONValue?
+    public private(set) var instructions: String?
+
+    private let decoder = MessageDecoder()
+    private let scratch = MessageDecoder()
+    private var nextID: Int64 = 1
+    /// Our id -> the caller's token; negotiation requests use no token.
+    private var pending: [Int64: UInt64] = [:]
+    private var negotiationID: Int64?
+    private var queued: [(token: UInt64, request: UpstreamRequest)] = []
+
+    public init(mode: Mode = .auto, identity: Identity = Identity()) {
+        self.mode = mode
+        self.identity = identity
+    }
+
+    public var pendingCount: Int { pending.count + queued.count }
+
+    /// Starts negotiation: the first message(s) to send.
+    public func open() -> [Event] {
+        precondition(phase == .new, "a session is opened once")
+        switch mode {
+        case .auto, .modern: return discover(version: .latestModern)
+        case .handshake: return initialize()
+        }
+    }
+
+    /// Sends (or, before negotiation completes, queues) a request for `token`.
+    public func send(_ request: UpstreamRequest, token: UInt64) -> [Event] {
+        switch phase {
+        case .closed: return [.failed(token: token, error: UpstreamError(.closed, "the session is closed"))]
+        case .ready: return [encode(request, token: token)]
+        default:
+            queued.append((token, request))
+            return []
+        }
+    }
+
+    /// Gives up on a request: its answer will be dropped and the server is told with
+    /// `notifications/cancelled` (over modern-era HTTP the owner closes the stream instead).
+    public func cancel(token: UInt64, reason: String) -> [Event] {
+        if let index = queued.firstIndex(where: { $0.token == token }) {
+            queued.remove(at: index)
+            return [.failed(token: token, error: UpstreamError(.cancelled, reason))]
+        }
+        guard let id = pending.first(where: { $0.value == token })?.key else { return [] }
+        pending[id] = nil
+        var params = JSONObject()
+        params["requestId"] = .int(id)
+        params["reason"] = .string(reason)
+        let bytes = Array(JSONValue.object(params).jsonString.utf8)
+        return [.send(bytes.withUnsafeBytes { MessageEncoder.notification(method: "notifications/cancelled", params: $0) }),
+                .failed(token: token, error: UpstreamError(.cancelled, reason))]
+    }
+
+    /// The session ended: every waiting request fails.
+    public func close(reason: String) -> [Event] {
+        phase = .closed
+        let waiting = pending.values.sorted() + queued.map(\.token)
+        pending.removeAll()
+        queued.removeAll()
+        return waiting.map { .failed(token: $0, error: UpstreamError(.closed, reason)) }
+    }
+
+    /// The request a health check sends: `ping` in the handshake era, `server/discover` in the
+    /// modern one (which has no ping).
+    public var healthProbe: UpstreamRequest {
+        era == .modern ? UpstreamRequest(method: "server/discover") : UpstreamRequest(method: "ping")
+    }
+
+    // MARK: receiving
+
+    /// Handles one message from the server.
+    public func receive(_ bytes: UnsafeRawBufferPointer) -> [Event] {
+        let view: MessageView
+        do {
+            view = try decoder.decode(bytes)
+        } catch {
+            return [.violation("unreadable message from the server: \(error)")]
+        }
+        switch view.kind {
+        case .result, .error:
+            guard case .int(let id)? = view.id else { return [.violation("a response with an id this client never sent: \(view.idRaw.string ?? "none")")] }
+            if id == negotiationID { return negotiated(view) }
+            guard let token = pending.removeValue(forKey: id) else {
+                return []  // cancelled or timed out earlier: a late answer is dropped
+            }
+            return [.response(token: token, message: Array(bytes))]
+        case .notification:
+            return [.notification(method: view.method.string ?? "", message: Array(bytes))]
+        case .request:
+            if view.method.equals("ping") {
+                // Servers may ping clients; answer here rather than bother the owner.
+                let empty: StaticString = "{}"
+                return [.send(MessageEncoder.result(idJSON: view.idRaw.buffer, result: UnsafeRawBufferPointer(start: empty.utf8Start, count: 2)))]
+            }
+            return [.serverRequest(method: view.method.string ?? "", message: Array(bytes))]
+        }
+    }
+
+    // MARK: negotiation
+
+    private func discover(version: ProtocolVersion) -> [Event] {
+        phase = .discovering
+        let id = takeID()
+        negotiationID = id
+        let params = modernEnvelope(params: nil, version: version)
+        return [.send(params.withUnsafeBytes { MessageEncoder.request(id: .int(id), method: "server/discover", params: $0) })]
+    }
+
+    private func initialize() -> [Event] {
+        phase = .initializing
+        let id = takeID()
+        negotiationID = id
+        let params: JSONValue = [
+            "protocolVersion": .string(ProtocolVersion.latestHandshake.rawValue),
+            "capabilities": identity.capabilities,
+            "clientInfo": identity.info,
+        ]
+        let bytes = Array(params.jsonString.utf8)
+        return [.send(bytes.withUnsafeBytes { MessageEncoder.request(id: .int(id), method: "initialize", params: $0) })]
+    }
+
+    private func negotiated(_ view: MessageView) -> [Event] {
+        negotiationID = nil
+        let result = view.result.isPresent ? (try? JSONParser.parse(view.result.buffer)) : nil
+        switch phase {
+        case .discovering:
+            if view.kind == .result, let result {
+                let supported = result["supportedVersions"]?.arrayValue?.compactMap(\.stringValue) ?? []
+                if let chosen = ProtocolVersion.negotiateModern(serverSupports: supported) {
+                    return ready(version: chosen, serverInfo: result["_meta"]?[MetaKey.serverInfo], capabilities: result["capabilities"], instructions: result["instructions"]?.stringValue)
+                }
+                return mode == .modern ? fail("the server supports no modern protocol version this client speaks (it offers \(supported))") : initialize()
+            }
+            // -32022 lists what the server supports: retry discovery at a common modern version.
+            if view.kind == .error, view.errorCode == RPCErrorCode.unsupportedProtocolVersion || view.errorCode == RPCErrorCode.legacyUnsupportedProtocolVersion,
+                let data = view.errorData.isPresent ? try? JSONParser.parse(view.errorData.buffer) : nil,
+                let supported = data["supported"]?.arrayValue?.compactMap(\.stringValue),
+                let chosen = ProtocolVersion.negotiateModern(serverSupports: supported), chosen != .latestModern
+            {
+                return discover(version: chosen)
+            }
+            return mode == .modern ? fail("server/discover failed: \(view.errorMessage.string ?? "no result")") : initialize()
+        case .initializing:
+            guard view.kind == .result, let result else {
+                return fail("initialize failed: \(view.errorMessage.string ?? "no result") (\(view.errorCode))")
+            }
+            let offered = ProtocolVersion(rawValue: result["protocolVersion"]?.stringValue ?? "")
+            guard offered.isSupported, offered.era == .handshake else {
+                return fail("the server answered initialize with protocol version \"\(offered.rawValue)\", which this client does not speak")
+            }
+            var events = ready(version: offered, serverInfo: result["serverInfo"], capabilities: result["capabilities"], instructions: result["instructions"]?.stringValue)
+            events.insert(.send(MessageEncoder.notification(method: "notifications/initialized", params: nil)), at: 0)
+            return events
+        default:
+            return [.violation("a negotiation answer outside negotiation")]
+        }
+    }
+
+    private func ready(version: ProtocolVersion, serverInfo: JSONValue?, capabilities: JSONValue?, instructions: String?) -> [Event] {
+        self.version = version
+        self.serverInfo = serverInfo
+        self.serverCapabilities = capabilities
+        self.instructions = instructions
+        phase = .ready
+        var events: [Event] = [.ready]
+        let waiting = queued
+        queued.removeAll()
+        for (token, request) in waiting { events.append(encode(request, token: token)) }
+        return events
+    }
+
+    private func fail(_ message: String) -> [Event] {
+        phase = .closed
+        let waiting = queued.map(\.token)
+        queued.removeAll()
+        return [.violation(message)] + waiting.map { .failed(token: $0, error: UpstreamError(.negotiation, message)) }
+    }
+
+    // MARK: encoding
+
+    private func takeID() -> Int64 {
+        defer { nextID += 1 }
+        return nextID
+    }
+
+    private func encode(_ request: UpstreamRequest, token: UInt64) -> Event {
+        let id = takeID()
+        pending[id] = token
+        if era == .modern, let version {
+            let params = modernEnvelope(params: request.params, version: version)
+            return .send(params.withUnsafeBytes { MessageEncoder.request(id: .int(id), method: request.method, params: $0) })
+        }
+        guard let params = request.params else { return .send(MessageEncoder.request(id: .int(id), method: request.method, params: nil)) }
+        return .send(params.withUnsafeBytes { MessageEncoder.request(id: .int(id), method: request.method, params: $0) })
+    }
+
+    /// Params with the modern `_meta` envelope of this session.
+    private func modernEnvelope(params: [UInt8]?, version: ProtocolVersion) -> [UInt8] {
+        let probe = (params ?? Array("{}".utf8)).withUnsafeBytes { MessageEncoder.request(id: .int(0), method: "x", params: $0) }
+        return probe.withUnsafeBytes { bytes in
+            guard let view = try? scratch.decode(bytes) else { return params ?? [] }
+            return MessageEncoder.modernParams(of: view, version: version, clientCapabilities: identity.capabilities, clientInfo: identity.info)
+        }
+    }
+}

@@ -1,0 +1,42 @@
+import MCPOptProtocol
+
+/// A request as the engine holds it, independent of any protocol era: the session to a backend
+/// encodes it for that backend's era (adding the modern `_meta` envelope, a backend id).
+public struct UpstreamRequest: Sendable, Equatable {
+    public var method: String
+    /// The params object as JSON text, or nil for none. A client's own `_meta` keys (progress
+    /// tokens, log level) are kept; the protocol version and capabilities are the session's.
+    public var params: [UInt8]?
+
+    public init(method: String, params: [UInt8]? = nil) {
+        self.method = method
+        self.params = params
+    }
+
+    public init(method: String, paramsJSON: String) {
+        self.init(method: method, params: Array(paramsJSON.utf8))
+    }
+}
+
+/// Why an upstream request did not get a response.
+public struct UpstreamError: Error, Sendable, Equatable, CustomStringConvertible {
+    public enum Kind: Sendable, Equatable {
+        /// The session ended (process exited, connection closed) before the answer came.
+        case closed
+        /// No answer within the request's time limit.
+        case timeout
+        /// The caller cancelled.
+        case cancelled
+        /// The session could not agree on a protocol version with the server.
+        case negotiation
+        /// The server broke the protocol.
+        case protocolViolation
+    }
+    public let kind: Kind
+    public let message: String
+    public init(_ kind: Kind, _ message: String) {
+        self.kind = kind
+        self.message = message
+    }
+    public var description: String { message }
+}
