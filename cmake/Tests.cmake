@@ -23,7 +23,8 @@ add_test(NAME abi_exports COMMAND ${CMAKE_SOURCE_DIR}/scripts/check-abi ${STAGE}
 set_tests_properties(abi_exports PROPERTIES FIXTURES_REQUIRED staged)
 
 # Swift unit tests; SwiftPM keeps its own build folders beside the release one.
-add_test(NAME swift_unit COMMAND ${SWIFT_EXECUTABLE} test --package-path ${CMAKE_SOURCE_DIR}
+add_test(NAME swift_unit COMMAND ${CMAKE_COMMAND} -E env MCPOPT_VENV=${CMAKE_SOURCE_DIR}/.venv
+         ${SWIFT_EXECUTABLE} test --package-path ${CMAKE_SOURCE_DIR}
          --scratch-path ${CMAKE_BINARY_DIR}/swiftpm-debug --parallel --num-workers 2)
 add_test(NAME swift_tsan COMMAND ${CMAKE_SOURCE_DIR}/scripts/swift-tsan ${CMAKE_SOURCE_DIR} ${CMAKE_BINARY_DIR}/swiftpm-tsan)
 set_tests_properties(swift_unit swift_tsan PROPERTIES TIMEOUT 1500)
