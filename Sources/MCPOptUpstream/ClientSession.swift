@@ -112,6 +112,14 @@ public final class ClientSession {
                 .failed(token: token, error: UpstreamError(.cancelled, reason))]
     }
 
+    /// The request this session sent with `id` will get no answer (its HTTP exchange failed):
+    /// its caller is told. Negotiation requests end the session.
+    public func abandon(id: Int64, error: UpstreamError) -> [Event] {
+        if id == negotiationID { return fail(error.message) }
+        guard let token = pending.removeValue(forKey: id) else { return [] }
+        return [.failed(token: token, error: error)]
+    }
+
     /// The session ended: every waiting request fails.
     public func close(reason: String) -> [Event] {
         phase = .closed

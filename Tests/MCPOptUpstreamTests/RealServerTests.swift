@@ -9,33 +9,9 @@ import MCPOptProtocol
 /// compared with what the official Python SDK client gets from the same servers. The pipes are
 /// driven by a small blocking loop here; the engine's own transport is tested in MCPOptIOTests.
 final class RealServerTests: XCTestCase {
-    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-
-    func venvTool(_ name: String) throws -> String {
-        let venv = ProcessInfo.processInfo.environment["MCPOPT_VENV"] ?? Self.repository.appendingPathComponent(".venv").path
-        let path = venv + "/bin/" + name
-        guard FileManager.default.isExecutableFile(atPath: path) else {
-            // CI always has them (scripts/setup installs them); a bare `swift test` may not.
-            if ProcessInfo.processInfo.environment["CI"] != nil { XCTFail("\(path) is missing: run scripts/setup"); throw CancellationError() }
-            throw XCTSkip("\(path) is missing: run scripts/setup to install the real MCP servers")
-        }
-        return path
-    }
-
-    /// Runs the official SDK client (Tests/interop/sdk_client.py) against the same server.
+    func venvTool(_ name: String) throws -> String { try Interop.venvTool(name) }
     func sdkReference(tool: String, arguments: String, command: [String]) throws -> JSONValue {
-        let python = try venvTool("python")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = [Self.repository.appendingPathComponent("Tests/interop/sdk_client.py").path, tool, arguments, "--"] + command
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        XCTAssertEqual(process.terminationStatus, 0)
-        return try JSONParser.parse([UInt8](data))
+        try Interop.sdkReference(tool: tool, arguments: arguments, command: command)
     }
 
     /// Lists tools and calls one through ClientSession; returns (tool names, content, isError).
@@ -108,6 +84,39 @@ final class RealServerTests: XCTestCase {
     }
 }
 
+/// Where the real servers and the reference client live.
+enum Interop {
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    static func venvTool(_ name: String) throws -> String {
+        let venv = ProcessInfo.processInfo.environment["MCPOPT_VENV"] ?? repository.appendingPathComponent(".venv").path
+        let path = venv + "/bin/" + name
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            // CI always has them (scripts/setup installs them); a bare `swift test` may not.
+            if ProcessInfo.processInfo.environment["CI"] != nil { XCTFail("\(path) is missing: run scripts/setup"); throw CancellationError() }
+            throw XCTSkip("\(path) is missing: run scripts/setup to install the real MCP servers")
+        }
+        return path
+    }
+
+    /// Runs the official SDK client (Tests/interop/sdk_client.py) against the same server.
+    static func sdkReference(tool: String, arguments: String, command: [String]) throws -> JSONValue {
+        let python = try venvTool("python")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: python)
+        process.arguments = [repository.appendingPathComponent("Tests/interop/sdk_client.py").path, tool, arguments, "--"] + command
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 0)
+        return try JSONParser.parse([UInt8](data))
+    }
+
+}
+
 /// The SDK drops null members when it re-serializes; compare like with like.
 func withoutNulls(_ value: JSONValue) -> JSONValue {
     switch value {
@@ -121,10 +130,16 @@ func withoutNulls(_ value: JSONValue) -> JSONValue {
 final class BlockingPeer {
     let process = Process()
     let input = Pipe()
-    let output = Pipe()
+    let output: Pipe
     var buffer: [UInt8] = []
 
+    /// Reads lines from an existing pipe (a process started elsewhere).
+    init(reading pipe: Pipe) {
+        output = pipe
+    }
+
     init(_ command: [String]) throws {
+        output = Pipe()
         process.executableURL = URL(fileURLWithPath: command[0])
         process.arguments = Array(command.dropFirst())
         process.standardInput = input

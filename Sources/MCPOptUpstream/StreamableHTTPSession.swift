@@ -1,0 +1,230 @@
+import MCPOptJSON
+import MCPOptProtocol
+
+/// The client side of a Streamable HTTP MCP session, without I/O: a ClientSession whose
+/// messages travel as HTTP POSTs ("exchanges"). The owner sends each exchange's request bytes
+/// on a pooled keep-alive connection and reports the response back (head, body bytes as they
+/// arrive, end); the body is one JSON message or an SSE stream of them.
+///
+/// It carries the session id of the handshake era, the MCP-Protocol-Version header after
+/// negotiation, and the modern routing headers (regenerated for this hop). A 404 on a
+/// handshake-era session means the session expired: waiting requests fail with `.closed`
+/// (the engine replays what is safe) and the session negotiates again.
+///
+/// Not thread-safe: the owner serializes calls.
+public final class StreamableHTTPSession {
+    public typealias ExchangeID = UInt64
+
+    /// Where the server's MCP endpoint is (http only; the engine maps its configuration here).
+    public struct Endpoint: Sendable, Equatable {
+        public var host: String
+        public var port: Int
+        public var path: String
+        public init(host: String, port: Int, path: String) {
+            self.host = host
+            self.port = port
+            self.path = path
+        }
+        /// The Host header's value.
+        public var authority: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+    }
+
+    public enum Event: Sendable, Equatable {
+        /// Send these request bytes as exchange `id` (one HTTP request on a keep-alive connection).
+        case request(id: ExchangeID, bytes: [UInt8])
+        case ready
+        case response(token: UInt64, message: [UInt8])
+        case failed(token: UInt64, error: UpstreamError)
+        case notification(method: String, message: [UInt8])
+        case serverRequest(method: String, message: [UInt8])
+        case violation(String)
+    }
+
+    public let endpoint: Endpoint
+    public let extraHeaders: [(String, String)]
+    private let mode: ClientSession.Mode
+    private let identity: ClientSession.Identity
+    private var session: ClientSession
+    private let decoder = MessageDecoder()
+    public private(set) var sessionID: String?
+    private var nextExchange: ExchangeID = 1
+    private var exchanges: [ExchangeID: Exchange] = [:]
+    /// Tool name -> arguments mirrored into Mcp-Param-* headers, learned from tools/list.
+    private var parameterHeaders: [String: [(argument: String, header: String)]] = [:]
+
+    private struct Exchange {
+        /// The JSON-RPC id of the request it carries (nil for notifications and responses).
+        var requestID: Int64?
+        var isInitialize = false
+        var isNotification = false
+        var status = 0
+        var sse: SSEParser?
+        var body: [UInt8] = []
+    }
+
+    public init(endpoint: Endpoint, headers: [(String, String)] = [], mode: ClientSession.Mode = .auto, identity: ClientSession.Identity = .init()) {
+        self.endpoint = endpoint
+        self.extraHeaders = headers
+        self.mode = mode
+        self.identity = identity
+        self.session = ClientSession(mode: mode, identity: identity)
+    }
+
+    public var phase: ClientSession.Phase { session.phase }
+    public var version: ProtocolVersion? { session.version }
+    public var serverInfo: JSONValue? { session.serverInfo }
+    public var openExchanges: Int { exchanges.count }
+
+    public func open() -> [Event] { translate(session.open()) }
+
+    public func send(_ request: UpstreamRequest, token: UInt64) -> [Event] { translate(session.send(request, token: token)) }
+
+    public func cancel(token: UInt64, reason: String) -> [Event] { translate(session.cancel(token: token, reason: reason)) }
+
+    public func close(reason: String) -> [Event] {
+        exchanges.removeAll()
+        return translate(session.close(reason: reason))
+    }
+
+    /// Learns which tool arguments travel as headers (from a tools/list result).
+    public func learnTools(fromListResult result: JSONValue) {
+        for tool in result["tools"]?.arrayValue ?? [] {
+            guard let name = tool["name"]?.stringValue, let schema = tool["inputSchema"] else { continue }
+            let mapping = RoutingHeaders.parameterHeaders(inputSchema: schema)
+            parameterHeaders[name] = mapping.isEmpty ? nil : mapping
+        }
+    }
+
+    // MARK: responses
+
+    public func responseHead(_ id: ExchangeID, status: Int, headers: [(name: String, value: String)]) -> [Event] {
+        guard var exchange = exchanges[id] else { return [] }
+        exchange.status = status
+        func header(_ name: String) -> String? { headers.first { $0.name.lowercased() == name }?.value }
+        if exchange.isInitialize, let sid = header("mcp-session-id") {
+            guard !sid.isEmpty, sid.utf8.allSatisfy({ $0 >= 0x21 && $0 <= 0x7E }) else {
+                exchanges[id] = nil
+                return [.violation("the server sent an invalid Mcp-Session-Id")]
+            }
+            sessionID = sid
+        }
+        if status == 404, sessionID != nil, session.era == .handshake {
+            exchanges[id] = nil
+            return expire()
+        }
+        if header("content-type")?.lowercased().hasPrefix("text/event-stream") == true { exchange.sse = SSEParser() }
+        exchanges[id] = exchange
+        return []
+    }
+
+    public func responseBody(_ id: ExchangeID, _ bytes: UnsafeRawBufferPointer) -> [Event] {
+        guard var exchange = exchanges[id] else { return [] }
+        var events: [Event] = []
+        if var sse = exchange.sse {
+            do {
+                try sse.feed(bytes) { event in
+                    if !event.data.isEmpty { events += receive(event.data) }
+                }
+            } catch {
+                events.append(.violation("bad event stream: \(error)"))
+            }
+            exchange.sse = sse
+        } else {
+            exchange.body += bytes
+        }
+        exchanges[id] = exchange
+        return events
+    }
+
+    public func responseEnd(_ id: ExchangeID) -> [Event] {
+        guard let exchange = exchanges.removeValue(forKey: id) else { return [] }
+        if exchange.sse != nil || exchange.isNotification { return [] }
+        if exchange.body.isEmpty {
+            // 202 Accepted answers notifications and responses; anything else without a body is
+            // an HTTP-level failure of the request it carried.
+            if exchange.status == 202 { return [] }
+            return abandon(exchange, UpstreamError(.protocolViolation, "HTTP \(exchange.status) without a JSON-RPC body"))
+        }
+        return receive(exchange.body)
+    }
+
+    /// The connection carrying the exchange failed before a complete response.
+    public func exchangeFailed(_ id: ExchangeID, reason: String) -> [Event] {
+        guard let exchange = exchanges.removeValue(forKey: id) else { return [] }
+        return abandon(exchange, UpstreamError(.closed, "the connection failed: \(reason)"))
+    }
+
+    private func abandon(_ exchange: Exchange, _ error: UpstreamError) -> [Event] {
+        guard let id = exchange.requestID else { return [.violation(error.message)] }
+        return translate(session.abandon(id: id, error: error))
+    }
+
+    private func receive(_ message: [UInt8]) -> [Event] {
+        message.withUnsafeBytes { translate(session.receive($0)) }
+    }
+
+    private func expire() -> [Event] {
+        var events = translate(session.close(reason: "the server ended the session (HTTP 404): negotiating a new one"))
+        sessionID = nil
+        exchanges.removeAll()
+        session = ClientSession(mode: mode, identity: identity)
+        events += translate(session.open())
+        return events
+    }
+
+    // MARK: requests
+
+    private func translate(_ events: [ClientSession.Event]) -> [Event] {
+        events.map { event in
+            switch event {
+            case .send(let bytes): return post(bytes)
+            case .ready: return .ready
+            case .response(let token, let message):
+                learnFromResponse(message)
+                return .response(token: token, message: message)
+            case .failed(let token, let error): return .failed(token: token, error: error)
+            case .notification(let method, let message): return .notification(method: method, message: message)
+            case .serverRequest(let method, let message): return .serverRequest(method: method, message: message)
+            case .violation(let text): return .violation(text)
+            }
+        }
+    }
+
+    /// tools/list results teach which arguments become headers.
+    private func learnFromResponse(_ message: [UInt8]) {
+        guard message.firstRange(of: inputSchemaKey) != nil else { return }
+        if let result = try? decoder.decodeOwned(message).result, let value = try? JSONParser.parse(result) { learnTools(fromListResult: value) }
+    }
+
+    private func post(_ message: [UInt8]) -> Event {
+        let id = nextExchange
+        nextExchange += 1
+        var exchange = Exchange()
+        var headers = extraHeaders
+        message.withUnsafeBytes { bytes in
+            guard let view = try? decoder.decode(bytes) else { return }
+            exchange.isInitialize = view.method.equals("initialize")
+            if view.kind == .request, case .int(let requestID)? = view.id { exchange.requestID = requestID }
+            exchange.isNotification = view.kind == .notification || view.kind == .result || view.kind == .error
+            if let version = session.version {
+                let mapping = view.name.string.flatMap { parameterHeaders[$0] } ?? []
+                headers += RoutingHeaders.headers(for: view, version: version, parameterHeaders: mapping)
+            } else if let requested = view.protocolVersion.string, view.method.equals("server/discover") {
+                headers += RoutingHeaders.headers(for: view, version: ProtocolVersion(rawValue: requested))
+            }
+        }
+        if let sessionID { headers.append(("Mcp-Session-Id", sessionID)) }
+        exchanges[id] = exchange
+        return .request(id: id, bytes: HTTPRequestWriter.post(path: endpoint.path, host: endpoint.authority, headers: headers, body: message))
+    }
+
+    /// DELETE ends a handshake-era session (servers may answer 405).
+    public func terminationRequest() -> [UInt8]? {
+        guard let sessionID else { return nil }
+        var headers = extraHeaders + [("Mcp-Session-Id", sessionID)]
+        if let version = session.version { headers.append(("MCP-Protocol-Version", version.rawValue)) }
+        return HTTPRequestWriter.request(method: "DELETE", path: endpoint.path, host: endpoint.authority, headers: headers)
+    }
+}
+
+private let inputSchemaKey = Array(#""inputSchema""#.utf8)

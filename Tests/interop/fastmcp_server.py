@@ -1,0 +1,45 @@
+"""A FastMCP server over Streamable HTTP for interoperability tests, on a loopback port it picks
+itself (printed as "PORT <n>" once listening). It serves both protocol eras: the client's
+MCP-Protocol-Version header picks one.
+
+usage: fastmcp_server.py [--json]     (--json: application/json responses instead of SSE)
+"""
+import asyncio
+import socket
+import sys
+
+from fastmcp import Context, FastMCP
+
+mcp = FastMCP("interop-fastmcp")
+
+
+@mcp.tool(annotations={"readOnlyHint": True, "idempotentHint": True})
+def add(a: int, b: int) -> int:
+    """Add two ints."""
+    return a + b
+
+
+@mcp.tool
+async def slow(n: int, ctx: Context) -> str:
+    """Reports progress n times."""
+    for i in range(n):
+        await ctx.report_progress(i + 1, n)
+    return f"done {n}"
+
+
+@mcp.resource("data://greeting")
+def greeting() -> str:
+    return "hello from fastmcp"
+
+
+def main() -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    print(f"PORT {sock.getsockname()[1]}", flush=True)
+    asyncio.run(mcp.run_http_async(show_banner=False, host="127.0.0.1", port=sock.getsockname()[1], path="/mcp",
+                                   json_response="--json" in sys.argv, sockets=[sock], log_level="warning"))
+
+
+main()
