@@ -39,6 +39,7 @@ let package = Package(
         .target(name: "CMCPOptHTTP", linkerSettings: [.linkedLibrary("http_parser")]),
         .target(name: "MCPOptProtocol", dependencies: ["CMCPOptRPC", "CMCPOptHTTP", "MCPOptJSON"]),
         .target(name: "MCPOptUpstream", dependencies: ["MCPOptProtocol", "MCPOptJSON"]),
+        .target(name: "MCPOptGateway", dependencies: ["MCPOptEngine", "MCPOptProtocol", "MCPOptJSON"]),
         .target(name: "MCPOptEngine", dependencies: ["MCPOptConfig", "MCPOptJSON", "CMCPOptSupport"]),
         .target(
             name: "MCPOpt",
@@ -64,6 +65,7 @@ let package = Package(
         .testTarget(name: "MCPOptEngineTests", dependencies: ["MCPOptEngine", "MCPOptConfig"]),
         .testTarget(name: "MCPOptABITests", dependencies: ["MCPOpt"]),
         .testTarget(name: "MCPOptProtocolTests", dependencies: ["MCPOptProtocol", "MCPOptJSON"]),
+        .testTarget(name: "MCPOptGatewayTests", dependencies: ["MCPOptGateway"]),
         .testTarget(name: "MCPOptUpstreamTests", dependencies: ["MCPOptUpstream", "MCPOptProtocol", "MCPOptJSON"]),
     ],
     cxxLanguageStandard: .cxx17
