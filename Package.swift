@@ -34,7 +34,9 @@ let package = Package(
             cxxSettings: [.unsafeFlags(["-O2"])],
             linkerSettings: [.linkedLibrary("simdjson"), .linkedLibrary("stdc++")]
         ),
+        .systemLibrary(name: "CHiredis", path: "Sources/CHiredis"),
         .target(name: "MCPOptJSON", dependencies: ["CMCPOptJSON"]),
+        .target(name: "MCPOptRedis", dependencies: ["CHiredis"]),
         .target(name: "MCPOptConfig", dependencies: ["MCPOptJSON"]),
         .target(name: "CMCPOptHTTP", linkerSettings: [.linkedLibrary("http_parser")]),
         .target(name: "MCPOptProtocol", dependencies: ["CMCPOptRPC", "CMCPOptHTTP", "MCPOptJSON"]),
@@ -66,6 +68,7 @@ let package = Package(
         .testTarget(name: "MCPOptABITests", dependencies: ["MCPOpt"]),
         .testTarget(name: "MCPOptProtocolTests", dependencies: ["MCPOptProtocol", "MCPOptJSON"]),
         .testTarget(name: "MCPOptGatewayTests", dependencies: ["MCPOptGateway"]),
+        .testTarget(name: "MCPOptRedisTests", dependencies: ["MCPOptRedis"]),
         .testTarget(name: "MCPOptUpstreamTests", dependencies: ["MCPOptUpstream", "MCPOptProtocol", "MCPOptJSON"]),
     ],
     cxxLanguageStandard: .cxx17
