@@ -42,7 +42,7 @@ let package = Package(
         .target(name: "MCPOptProtocol", dependencies: ["CMCPOptRPC", "CMCPOptHTTP", "MCPOptJSON"]),
         .target(name: "MCPOptUpstream", dependencies: ["MCPOptProtocol", "MCPOptJSON"]),
         .target(name: "MCPOptGateway", dependencies: ["MCPOptEngine", "MCPOptProtocol", "MCPOptJSON"]),
-        .target(name: "MCPOptEngine", dependencies: ["MCPOptConfig", "MCPOptJSON", "CMCPOptSupport"]),
+        .target(name: "MCPOptEngine", dependencies: ["MCPOptConfig", "MCPOptJSON", "MCPOptProtocol", "CMCPOptSupport"]),
         .target(
             name: "MCPOpt",
             dependencies: ["MCPOptEngine", "MCPOptConfig", "MCPOptJSON", "CMCPOptSupport"],
@@ -64,7 +64,7 @@ let package = Package(
         .executableTarget(name: "mcpopt-fuzz", dependencies: ["MCPOptConfig", "MCPOptJSON", "MCPOptProtocol"], path: "Sources/MCPOptFuzz"),
         .testTarget(name: "MCPOptJSONTests", dependencies: ["MCPOptJSON"]),
         .testTarget(name: "MCPOptConfigTests", dependencies: ["MCPOptConfig", "MCPOptJSON"]),
-        .testTarget(name: "MCPOptEngineTests", dependencies: ["MCPOptEngine", "MCPOptConfig"]),
+        .testTarget(name: "MCPOptEngineTests", dependencies: ["MCPOptEngine", "MCPOptConfig", "MCPOptProtocol"]),
         .testTarget(name: "MCPOptABITests", dependencies: ["MCPOpt"]),
         .testTarget(name: "MCPOptProtocolTests", dependencies: ["MCPOptProtocol", "MCPOptJSON"]),
         .testTarget(name: "MCPOptGatewayTests", dependencies: ["MCPOptGateway"]),

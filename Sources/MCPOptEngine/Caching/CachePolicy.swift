@@ -1,0 +1,118 @@
+import MCPOptProtocol
+
+/// What may be answered from the cache, under which key, for how long, shared with whom.
+///
+/// MCP gives hints only for lists, reads and discovery (modern `ttlMs` and `cacheScope`);
+/// caching `tools/call` is this gateway's own policy: only tools configured as cacheable, or
+/// read-only *and* idempotent by the annotations of a server whose annotations the
+/// configuration trusts (annotations default to not read-only, and servers may lie). Never
+/// cached: error responses, `isError` results, `input_required` results, continuation retries.
+/// Keys carry a partition (the caller's identity) unless the server marked the answer public,
+/// so nothing leaks between tenants.
+public struct CachePolicy: Sendable {
+    public enum ToolRule: Sendable, Equatable {
+        case cache(Duration)
+        case never
+    }
+
+    /// The tool's annotations, as the server declared them.
+    public struct ToolAnnotations: Sendable, Equatable {
+        public var readOnly: Bool
+        public var idempotent: Bool
+        public init(readOnly: Bool = false, idempotent: Bool = false) {
+            self.readOnly = readOnly
+            self.idempotent = idempotent
+        }
+    }
+
+    public var defaultTTL: Duration
+    /// Longest time anything is kept, whatever a server says (24 h, as clients cap ttlMs).
+    public var maxTTL: Duration = .seconds(86_400)
+    /// Per-tool rules, by "<group>/<tool>" or plain "<tool>" (any group).
+    public var toolRules: [String: ToolRule] = [:]
+    /// Replica groups whose tool annotations are believed.
+    public var trustedGroups: Set<String> = []
+
+    public init(defaultTTL: Duration) {
+        self.defaultTTL = defaultTTL
+    }
+
+    /// A cacheable request's key and terms.
+    public struct Lookup: Sendable, Equatable {
+        public var key: [UInt8]
+        /// Stored for this long unless the response says otherwise.
+        public var ttl: Duration
+        /// The partition the key was built with ("" when shared).
+        public var partition: String
+    }
+
+    /// Methods whose results are cacheable by default: listings, reads, discovery.
+    static let readMethods: Set<String> = [
+        "tools/list", "prompts/list", "resources/list", "resources/templates/list", "resources/read", "prompts/get", "server/discover",
+    ]
+
+    /// The key to look up for `request` sent to `group`, or nil when it must not be cached.
+    /// `partition` identifies the caller (agent, or a hash of its credentials).
+    public func lookup(_ request: MessageView, group: String, annotations: ToolAnnotations?, partition: String) -> Lookup? {
+        guard request.kind == .request, !request.isContinuation, let method = request.method.string else { return nil }
+        let ttl: Duration
+        if method == "tools/call" {
+            guard let tool = request.name.string, let t = toolTTL(tool: tool, group: group, annotations: annotations) else { return nil }
+            ttl = t
+        } else if Self.readMethods.contains(method) {
+            ttl = defaultTTL
+        } else {
+            return nil
+        }
+        return Lookup(key: Self.key(request, method: method, group: group, partition: partition), ttl: min(ttl, maxTTL), partition: partition)
+    }
+
+    func toolTTL(tool: String, group: String, annotations: ToolAnnotations?) -> Duration? {
+        switch toolRules["\(group)/\(tool)"] ?? toolRules[tool] {
+        case .cache(let ttl)?: return ttl
+        case .never?: return nil
+        case nil:
+            guard trustedGroups.contains(group), let a = annotations, a.readOnly, a.idempotent else { return nil }
+            return defaultTTL
+        }
+    }
+
+    /// Whether (and for how long, and shared or not) to store `response` for `lookup`.
+    /// A `public` cache scope stores under the shared key as well.
+    public func store(_ response: MessageView, for lookup: Lookup) -> (ttl: Duration, shared: Bool)? {
+        guard response.kind == .result, !response.resultIsError else { return nil }
+        if response.resultType.isPresent, !response.resultType.equals("complete") { return nil }
+        var ttl = lookup.ttl
+        if let ms = response.resultTTLMilliseconds {
+            guard ms > 0 else { return nil }
+            ttl = min(.milliseconds(ms), maxTTL)
+        }
+        return (ttl, response.resultCacheScope.equals("public"))
+    }
+
+    /// "v1" method group name-or-uri canonical-arguments cursor partition, NUL-separated.
+    static func key(_ request: MessageView, method: String, group: String, partition: String) -> [UInt8] {
+        var key: [UInt8] = Array("v1".utf8)
+        func field(_ bytes: UnsafeRawBufferPointer) {
+            key.append(0)
+            key.append(contentsOf: bytes)
+        }
+        func field(_ text: String) {
+            key.append(0)
+            key.append(contentsOf: text.utf8)
+        }
+        field(method)
+        field(group)
+        field(request.name.isPresent ? request.name.buffer : request.uri.buffer)
+        field(request.canonicalArguments.buffer)
+        field(request.cursor.buffer)
+        field(partition)
+        return key
+    }
+
+    /// The key of the same request shared by every caller (for results marked public).
+    public func sharedKey(_ lookup: Lookup) -> [UInt8] {
+        guard !lookup.partition.isEmpty else { return lookup.key }
+        return Array(lookup.key.dropLast(lookup.partition.utf8.count))
+    }
+}
