@@ -35,6 +35,7 @@ let package = Package(
             linkerSettings: [.linkedLibrary("simdjson"), .linkedLibrary("stdc++")]
         ),
         .systemLibrary(name: "CHiredis", path: "Sources/CHiredis"),
+        .target(name: "MCPOptSync"),
         .target(name: "MCPOptJSON", dependencies: ["CMCPOptJSON"]),
         .target(name: "MCPOptRedis", dependencies: ["CHiredis"]),
         .target(name: "MCPOptConfig", dependencies: ["MCPOptJSON"]),
@@ -42,10 +43,12 @@ let package = Package(
         .target(name: "MCPOptProtocol", dependencies: ["CMCPOptRPC", "CMCPOptHTTP", "MCPOptJSON"]),
         .target(name: "MCPOptUpstream", dependencies: ["MCPOptProtocol", "MCPOptJSON"]),
         .target(name: "MCPOptGateway", dependencies: ["MCPOptEngine", "MCPOptProtocol", "MCPOptJSON"]),
-        .target(name: "MCPOptEngine", dependencies: ["MCPOptConfig", "MCPOptJSON", "MCPOptProtocol", "CMCPOptSupport"]),
+        .target(name: "MCPOptEngine", dependencies: ["MCPOptConfig", "MCPOptJSON", "MCPOptProtocol", "MCPOptSync", "CMCPOptSupport"]),
+        .systemLibrary(name: "CSQLite", path: "Sources/CSQLite"),
+        .target(name: "MCPOptCoordination", dependencies: ["CSQLite", "MCPOptSync"]),
         .target(
             name: "MCPOpt",
-            dependencies: ["MCPOptEngine", "MCPOptConfig", "MCPOptJSON", "CMCPOptSupport"],
+            dependencies: ["MCPOptEngine", "MCPOptConfig", "MCPOptJSON", "MCPOptSync", "CMCPOptSupport"],
             // The shipped library's exports (only mcpopt_*) and soname are set where it is
             // linked for shipping (CMakeLists.txt): as target flags they would also reach the
             // test executables, and hide the symbols sanitizers must export.
@@ -64,7 +67,8 @@ let package = Package(
         .executableTarget(name: "mcpopt-fuzz", dependencies: ["MCPOptConfig", "MCPOptJSON", "MCPOptProtocol"], path: "Sources/MCPOptFuzz"),
         .testTarget(name: "MCPOptJSONTests", dependencies: ["MCPOptJSON"]),
         .testTarget(name: "MCPOptConfigTests", dependencies: ["MCPOptConfig", "MCPOptJSON"]),
-        .testTarget(name: "MCPOptEngineTests", dependencies: ["MCPOptEngine", "MCPOptConfig", "MCPOptProtocol"]),
+        .testTarget(name: "MCPOptEngineTests", dependencies: ["MCPOptEngine", "MCPOptConfig", "MCPOptProtocol", "MCPOptSync"]),
+        .testTarget(name: "MCPOptCoordinationTests", dependencies: ["MCPOptCoordination"]),
         .testTarget(name: "MCPOptABITests", dependencies: ["MCPOpt"]),
         .testTarget(name: "MCPOptProtocolTests", dependencies: ["MCPOptProtocol", "MCPOptJSON"]),
         .testTarget(name: "MCPOptGatewayTests", dependencies: ["MCPOptGateway"]),

@@ -1,3 +1,5 @@
+import MCPOptSync
+
 /// Tracks the live handles of one kind so that a stale or foreign pointer is refused with a
 /// status instead of being dereferenced. A handle is the address of an object the registry
 /// holds strongly; lookups hand out a strong reference, so destroying a handle while another

@@ -1,5 +1,6 @@
 import Dispatch
 import XCTest
+import MCPOptSync
 @testable import MCPOptEngine
 
 final class CoalescerTests: XCTestCase {

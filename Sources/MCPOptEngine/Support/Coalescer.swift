@@ -1,3 +1,5 @@
+import MCPOptSync
+
 /// Merges identical requests in flight: the first caller for a key leads (it does the work),
 /// later callers wait for its result. A waiter may leave (cancel); the work itself is
 /// abandoned only when every waiter has left. Callbacks run on the thread that completes.
