@@ -21,6 +21,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         .target(
@@ -36,6 +37,7 @@ let package = Package(
         ),
         .systemLibrary(name: "CHiredis", path: "Sources/CHiredis"),
         .target(name: "MCPOptSync"),
+        .target(name: "MCPOptMetrics", dependencies: ["MCPOptSync", .product(name: "Histogram", package: "hdrhistogram-swift")]),
         .target(name: "MCPOptJSON", dependencies: ["CMCPOptJSON"]),
         .target(name: "MCPOptRedis", dependencies: ["CHiredis"]),
         .target(name: "MCPOptConfig", dependencies: ["MCPOptJSON"]),
@@ -69,6 +71,7 @@ let package = Package(
         .testTarget(name: "MCPOptConfigTests", dependencies: ["MCPOptConfig", "MCPOptJSON"]),
         .testTarget(name: "MCPOptEngineTests", dependencies: ["MCPOptEngine", "MCPOptConfig", "MCPOptProtocol", "MCPOptSync"]),
         .testTarget(name: "MCPOptCoordinationTests", dependencies: ["MCPOptCoordination"]),
+        .testTarget(name: "MCPOptMetricsTests", dependencies: ["MCPOptMetrics"]),
         .testTarget(name: "MCPOptABITests", dependencies: ["MCPOpt"]),
         .testTarget(name: "MCPOptProtocolTests", dependencies: ["MCPOptProtocol", "MCPOptJSON"]),
         .testTarget(name: "MCPOptGatewayTests", dependencies: ["MCPOptGateway"]),
