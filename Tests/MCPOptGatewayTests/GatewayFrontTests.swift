@@ -1,0 +1,82 @@
+import XCTest
+import MCPOptJSON
+import MCPOptProtocol
+@testable import MCPOptGateway
+
+final class GatewayFrontTests: XCTestCase {
+    let decoder = MessageDecoder()
+    let front = GatewayFront(identity: .init(instructions: "be nice"), knownMethods: ["tools/list", "tools/call"])
+
+    func send(_ method: String = "POST", headers: [(String, String)] = [], body: String = "") throws -> GatewayFront.Action {
+        var head = "\(method) /mcp HTTP/1.1\r\nHost: localhost:8080\r\nAccept: application/json, text/event-stream\r\nContent-Length: \(body.utf8.count)\r\n"
+        for (n, v) in headers { head += "\(n): \(v)\r\n" }
+        let parser = HTTPParser(.request)
+        _ = try Array((head + "\r\n" + body).utf8).withUnsafeBytes { try parser.feed($0) }
+        return front.handle(parser, body: parser.takeBody(), decoder: decoder)
+    }
+
+    func response(_ action: GatewayFront.Action) -> (status: Int, headers: [FrontDoor.Header], json: JSONValue?) {
+        guard case .respond(let status, let headers, let body) = action else { return (0, [], nil) }
+        return (status, headers, try? JSONParser.parse(body))
+    }
+
+    func initialize(version: String = "2025-06-18") throws -> String {
+        let r = response(try send(body: #"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"\#(version)","capabilities":{"roots":{}},"clientInfo":{"name":"t","version":"1"}}}"#))
+        XCTAssertEqual(r.status, 200)
+        XCTAssertEqual(r.json?["result"]?["instructions"], "be nice")
+        return try XCTUnwrap(r.headers.first { $0.name == "Mcp-Session-Id" }?.value)
+    }
+
+    func testHandshakeSessionLifecycle() throws {
+        let sid = try initialize()
+        XCTAssertEqual(sid.count, 32)
+        XCTAssertEqual(front.sessionCount, 1)
+        XCTAssertEqual(response(try send(headers: [("Mcp-Session-Id", sid), ("MCP-Protocol-Version", "2025-06-18")], body: #"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)).status, 202)
+        guard case .dispatch(let d) = try send(headers: [("Mcp-Session-Id", sid), ("MCP-Protocol-Version", "2025-06-18")], body: #"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#) else { return XCTFail() }
+        XCTAssertEqual(d.era, .handshake)
+        XCTAssertEqual(d.version, .v2025_06_18)
+        XCTAssertEqual(d.sessionID, sid)
+        XCTAssertEqual(d.clientCapabilities, ["roots": [:]])
+        let pong = response(try send(headers: [("Mcp-Session-Id", sid)], body: #"{"jsonrpc":"2.0","id":3,"method":"ping"}"#))
+        XCTAssertEqual(pong.json?["result"], .object([:]))
+        XCTAssertEqual(response(try send("DELETE", headers: [("Mcp-Session-Id", sid)])).status, 200)
+        XCTAssertEqual(response(try send(headers: [("Mcp-Session-Id", sid)], body: #"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#)).status, 404)
+        XCTAssertEqual(response(try send("DELETE", headers: [("Mcp-Session-Id", sid)])).status, 404)
+    }
+
+    func testVersionNegotiation() throws {
+        let r = response(try send(body: #"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2030-01-01","capabilities":{}}}"#))
+        XCTAssertEqual(r.json?["result"]?["protocolVersion"], "2025-11-25", "an unknown version gets the latest this side speaks")
+    }
+
+    func testMissingUnknownSessionsAndBadVersions() throws {
+        XCTAssertEqual(response(try send(body: #"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#)).status, 400)
+        XCTAssertEqual(response(try send(headers: [("Mcp-Session-Id", "nope")], body: #"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#)).status, 404)
+        let sid = try initialize()
+        XCTAssertEqual(response(try send(headers: [("Mcp-Session-Id", sid), ("MCP-Protocol-Version", "2024-01-01")], body: #"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#)).status, 400)
+        XCTAssertEqual(response(try send(headers: [("Mcp-Session-Id", sid)], body: #"[{"jsonrpc":"2.0","id":2,"method":"tools/list"}]"#)).json?["error"]?["code"], -32600)
+        XCTAssertEqual(response(try send(headers: [("Mcp-Session-Id", sid)], body: "{")).json?["error"]?["code"], -32700)
+        XCTAssertEqual(response(try send("GET", headers: [("Mcp-Session-Id", sid)])).status, 405)
+        XCTAssertEqual(response(try send("PUT")).status, 405)
+    }
+
+    func testModernDiscoveryAndDispatch() throws {
+        let meta = #""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"sampling":{}}}"#
+        let discovered = response(try send(headers: [("MCP-Protocol-Version", "2026-07-28")], body: #"{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{\#(meta)}}"#))
+        XCTAssertEqual(discovered.status, 200)
+        XCTAssertEqual(discovered.json?["result"]?["supportedVersions"], ["2026-07-28"])
+        XCTAssertEqual(discovered.json?["result"]?["_meta"]?[MetaKey.serverInfo]?["name"], "mcpopt")
+        guard case .dispatch(let d) = try send(headers: [("MCP-Protocol-Version", "2026-07-28")], body: #"{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{\#(meta)}}"#) else { return XCTFail() }
+        XCTAssertEqual(d.era, .modern)
+        XCTAssertNil(d.sessionID)
+        XCTAssertEqual(d.clientCapabilities, ["sampling": [:]])
+        XCTAssertEqual(response(try send(headers: [("MCP-Protocol-Version", "2026-07-28")], body: #"{"jsonrpc":"2.0","id":3,"method":"ping","params":{\#(meta)}}"#)).status, 404)
+    }
+
+    func testForeignHostIsRefused() throws {
+        let head = "POST /mcp HTTP/1.1\r\nHost: evil.example\r\nContent-Length: 2\r\n\r\n{}"
+        let parser = HTTPParser(.request)
+        _ = try Array(head.utf8).withUnsafeBytes { try parser.feed($0) }
+        XCTAssertEqual(response(front.handle(parser, body: parser.takeBody(), decoder: decoder)).status, 403)
+    }
+}
