@@ -154,6 +154,49 @@ mcpopt_status mcpopt_engine_destroy(mcpopt_engine *engine);
  * *out_length (when out_length is not NULL) receives its length without the NUL. */
 mcpopt_status mcpopt_engine_describe(mcpopt_engine *engine, char **out_json, size_t *out_length);
 
+/* ---------------------------------------------------------------------------------------------
+ * Shared state
+ *
+ * Versioned keys: every write is stamped with a hybrid logical clock ("<ms>.<counter>@<node>"),
+ * concurrent versions resolve by last-writer-wins, and watchers hear every change under a key
+ * prefix. In this version the state is local to the engine (single-instance mode); replication
+ * between engine instances arrives with the shared (Redis) tier. Keys are UTF-8 text; values are
+ * bytes, at most 64 MiB.
+ * ------------------------------------------------------------------------------------------- */
+
+/* Stores `value` under `key`. On MCPOPT_OK and when out_version is not NULL, *out_version is
+ * the new version stamp: caller frees with mcpopt_free(). Watchers run before this returns. */
+mcpopt_status mcpopt_state_put(mcpopt_engine *engine, const char *key, size_t key_length,
+                               const void *value, size_t value_length, char **out_version);
+
+/* Reads `key`. On MCPOPT_OK, *out_value (caller frees with mcpopt_free()) holds *out_length
+ * bytes, and *out_version (when not NULL; caller frees with mcpopt_free()) its version stamp.
+ * MCPOPT_ERR_NOT_FOUND when the key has no value (never written, or deleted). */
+mcpopt_status mcpopt_state_get(mcpopt_engine *engine, const char *key, size_t key_length,
+                               void **out_value, size_t *out_length, char **out_version);
+
+/* Deletes `key` (a versioned tombstone). MCPOPT_ERR_NOT_FOUND when it has no value. */
+mcpopt_status mcpopt_state_delete(mcpopt_engine *engine, const char *key, size_t key_length);
+
+/* Called for every change of a watched key: the key, the new value (empty when `deleted`), and
+ * its version stamp (NUL-terminated). All pointers are valid only during the call. It runs on
+ * the thread that made the change, before that thread's call returns; it may call mcpopt
+ * functions, including state functions of the same engine. */
+typedef void (*mcpopt_state_callback)(void *user_data, const char *key, size_t key_length,
+                                      const void *value, size_t value_length, const char *version,
+                                      int deleted);
+
+/* Watches every key starting with `prefix` (an empty prefix watches everything). On MCPOPT_OK,
+ * *out_watch identifies the watch for mcpopt_state_unwatch(). `user_data` is passed back
+ * untouched; the library never frees it. */
+mcpopt_status mcpopt_state_watch(mcpopt_engine *engine, const char *prefix, size_t prefix_length,
+                                 mcpopt_state_callback callback, void *user_data, uint64_t *out_watch);
+
+/* Stops a watch. After it returns the callback is not called again for it (a call already
+ * running on another thread may still finish). MCPOPT_ERR_NOT_FOUND for an unknown watch.
+ * Destroying the engine ends its watches. */
+mcpopt_status mcpopt_state_unwatch(mcpopt_engine *engine, uint64_t watch);
+
 #ifdef __cplusplus
 }
 #endif

@@ -4,7 +4,7 @@ import MCPOptEngine
 let engines = HandleRegistry<Engine>()
 
 /// The engine behind a handle, or nil with the last error set.
-private func engine(_ handle: OpaquePointer?) -> Engine? {
+func liveEngine(_ handle: OpaquePointer?) -> Engine? {
     guard let handle else {
         _ = LastError.fail(.invalidArgument, "engine is NULL")
         return nil
@@ -54,6 +54,6 @@ public func mcpopt_engine_destroy(_ handle: OpaquePointer?) -> Int32 {
 public func mcpopt_engine_describe(_ handle: OpaquePointer?, _ out: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?, _ length: UnsafeMutablePointer<Int>?) -> Int32 {
     guard let out else { return LastError.fail(.invalidArgument, "out_json is NULL") }
     out.pointee = nil
-    guard let engine = engine(handle) else { return mcpopt_last_status() }
+    guard let engine = liveEngine(handle) else { return mcpopt_last_status() }
     return TextOutput.write(engine.describe().jsonString, to: out, length: length)
 }

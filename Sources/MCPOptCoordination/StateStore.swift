@@ -91,8 +91,14 @@ public final class StateStore: @unchecked Sendable {
         }
     }
 
-    public func unwatch(_ id: UInt64) {
-        lock.withLock { watchers.removeAll { $0.id == id } }
+    /// Stops a watch; false when there was no such watch.
+    @discardableResult
+    public func unwatch(_ id: UInt64) -> Bool {
+        lock.withLock { () -> Bool in
+            let before = watchers.count
+            watchers.removeAll { $0.id == id }
+            return watchers.count != before
+        }
     }
 
     /// Every key and version, tombstones included: what replication ships.

@@ -1,5 +1,6 @@
 import CMCPOptSupport
 import MCPOptConfig
+import MCPOptCoordination
 import MCPOptJSON
 
 /// The optimization engine: owns the configuration and the components built from it.
@@ -8,10 +9,15 @@ public final class Engine: Sendable {
     public let config: EngineConfig
     /// Which allocator the process uses; the library never brings its own (see DESIGN.md).
     public let allocator: String
+    /// Shared state (versioned keys on hybrid logical clocks). Local to this engine for now:
+    /// replication between instances arrives with the Redis tier.
+    public let state: StateStore
 
     public init(config: EngineConfig) {
         self.config = config
         self.allocator = mco_process_has_jemalloc() != 0 ? "jemalloc" : "system"
+        let node = "engine-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
+        self.state = StateStore(clock: HybridLogicalClock(node: node))
     }
 
     public convenience init(json: String) throws(ConfigError) {

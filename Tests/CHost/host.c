@@ -151,6 +151,76 @@ static void test_bad_input(void) {
     mcpopt_free(NULL);
 }
 
+typedef struct watch_log {
+    int calls, deletes;
+    char last_key[64];
+    char last_value[64];
+} watch_log;
+
+static void on_state(void *user_data, const char *key, size_t key_length, const void *value, size_t value_length,
+                     const char *version, int deleted) {
+    watch_log *log = user_data;
+    log->calls++;
+    log->deletes += deleted;
+    snprintf(log->last_key, sizeof log->last_key, "%.*s", (int)key_length, key);
+    snprintf(log->last_value, sizeof log->last_value, "%.*s", (int)value_length, (const char *)value);
+    (void)version;
+}
+
+static void test_state(const char *config) {
+    mcpopt_engine *engine = NULL;
+    CHECK(mcpopt_engine_create(config, MCPOPT_NUL_TERMINATED, &engine) == MCPOPT_OK);
+    watch_log log = {0};
+    uint64_t watch = 0;
+    CHECK(mcpopt_state_watch(engine, "cfg/", 4, on_state, &log, &watch) == MCPOPT_OK);
+    char *v1 = NULL, *v2 = NULL;
+    CHECK(mcpopt_state_put(engine, "cfg/limit", MCPOPT_NUL_TERMINATED, "10", 2, &v1) == MCPOPT_OK);
+    CHECK(mcpopt_state_put(engine, "cfg/limit", MCPOPT_NUL_TERMINATED, "20", 2, &v2) == MCPOPT_OK);
+    CHECK(v1 && v2 && strcmp(v1, v2) != 0 && strchr(v1, '@') != NULL);
+    CHECK(mcpopt_state_put(engine, "other", MCPOPT_NUL_TERMINATED, "x", 1, NULL) == MCPOPT_OK);
+    CHECK(log.calls == 2 && strcmp(log.last_key, "cfg/limit") == 0 && strcmp(log.last_value, "20") == 0);
+
+    void *value = NULL;
+    size_t length = 0;
+    char *version = NULL;
+    CHECK(mcpopt_state_get(engine, "cfg/limit", MCPOPT_NUL_TERMINATED, &value, &length, &version) == MCPOPT_OK);
+    CHECK(length == 2 && memcmp(value, "20", 2) == 0 && version && strcmp(version, v2) == 0);
+    mcpopt_free(value);
+    mcpopt_free(version);
+    mcpopt_free(v1);
+    mcpopt_free(v2);
+
+    /* binary values and empty values */
+    const unsigned char blob[4] = {0, 255, 10, 0};
+    CHECK(mcpopt_state_put(engine, "bin", 3, blob, 4, NULL) == MCPOPT_OK);
+    CHECK(mcpopt_state_get(engine, "bin", 3, &value, &length, NULL) == MCPOPT_OK && length == 4 && memcmp(value, blob, 4) == 0);
+    mcpopt_free(value);
+    CHECK(mcpopt_state_put(engine, "empty", 5, NULL, 0, NULL) == MCPOPT_OK);
+    CHECK(mcpopt_state_get(engine, "empty", 5, &value, &length, NULL) == MCPOPT_OK && length == 0);
+    mcpopt_free(value);
+
+    CHECK(mcpopt_state_delete(engine, "cfg/limit", MCPOPT_NUL_TERMINATED) == MCPOPT_OK);
+    CHECK(log.deletes == 1);
+    CHECK(mcpopt_state_get(engine, "cfg/limit", MCPOPT_NUL_TERMINATED, &value, &length, NULL) == MCPOPT_ERR_NOT_FOUND);
+    CHECK(value == NULL && length == 0);
+    CHECK(mcpopt_state_delete(engine, "cfg/limit", MCPOPT_NUL_TERMINATED) == MCPOPT_ERR_NOT_FOUND);
+    CHECK(mcpopt_state_unwatch(engine, watch) == MCPOPT_OK);
+    CHECK(mcpopt_state_unwatch(engine, watch) == MCPOPT_ERR_NOT_FOUND);
+    CHECK(mcpopt_state_put(engine, "cfg/limit", MCPOPT_NUL_TERMINATED, "30", 2, NULL) == MCPOPT_OK);
+    CHECK(log.calls == 3); /* 2 puts + 1 delete, nothing after unwatch */
+
+    /* bad input */
+    CHECK(mcpopt_state_put(engine, NULL, 0, "x", 1, NULL) == MCPOPT_ERR_INVALID_ARGUMENT);
+    CHECK(mcpopt_state_put(engine, "", 0, "x", 1, NULL) == MCPOPT_ERR_INVALID_ARGUMENT);
+    CHECK(mcpopt_state_put(engine, "\xff", 1, "x", 1, NULL) == MCPOPT_ERR_INVALID_UTF8);
+    CHECK(mcpopt_state_put(engine, "k", 1, NULL, 3, NULL) == MCPOPT_ERR_INVALID_ARGUMENT);
+    CHECK(mcpopt_state_get(engine, "k", 1, NULL, &length, NULL) == MCPOPT_ERR_INVALID_ARGUMENT);
+    CHECK(mcpopt_state_watch(engine, "", 0, NULL, NULL, &watch) == MCPOPT_ERR_INVALID_ARGUMENT);
+    CHECK(mcpopt_state_put(NULL, "k", 1, "x", 1, NULL) == MCPOPT_ERR_INVALID_ARGUMENT);
+    CHECK(mcpopt_engine_destroy(engine) == MCPOPT_OK);
+    CHECK(mcpopt_state_put(engine, "k", 1, "x", 1, NULL) == MCPOPT_ERR_INVALID_HANDLE);
+}
+
 /* Threads create, describe and destroy engines at once; a shared engine is destroyed while
  * others use it. Every call must return a documented status. */
 static mcpopt_engine *shared_engine;
@@ -196,6 +266,7 @@ int main(int argc, char **argv) {
     test_validation_errors_name_paths();
     test_bad_input();
     test_threads(config);
+    test_state(config);
     free(config);
     printf("c host: %d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;

@@ -29,10 +29,23 @@ export interface EngineDescription {
   config: Record<string, unknown>;
 }
 
+export interface Versioned { value: Buffer; version: string; }
+
+export declare class State {
+  /** Stores a value; returns its version stamp ("<ms>.<counter>@<node>"). */
+  put(key: string, value: string | Buffer): string;
+  get(key: string): Versioned | null;
+  /** False when the key had no value. */
+  delete(key: string): boolean;
+  /** Calls listener for every change under prefix (asynchronously, on the JS thread); returns a stop function. */
+  watch(prefix: string, listener: (key: string, value: Buffer, version: string, deleted: boolean) => void): () => void;
+}
+
 export declare class Engine {
   /** @throws ConfigError when the configuration is invalid. */
   constructor(config: Config);
   readonly closed: boolean;
+  readonly state: State;
   describe(): EngineDescription;
   /** Releases the engine; closing twice is harmless. */
   close(): void;

@@ -1,6 +1,7 @@
 'use strict';
 const native = require('./native');
 const { call, ConfigError, MCPOptError, Status } = require('./errors');
+const { State } = require('./state');
 
 function configText(config) {
   if (typeof config === 'string' || Buffer.isBuffer(config)) return config;
@@ -25,9 +26,14 @@ class Engine {
 
   constructor(config) {
     this.#handle = call(() => native.engineCreate(configText(config)));
+    /** Versioned shared state: put/get/delete/watch. */
+    this.state = new State(this);
   }
 
   get closed() { return this.#handle === null; }
+
+  /** The native handle (for the binding's own modules). */
+  handle() { return this.#live(); }
 
   #live() {
     if (this.#handle === null) {

@@ -112,6 +112,7 @@ static napi_value init(napi_env env, napi_value exports) {
     add(env, exports, "abiVersion", abi_version);
     add(env, exports, "statusString", status_string);
     mcpopt_node_engine_init(env, exports);
+    mcpopt_node_state_init(env, exports);
     return exports;
 }
 

@@ -13,4 +13,6 @@ napi_value mcpopt_node_throw(napi_env env, const char *message);
 int mcpopt_node_bytes(napi_env env, napi_callback_info info, size_t index, char **out, size_t *length);
 
 void mcpopt_node_engine_init(napi_env env, napi_value exports);
+void mcpopt_node_state_init(napi_env env, napi_value exports);
+mcpopt_engine *mcpopt_node_engine_arg(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv);
 #endif

@@ -13,6 +13,18 @@ static void finalize(napi_env env, void *data, void *hint) {
     free(box);
 }
 
+/* The live engine of argument 0, or NULL with a JS exception pending. */
+mcpopt_engine *mcpopt_node_engine_arg(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv) {
+    napi_get_cb_info(env, info, argc, argv, NULL, NULL);
+    napi_valuetype type = napi_undefined;
+    if (*argc >= 1) napi_typeof(env, argv[0], &type);
+    if (type != napi_external) { mcpopt_node_throw(env, "expected an engine handle"); return NULL; }
+    engine_box *box = NULL;
+    napi_get_value_external(env, argv[0], (void **)&box);
+    if (!box || !box->engine) { mcpopt_node_throw_status(env, MCPOPT_ERR_INVALID_HANDLE, "the engine is closed"); return NULL; }
+    return box->engine;
+}
+
 static engine_box *unbox(napi_env env, napi_callback_info info) {
     size_t argc = 1;
     napi_value argv[1];

@@ -5,9 +5,10 @@ from . import _native
 from .engine import Engine, validate_config
 from .errors import ConfigError, InvalidHandleError, Issue, MCPOptError
 from ._native import LibraryNotFound
+from .state import State, Versioned, Watch
 
 __all__ = ["Engine", "validate_config", "ConfigError", "InvalidHandleError", "Issue", "MCPOptError",
-           "LibraryNotFound", "version", "ABI_VERSION"]
+           "LibraryNotFound", "State", "Versioned", "Watch", "version", "ABI_VERSION"]
 
 ABI_VERSION = _native.ABI_VERSION
 

@@ -10,6 +10,11 @@ from typing import Optional
 ABI_VERSION = 1
 NUL_TERMINATED = ctypes.c_size_t(-1).value
 
+# void (*)(void *user_data, const char *key, size_t key_length, const void *value,
+#          size_t value_length, const char *version, int deleted)
+STATE_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.POINTER(ctypes.c_char), ctypes.c_size_t,
+                                  ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_int)
+
 _lib: Optional[ctypes.CDLL] = None
 _lock = threading.Lock()
 
@@ -51,6 +56,11 @@ def _declare(lib: ctypes.CDLL) -> None:
         "mcpopt_engine_create": ([c.c_char_p, size, c.POINTER(vp)], status),
         "mcpopt_engine_destroy": ([vp], status),
         "mcpopt_engine_describe": ([vp, c.POINTER(vp), c.POINTER(size)], status),
+        "mcpopt_state_put": ([vp, c.c_char_p, size, c.c_char_p, size, c.POINTER(vp)], status),
+        "mcpopt_state_get": ([vp, c.c_char_p, size, c.POINTER(vp), c.POINTER(size), c.POINTER(vp)], status),
+        "mcpopt_state_delete": ([vp, c.c_char_p, size], status),
+        "mcpopt_state_watch": ([vp, c.c_char_p, size, STATE_CALLBACK, vp, c.POINTER(c.c_uint64)], status),
+        "mcpopt_state_unwatch": ([vp, c.c_uint64], status),
     }
     for name, (args, res) in sigs.items():
         fn = getattr(lib, name)
@@ -81,6 +91,22 @@ def lib() -> ctypes.CDLL:
             _lib = loaded
             return loaded
         raise LibraryNotFound("cannot load libmcpopt; set MCPOPT_LIBRARY to its path. Tried:\n  " + "\n  ".join(errors))
+
+
+def take_bytes(pointer: ctypes.c_void_p, length: int) -> bytes:
+    """Copies and frees bytes the library handed out (caller frees with mcpopt_free)."""
+    try:
+        return ctypes.string_at(pointer, length) if length else b""
+    finally:
+        lib().mcpopt_free(pointer)
+
+
+def take_cstring(pointer: ctypes.c_void_p) -> str:
+    """Decodes and frees a NUL-terminated text the library handed out."""
+    try:
+        return ctypes.string_at(pointer).decode("utf-8")
+    finally:
+        lib().mcpopt_free(pointer)
 
 
 def take_text(pointer: ctypes.c_void_p, length: ctypes.c_size_t) -> str:

@@ -8,6 +8,7 @@ from typing import Any, List, Mapping, Union
 
 from . import _native
 from .errors import ConfigError, InvalidHandleError, Issue, check
+from .state import State
 
 Config = Union[Mapping[str, Any], str, bytes]
 
@@ -44,6 +45,8 @@ class Engine:
         check(_native.lib().mcpopt_engine_create(data, len(data), ctypes.byref(handle)))
         self._handle = handle
         self._lock = threading.Lock()
+        self.state = State(self)
+        """Versioned shared state: put/get/delete/watch."""
 
     @property
     def closed(self) -> bool:

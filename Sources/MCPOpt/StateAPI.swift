@@ -1,0 +1,110 @@
+import Glibc
+import MCPOptCoordination
+import MCPOptEngine
+
+// mcpopt_state_*: the engine's shared state through the C interface (include/mcpopt.h).
+
+/// A text key argument: UTF-8, non-empty.
+private func keyArgument(_ pointer: UnsafePointer<CChar>?, _ length: Int, name: String, allowEmpty: Bool = false) -> String? {
+    guard let bytes = TextInput.bytes(pointer, length, name: name) else { return nil }
+    guard allowEmpty || !bytes.isEmpty else {
+        _ = LastError.fail(.invalidArgument, "\(name) is empty")
+        return nil
+    }
+    guard let text = String(validating: bytes, as: UTF8.self) else {
+        _ = LastError.fail(.invalidUTF8, "\(name) is not valid UTF-8")
+        return nil
+    }
+    return text
+}
+
+/// A malloc'ed copy the caller frees with mcpopt_free.
+private func copyOut(_ bytes: [UInt8]) -> UnsafeMutableRawPointer? {
+    guard let buffer = malloc(max(bytes.count, 1)) else { return nil }
+    bytes.withUnsafeBytes { if let base = $0.baseAddress { buffer.copyMemory(from: base, byteCount: $0.count) } }
+    return buffer
+}
+
+private func writeVersion(_ version: VersionedValue, to out: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Bool {
+    guard let out else { return true }
+    out.pointee = strdup(version.stamp.description)
+    return out.pointee != nil
+}
+
+@_cdecl("mcpopt_state_put")
+public func mcpopt_state_put(_ handle: OpaquePointer?, _ key: UnsafePointer<CChar>?, _ keyLength: Int,
+                             _ value: UnsafeRawPointer?, _ valueLength: Int, _ outVersion: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
+    outVersion?.pointee = nil
+    guard let engine = liveEngine(handle), let key = keyArgument(key, keyLength, name: "key") else { return mcpopt_last_status() }
+    guard valueLength >= 0, value != nil || valueLength == 0 else { return LastError.fail(.invalidArgument, "value is NULL or its length is not a size") }
+    guard valueLength <= StateLimits.maxValueBytes else { return LastError.fail(.tooLarge, "value is \(valueLength) bytes, more than the \(StateLimits.maxValueBytes) accepted") }
+    let bytes = Array(UnsafeRawBufferPointer(start: value, count: valueLength))
+    let stored = engine.state.put(key, bytes)
+    guard writeVersion(stored, to: outVersion) else { return LastError.fail(.internal, "out of memory") }
+    return LastError.succeed()
+}
+
+@_cdecl("mcpopt_state_get")
+public func mcpopt_state_get(_ handle: OpaquePointer?, _ key: UnsafePointer<CChar>?, _ keyLength: Int,
+                             _ outValue: UnsafeMutablePointer<UnsafeMutableRawPointer?>?, _ outLength: UnsafeMutablePointer<Int>?,
+                             _ outVersion: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
+    outVersion?.pointee = nil
+    guard let outValue, let outLength else { return LastError.fail(.invalidArgument, "out_value or out_length is NULL") }
+    outValue.pointee = nil
+    outLength.pointee = 0
+    guard let engine = liveEngine(handle), let key = keyArgument(key, keyLength, name: "key") else { return mcpopt_last_status() }
+    guard let version = engine.state.get(key) else { return LastError.fail(.notFound, "no state under key \"\(key)\"") }
+    guard let copy = copyOut(version.value), writeVersion(version, to: outVersion) else { return LastError.fail(.internal, "out of memory") }
+    outValue.pointee = copy
+    outLength.pointee = version.value.count
+    return LastError.succeed()
+}
+
+@_cdecl("mcpopt_state_delete")
+public func mcpopt_state_delete(_ handle: OpaquePointer?, _ key: UnsafePointer<CChar>?, _ keyLength: Int) -> Int32 {
+    guard let engine = liveEngine(handle), let key = keyArgument(key, keyLength, name: "key") else { return mcpopt_last_status() }
+    guard engine.state.get(key) != nil else { return LastError.fail(.notFound, "no state under key \"\(key)\"") }
+    engine.state.delete(key)
+    return LastError.succeed()
+}
+
+/// The C callback and its user data, carried into the Swift watcher.
+private struct StateCallback: @unchecked Sendable {
+    let function: @convention(c) (UnsafeMutableRawPointer?, UnsafePointer<CChar>?, Int, UnsafeRawPointer?, Int, UnsafePointer<CChar>?, Int32) -> Void
+    let userData: UnsafeMutableRawPointer?
+}
+
+@_cdecl("mcpopt_state_watch")
+public func mcpopt_state_watch(_ handle: OpaquePointer?, _ prefix: UnsafePointer<CChar>?, _ prefixLength: Int,
+                               _ callback: (@convention(c) (UnsafeMutableRawPointer?, UnsafePointer<CChar>?, Int, UnsafeRawPointer?, Int, UnsafePointer<CChar>?, Int32) -> Void)?,
+                               _ userData: UnsafeMutableRawPointer?, _ outWatch: UnsafeMutablePointer<UInt64>?) -> Int32 {
+    guard let callback, let outWatch else { return LastError.fail(.invalidArgument, "callback or out_watch is NULL") }
+    outWatch.pointee = 0
+    guard let engine = liveEngine(handle), let prefix = keyArgument(prefix, prefixLength, name: "prefix", allowEmpty: true) else { return mcpopt_last_status() }
+    let target = StateCallback(function: callback, userData: userData)
+    outWatch.pointee = engine.state.watch(prefix: prefix) { key, version in
+        var key = key
+        let stamp = version.stamp.description
+        key.withUTF8 { k in
+            version.value.withUnsafeBytes { v in
+                stamp.withCString { s in
+                    k.withMemoryRebound(to: CChar.self) { kc in
+                        target.function(target.userData, kc.baseAddress, kc.count, v.baseAddress, v.count, s, version.deleted ? 1 : 0)
+                    }
+                }
+            }
+        }
+    }
+    return LastError.succeed()
+}
+
+@_cdecl("mcpopt_state_unwatch")
+public func mcpopt_state_unwatch(_ handle: OpaquePointer?, _ watch: UInt64) -> Int32 {
+    guard let engine = liveEngine(handle) else { return mcpopt_last_status() }
+    guard engine.state.unwatch(watch) else { return LastError.fail(.notFound, "no watch \(watch) on this engine") }
+    return LastError.succeed()
+}
+
+enum StateLimits {
+    static let maxValueBytes = 64 << 20
+}

@@ -1,0 +1,115 @@
+"""The engine's shared state: versioned keys with hybrid-logical-clock stamps, and watchers."""
+from __future__ import annotations
+
+import ctypes
+import threading
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Union
+
+from . import _native
+from .errors import NOT_FOUND, MCPOptError, check
+
+Value = Union[bytes, bytearray, memoryview, str]
+Listener = Callable[[str, bytes, str, bool], None]
+
+
+@dataclass(frozen=True)
+class Versioned:
+    value: bytes
+    version: str
+
+
+def _key(key: str) -> bytes:
+    if not isinstance(key, str):
+        raise TypeError(f"state keys are str, not {type(key).__name__}")
+    return key.encode("utf-8", "surrogatepass")
+
+
+def _value(value: Value) -> bytes:
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"state values are bytes or str, not {type(value).__name__}")
+
+
+class Watch:
+    """A running watch; close() (or leaving a with block) stops it."""
+
+    def __init__(self, state: "State", watch_id: int, callback: object):
+        self._state, self.id, self._callback = state, watch_id, callback
+
+    def close(self) -> None:
+        if self._state is not None:
+            self._state._unwatch(self)
+            self._state = None
+
+    def __enter__(self) -> "Watch":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class State:
+    """`engine.state`. Listeners run on the thread that made the change, before its call returns."""
+
+    def __init__(self, engine):
+        self._engine = engine
+        self._watches: Dict[int, Watch] = {}
+        self._lock = threading.Lock()
+
+    def put(self, key: str, value: Value) -> str:
+        """Stores a value; returns its version stamp."""
+        k, v = _key(key), _value(value)
+        version = ctypes.c_void_p()
+        check(_native.lib().mcpopt_state_put(self._engine._live(), k, len(k), v, len(v), ctypes.byref(version)))
+        return _native.take_cstring(version)
+
+    def get(self, key: str) -> Optional[Versioned]:
+        k = _key(key)
+        out, length, version = ctypes.c_void_p(), ctypes.c_size_t(), ctypes.c_void_p()
+        status = _native.lib().mcpopt_state_get(self._engine._live(), k, len(k), ctypes.byref(out), ctypes.byref(length), ctypes.byref(version))
+        if status == NOT_FOUND:
+            return None
+        check(status)
+        stamp = _native.take_cstring(version)
+        return Versioned(_native.take_bytes(out, length.value), stamp)
+
+    def delete(self, key: str) -> bool:
+        """Deletes a key; False when it had no value."""
+        k = _key(key)
+        status = _native.lib().mcpopt_state_delete(self._engine._live(), k, len(k))
+        if status == NOT_FOUND:
+            return False
+        check(status)
+        return True
+
+    def watch(self, prefix: str, listener: Listener) -> Watch:
+        """Calls listener(key, value, version, deleted) for every change under prefix."""
+        p = _key(prefix)
+
+        def trampoline(_user, key, key_length, value, value_length, version, deleted):
+            try:
+                listener(ctypes.string_at(key, key_length).decode("utf-8", "replace"),
+                         ctypes.string_at(value, value_length) if value_length else b"",
+                         version.decode(), bool(deleted))
+            except Exception:  # an exception must not cross into C
+                import traceback
+                traceback.print_exc()
+
+        callback = _native.STATE_CALLBACK(trampoline)
+        watch_id = ctypes.c_uint64()
+        check(_native.lib().mcpopt_state_watch(self._engine._live(), p, len(p), callback, None, ctypes.byref(watch_id)))
+        watch = Watch(self, watch_id.value, callback)  # keeps the callback alive
+        with self._lock:
+            self._watches[watch.id] = watch
+        return watch
+
+    def _unwatch(self, watch: Watch) -> None:
+        with self._lock:
+            self._watches.pop(watch.id, None)
+        if not self._engine.closed:
+            status = _native.lib().mcpopt_state_unwatch(self._engine._live(), watch.id)
+            if status not in (0, NOT_FOUND):
+                check(status)
