@@ -37,6 +37,8 @@ let package = Package(
         ),
         .systemLibrary(name: "CHiredis", path: "Sources/CHiredis"),
         .target(name: "MCPOptSync"),
+        .target(name: "CMCPOptCache", linkerSettings: [.linkedLibrary("dl")]),
+        .target(name: "MCPOptCache", dependencies: ["CMCPOptCache", "MCPOptSync"]),
         .target(name: "MCPOptMetrics", dependencies: ["MCPOptSync", .product(name: "Histogram", package: "hdrhistogram-swift")]),
         .target(name: "MCPOptJSON", dependencies: ["CMCPOptJSON"]),
         .target(name: "MCPOptRedis", dependencies: ["CHiredis"]),
@@ -68,6 +70,7 @@ let package = Package(
         // Fuzz targets; replays a corpus when built normally (see scripts/fuzz).
         .executableTarget(name: "mcpopt-fuzz", dependencies: ["MCPOptConfig", "MCPOptJSON", "MCPOptProtocol"], path: "Sources/MCPOptFuzz"),
         .testTarget(name: "MCPOptJSONTests", dependencies: ["MCPOptJSON"]),
+        .testTarget(name: "MCPOptCacheTests", dependencies: ["MCPOptCache"]),
         .testTarget(name: "MCPOptConfigTests", dependencies: ["MCPOptConfig", "MCPOptJSON"]),
         .testTarget(name: "MCPOptEngineTests", dependencies: ["MCPOptEngine", "MCPOptConfig", "MCPOptProtocol", "MCPOptSync"]),
         .testTarget(name: "MCPOptCoordinationTests", dependencies: ["MCPOptCoordination"]),

@@ -1,0 +1,76 @@
+#define _GNU_SOURCE
+#include "mcpopt_cache.h"
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <time.h>
+
+static unsigned next_stripe;
+static _Thread_local unsigned my_stripe = UINT32_MAX;
+
+unsigned mco_thread_stripe(void) {
+    if (my_stripe == UINT32_MAX) my_stripe = __atomic_fetch_add(&next_stripe, 1, __ATOMIC_RELAXED) % MCO_STRIPES;
+    return my_stripe;
+}
+
+uint64_t mco_stripe_sum(const mco_stripe *stripes, unsigned counter) {
+    uint64_t sum = 0;
+    for (unsigned i = 0; i < MCO_STRIPES; i++) sum += __atomic_load_n(&stripes[i].value[counter], __ATOMIC_RELAXED);
+    return sum;
+}
+
+void *mco_cache_line_alloc(size_t size) {
+    void *p = NULL;
+    if (posix_memalign(&p, 64, (size + 63) & ~(size_t)63) != 0) return NULL;
+    memset(p, 0, size);
+    return p;
+}
+
+uint64_t mco_coarse_millis(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+// jemalloc's non-standard API, looked up at run time (flags as in jemalloc.h).
+typedef int (*mallctl_fn)(const char *, void *, size_t *, void *, size_t);
+typedef void *(*mallocx_fn)(size_t, int);
+typedef void (*dallocx_fn)(void *, int);
+#define JE_LG_ALIGN(la) ((int)(la))
+#define JE_TCACHE_NONE (1 << 8)
+#define JE_ARENA(a) ((((int)(a)) + 1) << 20)
+#define JE_ZERO 0x40
+
+struct mco_page_source {
+    mallocx_fn mallocx;
+    dallocx_fn dallocx;
+    unsigned arena;
+    int jemalloc;
+};
+
+mco_page_source *mco_page_source_new(int force_mmap) {
+    mco_page_source *s = calloc(1, sizeof *s);
+    if (!s || force_mmap) return s;
+    mallctl_fn mallctl = (mallctl_fn)dlsym(RTLD_DEFAULT, "mallctl");
+    s->mallocx = (mallocx_fn)dlsym(RTLD_DEFAULT, "mallocx");
+    s->dallocx = (dallocx_fn)dlsym(RTLD_DEFAULT, "dallocx");
+    if (!mallctl || !s->mallocx || !s->dallocx) return s;
+    size_t size = sizeof s->arena;
+    if (mallctl("arenas.create", &s->arena, &size, NULL, 0) == 0) s->jemalloc = 1;
+    return s;
+}
+
+void mco_page_source_free(mco_page_source *s) { free(s); }   // jemalloc arenas are never destroyed
+int mco_page_source_is_jemalloc(const mco_page_source *s) { return s && s->jemalloc; }
+
+void *mco_page_alloc(mco_page_source *s, size_t size) {
+    if (s->jemalloc) return s->mallocx(size, JE_ARENA(s->arena) | JE_TCACHE_NONE | JE_LG_ALIGN(12) | JE_ZERO);
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void mco_page_free(mco_page_source *s, void *page, size_t size) {
+    if (!page) return;
+    if (s->jemalloc) s->dallocx(page, JE_ARENA(s->arena) | JE_TCACHE_NONE);
+    else munmap(page, size);
+}
