@@ -61,7 +61,7 @@ let package = Package(
         .executableTarget(
             name: "mcpopt",
             dependencies: [
-                "MCPOptEngine", "MCPOptConfig", "MCPOptJSON", "MCPOptProtocol",
+                "MCPOptEngine", "MCPOptConfig", "MCPOptJSON", "MCPOptProtocol", "MCPOptCache",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             // The program, unlike the library, may bring its own allocator.

@@ -5,6 +5,51 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include <pthread.h>
+
+uint64_t mco_global_epoch = 1;
+static mco_reader *readers;
+static pthread_key_t reader_key;
+static pthread_once_t reader_once = PTHREAD_ONCE_INIT;
+static _Thread_local mco_reader *my_reader;
+
+static void reader_release(void *record) {
+    mco_reader *r = record;
+    __atomic_store_n(&r->epoch, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&r->in_use, 0, __ATOMIC_RELEASE);
+}
+static void reader_key_init(void) { pthread_key_create(&reader_key, reader_release); }
+
+mco_reader *mco_reader_self(void) {
+    if (my_reader) return my_reader;
+    pthread_once(&reader_once, reader_key_init);
+    // Reuse a record a finished thread gave back, else add one (records are never freed).
+    for (mco_reader *r = __atomic_load_n(&readers, __ATOMIC_ACQUIRE); r; r = r->next) {
+        uint32_t expected = 0;
+        if (__atomic_compare_exchange_n(&r->in_use, &expected, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) { my_reader = r; break; }
+    }
+    if (!my_reader) {
+        mco_reader *r = mco_cache_line_alloc(sizeof *r);
+        if (!r) abort();
+        r->in_use = 1;
+        r->next = __atomic_load_n(&readers, __ATOMIC_RELAXED);
+        while (!__atomic_compare_exchange_n(&readers, &r->next, r, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {}
+        my_reader = r;
+    }
+    pthread_setspecific(reader_key, my_reader);
+    return my_reader;
+}
+
+uint64_t mco_epoch_advance(void) { return __atomic_add_fetch(&mco_global_epoch, 1, __ATOMIC_SEQ_CST); }
+
+int mco_epoch_quiescent(uint64_t epoch) {
+    for (mco_reader *r = __atomic_load_n(&readers, __ATOMIC_ACQUIRE); r; r = r->next) {
+        uint64_t e = __atomic_load_n(&r->epoch, __ATOMIC_ACQUIRE);
+        if (e != 0 && e < epoch) return 0;
+    }
+    return 1;
+}
+
 static unsigned next_stripe;
 static _Thread_local unsigned my_stripe = UINT32_MAX;
 

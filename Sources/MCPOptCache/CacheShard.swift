@@ -59,8 +59,8 @@ final class CacheShard: @unchecked Sendable {
     private var table: UnsafeMutablePointer<UInt64>
     private var mask: Int
     private var entryCount = 0
-    private var retiredTables: [UnsafeMutablePointer<UInt64>] = []
-    private var retiredBytes = 0
+    /// Replaced index tables and the epoch after which no reader can still hold them.
+    private var retiredTables: [(table: UnsafeMutablePointer<UInt64>, epoch: UInt64, bytes: Int)] = []
     private var ghost: UnsafeMutablePointer<UInt32>
     private var ghostMask: Int
     private(set) var classes: [SizeClass]
@@ -103,7 +103,7 @@ final class CacheShard: @unchecked Sendable {
     deinit {
         for page in 0..<pagesTaken { source.free(pageTable[page]) }
         table.deallocate()
-        for retired in retiredTables { retired.deallocate() }
+        for retired in retiredTables { retired.table.deallocate() }
         ghost.deallocate()
         keyGenerations.deallocate()
         pageTable.deallocate()
@@ -144,56 +144,10 @@ final class CacheShard: @unchecked Sendable {
         return mco_cache_hash(key.baseAddress, key.count)
     }
 
-    // MARK: Reading without locks
-
-    /// Finds a live, unexpired item for `key` and hands it to `body`, retrying until no writer
-    /// interfered. `body` may run more than once and must only copy.
-    @inline(__always)
-    func read<R>(hash: UInt64, key: UnsafeRawBufferPointer, now: UInt32,
-                 _ body: (UnsafeMutablePointer<mco_item>, Int, Int) -> R) -> R? {
-        let fingerprint = Self.fingerprint(hash)
-        var spins = 0
-        while true {
-            let start = mco_seq_read_begin(seq)
-            var result: R? = nil
-            var found: UnsafeMutablePointer<mco_item>? = nil
-            if start & 1 == 0, let raw = mco_load_pointer(indexCell) {
-                let entries = raw.assumingMemoryBound(to: UInt64.self)
-                let mask = Int(truncatingIfNeeded: mco_load64(entries))
-                var slot = Int(truncatingIfNeeded: hash) & mask
-                for _ in 0...mask {
-                    let entry = mco_load64(entries + 1 + slot)
-                    if entry == 0 { break }
-                    if UInt32(truncatingIfNeeded: entry >> 32) == fingerprint {
-                        let ref = UInt32(truncatingIfNeeded: entry)
-                        if let page = mco_load_pointer(pageTable + Int(ref >> 17)) {
-                            let offset = Int(ref & 0x1_FFFF) << 3
-                            let candidate = (page + offset).assumingMemoryBound(to: mco_item.self)
-                            var keyLength: UInt32 = 0, valueLength: UInt32 = 0, expiry: UInt32 = 0, flags: UInt32 = 0
-                            mco_item_peek(candidate, &keyLength, &valueLength, &expiry, &flags)
-                            // Lengths are checked against the page before use: a torn header
-                            // must not send the copy out of bounds.
-                            if Int(keyLength) == key.count, flags & UInt32(itemLive) != 0,
-                               offset + mco_item_value_offset(Int(keyLength)) + Int(valueLength) <= geometry.pageSize,
-                               mco_item_key_equals(candidate, key.baseAddress, key.count) != 0 {
-                                if expiry == 0 || expiry > now {
-                                    found = candidate
-                                    result = body(candidate, Int(keyLength), Int(valueLength))
-                                }
-                                break
-                            }
-                        }
-                    }
-                    slot = (slot + 1) & mask
-                }
-            }
-            if mco_seq_read_retry(seq, start) == 0 {
-                if let found { mco_item_touch(found) }
-                return result
-            }
-            spins += 1
-            if spins & 63 == 0 { sched_yield() }
-        }
+    /// What readers need, as plain pointers: reading through this struct touches no reference
+    /// count (a retain on a shared object would bounce its cache line between cores).
+    var reader: ShardReader {
+        ShardReader(seq: seq, indexCell: indexCell, pageTable: pageTable, pageSize: geometry.pageSize)
     }
 
     // MARK: Index (writer)
@@ -263,11 +217,11 @@ final class CacheShard: @unchecked Sendable {
             while newTable[1 + target] != 0 { target = (target + 1) & newMask }
             newTable[1 + target] = entry
         }
-        retiredTables.append(table)
-        retiredBytes += (mask + 2) * 8
+        let old = table, oldBytes = (mask + 2) * 8
         table = newTable
         mask = newMask
         mco_store_pointer(indexCell, UnsafeMutableRawPointer(newTable))
+        retiredTables.append((old, mco_epoch_advance(), oldBytes))
         // The ghost filter follows the index's size (S3-FIFO keeps as many ghosts as items).
         let newGhostMask = (newMask + 1) / 2 - 1
         let newGhost = UnsafeMutablePointer<UInt32>.allocate(capacity: newGhostMask + 1)
@@ -278,8 +232,17 @@ final class CacheShard: @unchecked Sendable {
         ghostMask = newGhostMask
     }
 
+    /// Frees replaced tables no reader can still be using (called by writers now and then).
+    private func reclaimTables() {
+        retiredTables.removeAll { retired in
+            guard mco_epoch_quiescent(retired.epoch) != 0 else { return false }
+            retired.table.deallocate()
+            return true
+        }
+    }
+
     var overheadBytes: Int {
-        (mask + 2) * 8 + retiredBytes + (ghostMask + 1) * 4 + geometry.pagesPerShard * (8 + 8)
+        (mask + 2) * 8 + retiredTables.reduce(0) { $0 + $1.bytes } + (ghostMask + 1) * 4 + geometry.pagesPerShard * (8 + 8)
             + Self.keyGenerationCount * 8 + 64 + classes.count * MemoryLayout<SizeClass>.stride
     }
 
@@ -507,6 +470,7 @@ final class CacheShard: @unchecked Sendable {
             classes[sizeClass].payloadBytes += mco_item_value_offset(key.count) + value.count
             insertEntry(hash: hash, ref: chunk)
             sets += 1
+            if !retiredTables.isEmpty { reclaimTables() }
             return .stored
         }
     }
@@ -613,4 +577,68 @@ final class CacheShard: @unchecked Sendable {
     }
 
     var itemCount: Int { lock.withLock { entryCount } }
+
+    /// Frees replaced index tables once readers are done with them (stats and sweeps call it).
+    func reclaim() { lock.withLock { if !retiredTables.isEmpty { reclaimTables() } } }
+}
+
+/// The lock-free read side of a shard (see `CacheShard`).
+struct ShardReader {
+    let seq: UnsafeMutablePointer<UInt64>
+    let indexCell: UnsafeMutablePointer<UnsafeMutableRawPointer?>
+    let pageTable: UnsafeMutablePointer<UnsafeMutableRawPointer?>
+    let pageSize: Int
+
+    /// Finds a live, unexpired item for `key` and hands it to `body`, retrying until no writer
+    /// interfered. `body` may run more than once and must only copy.
+    @inline(__always)
+    func read<R>(hash: UInt64, key: UnsafeRawBufferPointer, now: UInt32,
+                 _ body: (UnsafeMutablePointer<mco_item>, Int, Int) -> R) -> R? {
+        let fingerprint = CacheShard.fingerprint(hash)
+        var spins = 0
+        let epoch = mco_reader_self()!
+        mco_read_enter(epoch)
+        defer { mco_read_exit(epoch) }
+        while true {
+            let start = mco_seq_read_begin(seq)
+            var result: R? = nil
+            var found: UnsafeMutablePointer<mco_item>? = nil
+            if start & 1 == 0, let raw = mco_load_pointer(indexCell) {
+                let entries = raw.assumingMemoryBound(to: UInt64.self)
+                let mask = Int(truncatingIfNeeded: mco_load64(entries))
+                var slot = Int(truncatingIfNeeded: hash) & mask
+                for _ in 0...mask {
+                    let entry = mco_load64(entries + 1 + slot)
+                    if entry == 0 { break }
+                    if UInt32(truncatingIfNeeded: entry >> 32) == fingerprint {
+                        let ref = UInt32(truncatingIfNeeded: entry)
+                        if let page = mco_load_pointer(pageTable + Int(ref >> 17)) {
+                            let offset = Int(ref & 0x1_FFFF) << 3
+                            let candidate = (page + offset).assumingMemoryBound(to: mco_item.self)
+                            var keyLength: UInt32 = 0, valueLength: UInt32 = 0, expiry: UInt32 = 0, flags: UInt32 = 0
+                            mco_item_peek(candidate, &keyLength, &valueLength, &expiry, &flags)
+                            // Lengths are checked against the page before use: a torn header
+                            // must not send the copy out of bounds.
+                            if Int(keyLength) == key.count, flags & UInt32(itemLive) != 0,
+                               offset + mco_item_value_offset(Int(keyLength)) + Int(valueLength) <= pageSize,
+                               mco_item_key_equals(candidate, key.baseAddress, key.count) != 0 {
+                                if expiry == 0 || expiry > now {
+                                    found = candidate
+                                    result = body(candidate, Int(keyLength), Int(valueLength))
+                                }
+                                break
+                            }
+                        }
+                    }
+                    slot = (slot + 1) & mask
+                }
+            }
+            if mco_seq_read_retry(seq, start) == 0 {
+                if let found { mco_item_touch(found) }
+                return result
+            }
+            spins += 1
+            if spins & 63 == 0 { sched_yield() }
+        }
+    }
 }

@@ -10,6 +10,8 @@ import Glibc
 public final class MemoryCache: @unchecked Sendable {
     public let configuration: MemoryCacheConfiguration
     let shards: [CacheShard]
+    /// The shards' read sides, by index (no reference counting on the read path).
+    private let readers: UnsafeMutablePointer<ShardReader>
     private let shardMask: Int
     private let names = NameTable()
     private let pages: PageSource
@@ -44,13 +46,18 @@ public final class MemoryCache: @unchecked Sendable {
         maxItemSize = min(configuration.maxItemSize, geometry.pageSize)
         shards = (0..<shardCount).map { _ in CacheShard(geometry: geometry, source: pages) }
         shardMask = shardCount - 1
+        readers = .allocate(capacity: shardCount)
+        readers.initialize(from: shards.map(\.reader), count: shardCount)
         counters = mco_cache_line_alloc(MemoryLayout<mco_stripe>.stride * Int(MCO_STRIPES))!
             .bindMemory(to: mco_stripe.self, capacity: Int(MCO_STRIPES))
         counters.initialize(repeating: mco_stripe(), count: Int(MCO_STRIPES))
         startMillis = mco_coarse_millis()
     }
 
-    deinit { free(counters) }
+    deinit {
+        free(counters)
+        readers.deallocate()
+    }
 
     /// One shard per 32 MiB, up to 16: each shard keeps about 32 pages or more to spread over
     /// its size classes, and reads take no lock whatever the count, so few shards suffice.
@@ -84,6 +91,11 @@ public final class MemoryCache: @unchecked Sendable {
     // MARK: Keys
 
     @inline(__always)
+    private func reader(_ key: UnsafeRawBufferPointer) -> (hash: UInt64, reader: UnsafeMutablePointer<ShardReader>) {
+        let hash = mco_cache_hash(key.baseAddress, key.count)
+        return (hash, readers + (Int(truncatingIfNeeded: hash >> 58) & shardMask))
+    }
+
     private func locate(_ key: UnsafeRawBufferPointer) -> (hash: UInt64, shard: CacheShard) {
         let hash = mco_cache_hash(key.baseAddress, key.count)
         return (hash, shards[Int(truncatingIfNeeded: hash >> 58) & shardMask])
@@ -102,8 +114,8 @@ public final class MemoryCache: @unchecked Sendable {
     @inline(__always)
     public func get(_ key: UnsafeRawBufferPointer, into buffer: UnsafeMutableRawBufferPointer) -> CacheRead {
         guard !key.isEmpty, key.count <= MemoryCacheConfiguration.maxKeyLength else { return .miss }
-        let (hash, shard) = locate(key)
-        let read = shard.read(hash: hash, key: key, now: nowTicks()) { item, keyLength, valueLength -> CacheRead in
+        let (hash, shard) = reader(key)
+        let read = shard.pointee.read(hash: hash, key: key, now: nowTicks()) { item, keyLength, valueLength -> CacheRead in
             guard valueLength <= buffer.count else { return .bufferTooSmall(length: valueLength) }
             mco_item_copy_value(item, keyLength, buffer.baseAddress, valueLength)
             return .hit(length: valueLength)
@@ -115,8 +127,8 @@ public final class MemoryCache: @unchecked Sendable {
     /// The value for `key` as a new array (allocates; `get(_:into:)` does not).
     public func get(_ key: UnsafeRawBufferPointer) -> [UInt8]? {
         guard !key.isEmpty, key.count <= MemoryCacheConfiguration.maxKeyLength else { return nil }
-        let (hash, shard) = locate(key)
-        let value = shard.read(hash: hash, key: key, now: nowTicks()) { item, keyLength, valueLength in
+        let (hash, shard) = reader(key)
+        let value = shard.pointee.read(hash: hash, key: key, now: nowTicks()) { item, keyLength, valueLength in
             [UInt8](unsafeUninitializedCapacity: valueLength) { out, count in
                 mco_item_copy_value(item, keyLength, out.baseAddress, valueLength)
                 count = valueLength
@@ -132,8 +144,8 @@ public final class MemoryCache: @unchecked Sendable {
     /// Whether a live item exists for `key` (not counted as a hit or miss).
     public func contains(_ key: UnsafeRawBufferPointer) -> Bool {
         guard !key.isEmpty, key.count <= MemoryCacheConfiguration.maxKeyLength else { return false }
-        let (hash, shard) = locate(key)
-        return shard.read(hash: hash, key: key, now: nowTicks()) { _, _, _ in true } ?? false
+        let (hash, shard) = reader(key)
+        return shard.pointee.read(hash: hash, key: key, now: nowTicks()) { _, _, _ in true } ?? false
     }
 
     // MARK: Writing
@@ -247,6 +259,7 @@ public final class MemoryCache: @unchecked Sendable {
     @discardableResult
     public func sweepExpired(slotsPerShard: Int = 4096) -> Int {
         let now = nowTicks()
+        for shard in shards { shard.reclaim() }
         return shards.reduce(0) { $0 + $1.sweepExpired(now: now, limit: slotsPerShard) }
     }
 
@@ -269,6 +282,7 @@ public final class MemoryCache: @unchecked Sendable {
         stats.pageSource = pages.name
         stats.classes = geometry.chunkSizes.map { SlabClassStats(chunkSize: $0, pages: 0, items: 0, bytesUsed: 0, payloadBytes: 0) }
         for shard in shards {
+            shard.reclaim()
             shard.lock.withLock {
                 stats.sets += shard.sets
                 stats.evictions += shard.evictions

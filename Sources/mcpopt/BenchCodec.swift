@@ -135,8 +135,3 @@ private func measure(_ milliseconds: Int, _ body: () -> Void) -> Double {
     } while now() < deadline
     return best
 }
-
-private extension String {
-    func padding(_ width: Int) -> String { count >= width ? self : self + String(repeating: " ", count: width - count) }
-    func leftPad(_ width: Int) -> String { count >= width ? self : String(repeating: " ", count: width - count) + self }
-}

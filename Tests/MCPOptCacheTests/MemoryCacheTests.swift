@@ -308,6 +308,28 @@ final class MemoryCacheTests: XCTestCase {
         XCTAssertLessThanOrEqual(cache.stats().pageBytes, 2 << 20)
     }
 
+    /// Index tables double while readers are inside them; replaced tables are freed only when
+    /// no reader can hold them (TSan and ASan-style checks would catch a use after free).
+    func testConcurrentIndexGrowthWhileReading() throws {
+        let cache = try cache(budget: 16 << 20, shards: 1)
+        let failures = Counter()
+        DispatchQueue.concurrentPerform(iterations: 3) { worker in
+            if worker == 0 {
+                for index in 0..<30_000 { _ = try? cache.set("grow-\(index)", Array("v\(index)".utf8)) }
+                return
+            }
+            var generator = SplitMix(seed: UInt64(worker))
+            for _ in 0..<60_000 {
+                let index = Int(generator.next() % 30_000)
+                if let got = cache.get("grow-\(index)"), got != Array("v\(index)".utf8) { failures.add() }
+            }
+        }
+        XCTAssertEqual(failures.value, 0)
+        let stats = cache.stats()
+        XCTAssertEqual(stats.items, 30_000)
+        XCTAssertEqual(cache.get("grow-29999"), Array("v29999".utf8))
+    }
+
     func testKeyPatterns() {
         XCTAssertTrue(KeyPattern("Read:/src/*").matches(Array("Read:/src/a/b.swift".utf8)))
         XCTAssertFalse(KeyPattern("Read:/src/*").matches(Array("Read:/docs/a".utf8)))

@@ -56,6 +56,31 @@ static inline void *mco_load_pointer(void *const *p) { return __atomic_load_n(p,
 static inline void mco_store_pointer(void **p, void *v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 static inline uint64_t mco_add64(uint64_t *p, uint64_t v) { return __atomic_add_fetch(p, v, __ATOMIC_RELAXED); }
 
+// ---- Epochs: when may a replaced index table be freed? -----------------------------------------
+// A reader announces the epoch it started in (a store to its own cache line, then a full fence)
+// and clears it when done. A writer that replaced a table advances the epoch and frees the old
+// table once no reader still announces an earlier epoch. The fence pairs with the writer's
+// atomic increment: either the reader sees the new table, or the writer sees the reader.
+typedef struct mco_reader {
+    uint64_t epoch;            // 0: not reading
+    struct mco_reader *next;
+    uint32_t in_use;
+    char pad[64 - 8 - sizeof(void *) - 4];
+} mco_reader;
+
+/// This thread's reader record (registered on first use, released when the thread exits).
+mco_reader *mco_reader_self(void);
+extern uint64_t mco_global_epoch;
+static inline void mco_read_enter(mco_reader *r) {
+    __atomic_store_n(&r->epoch, __atomic_load_n(&mco_global_epoch, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+static inline void mco_read_exit(mco_reader *r) { __atomic_store_n(&r->epoch, 0, __ATOMIC_RELEASE); }
+/// Called after publishing a replacement: the epoch whose readers can no longer see the old one.
+uint64_t mco_epoch_advance(void);
+/// 1 when no reader that started before `epoch` is still reading.
+int mco_epoch_quiescent(uint64_t epoch);
+
 // ---- Items ----------------------------------------------------------------------------------
 /// An item's header; key bytes follow it, the value starts at the next 8-byte boundary.
 /// 24 bytes: the doubly linked S3-FIFO queue, expiry, lengths, coherence group and tag set.
