@@ -73,6 +73,7 @@ typedef int32_t mcpopt_status;
 #define MCPOPT_ERR_NOT_FOUND         6  /* the thing asked for does not exist */
 #define MCPOPT_ERR_TOO_LARGE         7  /* input over a documented limit */
 #define MCPOPT_ERR_UNSUPPORTED       8  /* valid, but not supported by this build */
+#define MCPOPT_ERR_BUFFER_TOO_SMALL  9  /* the caller's buffer is too small: the needed size is reported */
 #define MCPOPT_ERR_INTERNAL          99 /* a bug in mcpopt: please report it with the message */
 
 /* Length meaning "the text ends at its first NUL byte". */
@@ -196,6 +197,84 @@ mcpopt_status mcpopt_state_watch(mcpopt_engine *engine, const char *prefix, size
  * running on another thread may still finish). MCPOPT_ERR_NOT_FOUND for an unknown watch.
  * Destroying the engine ends its watches. */
 mcpopt_status mcpopt_state_unwatch(mcpopt_engine *engine, uint64_t watch);
+
+/* ---------------------------------------------------------------------------------------------
+ * Cache (in-process level)
+ *
+ * Bytes to bytes, in the memory budget of "caching.memoryCacheSize" (slab pages, so memory in
+ * use never exceeds it). Reads take no lock and copy the value out: what you hold never changes
+ * under you. Eviction is S3-FIFO (better than LRU when one-time scans pass through). Keys are
+ * 1 to 4096 bytes; the largest item (a 24-byte header, the key, up to 7 bytes of alignment, the
+ * value) is 1 MiB or the slab page size if smaller: mcpopt_cache_set answers MCPOPT_ERR_TOO_LARGE
+ * above it. docs/CACHE.md explains the design and the statistics.
+ * ------------------------------------------------------------------------------------------- */
+
+/* How an item is stored. Set struct_size to sizeof(mcpopt_cache_options) (the struct may grow;
+ * a smaller size is refused with MCPOPT_ERR_INVALID_ARGUMENT). MCPOPT_CACHE_OPTIONS_INIT gives
+ * the defaults. */
+typedef struct mcpopt_cache_options {
+    size_t struct_size;
+    int64_t ttl_ms;               /* time to live in ms; 0: until evicted or invalidated */
+    const char *coherence_group;  /* NUL-terminated UTF-8, or NULL: no group. Items of a group
+                                     are invalidated together, and live at most
+                                     caching.coherenceTimeout whatever their ttl */
+    const char *const *tags;      /* tag_count NUL-terminated UTF-8 tags (at most 64), or NULL */
+    size_t tag_count;
+} mcpopt_cache_options;
+
+#define MCPOPT_CACHE_OPTIONS_INIT { sizeof(mcpopt_cache_options), 0, NULL, NULL, 0 }
+
+/* Stores `value` under `key`, replacing what was there. `options` may be NULL (no ttl, group or
+ * tags); it is read during the call only. MCPOPT_ERR_TOO_LARGE when the item is over the
+ * largest the cache keeps (nothing else changes), or there are more than 65,535 distinct groups
+ * or tag sets. `value` may be NULL when value_length is 0. */
+mcpopt_status mcpopt_cache_set(mcpopt_engine *engine, const void *key, size_t key_length,
+                               const void *value, size_t value_length, const mcpopt_cache_options *options);
+
+/* Copies the value under `key` into `buffer` (capacity bytes) without allocating.
+ * MCPOPT_OK: *out_length bytes were copied. MCPOPT_ERR_NOT_FOUND: not cached (or expired).
+ * MCPOPT_ERR_BUFFER_TOO_SMALL: nothing copied, *out_length is the value's size. `buffer` may be
+ * NULL when capacity is 0 (to learn the size). */
+mcpopt_status mcpopt_cache_get(mcpopt_engine *engine, const void *key, size_t key_length,
+                               void *buffer, size_t capacity, size_t *out_length);
+
+/* Like mcpopt_cache_get, into new memory: on MCPOPT_OK *out_value holds *out_length bytes;
+ * caller frees with mcpopt_free(). MCPOPT_ERR_NOT_FOUND when not cached. */
+mcpopt_status mcpopt_cache_get_copy(mcpopt_engine *engine, const void *key, size_t key_length,
+                                    void **out_value, size_t *out_length);
+
+/* Removes `key`. MCPOPT_ERR_NOT_FOUND when it was not cached. */
+mcpopt_status mcpopt_cache_delete(mcpopt_engine *engine, const void *key, size_t key_length);
+
+/* Removes every key matching a glob over the key bytes: `*` any run of bytes (including '/'),
+ * `?` one byte, `\` makes the next character literal ("Read:/src/*"). A pattern without
+ * wildcards removes that one key. *out_removed (when not NULL) receives how many items went.
+ * Cost: a pass over the cache's index (wildcards) under each shard's writer lock in turn. */
+mcpopt_status mcpopt_cache_invalidate(mcpopt_engine *engine, const char *pattern, size_t length, size_t *out_removed);
+
+/* Removes every item of a coherence group. An unknown group removes nothing (MCPOPT_OK). */
+mcpopt_status mcpopt_cache_invalidate_group(mcpopt_engine *engine, const char *group, size_t length, size_t *out_removed);
+
+/* Removes every item carrying `tag`. An unknown tag removes nothing (MCPOPT_OK). */
+mcpopt_status mcpopt_cache_invalidate_tag(mcpopt_engine *engine, const char *tag, size_t length, size_t *out_removed);
+
+/* Removes everything (the memory stays with the cache). */
+mcpopt_status mcpopt_cache_clear(mcpopt_engine *engine);
+
+/* Statistics as a JSON object: "hits", "misses", "hitRate", "sets", "items", "evictions",
+ * "expirations", "invalidations", "rejectedFills", "rebalances" (pages moved between size
+ * classes), "memoryBudget", "pageBytes" (never above the budget), "bytesUsed", "overheadBytes"
+ * (index, ghost filter and tables beside the pages), "pageSize", "shards", "pageSource"
+ * ("jemalloc" or "mmap") and "classes" (per size class in use: chunkSize, pages, items,
+ * bytesUsed, payloadBytes). Caller frees *out_json with mcpopt_free(). */
+mcpopt_status mcpopt_cache_stats(mcpopt_engine *engine, char **out_json, size_t *out_length);
+
+/* The hottest keys, hottest first, at most `limit`: a JSON array of {"key": text,
+ * "accessCount": n} ("keyHex" instead of "key" for keys that are not UTF-8). For warming: save
+ * it, and on the next start fetch and mcpopt_cache_set those keys again. accessCount is an
+ * estimate (a saturating counter, plus 4 for items in the main queue). Caller frees *out_json
+ * with mcpopt_free(). */
+mcpopt_status mcpopt_cache_hot_keys(mcpopt_engine *engine, size_t limit, char **out_json, size_t *out_length);
 
 #ifdef __cplusplus
 }

@@ -12,6 +12,7 @@ enum ABIStatus: Int32, CaseIterable {
     case notFound = 6
     case tooLarge = 7
     case unsupported = 8
+    case bufferTooSmall = 9
     case `internal` = 99
 
     /// What mcpopt_status_string returns; static C strings, valid forever.
@@ -26,6 +27,7 @@ enum ABIStatus: Int32, CaseIterable {
         case .notFound: "not found"
         case .tooLarge: "too large"
         case .unsupported: "unsupported"
+        case .bufferTooSmall: "buffer too small"
         case .internal: "internal error"
         }
     }

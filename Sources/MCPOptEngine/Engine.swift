@@ -1,4 +1,5 @@
 import CMCPOptSupport
+import MCPOptCache
 import MCPOptConfig
 import MCPOptCoordination
 import MCPOptJSON
@@ -12,12 +13,28 @@ public final class Engine: Sendable {
     /// Shared state (versioned keys on hybrid logical clocks). Local to this engine for now:
     /// replication between instances arrives with the Redis tier.
     public let state: StateStore
+    /// The in-process cache level (L1), sized by `caching.memoryCacheSize`.
+    public let cache: MemoryCache
 
     public init(config: EngineConfig) {
         self.config = config
         self.allocator = mco_process_has_jemalloc() != 0 ? "jemalloc" : "system"
         let node = "engine-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
         self.state = StateStore(clock: HybridLogicalClock(node: node))
+        self.cache = Self.makeCache(config.caching)
+    }
+
+    private static func makeCache(_ caching: CachingOptions) -> MemoryCache {
+        var settings = MemoryCacheConfiguration(memoryBudget: caching.memoryCacheSize)
+        // A zero coherence timeout means "no bound" (validation keeps it within 0...24 h).
+        settings.coherenceTimeout = caching.coherenceTimeout > .zero ? caching.coherenceTimeout : nil
+        do {
+            return try MemoryCache(settings)
+        } catch {
+            // Unreachable: configuration validation keeps the budget at 64 KiB or more, the
+            // cache's only requirement; the smallest cache is the safe answer regardless.
+            return try! MemoryCache(MemoryCacheConfiguration(memoryBudget: MemoryCacheConfiguration.minimumBudget))
+        }
     }
 
     public convenience init(json: String) throws(ConfigError) {
