@@ -247,7 +247,8 @@ mcpopt_status mcpopt_cache_get_copy(mcpopt_engine *engine, const void *key, size
 mcpopt_status mcpopt_cache_delete(mcpopt_engine *engine, const void *key, size_t key_length);
 
 /* Removes every key matching a glob over the key bytes: `*` any run of bytes (including '/'),
- * `?` one byte, `\` makes the next character literal ("Read:/src/*"). A pattern without
+ * `?` one byte, `\` makes the next character literal: "Read:/src/" followed by `*` selects every
+ * key under that prefix. A pattern without
  * wildcards removes that one key. *out_removed (when not NULL) receives how many items went.
  * Cost: a pass over the cache's index (wildcards) under each shard's writer lock in turn. */
 mcpopt_status mcpopt_cache_invalidate(mcpopt_engine *engine, const char *pattern, size_t length, size_t *out_removed);

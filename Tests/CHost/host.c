@@ -258,6 +258,48 @@ static void test_threads(const char *config) {
     }
 }
 
+/* The cache from C: the options struct, a caller buffer, invalidation, and bad input. */
+static void test_cache(const char *config) {
+    mcpopt_engine *engine = NULL;
+    CHECK(mcpopt_engine_create(config, strlen(config), &engine) == MCPOPT_OK);
+    const char *tags[] = {"src", "lib"};
+    mcpopt_cache_options options = MCPOPT_CACHE_OPTIONS_INIT;
+    options.ttl_ms = 60000;
+    options.coherence_group = "fs";
+    options.tags = tags;
+    options.tag_count = 2;
+    CHECK(mcpopt_cache_set(engine, "Read:/src/a", 11, "alpha", 5, &options) == MCPOPT_OK);
+    CHECK(mcpopt_cache_set(engine, "Read:/docs/b", 12, "beta", 4, NULL) == MCPOPT_OK);
+    char buffer[16];
+    size_t length = 0;
+    CHECK(mcpopt_cache_get(engine, "Read:/src/a", 11, buffer, sizeof buffer, &length) == MCPOPT_OK);
+    CHECK(length == 5 && memcmp(buffer, "alpha", 5) == 0);
+    CHECK(mcpopt_cache_get(engine, "Read:/src/a", 11, buffer, 2, &length) == MCPOPT_ERR_BUFFER_TOO_SMALL && length == 5);
+    void *copy = NULL;
+    CHECK(mcpopt_cache_get_copy(engine, "Read:/docs/b", 12, &copy, &length) == MCPOPT_OK);
+    CHECK(copy && length == 4 && memcmp(copy, "beta", 4) == 0);
+    mcpopt_free(copy);
+    size_t removed = 0;
+    CHECK(mcpopt_cache_invalidate_tag(engine, "lib", MCPOPT_NUL_TERMINATED, &removed) == MCPOPT_OK && removed == 1);
+    CHECK(mcpopt_cache_get(engine, "Read:/src/a", 11, buffer, sizeof buffer, &length) == MCPOPT_ERR_NOT_FOUND);
+    CHECK(mcpopt_cache_invalidate(engine, "Read:*", MCPOPT_NUL_TERMINATED, &removed) == MCPOPT_OK && removed == 1);
+    /* Bad input: a status and a message, never a crash. */
+    options.struct_size = 4;
+    CHECK(mcpopt_cache_set(engine, "k", 1, "v", 1, &options) == MCPOPT_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(mcpopt_last_error_message(), "struct_size") != NULL);
+    CHECK(mcpopt_cache_set(engine, NULL, 1, "v", 1, NULL) == MCPOPT_ERR_INVALID_ARGUMENT);
+    CHECK(mcpopt_cache_get(engine, "k", 1, NULL, 8, &length) == MCPOPT_ERR_INVALID_ARGUMENT);
+    CHECK(mcpopt_cache_invalidate_group(engine, "\xff", MCPOPT_NUL_TERMINATED, NULL) == MCPOPT_ERR_INVALID_UTF8);
+    char *json = NULL;
+    CHECK(mcpopt_cache_stats(engine, &json, &length) == MCPOPT_OK);
+    CHECK(json && strstr(json, "\"items\":0") != NULL);
+    mcpopt_free(json);
+    CHECK(mcpopt_cache_hot_keys(engine, 5, &json, NULL) == MCPOPT_OK);
+    mcpopt_free(json);
+    CHECK(mcpopt_engine_destroy(engine) == MCPOPT_OK);
+    CHECK(mcpopt_cache_set(engine, "k", 1, "v", 1, NULL) == MCPOPT_ERR_INVALID_HANDLE);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) { fprintf(stderr, "usage: %s CONFIG.json\n", argv[0]); return 2; }
     char *config = read_file(argv[1]);
@@ -267,6 +309,7 @@ int main(int argc, char **argv) {
     test_bad_input();
     test_threads(config);
     test_state(config);
+    test_cache(config);
     free(config);
     printf("c host: %d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;

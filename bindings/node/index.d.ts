@@ -4,7 +4,7 @@ export declare const ABI_VERSION: number;
 
 export declare const Status: Readonly<{
   OK: 0; INVALID_ARGUMENT: 1; INVALID_UTF8: 2; MALFORMED_JSON: 3; INVALID_CONFIG: 4;
-  INVALID_HANDLE: 5; NOT_FOUND: 6; TOO_LARGE: 7; UNSUPPORTED: 8; INTERNAL: 99;
+  INVALID_HANDLE: 5; NOT_FOUND: 6; TOO_LARGE: 7; UNSUPPORTED: 8; BUFFER_TOO_SMALL: 9; INTERNAL: 99;
 }>;
 
 /** One problem in a configuration: the JSON path of the field and what is wrong with it. */
@@ -41,11 +41,42 @@ export declare class State {
   watch(prefix: string, listener: (key: string, value: Buffer, version: string, deleted: boolean) => void): () => void;
 }
 
+export interface CacheOptions {
+  /** Time to live in milliseconds. */
+  ttl?: number;
+  /** Invalidated together; lives at most caching.coherenceTimeout. */
+  coherenceGroup?: string;
+  tags?: string[];
+}
+
+export interface CacheStats {
+  hits: number; misses: number; hitRate: number; sets: number; items: number;
+  evictions: number; expirations: number; invalidations: number; rejectedFills: number; rebalances: number;
+  memoryBudget: number; pageBytes: number; bytesUsed: number; overheadBytes: number;
+  pageSize: number; shards: number; pageSource: 'jemalloc' | 'mmap';
+  classes: { chunkSize: number; pages: number; items: number; bytesUsed: number; payloadBytes: number }[];
+}
+
+export declare class Cache {
+  /** @throws MCPOptError with status TOO_LARGE for an item over the largest kept. */
+  set(key: string | Buffer, value: string | Buffer, options?: CacheOptions): void;
+  get(key: string | Buffer): Buffer | null;
+  delete(key: string | Buffer): boolean;
+  /** Glob over keys ("Read:/src/*"); returns how many items went. */
+  invalidate(pattern: string): number;
+  invalidateGroup(group: string): number;
+  invalidateTag(tag: string): number;
+  clear(): void;
+  stats(): CacheStats;
+  hotKeys(limit?: number): { key?: string; keyHex?: string; accessCount: number }[];
+}
+
 export declare class Engine {
   /** @throws ConfigError when the configuration is invalid. */
   constructor(config: Config);
   readonly closed: boolean;
   readonly state: State;
+  readonly cache: Cache;
   describe(): EngineDescription;
   /** Releases the engine; closing twice is harmless. */
   close(): void;

@@ -2,6 +2,7 @@
 const native = require('./native');
 const { call, ConfigError, MCPOptError, Status } = require('./errors');
 const { State } = require('./state');
+const { Cache } = require('./cache');
 
 function configText(config) {
   if (typeof config === 'string' || Buffer.isBuffer(config)) return config;
@@ -28,6 +29,8 @@ class Engine {
     this.#handle = call(() => native.engineCreate(configText(config)));
     /** Versioned shared state: put/get/delete/watch. */
     this.state = new State(this);
+    /** The in-process cache: set/get/delete/invalidate/invalidateGroup/stats/clear. */
+    this.cache = new Cache(this);
   }
 
   get closed() { return this.#handle === null; }

@@ -10,6 +10,7 @@ const Status = Object.freeze({
   NOT_FOUND: 6,
   TOO_LARGE: 7,
   UNSUPPORTED: 8,
+  BUFFER_TOO_SMALL: 9,
   INTERNAL: 99,
 });
 

@@ -113,6 +113,7 @@ static napi_value init(napi_env env, napi_value exports) {
     add(env, exports, "statusString", status_string);
     mcpopt_node_engine_init(env, exports);
     mcpopt_node_state_init(env, exports);
+    mcpopt_node_cache_init(env, exports);
     return exports;
 }
 

@@ -15,6 +15,15 @@ NUL_TERMINATED = ctypes.c_size_t(-1).value
 STATE_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.POINTER(ctypes.c_char), ctypes.c_size_t,
                                   ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_int)
 
+
+
+class CacheOptions(ctypes.Structure):
+    """struct mcpopt_cache_options."""
+    _fields_ = [("struct_size", ctypes.c_size_t), ("ttl_ms", ctypes.c_int64),
+                ("coherence_group", ctypes.c_char_p), ("tags", ctypes.POINTER(ctypes.c_char_p)),
+                ("tag_count", ctypes.c_size_t)]
+
+
 _lib: Optional[ctypes.CDLL] = None
 _lock = threading.Lock()
 
@@ -61,6 +70,16 @@ def _declare(lib: ctypes.CDLL) -> None:
         "mcpopt_state_delete": ([vp, c.c_char_p, size], status),
         "mcpopt_state_watch": ([vp, c.c_char_p, size, STATE_CALLBACK, vp, c.POINTER(c.c_uint64)], status),
         "mcpopt_state_unwatch": ([vp, c.c_uint64], status),
+        "mcpopt_cache_set": ([vp, c.c_char_p, size, c.c_char_p, size, c.POINTER(CacheOptions)], status),
+        "mcpopt_cache_get": ([vp, c.c_char_p, size, vp, size, c.POINTER(size)], status),
+        "mcpopt_cache_get_copy": ([vp, c.c_char_p, size, c.POINTER(vp), c.POINTER(size)], status),
+        "mcpopt_cache_delete": ([vp, c.c_char_p, size], status),
+        "mcpopt_cache_invalidate": ([vp, c.c_char_p, size, c.POINTER(size)], status),
+        "mcpopt_cache_invalidate_group": ([vp, c.c_char_p, size, c.POINTER(size)], status),
+        "mcpopt_cache_invalidate_tag": ([vp, c.c_char_p, size, c.POINTER(size)], status),
+        "mcpopt_cache_clear": ([vp], status),
+        "mcpopt_cache_stats": ([vp, c.POINTER(vp), c.POINTER(size)], status),
+        "mcpopt_cache_hot_keys": ([vp, size, c.POINTER(vp), c.POINTER(size)], status),
     }
     for name, (args, res) in sigs.items():
         fn = getattr(lib, name)

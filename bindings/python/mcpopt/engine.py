@@ -8,6 +8,7 @@ from typing import Any, List, Mapping, Union
 
 from . import _native
 from .errors import ConfigError, InvalidHandleError, Issue, check
+from .cache import Cache
 from .state import State
 
 Config = Union[Mapping[str, Any], str, bytes]
@@ -47,6 +48,8 @@ class Engine:
         self._lock = threading.Lock()
         self.state = State(self)
         """Versioned shared state: put/get/delete/watch."""
+        self.cache = Cache(self)
+        """The in-process cache: set/get/delete/invalidate/invalidate_group/stats/clear."""
 
     @property
     def closed(self) -> bool:
