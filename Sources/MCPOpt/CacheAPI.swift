@@ -103,13 +103,13 @@ private func fail(_ error: CacheError) -> Int32 {
 @_cdecl("mcpopt_cache_set")
 public func mcpopt_cache_set(_ handle: OpaquePointer?, _ key: UnsafeRawPointer?, _ keyLength: Int,
                              _ value: UnsafeRawPointer?, _ valueLength: Int, _ options: UnsafeRawPointer?) -> Int32 {
-    guard let engine = liveEngine(handle), let key = keyArgument(key, keyLength),
-          let value = bytesArgument(value, valueLength, name: "value"), let options = readOptions(options) else { return mcpopt_last_status() }
-    do {
-        try engine.cache.set(key, value, options)
-        return LastError.succeed()
-    } catch {
-        return fail(error)
+    guard let key = keyArgument(key, keyLength), let value = bytesArgument(value, valueLength, name: "value"),
+          let options = readOptions(options) else { return mcpopt_last_status() }
+    let outcome = withLiveEngine(handle) { engine in Result { () throws(CacheError) in try engine.cache.set(key, value, options) } }
+    switch outcome {
+    case nil: return mcpopt_last_status()
+    case .success: return LastError.succeed()
+    case .failure(let error): return fail(error)
     }
 }
 
@@ -118,11 +118,17 @@ public func mcpopt_cache_get(_ handle: OpaquePointer?, _ key: UnsafeRawPointer?,
                              _ buffer: UnsafeMutableRawPointer?, _ capacity: Int, _ outLength: UnsafeMutablePointer<Int>?) -> Int32 {
     guard let outLength else { return LastError.fail(.invalidArgument, "out_length is NULL") }
     outLength.pointee = 0
-    guard let engine = liveEngine(handle), let key = keyArgument(key, keyLength) else { return mcpopt_last_status() }
+    guard let key = keyArgument(key, keyLength) else { return mcpopt_last_status() }
     guard capacity >= 0, buffer != nil || capacity == 0 else {
         return LastError.fail(.invalidArgument, "buffer is NULL or capacity \(capacity) is not a size")
     }
-    switch engine.cache.get(key, into: UnsafeMutableRawBufferPointer(start: buffer, count: capacity)) {
+    // The hot path: the engine is borrowed, not retained (see HandleRegistry.withObject).
+    let read = withLiveEngine(handle) { engine in
+        engine.cache.get(key, into: UnsafeMutableRawBufferPointer(start: buffer, count: capacity))
+    }
+    switch read {
+    case nil:
+        return mcpopt_last_status()
     case .hit(let length):
         outLength.pointee = length
         return LastError.succeed()

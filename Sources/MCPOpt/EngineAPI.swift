@@ -4,6 +4,21 @@ import MCPOptEngine
 let engines = HandleRegistry<Engine>()
 
 /// The engine behind a handle, or nil with the last error set.
+/// Runs `body` with a live engine, borrowed (the hot paths: no reference counting, no lock),
+/// or records why the handle is not live and returns nil.
+@inline(__always)
+func withLiveEngine<R>(_ handle: OpaquePointer?, _ body: (Engine) -> R) -> R? {
+    guard let handle else {
+        _ = LastError.fail(.invalidArgument, "engine is NULL")
+        return nil
+    }
+    guard let result = engines.withObject(handle, body) else {
+        _ = LastError.fail(.invalidHandle, "engine handle \(handle) is not live: it was destroyed, or never created by mcpopt_engine_create")
+        return nil
+    }
+    return result
+}
+
 func liveEngine(_ handle: OpaquePointer?) -> Engine? {
     guard let handle else {
         _ = LastError.fail(.invalidArgument, "engine is NULL")

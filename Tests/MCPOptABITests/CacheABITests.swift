@@ -185,4 +185,41 @@ final class CacheABITests: XCTestCase {
         XCTAssertEqual(mcpopt_cache_stats(engine, &json, nil), 0)
         mcpopt_free(json)
     }
+
+    /// Destroying an engine while other threads call it: their calls finish or get
+    /// INVALID_HANDLE, never a crash; the engine is freed once they are done.
+    func testConcurrentDestroyWhileInUse() {
+        for _ in 0..<20 {
+            var created: OpaquePointer?
+            XCTAssertEqual(mcpopt_engine_create("{}", -1, &created), 0)
+            let handle = UInt(bitPattern: created)
+            let unexpected = ManagedAtomicCounter()
+            DispatchQueue.concurrentPerform(iterations: 3) { worker in
+                let engine = OpaquePointer(bitPattern: handle)
+                if worker == 2 {
+                    usleep(500)
+                    if mcpopt_engine_destroy(engine) != 0 { unexpected.add() }
+                    return
+                }
+                for index in 0..<3_000 {
+                    let status = "k\(index % 10)".withCString { k -> Int32 in
+                        if worker == 0 { return mcpopt_cache_set(engine, k, strlen(k), "v", 1, nil) }
+                        var buffer = [UInt8](repeating: 0, count: 8)
+                        var length = 0
+                        return mcpopt_cache_get(engine, k, strlen(k), &buffer, 8, &length)
+                    }
+                    if ![0, ABIStatus.notFound.rawValue, ABIStatus.invalidHandle.rawValue].contains(status) { unexpected.add() }
+                }
+            }
+            XCTAssertEqual(unexpected.value, 0)
+            XCTAssertEqual(mcpopt_cache_set(OpaquePointer(bitPattern: handle), "k", 1, "v", 1, nil), ABIStatus.invalidHandle.rawValue)
+        }
+    }
+}
+
+final class ManagedAtomicCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    func add() { lock.lock(); count += 1; lock.unlock() }
+    var value: Int { lock.lock(); defer { lock.unlock() }; return count }
 }

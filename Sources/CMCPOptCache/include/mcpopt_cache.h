@@ -65,17 +65,21 @@ typedef struct mco_reader {
     uint64_t epoch;            // 0: not reading
     struct mco_reader *next;
     uint32_t in_use;
-    char pad[64 - 8 - sizeof(void *) - 4];
+    uint32_t depth;            // nesting (a callback inside a read section may read again)
+    char pad[64 - 8 - sizeof(void *) - 8];
 } mco_reader;
 
 /// This thread's reader record (registered on first use, released when the thread exits).
 mco_reader *mco_reader_self(void);
 extern uint64_t mco_global_epoch;
 static inline void mco_read_enter(mco_reader *r) {
+    if (r->depth++ != 0) return;
     __atomic_store_n(&r->epoch, __atomic_load_n(&mco_global_epoch, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
-static inline void mco_read_exit(mco_reader *r) { __atomic_store_n(&r->epoch, 0, __ATOMIC_RELEASE); }
+static inline void mco_read_exit(mco_reader *r) {
+    if (--r->depth == 0) __atomic_store_n(&r->epoch, 0, __ATOMIC_RELEASE);
+}
 /// Called after publishing a replacement: the epoch whose readers can no longer see the old one.
 uint64_t mco_epoch_advance(void);
 /// 1 when no reader that started before `epoch` is still reading.
