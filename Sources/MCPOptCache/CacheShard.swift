@@ -48,7 +48,8 @@ final class CacheShard: @unchecked Sendable {
     let control: UnsafeMutablePointer<UInt64>
     var seq: UnsafeMutablePointer<UInt64> { control }
     var allGeneration: UnsafeMutablePointer<UInt64> { control + 1 }
-    /// The current index table: [mask, entries...]; an entry is fingerprint << 32 | ref, 0 empty.
+    /// The current index table: [capacity, entries...]; an entry is fingerprint << 32 | ref, 0
+    /// empty. Any capacity (slots come from multiply-shift, not a mask), so it grows by half.
     let indexCell: UnsafeMutablePointer<UnsafeMutableRawPointer?>
     let pageTable: UnsafeMutablePointer<UnsafeMutableRawPointer?>
     /// Per-key generations (by hash) bumped by deletes, for fill tickets.
@@ -57,11 +58,11 @@ final class CacheShard: @unchecked Sendable {
 
     // Writer-only state (under `lock`).
     private var table: UnsafeMutablePointer<UInt64>
-    private var mask: Int
+    private var capacity: Int
     private var entryCount = 0
     /// Replaced index tables and the epoch after which no reader can still hold them.
     private var retiredTables: [(table: UnsafeMutablePointer<UInt64>, epoch: UInt64, bytes: Int)] = []
-    private var ghost: UnsafeMutablePointer<UInt32>
+    private var ghost: UnsafeMutablePointer<UInt16>
     private var ghostMask: Int
     private(set) var classes: [SizeClass]
     private var pageClass: [Int32]
@@ -89,8 +90,8 @@ final class CacheShard: @unchecked Sendable {
         pageTable.initialize(repeating: nil, count: geometry.pagesPerShard)
         keyGenerations = .allocate(capacity: Self.keyGenerationCount)
         keyGenerations.initialize(repeating: 0, count: Self.keyGenerationCount)
-        mask = 1023
-        table = Self.newTable(mask: mask)
+        capacity = 1024
+        table = Self.newTable(capacity: capacity)
         indexCell.initialize(to: UnsafeMutableRawPointer(table))
         ghostMask = 511
         ghost = .allocate(capacity: ghostMask + 1)
@@ -111,17 +112,28 @@ final class CacheShard: @unchecked Sendable {
         free(control)
     }
 
-    private static func newTable(mask: Int) -> UnsafeMutablePointer<UInt64> {
-        let table = UnsafeMutablePointer<UInt64>.allocate(capacity: mask + 2)
-        table.initialize(repeating: 0, count: mask + 2)
-        table[0] = UInt64(mask)
+    private static func newTable(capacity: Int) -> UnsafeMutablePointer<UInt64> {
+        let table = UnsafeMutablePointer<UInt64>.allocate(capacity: capacity + 1)
+        table.initialize(repeating: 0, count: capacity + 1)
+        table[0] = UInt64(capacity)
         return table
+    }
+
+    /// A key's home slot: the low 32 hash bits scaled to the capacity (multiply-shift).
+    @inline(__always)
+    static func home(_ hash: UInt64, _ capacity: Int) -> Int {
+        Int(truncatingIfNeeded: ((hash & 0xFFFF_FFFF) &* UInt64(capacity)) >> 32)
     }
 
     // MARK: Addresses
 
     @inline(__always)
     static func fingerprint(_ hash: UInt64) -> UInt32 { UInt32(truncatingIfNeeded: hash >> 20) | 1 }
+
+    /// What the ghost filter remembers of an evicted key: 16 fingerprint bits not used to
+    /// pick its slot (never 0, which marks an empty slot).
+    @inline(__always)
+    static func ghostTag(_ fingerprint: UInt32) -> UInt16 { UInt16(truncatingIfNeeded: fingerprint >> 16) | 1 }
 
     @inline(__always)
     func item(_ ref: UInt32) -> UnsafeMutablePointer<mco_item> {
@@ -154,8 +166,8 @@ final class CacheShard: @unchecked Sendable {
 
     private func findSlot(hash: UInt64, key: UnsafeRawBufferPointer) -> Int? {
         let fingerprint = Self.fingerprint(hash)
-        var slot = Int(truncatingIfNeeded: hash) & mask
-        for _ in 0...mask {
+        var slot = Self.home(hash, capacity)
+        for _ in 0..<capacity {
             let entry = table[1 + slot]
             if entry == 0 { return nil }
             if UInt32(truncatingIfNeeded: entry >> 32) == fingerprint {
@@ -163,26 +175,26 @@ final class CacheShard: @unchecked Sendable {
                 if Int(candidate.pointee.key_length) == key.count,
                    mco_item_key_equals(candidate, key.baseAddress, key.count) != 0 { return slot }
             }
-            slot = (slot + 1) & mask
+            slot = slot + 1 == capacity ? 0 : slot + 1
         }
         return nil
     }
 
     private func slot(of ref: UInt32) -> Int? {
-        var slot = Int(truncatingIfNeeded: hash(of: ref)) & mask
-        for _ in 0...mask {
+        var slot = Self.home(hash(of: ref), capacity)
+        for _ in 0..<capacity {
             let entry = table[1 + slot]
             if entry == 0 { return nil }
             if UInt32(truncatingIfNeeded: entry) == ref { return slot }
-            slot = (slot + 1) & mask
+            slot = slot + 1 == capacity ? 0 : slot + 1
         }
         return nil
     }
 
     private func insertEntry(hash: UInt64, ref: UInt32) {
-        if (entryCount + 1) * 5 > (mask + 1) * 4 { grow() }
-        var slot = Int(truncatingIfNeeded: hash) & mask
-        while table[1 + slot] != 0 { slot = (slot + 1) & mask }
+        if (entryCount + 1) * 5 > capacity * 4 { grow() }
+        var slot = Self.home(hash, capacity)
+        while table[1 + slot] != 0 { slot = slot + 1 == capacity ? 0 : slot + 1 }
         mco_store64(table + 1 + slot, UInt64(Self.fingerprint(hash)) << 32 | UInt64(ref))
         entryCount += 1
     }
@@ -190,46 +202,51 @@ final class CacheShard: @unchecked Sendable {
     /// Backward-shift deletion: no tombstones, so probes stay short.
     private func removeEntry(at removed: Int) {
         var hole = removed
-        var slot = (removed + 1) & mask
+        func distance(_ from: Int, _ to: Int) -> Int { to >= from ? to - from : to + capacity - from }
+        var slot = removed + 1 == capacity ? 0 : removed + 1
         while true {
             let entry = table[1 + slot]
             if entry == 0 { break }
-            let home = Int(truncatingIfNeeded: hash(of: UInt32(truncatingIfNeeded: entry))) & mask
+            let home = Self.home(hash(of: UInt32(truncatingIfNeeded: entry)), capacity)
             // Move the entry into the hole unless its home lies cyclically in (hole, slot].
-            if (slot - home) & mask >= (slot - hole) & mask {
+            if distance(home, slot) >= distance(hole, slot) {
                 mco_store64(table + 1 + hole, entry)
                 hole = slot
             }
-            slot = (slot + 1) & mask
+            slot = slot + 1 == capacity ? 0 : slot + 1
         }
         mco_store64(table + 1 + hole, 0)
         entryCount -= 1
     }
 
-    /// A table twice the size; the old one is kept until the shard goes (a reader may hold it).
+    /// A table half as large again (so the load stays between 0.53 and 0.8); the old one is
+    /// kept until no reader can hold it (`reclaimTables`).
     private func grow() {
-        let newMask = mask * 2 + 1
-        let newTable = Self.newTable(mask: newMask)
-        for slot in 0...mask {
+        let newCapacity = capacity + capacity / 2
+        let newTable = Self.newTable(capacity: newCapacity)
+        for slot in 0..<capacity {
             let entry = table[1 + slot]
             if entry == 0 { continue }
-            var target = Int(truncatingIfNeeded: hash(of: UInt32(truncatingIfNeeded: entry))) & newMask
-            while newTable[1 + target] != 0 { target = (target + 1) & newMask }
+            var target = Self.home(hash(of: UInt32(truncatingIfNeeded: entry)), newCapacity)
+            while newTable[1 + target] != 0 { target = target + 1 == newCapacity ? 0 : target + 1 }
             newTable[1 + target] = entry
         }
-        let old = table, oldBytes = (mask + 2) * 8
+        let old = table, oldBytes = (capacity + 1) * 8
         table = newTable
-        mask = newMask
+        capacity = newCapacity
         mco_store_pointer(indexCell, UnsafeMutableRawPointer(newTable))
         retiredTables.append((old, mco_epoch_advance(), oldBytes))
-        // The ghost filter follows the index's size (S3-FIFO keeps as many ghosts as items).
-        let newGhostMask = (newMask + 1) / 2 - 1
-        let newGhost = UnsafeMutablePointer<UInt32>.allocate(capacity: newGhostMask + 1)
-        newGhost.initialize(repeating: 0, count: newGhostMask + 1)
-        for slot in 0...ghostMask where ghost[slot] != 0 { newGhost[Int(ghost[slot]) & newGhostMask] = ghost[slot] }
-        ghost.deallocate()
-        ghost = newGhost
-        ghostMask = newGhostMask
+        // The ghost filter follows the index's size (S3-FIFO keeps about as many ghosts as
+        // items): a power of two near half the slots, 16-bit tags.
+        var ghostSlots = 512
+        while ghostSlots * 2 <= newCapacity / 2 { ghostSlots *= 2 }
+        if ghostSlots - 1 != ghostMask {
+            let newGhost = UnsafeMutablePointer<UInt16>.allocate(capacity: ghostSlots)
+            newGhost.initialize(repeating: 0, count: ghostSlots)
+            ghost.deallocate()
+            ghost = newGhost
+            ghostMask = ghostSlots - 1
+        }
     }
 
     /// Frees replaced tables no reader can still be using (called by writers now and then).
@@ -242,7 +259,7 @@ final class CacheShard: @unchecked Sendable {
     }
 
     var overheadBytes: Int {
-        (mask + 2) * 8 + retiredTables.reduce(0) { $0 + $1.bytes } + (ghostMask + 1) * 4 + geometry.pagesPerShard * (8 + 8)
+        (capacity + 1) * 8 + retiredTables.reduce(0) { $0 + $1.bytes } + (ghostMask + 1) * 2 + geometry.pagesPerShard * (8 + 8)
             + Self.keyGenerationCount * 8 + 64 + classes.count * MemoryLayout<SizeClass>.stride
     }
 
@@ -406,7 +423,7 @@ final class CacheShard: @unchecked Sendable {
                 pushHead(&classes[sizeClass].main, victim)
             } else {
                 let fingerprint = Self.fingerprint(hash(of: victim))
-                ghost[Int(fingerprint) & ghostMask] = fingerprint
+                ghost[Int(fingerprint) & ghostMask] = Self.ghostTag(fingerprint)
                 remove(victim, reason: .evicted)
             }
         } else if entry.pointee.freq > 0 {
@@ -458,7 +475,7 @@ final class CacheShard: @unchecked Sendable {
             guard let chunk = allocate(sizeClass, now: now) else { return nil }
             var header = header
             let fingerprint = Self.fingerprint(hash)
-            let wasGhost = ghost[Int(fingerprint) & ghostMask] == fingerprint
+            let wasGhost = ghost[Int(fingerprint) & ghostMask] == Self.ghostTag(fingerprint)
             if wasGhost { ghost[Int(fingerprint) & ghostMask] = 0 }
             header.flags = itemLive | (wasGhost ? itemMain : 0)
             let entry = item(chunk)
@@ -500,7 +517,7 @@ final class CacheShard: @unchecked Sendable {
         lock.withLock {
             mco_add64(allGeneration, 1)
             var victims: [UInt32] = []
-            for slot in 0...mask {
+            for slot in 0..<capacity {
                 let entry = table[1 + slot]
                 if entry == 0 { continue }
                 let ref = UInt32(truncatingIfNeeded: entry)
@@ -520,8 +537,8 @@ final class CacheShard: @unchecked Sendable {
     func sweepExpired(now: UInt32, limit: Int) -> Int {
         lock.withLock {
             var expired: [UInt32] = []
-            for _ in 0..<min(limit, mask + 1) {
-                sweepCursor = (sweepCursor + 1) & mask
+            for _ in 0..<min(limit, capacity) {
+                sweepCursor = sweepCursor + 1 >= capacity ? 0 : sweepCursor + 1
                 let entry = table[1 + sweepCursor]
                 if entry == 0 { continue }
                 let ref = UInt32(truncatingIfNeeded: entry)
@@ -542,7 +559,7 @@ final class CacheShard: @unchecked Sendable {
             mco_add64(allGeneration, 1)
             mco_seq_write_begin(seq)
             defer { mco_seq_write_end(seq) }
-            for slot in 0...mask { mco_store64(table + 1 + slot, 0) }
+            for slot in 0..<capacity { mco_store64(table + 1 + slot, 0) }
             entryCount = 0
             // Chunks are re-carved (and marked free) when a page is next assigned; until then
             // no index entry leads to them.
@@ -605,9 +622,9 @@ struct ShardReader {
             var found: UnsafeMutablePointer<mco_item>? = nil
             if start & 1 == 0, let raw = mco_load_pointer(indexCell) {
                 let entries = raw.assumingMemoryBound(to: UInt64.self)
-                let mask = Int(truncatingIfNeeded: mco_load64(entries))
-                var slot = Int(truncatingIfNeeded: hash) & mask
-                for _ in 0...mask {
+                let capacity = Int(truncatingIfNeeded: mco_load64(entries))
+                var slot = CacheShard.home(hash, capacity)
+                for _ in 0..<capacity {
                     let entry = mco_load64(entries + 1 + slot)
                     if entry == 0 { break }
                     if UInt32(truncatingIfNeeded: entry >> 32) == fingerprint {
@@ -630,7 +647,7 @@ struct ShardReader {
                             }
                         }
                     }
-                    slot = (slot + 1) & mask
+                    slot = slot + 1 == capacity ? 0 : slot + 1
                 }
             }
             if mco_seq_read_retry(seq, start) == 0 {
