@@ -239,7 +239,7 @@ final class CacheShard: @unchecked Sendable {
         // The ghost filter follows the index's size (S3-FIFO keeps about as many ghosts as
         // items): a power of two near half the slots, 16-bit tags.
         var ghostSlots = 512
-        while ghostSlots * 2 <= newCapacity / 2 { ghostSlots *= 2 }
+        while ghostSlots < newCapacity { ghostSlots *= 2 }
         if ghostSlots - 1 != ghostMask {
             let newGhost = UnsafeMutablePointer<UInt16>.allocate(capacity: ghostSlots)
             newGhost.initialize(repeating: 0, count: ghostSlots)
