@@ -84,18 +84,32 @@ typedef void (*dallocx_fn)(void *, int);
 #define JE_LG_ALIGN(la) ((int)(la))
 #define JE_TCACHE_NONE (1 << 8)
 #define JE_ARENA(a) ((((int)(a)) + 1) << 20)
-#define JE_ZERO 0x40
+
+#define REGION_ALIGN ((size_t)2 << 20)
+#define REGION_MAX ((size_t)64 << 20)
+
+typedef struct region { char *base; size_t size; void *mapping; size_t mapping_size; } region;
 
 struct mco_page_source {
+    pthread_mutex_t lock;
     mallocx_fn mallocx;
     dallocx_fn dallocx;
     unsigned arena;
     int jemalloc;
+    size_t page_size, left;        // bytes still to hand out
+    char *next;                    // next page in the current region
+    size_t region_left;
+    region *regions;
+    size_t region_count;
 };
 
-mco_page_source *mco_page_source_new(int force_mmap) {
+mco_page_source *mco_page_source_new(int force_mmap, size_t page_size, size_t max_bytes) {
     mco_page_source *s = calloc(1, sizeof *s);
-    if (!s || force_mmap) return s;
+    if (!s) return NULL;
+    pthread_mutex_init(&s->lock, NULL);
+    s->page_size = page_size;
+    s->left = max_bytes / page_size * page_size;
+    if (force_mmap) return s;
     mallctl_fn mallctl = (mallctl_fn)dlsym(RTLD_DEFAULT, "mallctl");
     s->mallocx = (mallocx_fn)dlsym(RTLD_DEFAULT, "mallocx");
     s->dallocx = (dallocx_fn)dlsym(RTLD_DEFAULT, "dallocx");
@@ -105,17 +119,56 @@ mco_page_source *mco_page_source_new(int force_mmap) {
     return s;
 }
 
-void mco_page_source_free(mco_page_source *s) { free(s); }   // jemalloc arenas are never destroyed
-int mco_page_source_is_jemalloc(const mco_page_source *s) { return s && s->jemalloc; }
-
-void *mco_page_alloc(mco_page_source *s, size_t size) {
-    if (s->jemalloc) return s->mallocx(size, JE_ARENA(s->arena) | JE_TCACHE_NONE | JE_LG_ALIGN(12) | JE_ZERO);
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    return p == MAP_FAILED ? NULL : p;
+void mco_page_source_free(mco_page_source *s) {
+    if (!s) return;
+    for (size_t i = 0; i < s->region_count; i++) {
+        region *r = &s->regions[i];
+        if (s->jemalloc) s->dallocx(r->mapping, JE_ARENA(s->arena) | JE_TCACHE_NONE);
+        else munmap(r->mapping, r->mapping_size);
+    }
+    free(s->regions);
+    pthread_mutex_destroy(&s->lock);
+    free(s);   // jemalloc arenas are never destroyed
 }
 
-void mco_page_free(mco_page_source *s, void *page, size_t size) {
-    if (!page) return;
-    if (s->jemalloc) s->dallocx(page, JE_ARENA(s->arena) | JE_TCACHE_NONE);
-    else munmap(page, size);
+int mco_page_source_is_jemalloc(const mco_page_source *s) { return s && s->jemalloc; }
+
+/// Reserves the next region (under the lock).
+static int reserve_region(mco_page_source *s) {
+    size_t size = s->left < REGION_MAX ? s->left : REGION_MAX;
+    if (size < s->page_size) return 0;
+    region *grown = realloc(s->regions, (s->region_count + 1) * sizeof *grown);
+    if (!grown) return 0;
+    s->regions = grown;
+    region r = {0};
+    if (s->jemalloc) {
+        r.mapping = s->mallocx(size, JE_ARENA(s->arena) | JE_TCACHE_NONE | JE_LG_ALIGN(21));
+        r.mapping_size = size;
+        r.base = r.mapping;
+    } else {
+        r.mapping_size = size + REGION_ALIGN;
+        void *p = mmap(NULL, r.mapping_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        r.mapping = p == MAP_FAILED ? NULL : p;
+        if (r.mapping) r.base = (char *)(((uintptr_t)r.mapping + REGION_ALIGN - 1) & ~(uintptr_t)(REGION_ALIGN - 1));
+    }
+    if (!r.mapping) return 0;
+    r.size = size;
+    madvise(r.base, size, MADV_HUGEPAGE);   // advice only: fine if refused
+    s->regions[s->region_count++] = r;
+    s->next = r.base;
+    s->region_left = size;
+    s->left -= size;
+    return 1;
+}
+
+void *mco_page_alloc(mco_page_source *s) {
+    pthread_mutex_lock(&s->lock);
+    void *page = NULL;
+    if (s->region_left >= s->page_size || reserve_region(s)) {
+        page = s->next;
+        s->next += s->page_size;
+        s->region_left -= s->page_size;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return page;
 }

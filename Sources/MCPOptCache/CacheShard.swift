@@ -102,7 +102,6 @@ final class CacheShard: @unchecked Sendable {
     }
 
     deinit {
-        for page in 0..<pagesTaken { source.free(pageTable[page]) }
         table.deallocate()
         for retired in retiredTables { retired.table.deallocate() }
         ghost.deallocate()

@@ -40,7 +40,10 @@ public final class MemoryCache: @unchecked Sendable {
         }
         self.configuration = configuration
         let geometry = SlabGeometry(shardBudget: budget / shardCount)
-        let pages = PageSource(forceMmap: configuration.forceMmap, pageSize: geometry.pageSize)
+        guard let pages = PageSource(forceMmap: configuration.forceMmap, pageSize: geometry.pageSize,
+                                     maxBytes: geometry.pageSize * geometry.pagesPerShard * shardCount) else {
+            throw .invalidConfiguration("out of memory setting up the page source")
+        }
         self.geometry = geometry
         self.pages = pages
         maxItemSize = min(configuration.maxItemSize, geometry.pageSize)

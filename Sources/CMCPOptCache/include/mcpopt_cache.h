@@ -160,16 +160,21 @@ void *mco_cache_line_alloc(size_t size);
 uint64_t mco_coarse_millis(void);
 
 // ---- Pages ----------------------------------------------------------------------------------
-/// Where slab pages come from: a jemalloc arena of their own when the process runs jemalloc
-/// (found at run time, the library does not link it), mmap otherwise.
+/// Where slab pages come from: a jemalloc arena of the cache's own when the process runs jemalloc
+/// (found at run time, the library does not link it), mmap otherwise. Pages are carved from
+/// regions of up to 64 MiB aligned to 2 MiB and advised for transparent huge pages (a random
+/// read over hundreds of MiB otherwise pays a TLB miss on most accesses); memory is committed
+/// as pages are first written. Thread-safe.
 typedef struct mco_page_source mco_page_source;
-mco_page_source *mco_page_source_new(int force_mmap);
+/// `max_bytes`: the most page bytes the source will ever hand out (the cache's budget).
+mco_page_source *mco_page_source_new(int force_mmap, size_t page_size, size_t max_bytes);
+/// Frees every region (all pages at once): call when no page is in use any more.
 void mco_page_source_free(mco_page_source *source);
 /// 1 when pages come from jemalloc.
 int mco_page_source_is_jemalloc(const mco_page_source *source);
-/// A zeroed page of `size` bytes (a power of two), aligned to 4 KiB; NULL when out of memory.
-void *mco_page_alloc(mco_page_source *source, size_t size);
-void mco_page_free(mco_page_source *source, void *page, size_t size);
+/// A page of the source's page size, aligned to it, content undefined; NULL when the budget is
+/// spent or memory ran out.
+void *mco_page_alloc(mco_page_source *source);
 
 #ifdef __cplusplus
 }
