@@ -33,6 +33,7 @@ struct BenchCache: ParsableCommand {
         func n(_ value: JSONValue?) -> String { JSONWriter.number(value?.doubleValue ?? .nan) }
         print("L1 memory cache, \(n(speed["keys"])) keys of 32 bytes, 256-byte values, Zipf 0.99 (pages: \(speed["pageSource"]?.stringValue ?? "?"))")
         print("  get hit latency     p50 \(n(speed["getP50Ns"])) ns   p99 \(n(speed["getP99Ns"])) ns   p99.9 \(n(speed["getP999Ns"])) ns")
+        print("  get, 1,000 hot keys \(n(speed["hotGetNs"])) ns per call (the cost of the call itself)")
         print("  gets/s              1 thread \(n(speed["getsPerSecond1"]))   2 threads \(n(speed["getsPerSecond2"]))   scaling \(n(speed["getScaling"]))x")
         print("  90/10 get/set ops/s 1 thread \(n(speed["mixedPerSecond1"]))   2 threads \(n(speed["mixedPerSecond2"]))")
         print("  sets/s              1 thread \(n(speed["setsPerSecond1"]))")
@@ -132,6 +133,21 @@ private struct SpeedBench {
             let elapsed = Double(BenchClock.nanos() - start) / 1e9
             return (0..<threads).reduce(0.0) { $0 + Double(counts[$1 * 16]) } / elapsed
         }
+        // The same get over 1,000 keys that stay in the CPU's caches: the cost of the call
+        // itself, to set beside the C ABI's (scripts/bench-bindings).
+        let hotGetNs: Double = buffer.withUnsafeMutableBytes { out in
+            var best = Double.infinity
+            for _ in 0..<5 {
+                let start = BenchClock.nanos()
+                for round in 0..<200 {
+                    for id in 0..<1_000 {
+                        _ = cache.get(UnsafeRawBufferPointer(start: keyBase + ((id &* 7 &+ round) % 1_000) * 32, count: 32), into: out)
+                    }
+                }
+                best = min(best, Double(BenchClock.nanos() - start) / 200_000)
+            }
+            return best
+        }
         let gets1 = throughput(threads: 1, setEvery: 0)
         let gets2 = throughput(threads: 2, setEvery: 0)
         let mixed1 = throughput(threads: 1, setEvery: 10)
@@ -148,6 +164,7 @@ private struct SpeedBench {
             "keys": .int(Int64(keyCount)), "pageSource": .string(stats.pageSource), "shards": .int(Int64(stats.shards)),
             "getP50Ns": .int(Int64(quantile(samples, 0.5))), "getP99Ns": .int(Int64(quantile(samples, 0.99))),
             "getP999Ns": .int(Int64(quantile(samples, 0.999))), "clockCostNs": .int(Int64(clockCost)),
+            "hotGetNs": r(hotGetNs, 10),
             "getsPerSecond1": r(gets1), "getsPerSecond2": r(gets2), "getScaling": r(gets2 / gets1, 100),
             "mixedPerSecond1": r(mixed1), "mixedPerSecond2": r(mixed2), "setsPerSecond1": r(sets1),
             "headerBytes": r(header), "indexBytesPerItem": r(indexPerItem, 10),

@@ -15,6 +15,10 @@ function optionsOf(options) {
   return [ttlMs, coherenceGroup ?? null, tags ?? null];
 }
 
+// One scratch buffer per Node thread (module instances are per thread): reads land here and
+// are copied out with Buffer.from, which takes small buffers from Node's pool.
+let scratch = Buffer.allocUnsafeSlow(64 * 1024);
+
 /** `engine.cache`: the in-process cache. Keys and values are strings (UTF-8) or Buffers. */
 class Cache {
   #engine;
@@ -29,7 +33,16 @@ class Cache {
 
   /** The value as a Buffer, or null when not cached. */
   get(key) {
-    return call(() => native.cacheGet(this.#engine.handle(), key));
+    const handle = this.#engine.handle();
+    let length = call(() => native.cacheGetInto(handle, key, scratch));
+    // Too small: grow and read again (the value may have been replaced meanwhile; values are
+    // at most 1 MiB, so this ends quickly).
+    for (let tries = 0; length < -1 && tries < 8; tries++) {
+      scratch = Buffer.allocUnsafeSlow(-length - 2);
+      length = call(() => native.cacheGetInto(handle, key, scratch));
+    }
+    if (length < 0) return null;
+    return Buffer.from(scratch.subarray(0, length));
   }
 
   /** Removes key; false when it was not cached. */

@@ -5,19 +5,6 @@
 #include <stdio.h>
 #include <string.h>
 
-/* A read buffer per thread (the main JS thread and each worker), grown on demand. */
-static _Thread_local unsigned char *read_buffer;
-static _Thread_local size_t read_capacity;
-
-static int ensure_buffer(size_t size) {
-    if (size <= read_capacity) return 1;
-    unsigned char *grown = realloc(read_buffer, size);
-    if (!grown) return 0;
-    read_buffer = grown;
-    read_capacity = size;
-    return 1;
-}
-
 /* A JS string argument as a NUL-terminated malloc'd copy (NULL and a thrown error if not). */
 static char *string_arg(napi_env env, napi_value value, const char *what) {
     napi_valuetype type;
@@ -88,30 +75,33 @@ done:
     return result;
 }
 
-/* cacheGet(engine, key) -> Buffer | null */
-static napi_value cache_get(napi_env env, napi_callback_info info) {
-    size_t argc = 2;
-    napi_value argv[2];
+/* cacheGetInto(engine, key, target Buffer) -> the value's length when it was copied into
+ * target, -1 when not cached, -(length + 2) when target is too small (nothing copied). Lets
+ * JS reuse one buffer: creating a Buffer from native code costs far more than the read. */
+static napi_value cache_get_into(napi_env env, napi_callback_info info) {
+    size_t argc = 3;
+    napi_value argv[3];
     mcpopt_engine *engine = mcpopt_node_engine_arg(env, info, &argc, argv);
     if (!engine) return NULL;
+    if (argc < 3) return mcpopt_node_throw(env, "cacheGetInto needs 3 arguments");
+    bool is_buffer = false;
+    napi_is_buffer(env, argv[2], &is_buffer);
+    if (!is_buffer) return mcpopt_node_throw(env, "target must be a Buffer");
+    void *target;
+    size_t capacity;
+    napi_get_buffer_info(env, argv[2], &target, &capacity);
     char *key;
     size_t key_length, length = 0;
     if (!mcpopt_node_bytes(env, info, 1, &key, &key_length)) return NULL;
-    if (!ensure_buffer(64 * 1024)) { free(key); return mcpopt_node_throw(env, "out of memory"); }
-    mcpopt_status status = mcpopt_cache_get(engine, key, key_length, read_buffer, read_capacity, &length);
-    if (status == MCPOPT_ERR_BUFFER_TOO_SMALL) {
-        if (!ensure_buffer(length)) { free(key); return mcpopt_node_throw(env, "out of memory"); }
-        status = mcpopt_cache_get(engine, key, key_length, read_buffer, read_capacity, &length);
-    }
+    mcpopt_status status = mcpopt_cache_get(engine, key, key_length, capacity ? target : NULL, capacity, &length);
     free(key);
+    double answer;
+    if (status == MCPOPT_OK) answer = (double)length;
+    else if (status == MCPOPT_ERR_NOT_FOUND) answer = -1;
+    else if (status == MCPOPT_ERR_BUFFER_TOO_SMALL) answer = -(double)length - 2;
+    else return mcpopt_node_throw_last(env);
     napi_value result;
-    if (status == MCPOPT_ERR_NOT_FOUND) {
-        napi_get_null(env, &result);
-        return result;
-    }
-    if (status != MCPOPT_OK) return mcpopt_node_throw_last(env);
-    void *copy = NULL;
-    napi_create_buffer_copy(env, length, length ? (const void *)read_buffer : "", &copy, &result);
+    napi_create_double(env, answer, &result);
     return result;
 }
 
@@ -207,7 +197,7 @@ static napi_value cache_hot_keys(napi_env env, napi_callback_info info) {
 void mcpopt_node_cache_init(napi_env env, napi_value exports) {
     napi_property_descriptor props[] = {
         {"cacheSet", NULL, cache_set, NULL, NULL, NULL, napi_default, NULL},
-        {"cacheGet", NULL, cache_get, NULL, NULL, NULL, napi_default, NULL},
+        {"cacheGetInto", NULL, cache_get_into, NULL, NULL, NULL, napi_default, NULL},
         {"cacheDelete", NULL, cache_delete, NULL, NULL, NULL, napi_default, NULL},
         {"cacheInvalidate", NULL, cache_invalidate, NULL, NULL, NULL, napi_default, NULL},
         {"cacheInvalidateGroup", NULL, cache_invalidate_group, NULL, NULL, NULL, napi_default, NULL},
