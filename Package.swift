@@ -68,7 +68,7 @@ let package = Package(
             linkerSettings: [.linkedLibrary("jemalloc")]
         ),
         // Fuzz targets; replays a corpus when built normally (see scripts/fuzz).
-        .executableTarget(name: "mcpopt-fuzz", dependencies: ["MCPOptConfig", "MCPOptJSON", "MCPOptProtocol"], path: "Sources/MCPOptFuzz"),
+        .executableTarget(name: "mcpopt-fuzz", dependencies: ["MCPOptCache", "MCPOptConfig", "MCPOptJSON", "MCPOptProtocol"], path: "Sources/MCPOptFuzz"),
         .testTarget(name: "MCPOptJSONTests", dependencies: ["MCPOptJSON"]),
         .testTarget(name: "MCPOptCacheTests", dependencies: ["MCPOptCache"]),
         .testTarget(name: "MCPOptConfigTests", dependencies: ["MCPOptConfig", "MCPOptJSON"]),

@@ -62,7 +62,7 @@ endif()
 add_test(NAME cli COMMAND ${CMAKE_SOURCE_DIR}/scripts/check-cli ${CMAKE_BINARY_DIR}/bin/mcpopt ${EXAMPLE_CONFIG})
 
 # Parsers under libFuzzer + AddressSanitizer, briefly (scripts/fuzz TARGET SECONDS for longer).
-foreach(target json config rpc http sse)
+foreach(target json config rpc http sse cache)
   add_test(NAME fuzz_${target} COMMAND ${CMAKE_SOURCE_DIR}/scripts/fuzz ${target} 20)
   set_tests_properties(fuzz_${target} PROPERTIES TIMEOUT 900 RESOURCE_LOCK fuzz_build)
 endforeach()

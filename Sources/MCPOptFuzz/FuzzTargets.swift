@@ -1,3 +1,4 @@
+import MCPOptCache
 import MCPOptConfig
 import MCPOptJSON
 import MCPOptProtocol
@@ -11,7 +12,48 @@ enum FuzzTargets {
         "rpc": rpc,
         "http": http,
         "sse": sse,
+        "cache": cache,
     ]
+
+    /// The bytes as operations on a small cache beside a plain dictionary: whatever the input,
+    /// the cache never crashes, never exceeds its budget, and a read returns the latest value
+    /// or nothing. Glob patterns come from the input too (a pattern names the keys it removes).
+    static func cache(_ bytes: UnsafeRawBufferPointer) {
+        guard let cache = try? MemoryCache(MemoryCacheConfiguration(memoryBudget: 64 << 10)) else { fatalError("cache setup") }
+        var model: [[UInt8]: [UInt8]] = [:]
+        var offset = 0
+        func take(_ count: Int) -> [UInt8] {
+            let end = min(bytes.count, offset + count)
+            defer { offset = end }
+            return Array(bytes[offset..<end])
+        }
+        while offset < bytes.count {
+            let op = take(1)[0]
+            let key = take(Int(op >> 4) % 6 + 1)
+            switch op & 7 {
+            case 0, 1:
+                let value = take(Int(op) * 37 % 3000)
+                do {
+                    // Refused before anything changes (too large, empty key): the old value stays.
+                    model[key] = try cache.set(key, value) == .stored ? value : nil
+                } catch {}
+            case 2:
+                cache.delete(key)
+                model[key] = nil
+            case 3:
+                let pattern = String(decoding: take(Int(op >> 3) % 5), as: UTF8.self)
+                let glob = KeyPattern(pattern)
+                cache.invalidate(pattern: pattern)
+                model = model.filter { !glob.matches($0.key) }
+            case 4:
+                cache.sweepExpired(slotsPerShard: 64)
+            default:
+                if let got = cache.get(key), got != model[key] { fatalError("a read returned a value that is not the latest for \(key)") }
+            }
+        }
+        let stats = cache.stats()
+        guard stats.pageBytes <= 64 << 10 else { fatalError("budget exceeded: \(stats.pageBytes)") }
+    }
 
     /// Parses a stream (the first byte picks response or request) whole and byte by byte: both
     /// must agree on every message.
