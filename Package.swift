@@ -3,6 +3,8 @@
 //
 // Layering (imports only point down this list):
 //   CMCPOptJSON, CMCPOptSupport   C/C++ shims (simdjson; thread-local error state, allocator probe)
+//   CMCPOptConcurrency            seqlock, epochs, striped counters (the lock-free read paths)
+//   MCPOptCache                   the in-process cache (slab pages, S3-FIFO, lock-free reads)
 //   MCPOptJSON                    JSON values over simdjson, writer, canonical form
 //   MCPOptConfig                  the engine's JSON configuration, validated with field paths
 //   MCPOptEngine                  composes the components
@@ -37,8 +39,9 @@ let package = Package(
         ),
         .systemLibrary(name: "CHiredis", path: "Sources/CHiredis"),
         .target(name: "MCPOptSync"),
-        .target(name: "CMCPOptCache", linkerSettings: [.linkedLibrary("dl")]),
-        .target(name: "MCPOptCache", dependencies: ["CMCPOptCache", "MCPOptSync"]),
+        .target(name: "CMCPOptConcurrency"),
+        .target(name: "CMCPOptCache", dependencies: ["CMCPOptConcurrency"], linkerSettings: [.linkedLibrary("dl")]),
+        .target(name: "MCPOptCache", dependencies: ["CMCPOptCache", "CMCPOptConcurrency", "MCPOptSync"]),
         .target(name: "MCPOptMetrics", dependencies: ["MCPOptSync", .product(name: "Histogram", package: "hdrhistogram-swift")]),
         .target(name: "MCPOptJSON", dependencies: ["CMCPOptJSON"]),
         .target(name: "MCPOptRedis", dependencies: ["CHiredis"]),
@@ -52,7 +55,7 @@ let package = Package(
         .target(name: "MCPOptEngine", dependencies: ["MCPOptCache", "MCPOptConfig", "MCPOptCoordination", "MCPOptJSON", "MCPOptProtocol", "MCPOptSync", "CMCPOptSupport"]),
         .target(
             name: "MCPOpt",
-            dependencies: ["MCPOptEngine", "MCPOptCache", "MCPOptConfig", "MCPOptCoordination", "MCPOptJSON", "MCPOptSync", "CMCPOptSupport"],
+            dependencies: ["MCPOptEngine", "MCPOptCache", "CMCPOptConcurrency", "MCPOptConfig", "MCPOptCoordination", "MCPOptJSON", "MCPOptSync", "CMCPOptSupport"],
             // The shipped library's exports (only mcpopt_*) and soname are set where it is
             // linked for shipping (CMakeLists.txt): as target flags they would also reach the
             // test executables, and hide the symbols sanitizers must export.

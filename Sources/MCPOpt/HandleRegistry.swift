@@ -1,4 +1,4 @@
-import CMCPOptCache
+import CMCPOptConcurrency
 import MCPOptSync
 
 /// Tracks the live handles of one kind so that a stale or foreign pointer is refused with a

@@ -1,4 +1,5 @@
 import CMCPOptCache
+import CMCPOptConcurrency
 import Glibc
 import MCPOptSync
 

@@ -1,4 +1,5 @@
 import CMCPOptCache
+import CMCPOptConcurrency
 import Glibc
 
 /// The in-process cache level: bytes to bytes, in a fixed memory budget, safe from any thread.
