@@ -5,6 +5,7 @@
 //   CMCPOptJSON, CMCPOptSupport   C/C++ shims (simdjson; thread-local error state, allocator probe)
 //   CMCPOptConcurrency            seqlock, epochs, striped counters (the lock-free read paths)
 //   MCPOptCache                   the in-process cache (slab pages, S3-FIFO, lock-free reads)
+//   MCPOptRouting                 server registry, lock-free routing table, strategies, breakers
 //   MCPOptJSON                    JSON values over simdjson, writer, canonical form
 //   MCPOptConfig                  the engine's JSON configuration, validated with field paths
 //   MCPOptEngine                  composes the components
@@ -38,7 +39,8 @@ let package = Package(
             linkerSettings: [.linkedLibrary("simdjson"), .linkedLibrary("stdc++")]
         ),
         .systemLibrary(name: "CHiredis", path: "Sources/CHiredis"),
-        .target(name: "MCPOptSync"),
+        .target(name: "MCPOptSync", dependencies: ["CMCPOptConcurrency"]),
+        .target(name: "MCPOptRouting", dependencies: ["CMCPOptConcurrency", "MCPOptSync"]),
         .target(name: "CMCPOptConcurrency"),
         .target(name: "CMCPOptCache", dependencies: ["CMCPOptConcurrency"], linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "MCPOptCache", dependencies: ["CMCPOptCache", "CMCPOptConcurrency", "MCPOptSync"]),
@@ -74,6 +76,7 @@ let package = Package(
         .executableTarget(name: "mcpopt-fuzz", dependencies: ["MCPOptCache", "MCPOptConfig", "MCPOptJSON", "MCPOptProtocol"], path: "Sources/MCPOptFuzz"),
         .testTarget(name: "MCPOptJSONTests", dependencies: ["MCPOptJSON"]),
         .testTarget(name: "MCPOptCacheTests", dependencies: ["MCPOptCache"]),
+        .testTarget(name: "MCPOptRoutingTests", dependencies: ["MCPOptRouting"]),
         .testTarget(name: "MCPOptConfigTests", dependencies: ["MCPOptConfig", "MCPOptJSON"]),
         .testTarget(name: "MCPOptEngineTests", dependencies: ["MCPOptEngine", "MCPOptConfig", "MCPOptProtocol", "MCPOptSync"]),
         .testTarget(name: "MCPOptCoordinationTests", dependencies: ["MCPOptCoordination"]),

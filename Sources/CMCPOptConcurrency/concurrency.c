@@ -75,3 +75,21 @@ uint64_t mco_coarse_millis(void) {
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+
+static _Thread_local uint64_t random_state;
+static uint64_t random_seed_counter = 0x9E3779B97F4A7C15ull;
+
+uint64_t mco_thread_random(void) {
+    uint64_t x = random_state;
+    if (x == 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        x = __atomic_add_fetch(&random_seed_counter, 0x9E3779B97F4A7C15ull, __ATOMIC_RELAXED) ^ (uint64_t)ts.tv_nsec ^ (uint64_t)(uintptr_t)&random_state;
+        if (x == 0) x = 1;
+    }
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    random_state = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}

@@ -39,6 +39,15 @@ static inline void mco_store32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v,
 static inline void *mco_load_pointer(void *const *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline void mco_store_pointer(void **p, void *v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 static inline uint64_t mco_add64(uint64_t *p, uint64_t v) { return __atomic_add_fetch(p, v, __ATOMIC_RELAXED); }
+static inline uint64_t mco_sub64(uint64_t *p, uint64_t v) { return __atomic_sub_fetch(p, v, __ATOMIC_RELAXED); }
+/// Compare-and-swap: 1 when *p was `expected` and is now `desired`.
+static inline int mco_cas64(uint64_t *p, uint64_t expected, uint64_t desired) {
+    return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+}
+
+/// A fast per-thread pseudo-random number (xorshift64*, seeded per thread): for exploration and
+/// random choices on hot paths, where a shared generator would be a contended cache line.
+uint64_t mco_thread_random(void);
 
 // ---- Epochs: when may a replaced structure be freed? -----------------------------------------
 // A reader announces the epoch it started in (a store to its own cache line, then a full fence)
