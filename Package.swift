@@ -66,7 +66,7 @@ let package = Package(
         .executableTarget(
             name: "mcpopt",
             dependencies: [
-                "MCPOptEngine", "MCPOptConfig", "MCPOptJSON", "MCPOptProtocol", "MCPOptCache",
+                "MCPOptEngine", "MCPOptConfig", "MCPOptJSON", "MCPOptProtocol", "MCPOptCache", "MCPOptRouting", "MCPOptSync",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             // The program, unlike the library, may bring its own allocator.

@@ -11,17 +11,24 @@ import MCPOptSync
 /// atomic cells from any thread.
 public final class Router: @unchecked Sendable {
     public let settings: RouterSettings
-    let stats = StatsStore()
+    let stats: StatsStore
     private let lock = Lock()
-    private var servers: [ServerInfo] = []          // guarded by lock; registration order
+    private var records: [ServerRecord] = []         // guarded by lock; registration order
     private var generation: UInt64 = 0
     private let table: Published<RoutingTable>
     private let startMillis = mco_coarse_millis()
 
     public init(settings: RouterSettings = .init(), servers: [ServerInfo] = []) {
         self.settings = settings
-        self.servers = servers
-        table = Published(RoutingTable(generation: 0, servers: servers, stats: stats))
+        var unique: [ServerInfo] = []
+        for server in servers {
+            if let index = unique.firstIndex(where: { $0.id == server.id }) { unique[index] = server } else { unique.append(server) }
+        }
+        let store = StatsStore()
+        stats = store
+        let records = unique.map { ServerRecord($0, stats: store) }
+        self.records = records
+        table = Published(RoutingTable(generation: 0, records: records))
     }
 
     // MARK: Registry
@@ -72,11 +79,26 @@ public final class Router: @unchecked Sendable {
     /// Applies several changes with one rebuild.
     public func update(_ change: (inout [ServerInfo]) -> Void) { mutate(change) }
 
+    /// Applies a change and publishes a new table. Servers whose description did not change
+    /// keep their record (hashes and cells), so a build only flattens what is known.
     private func mutate(_ change: (inout [ServerInfo]) -> Void) {
         lock.withLock {
+            var servers = records.map(\.info)
             change(&servers)
+            var previous: [String: ServerRecord] = [:]
+            for record in records { previous[record.info.id] = record }
+            var seen = Set<String>()
+            var next: [ServerRecord] = []
+            for server in servers where seen.insert(server.id).inserted {
+                if let old = previous[server.id], old.info.tools == server.tools, old.info.id == server.id {
+                    next.append(old.info == server ? old : ServerRecord(reusing: old, info: server))
+                } else {
+                    next.append(ServerRecord(server, stats: stats))
+                }
+            }
+            records = next
             generation += 1
-            table.publish(RoutingTable(generation: generation, servers: servers, stats: stats))
+            table.publish(RoutingTable(generation: generation, records: next))
         }
     }
 
@@ -214,7 +236,7 @@ public final class Router: @unchecked Sendable {
                 let successRate = pair.successRate
                 if fresh {
                     candidate.known = true
-                    candidate.predicted = mean / max(successRate, 0.05)
+                    candidate.predicted = mean / max(pair.recentSuccess, 0.05)
                     let cv = mean > 0 ? pair.latencyVariance.squareRoot() / mean : 1
                     candidate.confidence = Double(samples) / Double(samples + 5) / (1 + cv)
                 }
@@ -250,7 +272,23 @@ public final class Router: @unchecked Sendable {
             var choice = RouteChoice(outcome: .chosen, generation: table.generation)
             choice.strategy = strategy
             var chosen = -1
-            if usable == 0 {
+            // A circuit whose open time is over gets one probe request, whatever the strategy
+            // (else a server that was once slow or failing would never be tried again). If
+            // another request took the probe slot first, the server sits this one out.
+            for index in candidates.indices where candidates[index].tier == 0 && candidates[index].probe {
+                if CircuitBreaker.acquireProbe(StatsCell(words: candidates[index].serverCell!), nowMillis: now, settings: settings.breaker) {
+                    chosen = index
+                    choice.probe = true
+                    break
+                }
+                candidates[index].tier = 1
+                usable -= 1
+                lastResort += 1
+                if !candidates[index].known { unknown -= 1 }
+            }
+            if chosen >= 0 {
+                // The probe.
+            } else if usable == 0 {
                 guard lastResort > 0 else {
                     choice.outcome = unmet > 0 ? .noServerMeetsRequirements : .noCandidates
                     return choice
@@ -286,17 +324,6 @@ public final class Router: @unchecked Sendable {
                     let bound = 1.25 * (Double(totalInFlight) / Double(usable) + 1)
                     chosen = Self.best(candidates, tier: 0) { StatsCell(words: $0.pairCell!).inFlight <= Int64(bound) }
                     if chosen < 0 { chosen = Self.best(candidates, tier: 0) }
-                }
-            }
-            // A half-open server admits one probe at a time: if another request took the slot,
-            // take the next choice.
-            if candidates[chosen].probe {
-                if CircuitBreaker.acquireProbe(StatsCell(words: candidates[chosen].serverCell!), nowMillis: now, settings: settings.breaker) {
-                    choice.probe = true
-                } else {
-                    candidates[chosen].tier = 1
-                    let next = Self.best(candidates, tier: 0)
-                    if next >= 0 { chosen = next } else { choice.outcome = .lastResort }
                 }
             }
             let picked = candidates[chosen]

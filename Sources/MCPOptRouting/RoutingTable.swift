@@ -43,36 +43,44 @@ final class RoutingTable: @unchecked Sendable {
         return h | 1
     }
 
-    init(generation: UInt64, servers: [ServerInfo], stats: StatsStore) {
+    init(generation: UInt64, records: [ServerRecord]) {
         self.generation = generation
-        self.servers = servers
+        servers = records.map(\.info)
         var index: [String: Int32] = [:]
-        for (position, server) in servers.enumerated() { index[server.id] = Int32(position) }
+        index.reserveCapacity(records.count)
+        for (position, record) in records.enumerated() { index[record.info.id] = Int32(position) }
         serverIndex = index
-        serverCount = servers.count
-        serverCells = .allocate(capacity: max(1, servers.count))
-        serverWeights = .allocate(capacity: max(1, servers.count))
-        serverUnhealthy = .allocate(capacity: max(1, servers.count))
-        serverSeeds = .allocate(capacity: max(1, servers.count))
-        for (position, server) in servers.enumerated() {
-            (serverCells + position).initialize(to: stats.cell(server: server.id, tool: nil).words)
-            (serverWeights + position).initialize(to: max(server.weight, 1e-9))
-            (serverUnhealthy + position).initialize(to: server.health == .unhealthy)
-            let seed = Array(server.id.utf8).withUnsafeBytes { Self.hash($0) }
-            (serverSeeds + position).initialize(to: seed)
+        serverCount = records.count
+        serverCells = .allocate(capacity: max(1, records.count))
+        serverWeights = .allocate(capacity: max(1, records.count))
+        serverUnhealthy = .allocate(capacity: max(1, records.count))
+        serverSeeds = .allocate(capacity: max(1, records.count))
+        for (position, record) in records.enumerated() {
+            (serverCells + position).initialize(to: record.serverCell)
+            (serverWeights + position).initialize(to: max(record.info.weight, 1e-9))
+            (serverUnhealthy + position).initialize(to: record.info.health == .unhealthy)
+            (serverSeeds + position).initialize(to: record.seed)
         }
-        // Group candidates by tool, in registration order of the servers.
-        var byTool: [String: [Int32]] = [:]
-        var order: [String] = []
-        for (position, server) in servers.enumerated() {
-            for tool in server.tools {
-                if byTool[tool.name] == nil { order.append(tool.name) }
-                byTool[tool.name, default: []].append(Int32(position))
+        // Pass 1: number the tools (by name hash) and count their candidates.
+        var toolOf: [UInt64: Int] = [:]
+        var firstName: [(record: Int, tool: Int)] = []
+        var counts: [Int] = []
+        var pairs = 0
+        for (position, record) in records.enumerated() {
+            for (tool, hash) in record.toolHashes.enumerated() {
+                if let existing = toolOf[hash] {
+                    counts[existing] += 1
+                } else {
+                    toolOf[hash] = counts.count
+                    firstName.append((position, tool))
+                    counts.append(1)
+                }
+                pairs += 1
             }
         }
-        toolTotal = order.count
+        toolTotal = counts.count
         var capacity = 16
-        while capacity < order.count * 2 { capacity *= 2 }
+        while capacity < counts.count * 2 { capacity *= 2 }
         toolCapacity = capacity
         toolHashes = .allocate(capacity: capacity)
         toolHashes.initialize(repeating: 0, count: capacity)
@@ -84,31 +92,39 @@ final class RoutingTable: @unchecked Sendable {
         toolNameStart.initialize(repeating: 0, count: capacity)
         toolNameLength = .allocate(capacity: capacity)
         toolNameLength.initialize(repeating: 0, count: capacity)
-        let totalCandidates = byTool.values.reduce(0) { $0 + $1.count }
-        candidateTotal = totalCandidates
-        candidates = .allocate(capacity: max(1, totalCandidates))
-        candidateCells = .allocate(capacity: max(1, totalCandidates))
-        let totalNameBytes = order.reduce(0) { $0 + $1.utf8.count }
-        namesLength = totalNameBytes
-        names = .allocate(capacity: max(1, totalNameBytes))
-        var nextCandidate = 0, nextName = 0
-        for name in order {
-            let bytes = Array(name.utf8)
-            let hash = bytes.withUnsafeBytes { Self.hash($0) }
+        candidateTotal = pairs
+        candidates = .allocate(capacity: max(1, pairs))
+        candidateCells = .allocate(capacity: max(1, pairs))
+        var nameBytes = 0
+        for first in firstName { nameBytes += records[first.record].toolNames[first.tool].count }
+        namesLength = nameBytes
+        names = .allocate(capacity: max(1, nameBytes))
+        // Each tool's run of candidates starts where the previous tool's ended.
+        var cursor = [Int](repeating: 0, count: counts.count)
+        var start = 0, nextName = 0
+        for tool in 0..<counts.count {
+            cursor[tool] = start
+            let first = firstName[tool]
+            let hash = records[first.record].toolHashes[first.tool]
+            let name = records[first.record].toolNames[first.tool]
             var slot = Int(truncatingIfNeeded: hash) & (capacity - 1)
             while toolHashes[slot] != 0 { slot = (slot + 1) & (capacity - 1) }
             toolHashes[slot] = hash
-            toolStart[slot] = UInt32(nextCandidate)
+            toolStart[slot] = UInt32(start)
+            toolCount[slot] = UInt32(counts[tool])
             toolNameStart[slot] = UInt32(nextName)
-            toolNameLength[slot] = UInt32(bytes.count)
-            bytes.withUnsafeBufferPointer { (names + nextName).update(from: $0.baseAddress!, count: bytes.count) }
-            nextName += bytes.count
-            let serversOfTool = byTool[name]!
-            toolCount[slot] = UInt32(serversOfTool.count)
-            for server in serversOfTool {
-                (candidates + nextCandidate).initialize(to: server)
-                (candidateCells + nextCandidate).initialize(to: stats.cell(server: servers[Int(server)].id, tool: name).words)
-                nextCandidate += 1
+            toolNameLength[slot] = UInt32(name.count)
+            name.withUnsafeBufferPointer { if let base = $0.baseAddress { (names + nextName).update(from: base, count: name.count) } }
+            nextName += name.count
+            start += counts[tool]
+        }
+        // Pass 2: the candidates, in registration order of the servers.
+        for (position, record) in records.enumerated() {
+            for (tool, hash) in record.toolHashes.enumerated() {
+                let run = toolOf[hash]!
+                (candidates + cursor[run]).initialize(to: Int32(position))
+                (candidateCells + cursor[run]).initialize(to: record.toolCells[tool])
+                cursor[run] += 1
             }
         }
     }
@@ -139,5 +155,38 @@ final class RoutingTable: @unchecked Sendable {
     /// Bytes of the table's flat memory (the hot part).
     var flatBytes: Int {
         serverCount * (8 + 8 + 1 + 8) + toolCapacity * (8 + 4 * 4) + namesLength + candidateTotal * (4 + 8)
+    }
+}
+
+/// A registered server as the router keeps it between table builds: what tables need is
+/// computed once per change of the server (name hashes, stats cells), not on every build.
+struct ServerRecord {
+    let info: ServerInfo
+    let serverCell: UnsafeMutablePointer<UInt64>
+    let seed: UInt64
+    let toolNames: [[UInt8]]
+    let toolHashes: [UInt64]
+    let toolCells: [UnsafeMutablePointer<UInt64>]
+
+    /// The same server with a changed description but the same tools (health, weight...).
+    init(reusing old: ServerRecord, info: ServerInfo) {
+        self.info = info
+        serverCell = old.serverCell
+        seed = old.seed
+        toolNames = old.toolNames
+        toolHashes = old.toolHashes
+        toolCells = old.toolCells
+    }
+
+    init(_ info: ServerInfo, stats: StatsStore) {
+        self.info = info
+        serverCell = stats.cell(server: info.id, tool: nil).words
+        seed = Array(info.id.utf8).withUnsafeBytes { RoutingTable.hash($0) }
+        // A tool listed twice by a server counts once.
+        var seen = Set<String>()
+        let unique = info.tools.filter { seen.insert($0.name).inserted }
+        toolNames = unique.map { Array($0.name.utf8) }
+        toolHashes = toolNames.map { name in name.withUnsafeBytes { RoutingTable.hash($0) } }
+        toolCells = unique.map { stats.cell(server: info.id, tool: $0.name).words }
     }
 }

@@ -7,8 +7,9 @@ import MCPOptSync
 /// a routing table may point at them and readers may read them without any lock.
 ///
 /// Words: 0 latency EWMA (ns, Double bits), 1 its variance, 2 samples, 3 requests in flight,
-/// 4 outcome window (bit i: the i-th latest outcome succeeded), 5 outcomes in the window
-/// (at most 64), 6 time of the last outcome (ms), 7 circuit breaker (server cells).
+/// 4 outcome window (bit i: the i-th latest outcome succeeded), 5 outcomes in the window (at
+/// most 64, low 8 bits) and a moving average of success (high 32 bits, fixed point), 6 time of
+/// the last outcome (ms), 7 circuit breaker (server cells).
 struct StatsCell {
     let words: UnsafeMutablePointer<UInt64>
 
@@ -22,13 +23,21 @@ struct StatsCell {
 
     /// Success rate over the window (1 when it is empty).
     @inline(__always) var successRate: Double {
-        let count = min(mco_load64(words + Self.windowCount), 64)
+        let count = min(mco_load64(words + Self.windowCount) & 0xFF, 64)
         guard count > 0 else { return 1 }
         let mask: UInt64 = count == 64 ? .max : (1 << count) - 1
         return Double((mco_load64(words + Self.window) & mask).nonzeroBitCount) / Double(count)
     }
 
-    @inline(__always) var windowCount: Int { Int(min(mco_load64(words + Self.windowCount), 64)) }
+    @inline(__always) var windowCount: Int { Int(mco_load64(words + Self.windowCount) & 0xFF) }
+
+    /// Success as a moving average (weight of the newest outcome: the EWMA alpha): what
+    /// predictions use, since it forgets old failures quickly once a server recovers, where the
+    /// 64-outcome window (for circuit breakers and requirements) keeps evidence longer.
+    @inline(__always) var recentSuccess: Double {
+        let word = mco_load64(words + Self.windowCount)
+        return word & 0xFF == 0 ? 1 : Double(word >> 32) / Double(UInt32.max)
+    }
 
     @inline(__always) func begin() { mco_add64(words + Self.inFlight, 1) }
 
@@ -57,7 +66,13 @@ struct StatsCell {
             let old = mco_load64(words + Self.window)
             if mco_cas64(words + Self.window, old, old << 1 | (success ? 1 : 0)) != 0 { break }
         }
-        if mco_load64(words + Self.windowCount) < 64 { mco_add64(words + Self.windowCount, 1) }
+        while true {
+            let old = mco_load64(words + Self.windowCount)
+            let count = old & 0xFF
+            let average = count == 0 ? (success ? 1.0 : 0.0) : Double(old >> 32) / Double(UInt32.max) + alpha * ((success ? 1 : 0) - Double(old >> 32) / Double(UInt32.max))
+            let fixed = UInt64(max(0, min(1, average)) * Double(UInt32.max))
+            if mco_cas64(words + Self.windowCount, old, fixed << 32 | min(count + 1, 64)) != 0 { break }
+        }
         mco_store64(words + Self.lastUpdate, nowMillis)
     }
 
