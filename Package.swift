@@ -54,10 +54,10 @@ let package = Package(
         .target(name: "MCPOptGateway", dependencies: ["MCPOptEngine", "MCPOptProtocol", "MCPOptJSON"]),
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite"),
         .target(name: "MCPOptCoordination", dependencies: ["CSQLite", "MCPOptSync"]),
-        .target(name: "MCPOptEngine", dependencies: ["MCPOptCache", "MCPOptConfig", "MCPOptCoordination", "MCPOptJSON", "MCPOptProtocol", "MCPOptSync", "CMCPOptSupport"]),
+        .target(name: "MCPOptEngine", dependencies: ["MCPOptCache", "MCPOptRouting", "MCPOptConfig", "MCPOptCoordination", "MCPOptJSON", "MCPOptProtocol", "MCPOptSync", "CMCPOptSupport"]),
         .target(
             name: "MCPOpt",
-            dependencies: ["MCPOptEngine", "MCPOptCache", "CMCPOptConcurrency", "MCPOptConfig", "MCPOptCoordination", "MCPOptJSON", "MCPOptSync", "CMCPOptSupport"],
+            dependencies: ["MCPOptEngine", "MCPOptCache", "MCPOptRouting", "CMCPOptConcurrency", "MCPOptConfig", "MCPOptCoordination", "MCPOptJSON", "MCPOptSync", "CMCPOptSupport"],
             // The shipped library's exports (only mcpopt_*) and soname are set where it is
             // linked for shipping (CMakeLists.txt): as target flags they would also reach the
             // test executables, and hide the symbols sanitizers must export.

@@ -277,6 +277,69 @@ mcpopt_status mcpopt_cache_stats(mcpopt_engine *engine, char **out_json, size_t 
  * with mcpopt_free(). */
 mcpopt_status mcpopt_cache_hot_keys(mcpopt_engine *engine, size_t limit, char **out_json, size_t *out_length);
 
+/* ---------------------------------------------------------------------------------------------
+ * Routing
+ *
+ * Which server serves each request. The engine starts with the configured servers (by name,
+ * with their group, weight and tags) and learns what each offers from mcpopt_route_set_tools
+ * (a tools/list result) or mcpopt_route_register_server. Outcomes fed back with
+ * mcpopt_route_record drive the statistics (latency moving average and variance, success over
+ * the last 64 outcomes, requests in flight) and each server's circuit breaker. Routing takes no
+ * lock: decisions on any number of threads never wait for a change. docs/ROUTING.md explains
+ * the strategies.
+ * ------------------------------------------------------------------------------------------- */
+
+/* Chooses a server for a request. `request_json` is either {"tool": "name", ...} or an MCP
+ * tools/call request ({"method": "tools/call", "params": {"name": ...}}), with optional fields:
+ *   "agent": an agent profile of the configuration (its allowed tools and servers, and its
+ *            default requirements, apply);
+ *   "requirements": {"maxResponseTime": "500ms" | ms, "minSuccessRate": 0..1,
+ *                    "strategy": "predictive" | "adaptive" | "peakEWMA" | "leastOutstanding" |
+ *                                "consistentHash",
+ *                    "affinityKey": text (consistent hashing), "allowedServers": [names]};
+ *   "maxFallbacks": 0..64 (default 3).
+ * On MCPOPT_OK, *out_json (caller frees with mcpopt_free) is the decision:
+ *   {"outcome": "chosen" | "last-resort" | "unknown-tool" | "no-server-meets-requirements" |
+ *               "no-candidates",
+ *    "server": id or null, "fallbacks": [ids, best first], "confidence": 0..1,
+ *    "predictedLatencyMs": number or null, "strategy": name, "probe": bool (the request
+ *    tests a half-open circuit), "reasoning": a short English explanation,
+ *    "decisionTimeNs": n}.
+ * "No server" is a decision (MCPOPT_OK with "server": null and the reasoning), not an error.
+ * Errors: MALFORMED_JSON / INVALID_UTF8; INVALID_ARGUMENT for a bad field (the issue names its
+ * JSON path) or a tool the agent may not call; NOT_FOUND for an unknown agent. */
+mcpopt_status mcpopt_route(mcpopt_engine *engine, const char *request_json, size_t length,
+                           char **out_json, size_t *out_length);
+
+/* Adds a server, or replaces the one with the same id (its statistics are kept):
+ * {"id": text (required), "transport": "stdio" | "http", "group": text (default: the id),
+ *  "weight": positive number, "tags": [text], "tools": [tool objects as in tools/list, with
+ *  "annotations" hints readOnlyHint, idempotentHint, destructiveHint, openWorldHint] or a
+ *  tools/list result, "resources": [uri], "prompts": [name],
+ *  "health": "unknown" | "healthy" | "degraded" | "unhealthy"}.
+ * Unknown fields are errors (INVALID_ARGUMENT, with the field's path). */
+mcpopt_status mcpopt_route_register_server(mcpopt_engine *engine, const char *server_json, size_t length);
+
+/* Replaces the tools of a registered server: `tools_json` is a tools/list result
+ * ({"tools": [...]}) or an array of tool objects. NOT_FOUND for an unknown server. */
+mcpopt_status mcpopt_route_set_tools(mcpopt_engine *engine, const char *server, size_t server_length,
+                                     const char *tools_json, size_t length);
+
+/* Removes a server: new requests go elsewhere at once. NOT_FOUND for an unknown server. */
+mcpopt_status mcpopt_route_remove_server(mcpopt_engine *engine, const char *server, size_t length);
+
+/* Records the outcome of a request served by `server` for `tool`: its latency in microseconds
+ * and whether it succeeded (non-zero). Failures open the server's circuit when at least half of
+ * its last outcomes (10 or more) failed. NOT_FOUND for an unknown server. */
+mcpopt_status mcpopt_route_record(mcpopt_engine *engine, const char *server, size_t server_length,
+                                  const char *tool, size_t tool_length, int64_t latency_us, int success);
+
+/* The router's state as JSON: {"generation", "defaultStrategy", "tools", "servers": [{"id",
+ * "group", "health", "circuit": "closed" | "open" | "half-open", "latencyEwmaMs",
+ * "latencyStdDevMs", "successRate", "inFlight", "samples", "lastError", "tools": [per-tool
+ * statistics]}]}. Caller frees *out_json with mcpopt_free(). */
+mcpopt_status mcpopt_route_stats(mcpopt_engine *engine, char **out_json, size_t *out_length);
+
 #ifdef __cplusplus
 }
 #endif

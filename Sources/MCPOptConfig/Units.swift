@@ -43,3 +43,12 @@ extension String {
         return String(scalars[start...end])
     }
 }
+
+/// A duration as configurations write it: "250ms", "5s", "1.5m", or a plain number of
+/// milliseconds. Nil for anything else, or a negative value.
+public func parseDuration(_ value: String) -> Duration? {
+    let text = value.trimmingWhitespace()
+    if let number = Double(text) { return number >= 0 && number.isFinite ? .nanoseconds(Int64(number * 1e6)) : nil }
+    guard let nanos = Units.durationNanos(text), nanos >= 0, nanos < 9e18 else { return nil }
+    return .nanoseconds(Int64(nanos))
+}

@@ -2,6 +2,7 @@ import CMCPOptSupport
 import MCPOptCache
 import MCPOptConfig
 import MCPOptCoordination
+import MCPOptRouting
 import MCPOptJSON
 
 /// The optimization engine: owns the configuration and the components built from it.
@@ -15,6 +16,9 @@ public final class Engine: Sendable {
     public let state: StateStore
     /// The in-process cache level (L1), sized by `caching.memoryCacheSize`.
     public let cache: MemoryCache
+    /// Which server serves each request: the configured servers, and the tools they offer
+    /// once registered (`router.setTools`, or the gateway after `tools/list`).
+    public let router: Router
 
     public init(config: EngineConfig) {
         self.config = config
@@ -22,6 +26,7 @@ public final class Engine: Sendable {
         let node = "engine-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
         self.state = StateStore(clock: HybridLogicalClock(node: node))
         self.cache = Self.makeCache(config.caching)
+        self.router = Self.makeRouter(config)
     }
 
     private static func makeCache(_ caching: CachingOptions) -> MemoryCache {
