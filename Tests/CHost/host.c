@@ -300,6 +300,37 @@ static void test_cache(const char *config) {
     CHECK(mcpopt_cache_set(engine, "k", 1, "v", 1, NULL) == MCPOPT_ERR_INVALID_HANDLE);
 }
 
+/* Routing from C: tools from a tools/list result, outcomes, a decision, bad input. */
+static void test_routing(const char *config) {
+    mcpopt_engine *engine = NULL;
+    CHECK(mcpopt_engine_create(config, strlen(config), &engine) == MCPOPT_OK);
+    const char *server = "{\"id\": \"c-a\", \"group\": \"c\", \"tools\": [{\"name\": \"lookup\"}]}";
+    CHECK(mcpopt_route_register_server(engine, server, MCPOPT_NUL_TERMINATED) == MCPOPT_OK);
+    CHECK(mcpopt_route_register_server(engine, "{\"id\": \"c-b\", \"group\": \"c\"}", MCPOPT_NUL_TERMINATED) == MCPOPT_OK);
+    CHECK(mcpopt_route_set_tools(engine, "c-b", MCPOPT_NUL_TERMINATED, "{\"tools\": [{\"name\": \"lookup\"}]}", MCPOPT_NUL_TERMINATED) == MCPOPT_OK);
+    for (int i = 0; i < 30; i++) {
+        CHECK(mcpopt_route_record(engine, "c-a", 3, "lookup", 6, 5000, 1) == MCPOPT_OK);
+        CHECK(mcpopt_route_record(engine, "c-b", 3, "lookup", 6, 800, 1) == MCPOPT_OK);
+    }
+    char *json = NULL;
+    size_t length = 0;
+    const char *request = "{\"tool\": \"lookup\", \"requirements\": {\"strategy\": \"predictive\"}}";
+    CHECK(mcpopt_route(engine, request, MCPOPT_NUL_TERMINATED, &json, &length) == MCPOPT_OK);
+    CHECK(json && strstr(json, "\"server\":\"c-b\"") != NULL);
+    CHECK(json && strstr(json, "\"fallbacks\":[\"c-a\"]") != NULL);
+    mcpopt_free(json);
+    json = NULL;
+    CHECK(mcpopt_route(engine, "{\"tool\": 5}", MCPOPT_NUL_TERMINATED, &json, NULL) == MCPOPT_ERR_INVALID_ARGUMENT);
+    CHECK(json == NULL && strstr(mcpopt_last_error_message(), "$.tool") != NULL);
+    CHECK(mcpopt_route(engine, "{", 1, &json, NULL) == MCPOPT_ERR_MALFORMED_JSON);
+    CHECK(mcpopt_route_record(engine, "nobody", MCPOPT_NUL_TERMINATED, "t", 1, 1, 1) == MCPOPT_ERR_NOT_FOUND);
+    CHECK(mcpopt_route_stats(engine, &json, NULL) == MCPOPT_OK);
+    CHECK(json && strstr(json, "\"circuit\":\"closed\"") != NULL);
+    mcpopt_free(json);
+    CHECK(mcpopt_route_remove_server(engine, "c-a", MCPOPT_NUL_TERMINATED) == MCPOPT_OK);
+    CHECK(mcpopt_engine_destroy(engine) == MCPOPT_OK);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) { fprintf(stderr, "usage: %s CONFIG.json\n", argv[0]); return 2; }
     char *config = read_file(argv[1]);
@@ -310,6 +341,7 @@ int main(int argc, char **argv) {
     test_threads(config);
     test_state(config);
     test_cache(config);
+    test_routing(config);
     free(config);
     printf("c host: %d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;

@@ -71,12 +71,46 @@ export declare class Cache {
   hotKeys(limit?: number): { key?: string; keyHex?: string; accessCount: number }[];
 }
 
+export interface RouteRequirements {
+  maxResponseTime?: string | number;
+  minSuccessRate?: number;
+  strategy?: 'predictive' | 'adaptive' | 'peakEWMA' | 'leastOutstanding' | 'consistentHash';
+  affinityKey?: string;
+  allowedServers?: string[];
+}
+
+export interface RoutingDecision {
+  outcome: 'chosen' | 'last-resort' | 'unknown-tool' | 'no-server-meets-requirements' | 'no-candidates';
+  server: string | null;
+  fallbacks: string[];
+  confidence: number;
+  predictedLatencyMs: number | null;
+  strategy: string;
+  probe: boolean;
+  reasoning: string;
+  decisionTimeNs: number;
+}
+
+export declare class Router {
+  route(request: string | Record<string, unknown>, requirements?: RouteRequirements, options?: { agent?: string; maxFallbacks?: number }): RoutingDecision;
+  registerServer(server: { id: string; transport?: 'stdio' | 'http'; group?: string; weight?: number; tags?: string[];
+    tools?: unknown[] | { tools: unknown[] }; resources?: string[]; prompts?: string[]; health?: 'unknown' | 'healthy' | 'degraded' | 'unhealthy' }): void;
+  setTools(server: string, tools: unknown[] | { tools: unknown[] }): void;
+  removeServer(server: string): boolean;
+  /** latencyMs in milliseconds. */
+  record(server: string, tool: string, latencyMs: number, success?: boolean): void;
+  stats(): Record<string, unknown>;
+}
+
 export declare class Engine {
   /** @throws ConfigError when the configuration is invalid. */
   constructor(config: Config);
   readonly closed: boolean;
   readonly state: State;
   readonly cache: Cache;
+  readonly router: Router;
+  /** Shorthand for engine.router.route. */
+  route(request: string | Record<string, unknown>, requirements?: RouteRequirements, options?: { agent?: string }): RoutingDecision;
   describe(): EngineDescription;
   /** Releases the engine; closing twice is harmless. */
   close(): void;

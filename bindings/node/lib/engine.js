@@ -3,6 +3,7 @@ const native = require('./native');
 const { call, ConfigError, MCPOptError, Status } = require('./errors');
 const { State } = require('./state');
 const { Cache } = require('./cache');
+const { Router } = require('./routing');
 
 function configText(config) {
   if (typeof config === 'string' || Buffer.isBuffer(config)) return config;
@@ -31,6 +32,8 @@ class Engine {
     this.state = new State(this);
     /** The in-process cache: set/get/delete/invalidate/invalidateGroup/stats/clear. */
     this.cache = new Cache(this);
+    /** Routing: route/registerServer/setTools/removeServer/record/stats. */
+    this.router = new Router(this);
   }
 
   get closed() { return this.#handle === null; }
@@ -46,6 +49,11 @@ class Engine {
   }
 
   /** Version, allocator, servers and the effective configuration (secrets redacted). */
+  /** Shorthand for engine.router.route (the brief's route(request, requirements)). */
+  route(request, requirements, options) {
+    return this.router.route(request, requirements, options);
+  }
+
   describe() {
     const handle = this.#live();
     return JSON.parse(call(() => native.engineDescribe(handle)));

@@ -4,11 +4,12 @@ from __future__ import annotations
 from . import _native
 from .cache import Cache
 from .engine import Engine, validate_config
+from .routing import Router
 from .errors import ConfigError, InvalidHandleError, Issue, MCPOptError
 from ._native import LibraryNotFound
 from .state import State, Versioned, Watch
 
-__all__ = ["Cache", "Engine", "validate_config", "ConfigError", "InvalidHandleError", "Issue", "MCPOptError",
+__all__ = ["Cache", "Engine", "Router", "validate_config", "ConfigError", "InvalidHandleError", "Issue", "MCPOptError",
            "LibraryNotFound", "State", "Versioned", "Watch", "version", "ABI_VERSION"]
 
 ABI_VERSION = _native.ABI_VERSION

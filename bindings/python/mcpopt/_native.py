@@ -80,6 +80,12 @@ def _declare(lib: ctypes.CDLL) -> None:
         "mcpopt_cache_clear": ([vp], status),
         "mcpopt_cache_stats": ([vp, c.POINTER(vp), c.POINTER(size)], status),
         "mcpopt_cache_hot_keys": ([vp, size, c.POINTER(vp), c.POINTER(size)], status),
+        "mcpopt_route": ([vp, c.c_char_p, size, c.POINTER(vp), c.POINTER(size)], status),
+        "mcpopt_route_register_server": ([vp, c.c_char_p, size], status),
+        "mcpopt_route_set_tools": ([vp, c.c_char_p, size, c.c_char_p, size], status),
+        "mcpopt_route_remove_server": ([vp, c.c_char_p, size], status),
+        "mcpopt_route_record": ([vp, c.c_char_p, size, c.c_char_p, size, c.c_int64, c.c_int], status),
+        "mcpopt_route_stats": ([vp, c.POINTER(vp), c.POINTER(size)], status),
     }
     for name, (args, res) in sigs.items():
         fn = getattr(lib, name)

@@ -9,6 +9,7 @@ from typing import Any, List, Mapping, Union
 from . import _native
 from .errors import ConfigError, InvalidHandleError, Issue, check
 from .cache import Cache
+from .routing import Router
 from .state import State
 
 Config = Union[Mapping[str, Any], str, bytes]
@@ -50,6 +51,12 @@ class Engine:
         """Versioned shared state: put/get/delete/watch."""
         self.cache = Cache(self)
         """The in-process cache: set/get/delete/invalidate/invalidate_group/stats/clear."""
+        self.router = Router(self)
+        """Routing: route/register_server/set_tools/remove_server/record/stats."""
+
+    def route(self, request, requirements=None, agent=None):
+        """Shorthand for engine.router.route (the brief's `route(request, requirements)`)."""
+        return self.router.route(request, requirements, agent)
 
     @property
     def closed(self) -> bool:
