@@ -1,0 +1,492 @@
+#define _GNU_SOURCE
+#include "mcpopt_io.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#define WAKE_TOKEN UINT64_MAX
+
+// ---- Shared -------------------------------------------------------------------------------------
+
+enum op_kind { OP_READ, OP_WRITE, OP_ACCEPT, OP_CONNECT, OP_POLL, OP_TIMER };
+
+typedef struct pending_timer {
+    uint64_t token;
+    uint64_t deadline;          // epoll: monotonic ns
+    struct __kernel_timespec ts; // io_uring: must live until the timeout completes
+} pending_timer;
+
+typedef struct fd_ops {          // epoll: what waits on an fd
+    int registered;
+    uint32_t events;
+    int read_kind, write_kind;   // -1: none
+    uint64_t read_token, write_token;
+    void *read_buffer;
+    const void *write_buffer;
+    unsigned read_length, write_length;
+} fd_ops;
+
+struct mco_loop {
+    int backend;
+    uint32_t features;
+    char fallback[128];
+    int wake_fd;
+    // io_uring
+    struct io_uring ring;
+    uint64_t wake_value;
+    int wake_armed;
+    // epoll
+    int epoll_fd;
+    fd_ops *fds;
+    int fd_capacity;
+    // timers (both: io_uring keeps their timespecs here)
+    pending_timer *timers;
+    int timer_count, timer_capacity;
+    // completions produced outside a wait (epoll cancels)
+    mco_completion *ready;
+    int ready_count, ready_capacity;
+};
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int push_ready(mco_loop *l, uint64_t token, int32_t result) {
+    if (l->ready_count == l->ready_capacity) {
+        int capacity = l->ready_capacity ? l->ready_capacity * 2 : 16;
+        mco_completion *grown = realloc(l->ready, capacity * sizeof *grown);
+        if (!grown) return -ENOMEM;
+        l->ready = grown;
+        l->ready_capacity = capacity;
+    }
+    l->ready[l->ready_count++] = (mco_completion){token, result, 0};
+    return 0;
+}
+
+static pending_timer *add_timer(mco_loop *l, uint64_t token) {
+    if (l->timer_count == l->timer_capacity) {
+        int capacity = l->timer_capacity ? l->timer_capacity * 2 : 16;
+        pending_timer *grown = realloc(l->timers, capacity * sizeof *grown);
+        if (!grown) return NULL;
+        l->timers = grown;
+        l->timer_capacity = capacity;
+    }
+    pending_timer *t = &l->timers[l->timer_count++];
+    memset(t, 0, sizeof *t);
+    t->token = token;
+    return t;
+}
+
+// io_uring keeps a pointer to a timer's timespec: those live in separately allocated blocks.
+typedef struct uring_timer { struct __kernel_timespec ts; } uring_timer;
+
+static int remove_timer(mco_loop *l, uint64_t token) {
+    for (int i = 0; i < l->timer_count; i++) {
+        if (l->timers[i].token == token) {
+            l->timers[i] = l->timers[--l->timer_count];
+            return 1;
+        }
+    }
+    return 0;
+}
+
+// ---- io_uring -----------------------------------------------------------------------------------
+
+static struct io_uring_sqe *sqe_for(mco_loop *l) {
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&l->ring);
+    if (!sqe) {
+        io_uring_submit(&l->ring);
+        sqe = io_uring_get_sqe(&l->ring);
+    }
+    return sqe;
+}
+
+static int arm_wake(mco_loop *l) {
+    struct io_uring_sqe *sqe = sqe_for(l);
+    if (!sqe) return -EBUSY;
+    io_uring_prep_read(sqe, l->wake_fd, &l->wake_value, sizeof l->wake_value, 0);
+    io_uring_sqe_set_data64(sqe, WAKE_TOKEN);
+    l->wake_armed = 1;
+    return 0;
+}
+
+static void probe_features(mco_loop *l) {
+    if (l->ring.features & IORING_FEAT_FAST_POLL) l->features |= MCO_FEATURE_FAST_POLL;
+    struct io_uring_probe *probe = io_uring_get_probe_ring(&l->ring);
+    // Multishot accept arrived with 5.19 and multishot recv with 6.0, both alongside
+    // IORING_OP_SOCKET (5.19) and IORING_OP_SEND_ZC (6.0) in the opcode table.
+    if (probe) {
+        if (io_uring_opcode_supported(probe, IORING_OP_SOCKET)) l->features |= MCO_FEATURE_MULTISHOT_ACCEPT;
+        if (io_uring_opcode_supported(probe, IORING_OP_SEND_ZC)) l->features |= MCO_FEATURE_MULTISHOT_RECV;
+        io_uring_free_probe(probe);
+    }
+    // Provided buffer rings: try to register a tiny one.
+    struct io_uring_buf_ring *br = NULL;
+    if (posix_memalign((void **)&br, 4096, 4096) == 0) {
+        struct io_uring_buf_reg reg = {.ring_addr = (uint64_t)(uintptr_t)br, .ring_entries = 8, .bgid = 0xFFF0};
+        if (io_uring_register_buf_ring(&l->ring, &reg, 0) == 0) {
+            l->features |= MCO_FEATURE_BUFFER_RINGS;
+            io_uring_unregister_buf_ring(&l->ring, 0xFFF0);
+        }
+        free(br);
+    }
+}
+
+static int uring_init(mco_loop *l, unsigned entries, char *error, size_t error_size) {
+    struct io_uring_params params;
+    memset(&params, 0, sizeof params);
+    params.flags = IORING_SETUP_SUBMIT_ALL;
+    int rc = io_uring_queue_init_params(entries, &l->ring, &params);
+    if (rc == -EINVAL) {   // older kernel without SUBMIT_ALL
+        memset(&params, 0, sizeof params);
+        rc = io_uring_queue_init_params(entries, &l->ring, &params);
+    } else if (rc == 0) {
+        l->features |= MCO_FEATURE_SUBMIT_ALL;
+    }
+    if (rc < 0) {
+        snprintf(error, error_size, "io_uring unavailable: %s", strerror(-rc));
+        return rc;
+    }
+    l->backend = MCO_BACKEND_URING;
+    probe_features(l);
+    return arm_wake(l);
+}
+
+// ---- epoll --------------------------------------------------------------------------------------
+
+static fd_ops *ops_for(mco_loop *l, int fd) {
+    if (fd < 0) return NULL;
+    if (fd >= l->fd_capacity) {
+        int capacity = l->fd_capacity ? l->fd_capacity : 64;
+        while (capacity <= fd) capacity *= 2;
+        fd_ops *grown = realloc(l->fds, capacity * sizeof *grown);
+        if (!grown) return NULL;
+        for (int i = l->fd_capacity; i < capacity; i++) {
+            memset(&grown[i], 0, sizeof grown[i]);
+            grown[i].read_kind = grown[i].write_kind = -1;
+        }
+        l->fds = grown;
+        l->fd_capacity = capacity;
+    }
+    return &l->fds[fd];
+}
+
+static int epoll_update(mco_loop *l, int fd, fd_ops *o) {
+    uint32_t events = (o->read_kind >= 0 ? EPOLLIN : 0) | (o->write_kind >= 0 ? EPOLLOUT : 0);
+    struct epoll_event ev = {.events = events, .data.fd = fd};
+    if (!events) {
+        if (o->registered) { epoll_ctl(l->epoll_fd, EPOLL_CTL_DEL, fd, NULL); o->registered = 0; }
+        return 0;
+    }
+    int rc;
+    if (o->registered) rc = epoll_ctl(l->epoll_fd, EPOLL_CTL_MOD, fd, &ev);
+    else rc = epoll_ctl(l->epoll_fd, EPOLL_CTL_ADD, fd, &ev);
+    if (rc < 0) return -errno;
+    o->registered = 1;
+    o->events = events;
+    return 0;
+}
+
+static int epoll_init(mco_loop *l, char *error, size_t error_size) {
+    l->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    if (l->epoll_fd < 0) {
+        snprintf(error, error_size, "epoll_create1: %s", strerror(errno));
+        return -errno;
+    }
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = l->wake_fd};
+    if (epoll_ctl(l->epoll_fd, EPOLL_CTL_ADD, l->wake_fd, &ev) < 0) {
+        snprintf(error, error_size, "epoll_ctl: %s", strerror(errno));
+        return -errno;
+    }
+    l->backend = MCO_BACKEND_EPOLL;
+    return 0;
+}
+
+// Performs a ready operation; returns 1 when it completed (a completion is pushed).
+static int epoll_try(mco_loop *l, int fd, fd_ops *o, int read_side) {
+    int kind = read_side ? o->read_kind : o->write_kind;
+    uint64_t token = read_side ? o->read_token : o->write_token;
+    ssize_t rc = 0;
+    switch (kind) {
+    case OP_READ: rc = read(fd, o->read_buffer, o->read_length); break;
+    case OP_ACCEPT: rc = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK); break;
+    case OP_POLL: rc = EPOLLIN; break;
+    case OP_WRITE: rc = write(fd, o->write_buffer, o->write_length); break;
+    case OP_CONNECT: {
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+        rc = err ? -1 : 0;
+        if (err) errno = err;
+        break;
+    }
+    default: return 0;
+    }
+    if (rc < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINPROGRESS)) return 0;
+    int32_t result = rc < 0 ? -errno : (int32_t)rc;
+    if (read_side) o->read_kind = -1; else o->write_kind = -1;
+    push_ready(l, token, result);
+    return 1;
+}
+
+static int epoll_submit(mco_loop *l, int fd, int kind, uint64_t token, void *rbuf, const void *wbuf, unsigned len) {
+    fd_ops *o = ops_for(l, fd);
+    if (!o) return fd < 0 ? -EBADF : -ENOMEM;
+    int read_side = kind == OP_READ || kind == OP_ACCEPT || kind == OP_POLL;
+    if ((read_side ? o->read_kind : o->write_kind) >= 0) return -EBUSY;
+    if (read_side) { o->read_kind = kind; o->read_token = token; o->read_buffer = rbuf; o->read_length = len; }
+    else { o->write_kind = kind; o->write_token = token; o->write_buffer = wbuf; o->write_length = len; }
+    // Completion semantics: try at once (except connect and poll, which need readiness).
+    if (kind != OP_CONNECT && kind != OP_POLL && epoll_try(l, fd, o, read_side)) return epoll_update(l, fd, o);
+    int rc = epoll_update(l, fd, o);
+    if (rc < 0) {
+        if (read_side) o->read_kind = -1; else o->write_kind = -1;
+        // Files epoll cannot watch (regular files) are always ready: complete now, blocking.
+        if (rc == -EPERM) {
+            ssize_t n = read_side ? read(fd, rbuf, len) : write(fd, wbuf, len);
+            return push_ready(l, token, n < 0 ? -errno : (int32_t)n);
+        }
+    }
+    return rc;
+}
+
+// ---- API ----------------------------------------------------------------------------------------
+
+mco_loop *mco_loop_new(int preference, unsigned entries, char *error, size_t error_size) {
+    if (error && error_size) error[0] = 0;
+    char scratch[160];
+    if (!error || !error_size) { error = scratch; error_size = sizeof scratch; }
+    if (preference == MCO_BACKEND_AUTO) {
+        const char *forced = getenv("MCPOPT_IO");
+        if (forced && strcmp(forced, "uring") == 0) preference = MCO_BACKEND_URING;
+        else if (forced && strcmp(forced, "epoll") == 0) preference = MCO_BACKEND_EPOLL;
+        else if (forced && *forced) { snprintf(error, error_size, "MCPOPT_IO=%s: expected uring or epoll", forced); return NULL; }
+    }
+    mco_loop *l = calloc(1, sizeof *l);
+    if (!l) { snprintf(error, error_size, "out of memory"); return NULL; }
+    l->epoll_fd = -1;
+    l->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (l->wake_fd < 0) { snprintf(error, error_size, "eventfd: %s", strerror(errno)); free(l); return NULL; }
+    int rc = -1;
+    if (preference != MCO_BACKEND_EPOLL) {
+        rc = uring_init(l, entries ? entries : 256, error, error_size);
+        if (rc < 0 && preference == MCO_BACKEND_URING) { close(l->wake_fd); free(l); return NULL; }
+        if (rc < 0) { snprintf(l->fallback, sizeof l->fallback, "%s", error); error[0] = 0; }
+    }
+    if (rc < 0 && epoll_init(l, error, error_size) < 0) {
+        close(l->wake_fd);
+        free(l);
+        return NULL;
+    }
+    return l;
+}
+
+void mco_loop_free(mco_loop *l) {
+    if (!l) return;
+    if (l->backend == MCO_BACKEND_URING) io_uring_queue_exit(&l->ring);
+    if (l->epoll_fd >= 0) close(l->epoll_fd);
+    close(l->wake_fd);
+    free(l->fds);
+    free(l->timers);
+    free(l->ready);
+    free(l);
+}
+
+int mco_loop_backend(const mco_loop *l) { return l->backend; }
+uint32_t mco_loop_features(const mco_loop *l) { return l->features; }
+const char *mco_loop_fallback_reason(const mco_loop *l) { return l->fallback; }
+
+int mco_loop_adopt(mco_loop *l, int fd) {
+    if (l->backend != MCO_BACKEND_EPOLL) return 0;
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) return -errno;
+    return 0;
+}
+
+int mco_loop_read(mco_loop *l, int fd, void *buffer, unsigned length, uint64_t token) {
+    if (l->backend == MCO_BACKEND_EPOLL) return epoll_submit(l, fd, OP_READ, token, buffer, NULL, length);
+    struct io_uring_sqe *sqe = sqe_for(l);
+    if (!sqe) return -EBUSY;
+    io_uring_prep_read(sqe, fd, buffer, length, (uint64_t)-1);   // -1: the file's own position (pipes, sockets)
+    io_uring_sqe_set_data64(sqe, token);
+    return 0;
+}
+
+int mco_loop_write(mco_loop *l, int fd, const void *buffer, unsigned length, uint64_t token) {
+    if (l->backend == MCO_BACKEND_EPOLL) return epoll_submit(l, fd, OP_WRITE, token, NULL, buffer, length);
+    struct io_uring_sqe *sqe = sqe_for(l);
+    if (!sqe) return -EBUSY;
+    io_uring_prep_write(sqe, fd, buffer, length, (uint64_t)-1);
+    io_uring_sqe_set_data64(sqe, token);
+    return 0;
+}
+
+int mco_loop_accept(mco_loop *l, int fd, uint64_t token) {
+    if (l->backend == MCO_BACKEND_EPOLL) return epoll_submit(l, fd, OP_ACCEPT, token, NULL, NULL, 0);
+    struct io_uring_sqe *sqe = sqe_for(l);
+    if (!sqe) return -EBUSY;
+    io_uring_prep_accept(sqe, fd, NULL, NULL, SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(sqe, token);
+    return 0;
+}
+
+int mco_loop_connect(mco_loop *l, int fd, const struct sockaddr *address, socklen_t length, uint64_t token) {
+    if (l->backend == MCO_BACKEND_EPOLL) {
+        if (connect(fd, address, length) == 0) return push_ready(l, token, 0);
+        if (errno != EINPROGRESS) return push_ready(l, token, -errno);
+        return epoll_submit(l, fd, OP_CONNECT, token, NULL, NULL, 0);
+    }
+    struct io_uring_sqe *sqe = sqe_for(l);
+    if (!sqe) return -EBUSY;
+    io_uring_prep_connect(sqe, fd, address, length);
+    io_uring_sqe_set_data64(sqe, token);
+    return 0;
+}
+
+int mco_loop_poll_readable(mco_loop *l, int fd, uint64_t token) {
+    if (l->backend == MCO_BACKEND_EPOLL) return epoll_submit(l, fd, OP_POLL, token, NULL, NULL, 0);
+    struct io_uring_sqe *sqe = sqe_for(l);
+    if (!sqe) return -EBUSY;
+    io_uring_prep_poll_add(sqe, fd, POLLIN);
+    io_uring_sqe_set_data64(sqe, token);
+    return 0;
+}
+
+int mco_loop_timer(mco_loop *l, uint64_t nanos, uint64_t token) {
+    if (l->backend == MCO_BACKEND_EPOLL) {
+        pending_timer *t = add_timer(l, token);
+        if (!t) return -ENOMEM;
+        t->deadline = now_ns() + nanos;
+        return 0;
+    }
+    uring_timer *block = malloc(sizeof *block);
+    if (!block) return -ENOMEM;
+    block->ts.tv_sec = (long long)(nanos / 1000000000ull);
+    block->ts.tv_nsec = (long long)(nanos % 1000000000ull);
+    pending_timer *t = add_timer(l, token);
+    if (!t) { free(block); return -ENOMEM; }
+    t->deadline = (uint64_t)(uintptr_t)block;   // io_uring: the timespec's block, freed on completion
+    struct io_uring_sqe *sqe = sqe_for(l);
+    if (!sqe) { remove_timer(l, token); free(block); return -EBUSY; }
+    io_uring_prep_timeout(sqe, &block->ts, 0, 0);
+    io_uring_sqe_set_data64(sqe, token);
+    return 0;
+}
+
+int mco_loop_cancel(mco_loop *l, uint64_t token) {
+    if (l->backend == MCO_BACKEND_URING) {
+        struct io_uring_sqe *sqe = sqe_for(l);
+        if (!sqe) return -EBUSY;
+        io_uring_prep_cancel64(sqe, token, 0);
+        io_uring_sqe_set_data64(sqe, 0);   // the cancel's own completion is dropped
+        return 0;
+    }
+    if (remove_timer(l, token)) return push_ready(l, token, -ECANCELED);
+    for (int fd = 0; fd < l->fd_capacity; fd++) {
+        fd_ops *o = &l->fds[fd];
+        if (o->read_kind >= 0 && o->read_token == token) { o->read_kind = -1; epoll_update(l, fd, o); return push_ready(l, token, -ECANCELED); }
+        if (o->write_kind >= 0 && o->write_token == token) { o->write_kind = -1; epoll_update(l, fd, o); return push_ready(l, token, -ECANCELED); }
+    }
+    return -ENOENT;
+}
+
+int mco_loop_wake(mco_loop *l) {
+    uint64_t one = 1;
+    return write(l->wake_fd, &one, sizeof one) == sizeof one || errno == EAGAIN ? 0 : -errno;
+}
+
+static int uring_wait(mco_loop *l, mco_completion *out, int max, int64_t timeout_ns) {
+    if (!l->wake_armed) arm_wake(l);
+    struct io_uring_cqe *cqe = NULL;
+    int rc;
+    if (timeout_ns < 0) {
+        rc = io_uring_submit_and_wait(&l->ring, 1);
+        if (rc >= 0) rc = io_uring_peek_cqe(&l->ring, &cqe);
+    } else {
+        struct __kernel_timespec ts = {.tv_sec = timeout_ns / 1000000000ll, .tv_nsec = timeout_ns % 1000000000ll};
+        rc = io_uring_submit_and_wait_timeout(&l->ring, &cqe, 1, &ts, NULL);
+    }
+    if (rc < 0 && rc != -ETIME && rc != -EINTR) return rc;
+    int count = 0;
+    unsigned head;
+    unsigned seen = 0;
+    io_uring_for_each_cqe(&l->ring, head, cqe) {
+        seen++;
+        uint64_t token = io_uring_cqe_get_data64(cqe);
+        if (token == WAKE_TOKEN) { l->wake_armed = 0; continue; }
+        if (token == 0) continue;
+        for (int i = 0; i < l->timer_count; i++) {
+            if (l->timers[i].token == token) { free((void *)(uintptr_t)l->timers[i].deadline); l->timers[i] = l->timers[--l->timer_count]; break; }
+        }
+        out[count++] = (mco_completion){token, cqe->res, cqe->flags};
+        if (count == max) { seen = seen; break; }
+    }
+    io_uring_cq_advance(&l->ring, seen);
+    return count;
+}
+
+static int epoll_wait_completions(mco_loop *l, mco_completion *out, int max, int64_t timeout_ns) {
+    // Timers that are due, and the wait until the next one.
+    uint64_t now = now_ns();
+    int64_t wait = timeout_ns;
+    for (int i = 0; i < l->timer_count;) {
+        if (l->timers[i].deadline <= now) {
+            push_ready(l, l->timers[i].token, -ETIME);
+            l->timers[i] = l->timers[--l->timer_count];
+            continue;
+        }
+        int64_t left = (int64_t)(l->timers[i].deadline - now);
+        if (wait < 0 || left < wait) wait = left;
+        i++;
+    }
+    if (l->ready_count == 0) {
+        struct epoll_event events[64];
+        int ms = wait < 0 ? -1 : (int)((wait + 999999) / 1000000);
+        int n = epoll_wait(l->epoll_fd, events, 64, ms);
+        if (n < 0 && errno != EINTR) return -errno;
+        for (int i = 0; i < n; i++) {
+            int fd = events[i].data.fd;
+            if (fd == l->wake_fd) {
+                uint64_t value;
+                while (read(l->wake_fd, &value, sizeof value) > 0) {}
+                continue;
+            }
+            fd_ops *o = ops_for(l, fd);
+            if (!o) continue;
+            uint32_t e = events[i].events;
+            if (o->read_kind >= 0 && (e & (EPOLLIN | EPOLLHUP | EPOLLERR))) epoll_try(l, fd, o, 1);
+            if (o->write_kind >= 0 && (e & (EPOLLOUT | EPOLLHUP | EPOLLERR))) epoll_try(l, fd, o, 0);
+            epoll_update(l, fd, o);
+        }
+        now = now_ns();
+        for (int i = 0; i < l->timer_count;) {
+            if (l->timers[i].deadline <= now) {
+                push_ready(l, l->timers[i].token, -ETIME);
+                l->timers[i] = l->timers[--l->timer_count];
+                continue;
+            }
+            i++;
+        }
+    }
+    int count = l->ready_count < max ? l->ready_count : max;
+    memcpy(out, l->ready, count * sizeof *out);
+    memmove(l->ready, l->ready + count, (l->ready_count - count) * sizeof *out);
+    l->ready_count -= count;
+    return count;
+}
+
+int mco_loop_wait(mco_loop *l, mco_completion *out, int max, int64_t timeout_ns) {
+    if (max <= 0) return -EINVAL;
+    if (l->backend == MCO_BACKEND_URING) return uring_wait(l, out, max, timeout_ns);
+    return epoll_wait_completions(l, out, max, timeout_ns);
+}

@@ -1,0 +1,276 @@
+import CMCPOptIO
+import Glibc
+import MCPOptSync
+
+/// An I/O error: the failing operation and the errno text.
+public struct IOError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let code: Int32
+    public let message: String
+    public init(_ code: Int32, _ what: String) {
+        self.code = code
+        message = "\(what): \(String(cString: strerror(code)))"
+    }
+    public init(message: String) {
+        code = 0
+        self.message = message
+    }
+    public var description: String { message }
+}
+
+/// An event-loop thread owning one completion-based reactor: io_uring when the kernel allows
+/// it, epoll otherwise (or when `MCPOPT_IO=epoll`). Operations are started on the loop's own
+/// thread (`execute` gets there from any other) and their callbacks run there.
+public final class EventLoop: @unchecked Sendable {
+    public enum Backend: String, Sendable, CaseIterable { case uring, epoll }
+
+    public let backend: Backend
+    /// Kernel facilities found at start ("fast-poll", "multishot-accept", ...).
+    public let features: [String]
+    /// Why io_uring was not used ("" when it was, or epoll was asked for).
+    public let fallbackReason: String
+
+    /// The reactor; freed (and nil) when the loop thread ends. Read by other threads only
+    /// under `lock` (wake-ups).
+    private var loop: OpaquePointer!
+    private let lock = Lock()
+    private var queue: [@Sendable () -> Void] = []      // guarded by lock
+    private var stopping = false                         // guarded by lock
+    private var thread = pthread_t()
+    private var loopThread = pthread_t()
+    private let started = Semaphore()
+    private let finished = Semaphore()
+
+    // Loop-thread state.
+    private var callbacks: [UInt64: (Int32) -> Void] = [:]
+    private var nextToken: UInt64 = 1
+    /// Callbacks to run on the next turn (operations that could not be submitted).
+    private var deferred: [() -> Void] = []
+
+    /// Starts a loop thread. `backend` nil: io_uring if available (or as MCPOPT_IO says).
+    public init(backend preference: Backend? = nil, name: String = "mcpopt-io") throws(IOError) {
+        var error = [CChar](repeating: 0, count: 256)
+        let code: Int32 = switch preference {
+        case .uring: Int32(MCO_BACKEND_URING)
+        case .epoll: Int32(MCO_BACKEND_EPOLL)
+        case nil: Int32(MCO_BACKEND_AUTO)
+        }
+        guard let created = mco_loop_new(code, 256, &error, error.count) else {
+            throw IOError(message: String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        }
+        loop = created
+        backend = mco_loop_backend(created) == Int32(MCO_BACKEND_URING) ? .uring : .epoll
+        let bits = mco_loop_features(created)
+        features = [(MCO_FEATURE_FAST_POLL, "fast-poll"), (MCO_FEATURE_MULTISHOT_ACCEPT, "multishot-accept"),
+                    (MCO_FEATURE_MULTISHOT_RECV, "multishot-recv"), (MCO_FEATURE_BUFFER_RINGS, "buffer-rings"),
+                    (MCO_FEATURE_SUBMIT_ALL, "submit-all")]
+            .filter { bits & UInt32($0.0) != 0 }.map(\.1)
+        fallbackReason = String(cString: mco_loop_fallback_reason(created))
+        let box = Unmanaged.passRetained(self).toOpaque()
+        let rc = pthread_create(&thread, nil, { raw in
+            let loop = Unmanaged<EventLoop>.fromOpaque(raw!).takeRetainedValue()
+            loop.run()
+            return nil
+        }, box)
+        guard rc == 0 else {
+            Unmanaged<EventLoop>.fromOpaque(box).release()
+            mco_loop_free(created)
+            throw IOError(rc, "pthread_create")
+        }
+        _ = name
+        started.wait()
+    }
+
+    deinit { if let loop { mco_loop_free(loop) } }
+
+    /// Whether the caller runs on this loop's thread.
+    public var inLoop: Bool { pthread_equal(pthread_self(), loopThread) != 0 }
+
+    /// Runs `work` on the loop thread, soon. Safe from any thread. Returns false (and drops
+    /// `work`) once the loop is shutting down.
+    @discardableResult
+    public func execute(_ work: @escaping @Sendable () -> Void) -> Bool {
+        lock.withLock { () -> Bool in
+            guard !stopping, let loop else { return false }
+            queue.append(work)
+            _ = mco_loop_wake(loop)
+            return true
+        }
+    }
+
+    /// Stops the loop after the work already queued, and waits for its thread to end. Pending
+    /// operations are abandoned (their callbacks are not called); close their fds afterwards.
+    public func shutdown() {
+        let first = lock.withLock { () -> Bool in
+            defer { stopping = true }
+            if !stopping, let loop { _ = mco_loop_wake(loop) }
+            return !stopping
+        }
+        guard first else { return }
+        if !inLoop {
+            finished.wait()
+            pthread_join(thread, nil)
+        } else {
+            pthread_detach(thread)
+        }
+    }
+
+    private func run() {
+        loopThread = pthread_self()
+        started.signal()
+        var completions = [mco_completion](repeating: mco_completion(), count: 64)
+        while true {
+            let (work, stop) = lock.withLock { () -> ([@Sendable () -> Void], Bool) in
+                defer { queue.removeAll(keepingCapacity: true) }
+                return (queue, stopping)
+            }
+            for item in work { item() }
+            while !deferred.isEmpty {
+                let now = deferred
+                deferred.removeAll()
+                for item in now { item() }
+            }
+            if stop { break }
+            let count = completions.withUnsafeMutableBufferPointer { mco_loop_wait(loop, $0.baseAddress, Int32($0.count), -1) }
+            if count < 0 { continue }
+            for index in 0..<Int(count) {
+                let completion = completions[index]
+                if let callback = callbacks.removeValue(forKey: completion.token) { callback(completion.result) }
+            }
+        }
+        callbacks.removeAll()
+        deferred.removeAll()
+        // The kernel resources go with the thread: the ring (or epoll fd) and the wake-up fd.
+        lock.withLock {
+            mco_loop_free(loop)
+            loop = nil
+        }
+        finished.signal()
+    }
+
+    // MARK: Operations (loop thread only)
+
+    private func token(_ callback: @escaping (Int32) -> Void) -> UInt64 {
+        let token = nextToken
+        nextToken &+= 1
+        if nextToken == .max { nextToken = 1 }
+        callbacks[token] = callback
+        return token
+    }
+
+    private func submitted(_ rc: Int32, _ token: UInt64, _ what: String) {
+        guard rc < 0 else { return }
+        // Not submitted: fail it on the next turn (after the caller returns: callbacks never
+        // run inside the call that started the operation).
+        if let callback = callbacks.removeValue(forKey: token) {
+            let result = rc
+            deferred.append { callback(result) }
+        }
+    }
+
+    /// Makes an fd usable by this loop (non-blocking for epoll).
+    public func adopt(_ fd: Int32) { _ = mco_loop_adopt(loop, fd) }
+
+    /// Reads up to `maxBytes`: the bytes ([] at end of file), or an error.
+    public func read(_ fd: Int32, maxBytes: Int = 65_536, _ done: @escaping (Result<[UInt8], IOError>) -> Void) {
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: maxBytes, alignment: 16)
+        let token = token { result in
+            defer { buffer.deallocate() }
+            if result < 0 { done(.failure(IOError(-result, "read"))) } else {
+                done(.success(Array(UnsafeRawBufferPointer(start: buffer, count: Int(result)))))
+            }
+        }
+        submitted(mco_loop_read(loop, fd, buffer, UInt32(maxBytes), token), token, "read")
+    }
+
+    /// Writes all of `bytes` (continuing after partial writes).
+    public func write(_ fd: Int32, _ bytes: [UInt8], _ done: @escaping (Result<Void, IOError>) -> Void) {
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: max(bytes.count, 1), alignment: 16)
+        bytes.withUnsafeBytes { if let base = $0.baseAddress { buffer.copyMemory(from: base, byteCount: $0.count) } }
+        writeRemaining(fd, buffer, offset: 0, total: bytes.count, done)
+    }
+
+    private func writeRemaining(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, offset: Int, total: Int,
+                                _ done: @escaping (Result<Void, IOError>) -> Void) {
+        guard offset < total else {
+            buffer.deallocate()
+            done(.success(()))
+            return
+        }
+        let token = token { [unowned self] result in
+            if result < 0 {
+                buffer.deallocate()
+                done(.failure(IOError(-result, "write")))
+            } else {
+                writeRemaining(fd, buffer, offset: offset + Int(result), total: total, done)
+            }
+        }
+        submitted(mco_loop_write(loop, fd, buffer + offset, UInt32(total - offset), token), token, "write")
+    }
+
+    /// Accepts a connection: the new fd (close-on-exec).
+    public func accept(_ fd: Int32, _ done: @escaping (Result<Int32, IOError>) -> Void) {
+        let token = token { result in done(result < 0 ? .failure(IOError(-result, "accept")) : .success(result)) }
+        submitted(mco_loop_accept(loop, fd, token), token, "accept")
+    }
+
+    /// Connects a socket to an IPv4 or IPv6 address (`sockaddr_in` / `sockaddr_in6` bytes).
+    public func connect(_ fd: Int32, address: [UInt8], _ done: @escaping (Result<Void, IOError>) -> Void) {
+        let storage = UnsafeMutableRawPointer.allocate(byteCount: address.count, alignment: 8)
+        address.withUnsafeBytes { storage.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        let token = token { result in
+            storage.deallocate()
+            done(result < 0 ? .failure(IOError(-result, "connect")) : .success(()))
+        }
+        submitted(mco_loop_connect(loop, fd, storage.assumingMemoryBound(to: sockaddr.self), socklen_t(address.count), token), token, "connect")
+    }
+
+    /// Calls `done` when `fd` becomes readable.
+    public func whenReadable(_ fd: Int32, _ done: @escaping (Result<Void, IOError>) -> Void) {
+        let token = token { result in done(result < 0 ? .failure(IOError(-result, "poll")) : .success(())) }
+        submitted(mco_loop_poll_readable(loop, fd, token), token, "poll")
+    }
+
+    /// Calls `done` after `delay` (with false when the timer was cancelled). Returns the timer's
+    /// token for `cancel`.
+    @discardableResult
+    public func after(_ delay: Duration, _ done: @escaping (Bool) -> Void) -> UInt64 {
+        let (seconds, attoseconds) = delay.components
+        let nanos = UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
+        let token = token { result in done(result == -ETIME) }
+        submitted(mco_loop_timer(loop, nanos, token), token, "timer")
+        return token
+    }
+
+    /// Cancels a pending operation or timer (its callback sees ECANCELED / false).
+    public func cancel(_ token: UInt64) { _ = mco_loop_cancel(loop, token) }
+
+    /// Operations in flight (callbacks not yet called).
+    public var pendingOperations: Int { callbacks.count }
+}
+
+/// A counting semaphore (pthread condition), for start-up and shutdown hand-offs.
+final class Semaphore: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+    private var condition = pthread_cond_t()
+    private var count = 0
+    init() {
+        pthread_mutex_init(&mutex, nil)
+        pthread_cond_init(&condition, nil)
+    }
+    deinit {
+        pthread_cond_destroy(&condition)
+        pthread_mutex_destroy(&mutex)
+    }
+    func signal() {
+        pthread_mutex_lock(&mutex)
+        count += 1
+        pthread_cond_signal(&condition)
+        pthread_mutex_unlock(&mutex)
+    }
+    func wait() {
+        pthread_mutex_lock(&mutex)
+        while count == 0 { pthread_cond_wait(&condition, &mutex) }
+        count -= 1
+        pthread_mutex_unlock(&mutex)
+    }
+}

@@ -1,0 +1,391 @@
+import Glibc
+import MCPOptJSON
+import MCPOptProtocol
+import MCPOptSync
+import MCPOptUpstream
+
+/// When a stdio server that died is started again.
+public struct RestartPolicy: Sendable, Equatable {
+    public var initialBackoff: Duration = .milliseconds(100)
+    public var maxBackoff: Duration = .seconds(10)
+    /// A process that lived this long resets the backoff.
+    public var stableAfter: Duration = .seconds(30)
+    /// nil: restart forever.
+    public var maxRestarts: Int? = nil
+    public init() {}
+}
+
+/// An MCP server over stdio, supervised: started with its command, spoken to with
+/// newline-delimited JSON through a `ClientSession` (handshake or discovery, id remapping,
+/// cancellation), its stderr kept as a log, restarted with backoff when it dies (requests in
+/// flight fail with `.closed` rather than hang), and stopped gracefully (stdin closed, then
+/// SIGTERM, then SIGKILL).
+///
+/// Thread-safe: everything runs on the event loop; `request` and `shutdown` are async.
+public final class StdioUpstream: @unchecked Sendable {
+    public enum State: String, Sendable { case idle, starting, ready, restarting, stopped }
+
+    public let command: StdioCommand
+    public let loop: EventLoop
+    public let mode: ClientSession.Mode
+    public let policy: RestartPolicy
+    /// Longest line accepted from the server (a server writing more without a newline is broken).
+    public var maxLineBytes = 64 << 20
+
+    // Visible from any thread.
+    private let shared = Lock()
+    private var sharedState = State.idle
+    private var sharedRestarts = 0
+    private var sharedVersion: ProtocolVersion?
+    private var stderrLines: [String] = []
+    private var logLines: [String] = []
+
+    // Loop-thread state.
+    private var process: ChildProcess?
+    private var session: ClientSession?
+    private var generation = 0
+    private var stdoutBuffer: [UInt8] = []
+    private var stderrBuffer: [UInt8] = []
+    private var writeQueue: [[UInt8]] = []
+    private var writing = false
+    private var waiters: [UInt64: Waiter] = [:]
+    private var nextToken: UInt64 = 1
+    private var backoff: Duration
+    private var startedAt: UInt64 = 0
+    private var stopping = false
+    /// Why the last start failed (reported to requests while no session can take them).
+    private var startError: String?
+    private var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
+
+    private struct Waiter {
+        let continuation: CheckedContinuation<Result<[UInt8], UpstreamError>, Never>
+        var timer: UInt64
+        let timeout: Duration
+        var timedOut = false
+    }
+
+    public init(command: StdioCommand, loop: EventLoop, mode: ClientSession.Mode = .auto, policy: RestartPolicy = .init()) {
+        self.command = command
+        self.loop = loop
+        self.mode = mode
+        self.policy = policy
+        backoff = policy.initialBackoff
+    }
+
+    // MARK: Public API (any thread)
+
+    public var state: State { shared.withLock { sharedState } }
+    /// How many times the server was started again after dying.
+    public var restarts: Int { shared.withLock { sharedRestarts } }
+    /// The protocol version negotiated with the current process.
+    public var version: ProtocolVersion? { shared.withLock { sharedVersion } }
+    /// The server's latest stderr lines (at most 200).
+    public var stderrTail: [String] { shared.withLock { stderrLines } }
+    /// What went wrong, as it happened: exits, restarts, protocol violations (at most 200).
+    public var events: [String] { shared.withLock { logLines } }
+
+    /// Starts the server (requests sent before it is ready wait in the session's queue).
+    public func start() {
+        loop.execute { [self] in
+            guard process == nil, !stopping else { return }
+            launch()
+        }
+    }
+
+    /// Sends a request and waits for its response (the whole JSON-RPC message), at most
+    /// `timeout`. Errors: `.timeout`, `.closed` (the server died or is stopped; the caller may
+    /// retry), `.cancelled`, `.negotiation`, `.protocolViolation`.
+    public func request(_ request: UpstreamRequest, timeout: Duration = .seconds(30)) async throws(UpstreamError) -> [UInt8] {
+        let result: Result<[UInt8], UpstreamError> = await withCheckedContinuation { continuation in
+            let accepted = loop.execute { [self] in self.enqueue(request, timeout: timeout, continuation) }
+            if !accepted { continuation.resume(returning: .failure(UpstreamError(.closed, "the event loop is shut down"))) }
+        }
+        return try result.get()
+    }
+
+    /// Stops the server: no restart; stdin is closed, then SIGTERM after `grace`, then SIGKILL
+    /// after `grace` again. Returns once the process is gone (and reaped).
+    public func shutdown(grace: Duration = .seconds(2)) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let accepted = loop.execute { [self] in self.beginShutdown(grace: grace, continuation) }
+            if !accepted { continuation.resume() }
+        }
+    }
+
+    // MARK: Loop thread
+
+    private func setState(_ state: State) { shared.withLock { sharedState = state } }
+
+    private func log(_ line: String) {
+        shared.withLock {
+            logLines.append(line)
+            if logLines.count > 200 { logLines.removeFirst(logLines.count - 200) }
+        }
+    }
+
+    private func launch() {
+        generation += 1
+        let current = generation
+        setState(.starting)
+        // A session created while restarting already holds the requests that came meanwhile.
+        let session = self.session ?? ClientSession(mode: mode)
+        self.session = session
+        stdoutBuffer.removeAll()
+        stderrBuffer.removeAll()
+        writeQueue.removeAll()
+        writing = false
+        let child: ChildProcess
+        do {
+            child = try ChildProcess.spawn(command)
+        } catch {
+            log(error.message)
+            startError = error.message
+            self.session = nil
+            handle(session.close(reason: error.message))
+            scheduleRestart()
+            return
+        }
+        startError = nil
+        process = child
+        startedAt = monotonicNanos()
+        for fd in [child.stdin, child.stdout, child.stderr] { loop.adopt(fd) }
+        readStdout(child, current)
+        readStderr(child, current)
+        if child.pidfd >= 0 {
+            loop.whenReadable(child.pidfd) { [self] _ in
+                guard current == generation else { return }
+                child.reap()
+                exited(child, current)
+            }
+        }
+        handle(session.open())
+    }
+
+    private func readStdout(_ child: ChildProcess, _ current: Int) {
+        loop.read(child.stdout) { [self] result in
+            guard current == generation else { return }
+            guard case .success(let bytes) = result, !bytes.isEmpty else {
+                // End of output: the server is exiting (or closed stdout, which is as bad).
+                waitForExit(child, current)
+                return
+            }
+            stdoutBuffer += bytes
+            var start = 0
+            while let newline = stdoutBuffer[start...].firstIndex(of: UInt8(ascii: "\n")) {
+                let line = stdoutBuffer[start..<newline]
+                start = newline + 1
+                guard line.contains(where: { $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "\r") && $0 != UInt8(ascii: "\t") }) else { continue }
+                guard let session else { break }
+                let events = Array(line).withUnsafeBytes { session.receive($0) }
+                handle(events)
+                guard current == generation else { return }
+            }
+            stdoutBuffer.removeFirst(start)
+            if stdoutBuffer.count > maxLineBytes {
+                log("the server wrote more than \(maxLineBytes) bytes without a newline; stopping it")
+                child.signal(SIGKILL)
+                return
+            }
+            readStdout(child, current)
+        }
+    }
+
+    private func readStderr(_ child: ChildProcess, _ current: Int) {
+        loop.read(child.stderr) { [self] result in
+            guard case .success(let bytes) = result, !bytes.isEmpty else { return }
+            stderrBuffer += bytes
+            var lines: [String] = []
+            while let newline = stderrBuffer.firstIndex(of: UInt8(ascii: "\n")) {
+                lines.append(String(decoding: stderrBuffer[..<newline], as: UTF8.self))
+                stderrBuffer.removeFirst(newline + 1)
+            }
+            if stderrBuffer.count > 65_536 {
+                lines.append(String(decoding: stderrBuffer, as: UTF8.self))
+                stderrBuffer.removeAll()
+            }
+            if !lines.isEmpty {
+                shared.withLock {
+                    stderrLines += lines
+                    if stderrLines.count > 200 { stderrLines.removeFirst(stderrLines.count - 200) }
+                }
+            }
+            readStderr(child, current)
+        }
+    }
+
+    /// After stdout ended: the exit is reported by the pidfd, or found by polling.
+    private func waitForExit(_ child: ChildProcess, _ current: Int) {
+        if child.reap() != nil {
+            exited(child, current)
+            return
+        }
+        guard child.pidfd < 0 else { return }
+        loop.after(.milliseconds(20)) { [self] _ in
+            guard current == generation else { return }
+            waitForExit(child, current)
+        }
+    }
+
+    private func exited(_ child: ChildProcess, _ current: Int) {
+        guard current == generation, process === child else { return }
+        let status = child.reap() ?? -1
+        process = nil
+        generation += 1   // stale callbacks of this process are ignored from now on
+        child.closeDescriptors()
+        let reason = "the server \(ChildProcess.describe(status))"
+        log(reason)
+        if let session { handle(session.close(reason: reason)) }
+        session = nil
+        if stopping {
+            setState(.stopped)
+            let waiting = shutdownWaiters
+            shutdownWaiters.removeAll()
+            for continuation in waiting { continuation.resume() }
+            return
+        }
+        let lived = monotonicNanos() - startedAt
+        if lived >= UInt64(policy.stableAfter.components.seconds) * 1_000_000_000 { backoff = policy.initialBackoff }
+        scheduleRestart()
+    }
+
+    private func scheduleRestart() {
+        guard !stopping else { return }
+        let restarts = shared.withLock { sharedRestarts }
+        if let limit = policy.maxRestarts, restarts >= limit {
+            log("not restarting: \(limit) restarts already")
+            if let session { handle(session.close(reason: startError ?? "the server stopped")) }
+            session = nil
+            setState(.stopped)
+            return
+        }
+        setState(.restarting)
+        // Requests that come before the restart wait in the next session's queue.
+        session = ClientSession(mode: mode)
+        let delay = backoff
+        backoff = min(backoff * 2, policy.maxBackoff)
+        loop.after(delay) { [self] _ in
+            guard !stopping, process == nil else { return }
+            shared.withLock { sharedRestarts += 1 }
+            log("restarting after \(delay)")
+            launch()
+        }
+    }
+
+    private func enqueue(_ request: UpstreamRequest, timeout: Duration, _ continuation: CheckedContinuation<Result<[UInt8], UpstreamError>, Never>) {
+        guard !stopping else {
+            continuation.resume(returning: .failure(UpstreamError(.closed, "the server is shutting down")))
+            return
+        }
+        if process == nil && session == nil && state == .idle { launch() }
+        guard let session else {
+            continuation.resume(returning: .failure(UpstreamError(.closed, startError ?? "the server is not running")))
+            return
+        }
+        let token = nextToken
+        nextToken += 1
+        let timer = loop.after(timeout) { [self] fired in
+            guard fired, var waiter = waiters[token], let session = self.session else { return }
+            waiter.timedOut = true
+            waiters[token] = waiter
+            handle(session.cancel(token: token, reason: "no answer within \(timeout)"))
+        }
+        waiters[token] = Waiter(continuation: continuation, timer: timer, timeout: timeout)
+        handle(session.send(request, token: token))
+    }
+
+    private func handle(_ events: [ClientSession.Event]) {
+        for event in events {
+            switch event {
+            case .send(let bytes):
+                writeQueue.append(bytes + [UInt8(ascii: "\n")])
+                pumpWrites()
+            case .ready:
+                setState(.ready)
+                let version = session?.version
+                shared.withLock { sharedVersion = version }
+            case .response(let token, let message):
+                finish(token, .success(message))
+            case .failed(let token, let error):
+                if let waiter = waiters[token], waiter.timedOut {
+                    finish(token, .failure(UpstreamError(.timeout, "no answer within \(waiter.timeout)")))
+                } else {
+                    finish(token, .failure(error))
+                }
+            case .notification:
+                break
+            case .serverRequest(let method, let message):
+                answerServerRequest(method: method, message: message)
+            case .violation(let text):
+                log("protocol violation: \(text)")
+            }
+        }
+    }
+
+    private func finish(_ token: UInt64, _ result: Result<[UInt8], UpstreamError>) {
+        guard let waiter = waiters.removeValue(forKey: token) else { return }
+        loop.cancel(waiter.timer)
+        waiter.continuation.resume(returning: result)
+    }
+
+    /// Requests from the server: `ping` is answered; anything else gets "method not found"
+    /// (this client declares no capabilities a server could call back on).
+    private func answerServerRequest(method: String, message: [UInt8]) {
+        guard let view = try? MessageDecoder().decodeOwned(message), let id = view.id else { return }
+        let idText = id.json
+        let reply = method == "ping"
+            ? #"{"jsonrpc":"2.0","id":\#(idText),"result":{}}"#
+            : #"{"jsonrpc":"2.0","id":\#(idText),"error":{"code":-32601,"message":"method not found: \#(method)"}}"#
+        writeQueue.append(Array(reply.utf8) + [UInt8(ascii: "\n")])
+        pumpWrites()
+    }
+
+    private func pumpWrites() {
+        guard !writing, let child = process, !writeQueue.isEmpty else { return }
+        writing = true
+        let bytes = writeQueue.removeFirst()
+        let current = generation
+        loop.write(child.stdin, bytes) { [self] result in
+            guard current == generation else { return }
+            writing = false
+            if case .failure(let error) = result {
+                // The server closed stdin (it is exiting): the exit handler fails the requests.
+                log("writing to the server failed: \(error.message)")
+                writeQueue.removeAll()
+                return
+            }
+            pumpWrites()
+        }
+    }
+
+    private func beginShutdown(grace: Duration, _ continuation: CheckedContinuation<Void, Never>) {
+        stopping = true
+        for token in Array(waiters.keys) { finish(token, .failure(UpstreamError(.closed, "the server is shutting down"))) }
+        guard let child = process else {
+            setState(.stopped)
+            continuation.resume()
+            return
+        }
+        shutdownWaiters.append(continuation)
+        guard shutdownWaiters.count == 1 else { return }
+        // Close stdin: a well-behaved server exits on end of input.
+        close(child.stdin)
+        let current = generation
+        loop.after(grace) { [self] _ in
+            guard current == generation, process === child else { return }
+            log("the server did not exit after stdin closed: SIGTERM")
+            child.signal(SIGTERM)
+            loop.after(grace) { [self] _ in
+                guard current == generation, process === child else { return }
+                log("the server ignored SIGTERM: SIGKILL")
+                child.signal(SIGKILL)
+            }
+        }
+        if child.pidfd < 0 { waitForExit(child, current) }
+    }
+}
+
+func monotonicNanos() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}

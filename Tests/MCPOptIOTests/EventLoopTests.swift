@@ -1,0 +1,186 @@
+import Dispatch
+import Foundation
+import Glibc
+import XCTest
+@testable import MCPOptIO
+
+/// The reactor on both backends: pipes, sockets, timers, cross-thread work, shutdown.
+final class EventLoopTests: XCTestCase {
+    private func openDescriptors() -> Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
+    }
+
+    private func onEachBackend(_ body: (EventLoop) throws -> Void) throws {
+        for backend in EventLoop.Backend.allCases {
+            let loop = try EventLoop(backend: backend)
+            XCTAssertEqual(loop.backend, backend)
+            defer { loop.shutdown() }
+            try body(loop)
+        }
+    }
+
+    /// Runs `body` on the loop and waits (bounded) until it calls `finish`.
+    private func onLoop(_ loop: EventLoop, timeout: TimeInterval = 5, _ body: @escaping @Sendable (EventLoop, @escaping @Sendable () -> Void) -> Void) {
+        let done = DispatchSemaphore(value: 0)
+        loop.execute { body(loop) { done.signal() } }
+        XCTAssertEqual(done.wait(timeout: .now() + timeout), .success, "timed out on \(loop.backend)")
+    }
+
+    func testPipesReadAndWrite() throws {
+        try onEachBackend { loop in
+            var fds: [Int32] = [0, 0]
+            XCTAssertEqual(pipe(&fds), 0)
+            let (reader, writer) = (fds[0], fds[1])
+            let received = Box<[UInt8]>([])
+            onLoop(loop) { loop, finish in
+                loop.adopt(reader)
+                loop.adopt(writer)
+                loop.write(writer, Array("hello, loop".utf8)) { result in
+                    if case .failure(let error) = result { XCTFail("\(error)") }
+                    close(writer)
+                }
+                func readAll() {
+                    loop.read(reader, maxBytes: 4) { result in
+                        guard case .success(let bytes) = result, !bytes.isEmpty else { finish(); return }
+                        received.value += bytes
+                        readAll()
+                    }
+                }
+                readAll()
+            }
+            close(reader)
+            XCTAssertEqual(String(decoding: received.value, as: UTF8.self), "hello, loop", "\(loop.backend)")
+        }
+    }
+
+    func testTimersFireAndCancel() throws {
+        try onEachBackend { loop in
+            let outcomes = Box<[String]>([])
+            onLoop(loop) { loop, finish in
+                let start = DispatchTime.now()
+                let cancelled = loop.after(.seconds(10)) { fired in outcomes.value.append(fired ? "late" : "cancelled") }
+                loop.after(.milliseconds(30)) { fired in
+                    let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e6
+                    outcomes.value.append(fired && elapsed >= 25 ? "fired" : "early \(elapsed)")
+                    loop.cancel(cancelled)
+                    loop.after(.milliseconds(1)) { _ in finish() }
+                }
+            }
+            XCTAssertEqual(outcomes.value, ["fired", "cancelled"], "\(loop.backend)")
+        }
+    }
+
+    func testTCPLoopbackEcho() throws {
+        try onEachBackend { loop in
+            let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = bind(listener, $0, length) } }
+            withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = getsockname(listener, $0, &length) } }
+            XCTAssertEqual(listen(listener, 8), 0)
+            let bytes = withUnsafeBytes(of: address) { Array($0) }
+            let client = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            let echoed = Box<[UInt8]>([])
+            onLoop(loop) { loop, finish in
+                loop.adopt(listener)
+                loop.adopt(client)
+                loop.accept(listener) { result in
+                    guard case .success(let server) = result else { XCTFail("accept: \(result)"); finish(); return }
+                    loop.adopt(server)
+                    loop.read(server) { result in
+                        guard case .success(let request) = result else { finish(); return }
+                        loop.write(server, request.reversed()) { _ in close(server) }
+                    }
+                }
+                loop.connect(client, address: bytes) { result in
+                    guard case .success = result else { XCTFail("connect: \(result)"); finish(); return }
+                    loop.write(client, Array("ping".utf8)) { _ in
+                        loop.read(client) { result in
+                            if case .success(let answer) = result { echoed.value = answer }
+                            finish()
+                        }
+                    }
+                }
+            }
+            close(client)
+            close(listener)
+            XCTAssertEqual(String(decoding: echoed.value, as: UTF8.self), "gnip", "\(loop.backend)")
+        }
+    }
+
+    func testConnectToAClosedPortFails() throws {
+        try onEachBackend { loop in
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            address.sin_port = in_port_t(UInt16(1).bigEndian)   // nothing listens on port 1
+            let client = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            let failure = Box<String>("")
+            let bytes = withUnsafeBytes(of: address) { Array($0) }
+            onLoop(loop) { loop, finish in
+                loop.adopt(client)
+                loop.connect(client, address: bytes) { result in
+                    if case .failure(let error) = result { failure.value = error.message }
+                    finish()
+                }
+            }
+            close(client)
+            XCTAssertTrue(failure.value.contains("refused"), "\(loop.backend): \(failure.value)")
+        }
+    }
+
+    /// Work posted from several threads at once all runs, on the loop thread (TSan).
+    func testConcurrentExecuteFromManyThreads() throws {
+        try onEachBackend { loop in
+            let count = Box<Int>(0)
+            let done = DispatchSemaphore(value: 0)
+            DispatchQueue.concurrentPerform(iterations: 4) { _ in
+                for _ in 0..<500 {
+                    loop.execute {
+                        XCTAssertTrue(loop.inLoop)
+                        count.value += 1
+                        if count.value == 2_000 { done.signal() }
+                    }
+                }
+            }
+            XCTAssertEqual(done.wait(timeout: .now() + 10), .success)
+            let final = DispatchSemaphore(value: 0)
+            loop.execute { XCTAssertEqual(count.value, 2_000); final.signal() }
+            final.wait()
+        }
+    }
+
+    func testBackendChoiceAndNoLeakedDescriptors() throws {
+        // Warm up once: first uses may open process-wide descriptors of their own.
+        try EventLoop().shutdown()
+        let before = openDescriptors()
+        for _ in 0..<5 {
+            let loop = try EventLoop()
+            loop.execute { }
+            loop.shutdown()
+        }
+        XCTAssertEqual(openDescriptors(), before, "loops leave no fds behind")
+        setenv("MCPOPT_IO", "epoll", 1)
+        defer { unsetenv("MCPOPT_IO") }
+        let forced = try EventLoop()
+        XCTAssertEqual(forced.backend, .epoll)
+        forced.shutdown()
+        setenv("MCPOPT_IO", "kqueue", 1)
+        XCTAssertThrowsError(try EventLoop()) { XCTAssertTrue("\($0)".contains("MCPOPT_IO=kqueue")) }
+        unsetenv("MCPOPT_IO")
+        let automatic = try EventLoop()
+        // On this kernel io_uring is allowed; where it is not, auto falls back with a reason.
+        XCTAssertTrue(automatic.backend == .uring || !automatic.fallbackReason.isEmpty)
+        if automatic.backend == .uring { XCTAssertFalse(automatic.features.isEmpty) }
+        automatic.shutdown()
+        XCTAssertFalse(automatic.execute { }, "a stopped loop refuses work")
+    }
+}
+
+/// Loop-confined mutable state for tests (touched on the loop thread, read after a barrier).
+final class Box<Value>: @unchecked Sendable {
+    var value: Value
+    init(_ value: Value) { self.value = value }
+}
