@@ -69,6 +69,7 @@ let package = Package(
             name: "mcpopt",
             dependencies: [
                 "MCPOptEngine", "MCPOptConfig", "MCPOptJSON", "MCPOptProtocol", "MCPOptCache", "MCPOptRouting", "MCPOptSync",
+                "MCPOptIO", "MCPOptUpstream",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             // The program, unlike the library, may bring its own allocator.
