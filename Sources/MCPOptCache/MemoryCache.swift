@@ -1,6 +1,7 @@
 import CMCPOptCache
 import CMCPOptConcurrency
 import Glibc
+import MCPOptSync
 
 /// The in-process cache level: bytes to bytes, in a fixed memory budget, safe from any thread.
 ///
@@ -59,6 +60,7 @@ public final class MemoryCache: @unchecked Sendable {
     }
 
     deinit {
+        sweeper.withLock { $0.running = false }
         free(counters)
         readers.deallocate()
     }
@@ -267,6 +269,38 @@ public final class MemoryCache: @unchecked Sendable {
         return shards.reduce(0) { $0 + $1.sweepExpired(now: now, limit: slotsPerShard) }
     }
 
+    /// Starts a background thread that sweeps expired items every `interval` (reads already
+    /// treat them as misses; the sweep gives their memory back). It stops when the cache is
+    /// released or `stopExpirySweeper` is called. Calling it again changes nothing.
+    public func startExpirySweeper(every interval: Duration = .seconds(1)) {
+        let start = sweeper.withLock { state -> Bool in
+            guard !state.running else { return false }
+            state.running = true
+            return true
+        }
+        guard start else { return }
+        let (seconds, attoseconds) = interval.components
+        let micros = max(1_000, UInt32(clamping: seconds * 1_000_000 + attoseconds / 1_000_000_000_000))
+        let context = SweeperContext(cache: self, sleepMicros: micros)
+        var thread = pthread_t()
+        let box = Unmanaged.passRetained(context).toOpaque()
+        if pthread_create(&thread, nil, { raw in
+            let context = Unmanaged<SweeperContext>.fromOpaque(raw!).takeRetainedValue()
+            context.run()
+            return nil
+        }, box) == 0 {
+            pthread_detach(thread)
+        } else {
+            Unmanaged<SweeperContext>.fromOpaque(box).release()
+            sweeper.withLock { $0.running = false }
+        }
+    }
+
+    /// Stops the background sweeper (it finishes its current pass first).
+    public func stopExpirySweeper() { sweeper.withLock { $0.running = false } }
+
+    let sweeper = SweeperState()
+
     // MARK: Warming and stats
 
     /// The hottest keys, hottest first, for saving and re-fetching on the next start.
@@ -308,5 +342,34 @@ public final class MemoryCache: @unchecked Sendable {
         stats.bytesUsed = stats.classes.reduce(0) { $0 + $1.bytesUsed }
         stats.overheadBytes += Int(MCO_STRIPES) * MemoryLayout<mco_stripe>.stride
         return stats
+    }
+}
+
+/// Whether the background sweeper should keep going (shared with its thread).
+final class SweeperState: @unchecked Sendable {
+    private let lock = Lock()
+    private var state = (running: false, ())
+    func withLock<R>(_ body: (inout (running: Bool, Void)) -> R) -> R { lock.withLock { body(&state) } }
+}
+
+/// The sweeper thread's view of the cache: weak, so the thread never keeps a cache alive.
+private final class SweeperContext: @unchecked Sendable {
+    weak var cache: MemoryCache?
+    let state: SweeperState
+    let sleepMicros: UInt32
+
+    init(cache: MemoryCache, sleepMicros: UInt32) {
+        self.cache = cache
+        state = cache.sweeper
+        self.sleepMicros = sleepMicros
+    }
+
+    func run() {
+        while state.withLock({ $0.running }) {
+            usleep(sleepMicros)
+            guard let cache else { return }
+            // A whole pass over every shard's index, a bounded number of slots at a time.
+            cache.sweepExpired(slotsPerShard: 1 << 30)
+        }
     }
 }

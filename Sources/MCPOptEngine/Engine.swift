@@ -34,7 +34,10 @@ public final class Engine: Sendable {
         // A zero coherence timeout means "no bound" (validation keeps it within 0...24 h).
         settings.coherenceTimeout = caching.coherenceTimeout > .zero ? caching.coherenceTimeout : nil
         do {
-            return try MemoryCache(settings)
+            let cache = try MemoryCache(settings)
+            // Expired items give their memory back within a second, read or not.
+            cache.startExpirySweeper(every: .seconds(1))
+            return cache
         } catch {
             // Unreachable: configuration validation keeps the budget at 64 KiB or more, the
             // cache's only requirement; the smallest cache is the safe answer regardless.

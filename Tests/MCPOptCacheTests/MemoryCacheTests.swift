@@ -90,6 +90,20 @@ final class MemoryCacheTests: XCTestCase {
         XCTAssertEqual(cache.get("forever"), bytes("f"))
     }
 
+    func testBackgroundSweeperGivesExpiredMemoryBack() throws {
+        let cache = try cache()
+        for index in 0..<100 { try cache.set("k\(index)", bytes("v"), CacheItemOptions(ttl: .milliseconds(20))) }
+        try cache.set("kept", bytes("v"))
+        cache.startExpirySweeper(every: .milliseconds(10))
+        defer { cache.stopExpirySweeper() }
+        let deadline = Date().addingTimeInterval(5)
+        while cache.stats().items > 1 && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        let stats = cache.stats()
+        XCTAssertEqual(stats.items, 1, "no read or explicit sweep needed")
+        XCTAssertEqual(stats.expirations, 100)
+        XCTAssertEqual(cache.get("kept"), bytes("v"))
+    }
+
     func testCoherenceTimeoutBoundsGroupedItems() throws {
         let cache = try cache(coherence: .milliseconds(30))
         try cache.set("grouped", bytes("g"), CacheItemOptions(ttl: .seconds(60), coherenceGroup: "fs"))
