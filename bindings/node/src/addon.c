@@ -50,6 +50,14 @@ napi_value mcpopt_node_throw(napi_env env, const char *message) {
 
 /* Reads argument `index` as a string or Buffer into newly malloc'ed bytes (caller frees).
  * Buffers pass their bytes through untouched, so invalid UTF-8 reaches the library. */
+napi_value mcpopt_node_json_text(napi_env env, mcpopt_status status, char *json, size_t length) {
+    if (status != MCPOPT_OK) return mcpopt_node_throw_last(env);
+    napi_value result;
+    napi_create_string_utf8(env, json, length, &result);
+    mcpopt_free(json);
+    return result;
+}
+
 int mcpopt_node_bytes(napi_env env, napi_callback_info info, size_t index, char **out, size_t *length) {
     size_t argc = 4;
     napi_value argv[4];

@@ -10,6 +10,9 @@ napi_value mcpopt_node_throw_last(napi_env env);
 napi_value mcpopt_node_throw_status(napi_env env, mcpopt_status status, const char *message);
 /* Throws a TypeError (a wrong JS argument, before the library is called). */
 napi_value mcpopt_node_throw(napi_env env, const char *message);
+/* Returns a JSON text the library handed out as a JS string and frees it; throws the last error
+ * when `status` is not MCPOPT_OK. */
+napi_value mcpopt_node_json_text(napi_env env, mcpopt_status status, char *json, size_t length);
 int mcpopt_node_bytes(napi_env env, napi_callback_info info, size_t index, char **out, size_t *length);
 
 void mcpopt_node_engine_init(napi_env env, napi_value exports);

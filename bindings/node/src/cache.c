@@ -161,14 +161,6 @@ static napi_value cache_clear(napi_env env, napi_callback_info info) {
 }
 
 /* cacheStats(engine) -> JSON text; cacheHotKeys(engine, limit) -> JSON text */
-static napi_value json_result(napi_env env, mcpopt_status status, char *json, size_t length) {
-    if (status != MCPOPT_OK) return mcpopt_node_throw_last(env);
-    napi_value result;
-    napi_create_string_utf8(env, json, length, &result);
-    mcpopt_free(json);
-    return result;
-}
-
 static napi_value cache_stats(napi_env env, napi_callback_info info) {
     size_t argc = 1;
     napi_value argv[1];
@@ -177,7 +169,7 @@ static napi_value cache_stats(napi_env env, napi_callback_info info) {
     char *json = NULL;
     size_t length = 0;
     mcpopt_status status = mcpopt_cache_stats(engine, &json, &length);
-    return json_result(env, status, json, length);
+    return mcpopt_node_json_text(env, status, json, length);
 }
 
 static napi_value cache_hot_keys(napi_env env, napi_callback_info info) {
@@ -191,7 +183,7 @@ static napi_value cache_hot_keys(napi_env env, napi_callback_info info) {
     char *json = NULL;
     size_t length = 0;
     mcpopt_status status = mcpopt_cache_hot_keys(engine, (size_t)limit, &json, &length);
-    return json_result(env, status, json, length);
+    return mcpopt_node_json_text(env, status, json, length);
 }
 
 void mcpopt_node_cache_init(napi_env env, napi_value exports) {

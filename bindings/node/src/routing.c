@@ -3,14 +3,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static napi_value json_out(napi_env env, mcpopt_status status, char *json, size_t length) {
-    if (status != MCPOPT_OK) return mcpopt_node_throw_last(env);
-    napi_value result;
-    napi_create_string_utf8(env, json, length, &result);
-    mcpopt_free(json);
-    return result;
-}
-
 /* route(engine, requestJSON) -> decision JSON */
 static napi_value route(napi_env env, napi_callback_info info) {
     size_t argc = 2;
@@ -24,7 +16,7 @@ static napi_value route(napi_env env, napi_callback_info info) {
     size_t out_length = 0;
     mcpopt_status status = mcpopt_route(engine, request, length, &json, &out_length);
     free(request);
-    return json_out(env, status, json, out_length);
+    return mcpopt_node_json_text(env, status, json, out_length);
 }
 
 /* routeRegisterServer(engine, serverJSON) */
@@ -107,7 +99,7 @@ static napi_value stats(napi_env env, napi_callback_info info) {
     char *json = NULL;
     size_t length = 0;
     mcpopt_status status = mcpopt_route_stats(engine, &json, &length);
-    return json_out(env, status, json, length);
+    return mcpopt_node_json_text(env, status, json, length);
 }
 
 void mcpopt_node_routing_init(napi_env env, napi_value exports) {
