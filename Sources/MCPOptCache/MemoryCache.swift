@@ -161,6 +161,13 @@ public final class MemoryCache: @unchecked Sendable {
         mco_item_value_offset(keyLength) + valueLength
     }
 
+    /// The chunk an item of `size` bytes (see `itemSize`) occupies in this cache's slabs, or nil
+    /// when it is over the largest item.
+    public func chunkSize(forItemSize size: Int) -> Int? {
+        guard size <= maxItemSize, let sizeClass = geometry.sizeClass(for: size) else { return nil }
+        return geometry.chunkSizes[sizeClass]
+    }
+
     /// A ticket to take before fetching a value that will fill the cache; pass it to `set`,
     /// which then refuses the fill if `key` was invalidated meanwhile.
     public func ticket(for key: UnsafeRawBufferPointer) -> FillTicket {

@@ -39,11 +39,12 @@ struct BenchCache: ParsableCommand {
         print("  sets/s              1 thread \(n(speed["setsPerSecond1"]))")
         print("  metadata per item   \(n(speed["metadataBytesPerItem"])) bytes (header \(n(speed["headerBytes"])), index+ghost+tables \(n(speed["indexBytesPerItem"])));  slab rounding \(n(speed["slabRoundingBytesPerItem"])) bytes")
         print("")
-        print("hit ratio at equal memory                budget  scans   mcpopt      LRU  difference   non-scan: mcpopt     LRU")
+        print("hit ratio at equal memory                budget  scans   mcpopt      LRU  difference   slab LRU  difference   non-scan: mcpopt     LRU  slab LRU")
         for row in quality.arrayValue ?? [] {
             print("  " + (row["workload"]?.stringValue ?? "").padding(36) + (n(row["budgetMiB"]) + " MiB").leftPad(8)
                 + (n(row["scanShare"]) + "%").leftPad(7) + (n(row["mcpopt"]) + "%").leftPad(9) + (n(row["lru"]) + "%").leftPad(9)
-                + (n(row["pointsAboveLRU"]) + " pts").leftPad(12) + (n(row["mcpoptReusable"]) + "%").leftPad(18) + (n(row["lruReusable"]) + "%").leftPad(8))
+                + (n(row["pointsAboveLRU"]) + " pts").leftPad(12) + (n(row["slabLRU"]) + "%").leftPad(11) + (n(row["pointsAboveSlabLRU"]) + " pts").leftPad(12)
+                + (n(row["mcpoptReusable"]) + "%").leftPad(18) + (n(row["lruReusable"]) + "%").leftPad(8) + (n(row["slabLRUReusable"]) + "%").leftPad(10))
         }
     }
 }
@@ -255,7 +256,11 @@ private struct HitRatioBench {
         var rows: [JSONValue] = []
         for workload in workloads() {
             let ours = try simulateOurs(workload)
-            let lru = simulateLRU(workload)
+            let lru = simulateLRU(workload, slab: nil)
+            // The same LRU paying the slab's rounding (memcached's policy on the same memory):
+            // the policies compared alone.
+            let slabCache = try MemoryCache(MemoryCacheConfiguration(memoryBudget: workload.budget))
+            let slabLRU = simulateLRU(workload, slab: slabCache)
             let reusable = Double(workload.ids.filter { !Self.isScan($0) }.count)
             let total = Double(workload.ids.count)
             func pct(_ x: Double) -> JSONValue { .double((x * 1000).rounded() / 10) }
@@ -265,6 +270,8 @@ private struct HitRatioBench {
                 "mcpopt": pct(ours.total / total), "lru": pct(lru.total / total),
                 "pointsAboveLRU": .double(((ours.total - lru.total) / total * 1000).rounded() / 10),
                 "mcpoptReusable": pct(ours.reusable / reusable), "lruReusable": pct(lru.reusable / reusable),
+                "slabLRU": pct(slabLRU.total / total), "pointsAboveSlabLRU": .double(((ours.total - slabLRU.total) / total * 1000).rounded() / 10),
+                "slabLRUReusable": pct(slabLRU.reusable / reusable),
             ])
         }
         return .array(rows)
@@ -290,15 +297,17 @@ private struct HitRatioBench {
         return (Double(hits), Double(reusableHits))
     }
 
-    private func simulateLRU(_ workload: Workload) -> (total: Double, reusable: Double) {
-        var lru = ByteLRU(budget: workload.budget)
+    private func simulateLRU(_ workload: Workload, slab: MemoryCache?) -> (total: Double, reusable: Double) {
+        // With a slab, the budget is the pages the cache actually holds, and items cost chunks.
+        var lru = ByteLRU(budget: slab.map { $0.stats().pageSize * ($0.configuration.memoryBudget / $0.stats().pageSize) } ?? workload.budget)
         var hits = 0, reusableHits = 0
         for id in workload.ids {
             if lru.get(id) {
                 hits += 1
                 if !Self.isScan(id) { reusableHits += 1 }
             } else {
-                lru.insert(id, size: MemoryCache.itemSize(keyLength: 32, valueLength: workload.size(id)))
+                let size = MemoryCache.itemSize(keyLength: 32, valueLength: workload.size(id))
+                lru.insert(id, size: slab?.chunkSize(forItemSize: size) ?? size)
             }
         }
         return (Double(hits), Double(reusableHits))
