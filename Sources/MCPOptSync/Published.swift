@@ -42,7 +42,9 @@ public final class Published<Object: AnyObject>: @unchecked Sendable {
     public var current: Object { read { $0 } }
 
     /// Makes `object` current; the previous one is released once readers are done with it.
-    public func publish(_ object: Object) {
+    /// `reclaiming: false` leaves the release for a later `reclaim` (for callers holding a
+    /// lock that a released object's deinit might need).
+    public func publish(_ object: Object, reclaiming: Bool = true) {
         let new = Unmanaged.passRetained(object).toOpaque()
         lock.withLock {
             let old = Unmanaged<Object>.fromOpaque(mco_load_pointer(cell)!)
@@ -50,7 +52,7 @@ public final class Published<Object: AnyObject>: @unchecked Sendable {
             retired.append((mco_epoch_advance(), old))
             mco_store64(pending, 1)
         }
-        reclaim()
+        if reclaiming { reclaim() }
     }
 
     /// Releases replaced objects no reader can still hold (outside the lock: a deinit may call
