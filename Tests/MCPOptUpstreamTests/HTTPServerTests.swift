@@ -29,9 +29,12 @@ final class HTTPServerTests: XCTestCase {
         port = n
     }
 
+    /// SIGKILL: on SIGTERM uvicorn's graceful shutdown can wait on its session tasks for long
+    /// (SIGTERM left servers behind after the tests).
     override func tearDown() {
-        server?.terminate()
-        server?.waitUntilExit()
+        guard let server else { return }
+        kill(server.processIdentifier, SIGKILL)
+        server.waitUntilExit()
     }
 
     struct Outcome {

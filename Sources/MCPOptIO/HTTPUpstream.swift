@@ -1,0 +1,352 @@
+import Glibc
+import MCPOptJSON
+import MCPOptProtocol
+import MCPOptSync
+import MCPOptUpstream
+
+/// An MCP server over Streamable HTTP: a `StreamableHTTPSession` (eras, session ids, SSE, 404
+/// re-initialization) over a pool of HTTP/1.1 keep-alive connections on the event loop.
+///
+/// Each exchange takes an idle connection, or opens one while fewer than `maxConnections` are
+/// open, or waits for one. A reused connection the server had closed meanwhile is noticed (end
+/// of stream before any response byte) and the exchange is sent again on a fresh one.
+/// `shutdown` ends the server's session (DELETE) and closes the connections.
+public final class HTTPUpstream: @unchecked Sendable {
+    public let endpoint: StreamableHTTPSession.Endpoint
+    public let loop: EventLoop
+    public let maxConnections: Int
+
+    private let shared = Lock()
+    private var opened = 0
+    private var sharedVersion: ProtocolVersion?
+    private var logLines: [String] = []
+
+    private let headers: [(String, String)]
+    private let mode: ClientSession.Mode
+
+    // Loop-thread state.
+    private var session: StreamableHTTPSession
+    private var address: [UInt8]?
+    private var addressFamily: Int32 = AF_INET
+    private var idle: [Connection] = []
+    /// Every open connection, busy or idle (shutdown closes them all, also streams a server
+    /// keeps open after its answer).
+    private var connections: [ObjectIdentifier: Connection] = [:]
+    private var open: Int { connections.count }
+    private var waiting: [(StreamableHTTPSession.ExchangeID, [UInt8])] = []
+    private var waiters: [UInt64: Waiter] = [:]
+    private var nextToken: UInt64 = 1
+    private var started = false
+    private var stopping = false
+
+    private struct Waiter {
+        let continuation: CheckedContinuation<Result<[UInt8], UpstreamError>, Never>
+        var timer: UInt64
+        let timeout: Duration
+        var timedOut = false
+    }
+
+    /// One keep-alive connection and the exchange it carries.
+    private final class Connection {
+        let fd: Int32
+        let parser = HTTPParser(.response)
+        var exchange: StreamableHTTPSession.ExchangeID?
+        var request: [UInt8] = []
+        var headReported = false
+        var receivedAny = false
+        var reused = false
+        init(fd: Int32) { self.fd = fd }
+    }
+
+    public init(endpoint: StreamableHTTPSession.Endpoint, headers: [(String, String)] = [], loop: EventLoop,
+                mode: ClientSession.Mode = .auto, maxConnections: Int = 8) {
+        self.endpoint = endpoint
+        self.loop = loop
+        self.maxConnections = max(1, maxConnections)
+        self.headers = headers
+        self.mode = mode
+        session = StreamableHTTPSession(endpoint: endpoint, headers: headers, mode: mode)
+    }
+
+    /// Connections opened so far (a keep-alive pool opens few).
+    public var connectionsOpened: Int { shared.withLock { opened } }
+    public var version: ProtocolVersion? { shared.withLock { sharedVersion } }
+    /// What went wrong, as it happened (at most 200 lines).
+    public var events: [String] { shared.withLock { logLines } }
+
+    private func log(_ line: String) {
+        shared.withLock {
+            logLines.append(line)
+            if logLines.count > 200 { logLines.removeFirst(logLines.count - 200) }
+        }
+    }
+
+    /// Starts the session (discovery or handshake); requests sent before wait for it.
+    public func start() {
+        loop.execute { [self] in begin() }
+    }
+
+    public func request(_ request: UpstreamRequest, timeout: Duration = .seconds(30)) async throws(UpstreamError) -> [UInt8] {
+        let result: Result<[UInt8], UpstreamError> = await withCheckedContinuation { continuation in
+            let accepted = loop.execute { [self] in self.enqueue(request, timeout: timeout, continuation) }
+            if !accepted { continuation.resume(returning: .failure(UpstreamError(.closed, "the event loop is shut down"))) }
+        }
+        return try result.get()
+    }
+
+    /// Ends the server's session (DELETE, where it has one) and closes every connection.
+    public func shutdown(grace: Duration = .seconds(1)) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let accepted = loop.execute { [self] in self.beginShutdown(grace: grace, continuation) }
+            if !accepted { continuation.resume() }
+        }
+    }
+
+    // MARK: Loop thread
+
+    private func begin() {
+        guard !started else { return }
+        started = true
+        if address == nil, let failure = resolve() {
+            log(failure)
+            handle(session.close(reason: failure))
+            return
+        }
+        handle(session.open())
+    }
+
+    /// The endpoint's address (a numeric host, or the first address a name resolves to).
+    private func resolve() -> String? {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var result: UnsafeMutablePointer<addrinfo>?
+        let rc = getaddrinfo(endpoint.host, String(endpoint.port), &hints, &result)
+        guard rc == 0, let info = result else { return "cannot resolve \(endpoint.host): \(String(cString: gai_strerror(rc)))" }
+        defer { freeaddrinfo(result) }
+        addressFamily = info.pointee.ai_family
+        address = Array(UnsafeRawBufferPointer(start: info.pointee.ai_addr, count: Int(info.pointee.ai_addrlen)))
+        return nil
+    }
+
+    private func enqueue(_ request: UpstreamRequest, timeout: Duration, _ continuation: CheckedContinuation<Result<[UInt8], UpstreamError>, Never>) {
+        guard !stopping else {
+            continuation.resume(returning: .failure(UpstreamError(.closed, "the upstream is shutting down")))
+            return
+        }
+        if session.phase == .closed {
+            // The last session failed (server down, negotiation refused): try a new one, so a
+            // server that comes back is found, and this request gets the new attempt's error.
+            session = StreamableHTTPSession(endpoint: endpoint, headers: headers, mode: mode)
+            started = false
+        }
+        begin()
+        let token = nextToken
+        nextToken += 1
+        let timer = loop.after(timeout) { [self] fired in
+            guard fired, var waiter = waiters[token] else { return }
+            waiter.timedOut = true
+            waiters[token] = waiter
+            handle(session.cancel(token: token, reason: "no answer within \(timeout)"))
+            // Over HTTP the answer may still arrive on its stream; the caller is told now.
+            finish(token, .failure(UpstreamError(.timeout, "no answer within \(timeout)")))
+        }
+        waiters[token] = Waiter(continuation: continuation, timer: timer, timeout: timeout)
+        handle(session.send(request, token: token))
+    }
+
+    private func handle(_ events: [StreamableHTTPSession.Event]) {
+        for event in events {
+            switch event {
+            case .request(let id, let bytes):
+                dispatch(id, bytes)
+            case .ready:
+                let version = session.version
+                shared.withLock { sharedVersion = version }
+            case .response(let token, let message):
+                finish(token, .success(message))
+            case .failed(let token, let error):
+                if let waiter = waiters[token], waiter.timedOut {
+                    finish(token, .failure(UpstreamError(.timeout, "no answer within \(waiter.timeout)")))
+                } else {
+                    finish(token, .failure(error))
+                }
+            case .notification:
+                break
+            case .serverRequest(let method, _):
+                log("server request \(method) not supported over HTTP yet; ignored")
+            case .violation(let text):
+                log("protocol violation: \(text)")
+            }
+        }
+    }
+
+    private func finish(_ token: UInt64, _ result: Result<[UInt8], UpstreamError>) {
+        guard let waiter = waiters.removeValue(forKey: token) else { return }
+        loop.cancel(waiter.timer)
+        waiter.continuation.resume(returning: result)
+    }
+
+    private func dispatch(_ id: StreamableHTTPSession.ExchangeID, _ bytes: [UInt8]) {
+        if let connection = idle.popLast() {
+            connection.reused = true
+            send(id, bytes, on: connection)
+        } else if open < maxConnections {
+            connect(id, bytes)
+        } else {
+            waiting.append((id, bytes))
+        }
+    }
+
+    private func connect(_ id: StreamableHTTPSession.ExchangeID, _ bytes: [UInt8]) {
+        guard let address else {
+            handle(session.exchangeFailed(id, reason: "no address for \(endpoint.host)"))
+            return
+        }
+        let fd = socket(addressFamily, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else {
+            handle(session.exchangeFailed(id, reason: "socket: \(String(cString: strerror(errno)))"))
+            return
+        }
+        var one: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        loop.adopt(fd)
+        shared.withLock { opened += 1 }
+        let connection = Connection(fd: fd)
+        connections[ObjectIdentifier(connection)] = connection
+        loop.connect(fd, address: address) { [self] result in
+            if case .failure(let error) = result {
+                drop(connection)
+                handle(session.exchangeFailed(id, reason: "\(error.message) (\(endpoint.authority))"))
+                drainWaiting()
+                return
+            }
+            send(id, bytes, on: connection)
+        }
+    }
+
+    private func send(_ id: StreamableHTTPSession.ExchangeID, _ bytes: [UInt8], on connection: Connection) {
+        connection.exchange = id
+        connection.request = bytes
+        connection.headReported = false
+        connection.receivedAny = false
+        loop.write(connection.fd, bytes) { [self] result in
+            if case .failure(let error) = result {
+                failOrRetry(connection, reason: error.message)
+                return
+            }
+            receive(on: connection)
+        }
+    }
+
+    private func receive(on connection: Connection) {
+        loop.read(connection.fd) { [self] result in
+            guard let id = connection.exchange else { return }
+            guard case .success(let bytes) = result, !bytes.isEmpty else {
+                // End of stream: a body delimited by the close ends here; else the exchange failed.
+                if (try? connection.parser.finish()) != nil, connection.parser.isComplete {
+                    complete(connection, id, keepAlive: false)
+                } else {
+                    failOrRetry(connection, reason: "the server closed the connection")
+                }
+                return
+            }
+            connection.receivedAny = true
+            var offset = 0
+            while offset < bytes.count {
+                let used: Int
+                do {
+                    used = try bytes[offset...].withUnsafeBytes { try connection.parser.feed($0) }
+                } catch {
+                    drop(connection)
+                    handle(session.exchangeFailed(id, reason: "bad HTTP response: \(error)"))
+                    drainWaiting()
+                    return
+                }
+                offset += used
+                if connection.parser.isHeadComplete && !connection.headReported {
+                    connection.headReported = true
+                    handle(session.responseHead(id, status: connection.parser.status, headers: connection.parser.headers))
+                }
+                let body = connection.parser.takeBody()
+                if !body.isEmpty { handle(body.withUnsafeBytes { session.responseBody(id, $0) }) }
+                if connection.parser.isComplete {
+                    complete(connection, id, keepAlive: connection.parser.keepAlive && offset == bytes.count)
+                    return
+                }
+                if used == 0 { break }
+            }
+            receive(on: connection)
+        }
+    }
+
+    private func complete(_ connection: Connection, _ id: StreamableHTTPSession.ExchangeID, keepAlive: Bool) {
+        connection.exchange = nil
+        handle(session.responseEnd(id))
+        if keepAlive && !stopping {
+            connection.parser.next()
+            if let (next, bytes) = waiting.first {
+                waiting.removeFirst()
+                connection.reused = true
+                send(next, bytes, on: connection)
+            } else {
+                idle.append(connection)
+            }
+        } else {
+            drop(connection)
+            drainWaiting()
+        }
+    }
+
+    /// A reused connection that ends before any response byte was closed by the server while
+    /// idle: send the exchange again on a fresh connection. Anything else fails the exchange.
+    private func failOrRetry(_ connection: Connection, reason: String) {
+        guard let id = connection.exchange else { drop(connection); return }
+        let request = connection.request
+        let retry = connection.reused && !connection.receivedAny
+        drop(connection)
+        if retry && !stopping {
+            connect(id, request)
+        } else {
+            handle(session.exchangeFailed(id, reason: reason))
+            drainWaiting()
+        }
+    }
+
+    private func drop(_ connection: Connection) {
+        guard connections.removeValue(forKey: ObjectIdentifier(connection)) != nil else { return }
+        connection.exchange = nil
+        close(connection.fd)
+    }
+
+    private func drainWaiting() {
+        while open < maxConnections, !waiting.isEmpty {
+            let (id, bytes) = waiting.removeFirst()
+            connect(id, bytes)
+        }
+    }
+
+    private func beginShutdown(grace: Duration, _ continuation: CheckedContinuation<Void, Never>) {
+        stopping = true
+        for token in Array(waiters.keys) { finish(token, .failure(UpstreamError(.closed, "the upstream is shutting down"))) }
+        let closeAll = { [self] in
+            for connection in Array(connections.values) { drop(connection) }
+            idle.removeAll()
+            handle(session.close(reason: "shut down"))
+            continuation.resume()
+        }
+        // DELETE ends the server's session; at most `grace` is spent waiting for its answer.
+        guard let termination = session.terminationRequest(), let connection = idle.popLast() else {
+            closeAll()
+            return
+        }
+        var done = false
+        let finishOnce = { if !done { done = true; closeAll() } }
+        loop.after(grace) { _ in finishOnce() }
+        loop.write(connection.fd, termination) { [self] _ in
+            loop.read(connection.fd) { [self] _ in
+                drop(connection)
+                finishOnce()
+            }
+        }
+    }
+}

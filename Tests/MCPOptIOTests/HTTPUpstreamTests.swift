@@ -1,0 +1,129 @@
+import Foundation
+import Glibc
+import XCTest
+import MCPOptJSON
+import MCPOptProtocol
+import MCPOptUpstream
+@testable import MCPOptIO
+
+/// Streamable HTTP through the reactor's keep-alive pool, against a real FastMCP server (both
+/// eras, JSON and SSE responses).
+final class HTTPUpstreamTests: XCTestCase {
+    private var server: Process?
+
+    override func tearDown() { stopServer() }
+
+    /// SIGKILL: uvicorn's graceful shutdown on SIGTERM can wait on its session tasks for long.
+    private func stopServer() {
+        guard let server else { return }
+        kill(server.processIdentifier, SIGKILL)
+        server.waitUntilExit()
+        self.server = nil
+    }
+
+    private func venvTool(_ name: String) throws -> String {
+        let venv = ProcessInfo.processInfo.environment["MCPOPT_VENV"] ?? StdioUpstreamTests.repository.appendingPathComponent(".venv").path
+        let path = venv + "/bin/" + name
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            if ProcessInfo.processInfo.environment["CI"] != nil { XCTFail("\(path) is missing: run scripts/setup"); throw CancellationError() }
+            throw XCTSkip("\(path) is missing: run scripts/setup to install the real MCP servers")
+        }
+        return path
+    }
+
+    /// Starts Tests/interop/fastmcp_server.py and returns its port.
+    private func startServer(json: Bool) throws -> Int {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try venvTool("python"))
+        process.arguments = [StdioUpstreamTests.repository.appendingPathComponent("Tests/interop/fastmcp_server.py").path] + (json ? ["--json"] : [])
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        server = process
+        var text = ""
+        let deadline = Date().addingTimeInterval(30)
+        while !text.contains("\n"), Date() < deadline {
+            let data = out.fileHandleForReading.availableData
+            if data.isEmpty { break }
+            text += String(decoding: data, as: UTF8.self)
+        }
+        guard let line = text.split(separator: "\n").first, line.hasPrefix("PORT "), let port = Int(line.dropFirst(5)) else {
+            XCTFail("the FastMCP server did not start: \(text)")
+            throw CancellationError()
+        }
+        return port
+    }
+
+    private func result(_ message: [UInt8]) throws -> JSONValue {
+        try JSONParser.parse(try MessageDecoder().decodeOwned(message).result ?? [])
+    }
+
+    private func call(_ tool: String, _ arguments: String) -> UpstreamRequest {
+        UpstreamRequest(method: "tools/call", paramsJSON: #"{"name":"\#(tool)","arguments":\#(arguments)}"#)
+    }
+
+    func testFastMCPInBothErasWithJSONAndSSE() async throws {
+        for json in [false, true] {
+            let port = try startServer(json: json)
+            for mode in [ClientSession.Mode.handshake, .auto] {
+                let loop = try EventLoop()
+                let upstream = HTTPUpstream(endpoint: .init(host: "127.0.0.1", port: port, path: "/mcp"), loop: loop, mode: mode)
+                upstream.start()
+                let list: JSONValue
+                do {
+                    list = try result(try await upstream.request(UpstreamRequest(method: "tools/list"), timeout: .seconds(10)))
+                } catch {
+                    XCTFail("tools/list (json \(json), \(mode)): \(error); events: \(upstream.events)")
+                    throw error
+                }
+                let names = Set((list["tools"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue })
+                XCTAssertTrue(names.isSuperset(of: ["add", "slow"]), "\(names)")
+                let sum = try result(try await upstream.request(call("add", #"{"a":2,"b":40}"#)))
+                XCTAssertEqual(sum["content"]?.arrayValue?.first?["text"], "42", "json \(json) mode \(mode)")
+                let slow = try result(try await upstream.request(call("slow", #"{"n":2}"#)))
+                XCTAssertEqual(slow["content"]?.arrayValue?.first?["text"], "done 2")
+                XCTAssertEqual(upstream.version?.era, mode == .handshake ? .handshake : .modern, "json \(json)")
+                await upstream.shutdown()
+                loop.shutdown()
+            }
+            stopServer()
+        }
+    }
+
+    func testKeepAliveConnectionsAreReusedAndCapped() async throws {
+        let port = try startServer(json: true)
+        let loop = try EventLoop()
+        defer { loop.shutdown() }
+        let upstream = HTTPUpstream(endpoint: .init(host: "127.0.0.1", port: port, path: "/mcp"), loop: loop, mode: .handshake, maxConnections: 3)
+        upstream.start()
+        _ = try await upstream.request(call("add", #"{"a":0,"b":0}"#))
+        let afterHandshake = upstream.connectionsOpened
+        for index in 0..<15 {
+            let sum = try result(try await upstream.request(call("add", #"{"a":\#(index),"b":1}"#)))
+            XCTAssertEqual(sum["content"]?.arrayValue?.first?["text"]?.stringValue, String(index + 1))
+        }
+        XCTAssertEqual(upstream.connectionsOpened, afterHandshake, "sequential requests reuse a keep-alive connection")
+        let request = call("add", #"{"a":1,"b":1}"#)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<12 { group.addTask { _ = try await upstream.request(request) } }
+            try await group.waitForAll()
+        }
+        XCTAssertLessThanOrEqual(upstream.connectionsOpened, afterHandshake + 3, "never more than maxConnections at once")
+        await upstream.shutdown()
+    }
+
+    func testUnreachableServerFailsClearly() async throws {
+        let loop = try EventLoop()
+        defer { loop.shutdown() }
+        let upstream = HTTPUpstream(endpoint: .init(host: "127.0.0.1", port: 1, path: "/mcp"), loop: loop)
+        upstream.start()
+        do {
+            _ = try await upstream.request(UpstreamRequest(method: "tools/list"), timeout: .seconds(5))
+            XCTFail("nothing listens on port 1")
+        } catch {
+            XCTAssertTrue(error.message.contains("refused"), error.message)
+        }
+        await upstream.shutdown()
+    }
+}
