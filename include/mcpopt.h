@@ -329,8 +329,9 @@ mcpopt_status mcpopt_route_set_tools(mcpopt_engine *engine, const char *server, 
 mcpopt_status mcpopt_route_remove_server(mcpopt_engine *engine, const char *server, size_t length);
 
 /* Records the outcome of a request served by `server` for `tool`: its latency in microseconds
- * and whether it succeeded (non-zero). Failures open the server's circuit when at least half of
- * its last outcomes (10 or more) failed. NOT_FOUND for an unknown server. */
+ * and whether it succeeded (non-zero). Failures open the server's circuit when its last 5
+ * outcomes all failed, or at least half of its last 64 (10 or more) did. NOT_FOUND for an
+ * unknown server. */
 mcpopt_status mcpopt_route_record(mcpopt_engine *engine, const char *server, size_t server_length,
                                   const char *tool, size_t tool_length, int64_t latency_us, int success);
 

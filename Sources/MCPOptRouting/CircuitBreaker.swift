@@ -4,8 +4,8 @@ import CMCPOptConcurrency
 /// it without a lock: bits 0-1 the state, bit 2 "a half-open probe is in flight", bits 8 and up
 /// the time (ms) the circuit opened.
 ///
-/// closed -> open: the recent window holds at least `minimumRequests` outcomes and at least
-/// `failureRateThreshold` of them failed. open -> half-open: `openDuration` has passed and a
+/// closed -> open: the last `consecutiveFailures` outcomes all failed, or the recent window holds
+/// at least `minimumRequests` outcomes and at least `failureRateThreshold` of them failed. open -> half-open: `openDuration` has passed and a
 /// request takes the single probe slot. half-open -> closed on the probe's success (the window
 /// starts afresh), -> open again on its failure.
 public enum CircuitState: String, Sendable, Equatable {
@@ -55,7 +55,12 @@ enum CircuitBreaker {
         switch word & stateMask {
         case closedCode:
             let count = cell.windowCount
-            guard !success, count >= settings.minimumRequests, 1 - cell.successRate >= settings.failureRateThreshold else { return }
+            guard !success else { return }
+            let streak = min(max(settings.consecutiveFailures, 1), 64)
+            let streakMask: UInt64 = streak == 64 ? .max : (1 << UInt64(streak)) - 1
+            let failedInARow = count >= streak && mco_load64(cell.words + StatsCell.window) & streakMask == 0
+            let failingRate = count >= settings.minimumRequests && 1 - cell.successRate >= settings.failureRateThreshold
+            guard failedInARow || failingRate else { return }
             _ = mco_cas64(cell.words + StatsCell.breaker, word, nowMillis << 8 | openCode)
         case halfOpenCode:
             if success {

@@ -121,6 +121,9 @@ public struct CircuitBreakerSettings: Sendable, Equatable {
     public var failureRateThreshold = 0.5
     /// ...and the window holds at least this many outcomes (the window is the last 64).
     public var minimumRequests = 10
+    /// ...or when this many outcomes in a row failed (a server that just died is left at once,
+    /// before it weighs on the failure rate of a long window).
+    public var consecutiveFailures = 5
     /// How long an open circuit stays open before half-open probes are allowed.
     public var openDuration: Duration = .seconds(5)
 

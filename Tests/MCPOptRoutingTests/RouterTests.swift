@@ -131,11 +131,11 @@ final class RouterTests: XCTestCase {
         feed(router, "a", "t", latencyMs: 1)
         feed(router, "b", "t", latencyMs: 9)
         XCTAssertEqual(router.decide(tool: "t").server, "a")
-        // Failures: below the minimum window the circuit stays closed...
-        XCTAssertEqual(router.circuitState(server: "a"), .closed)
-        feed(router, "a", "t", latencyMs: 1, success: false, count: 8)
-        XCTAssertEqual(router.circuitState(server: "a"), .closed, "8 failures of 28 are below the 50% threshold")
-        feed(router, "a", "t", latencyMs: 1, success: false, count: 17)
+        // Failures: four in a row, and a failure rate below the threshold, keep it closed...
+        feed(router, "a", "t", latencyMs: 1, success: false, count: 4)
+        XCTAssertEqual(router.circuitState(server: "a"), .closed, "4 failures in a row are fewer than 5, 4 of 24 below 50%")
+        // ...the fifth in a row opens it.
+        feed(router, "a", "t", latencyMs: 1, success: false, count: 1)
         // ...then opens, and "a" is no longer chosen.
         XCTAssertEqual(router.circuitState(server: "a"), .open)
         for _ in 0..<20 { XCTAssertEqual(router.decide(tool: "t").server, "b") }
@@ -157,6 +157,15 @@ final class RouterTests: XCTestCase {
         router.record(server: "a", tool: "t", latency: .milliseconds(1), success: true)
         XCTAssertEqual(router.circuitState(server: "a"), .closed)
         XCTAssertEqual(router.decide(tool: "t").server, "a")
+    }
+
+    func testFailureRateOpensTheCircuitWithoutAStreak() {
+        let router = router([ServerInfo(id: "a", tools: tools("t")), ServerInfo(id: "b", tools: tools("t"))])
+        // fail, fail, succeed...: never five in a row, but two thirds failed.
+        for step in 0..<9 { router.record(server: "a", tool: "t", latency: .milliseconds(1), success: step % 3 == 2) }
+        XCTAssertEqual(router.circuitState(server: "a"), .closed, "fewer than the 10 outcomes the rate needs")
+        router.record(server: "a", tool: "t", latency: .milliseconds(1), success: false)
+        XCTAssertEqual(router.circuitState(server: "a"), .open)
     }
 
     func testOpenAndUnhealthyServersAreLastResortOnly() {
