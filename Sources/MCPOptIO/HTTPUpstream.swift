@@ -34,17 +34,9 @@ public final class HTTPUpstream: @unchecked Sendable {
     private var connections: [ObjectIdentifier: Connection] = [:]
     private var open: Int { connections.count }
     private var waiting: [(StreamableHTTPSession.ExchangeID, [UInt8])] = []
-    private var waiters: [UInt64: Waiter] = [:]
-    private var nextToken: UInt64 = 1
+    private lazy var waiters = RequestWaiters(loop: loop)
     private var started = false
     private var stopping = false
-
-    private struct Waiter {
-        let continuation: CheckedContinuation<Result<[UInt8], UpstreamError>, Never>
-        var timer: UInt64
-        let timeout: Duration
-        var timedOut = false
-    }
 
     /// One keep-alive connection and the exchange it carries.
     private final class Connection {
@@ -87,11 +79,7 @@ public final class HTTPUpstream: @unchecked Sendable {
     }
 
     public func request(_ request: UpstreamRequest, timeout: Duration = .seconds(30)) async throws(UpstreamError) -> [UInt8] {
-        let result: Result<[UInt8], UpstreamError> = await withCheckedContinuation { continuation in
-            let accepted = loop.execute { [self] in self.enqueue(request, timeout: timeout, continuation) }
-            if !accepted { continuation.resume(returning: .failure(UpstreamError(.closed, "the event loop is shut down"))) }
-        }
-        return try result.get()
+        try await onLoop(loop) { [self] continuation in enqueue(request, timeout: timeout, continuation) }.get()
     }
 
     /// Ends the server's session (DELETE, where it has one) and closes every connection.
@@ -140,17 +128,11 @@ public final class HTTPUpstream: @unchecked Sendable {
             started = false
         }
         begin()
-        let token = nextToken
-        nextToken += 1
-        let timer = loop.after(timeout) { [self] fired in
-            guard fired, var waiter = waiters[token] else { return }
-            waiter.timedOut = true
-            waiters[token] = waiter
+        let token = waiters.add(continuation, timeout: timeout) { [self] token in
             handle(session.cancel(token: token, reason: "no answer within \(timeout)"))
             // Over HTTP the answer may still arrive on its stream; the caller is told now.
-            finish(token, .failure(UpstreamError(.timeout, "no answer within \(timeout)")))
+            waiters.timeOut(token)
         }
-        waiters[token] = Waiter(continuation: continuation, timer: timer, timeout: timeout)
         handle(session.send(request, token: token))
     }
 
@@ -163,13 +145,9 @@ public final class HTTPUpstream: @unchecked Sendable {
                 let version = session.version
                 shared.withLock { sharedVersion = version }
             case .response(let token, let message):
-                finish(token, .success(message))
+                waiters.finish(token, .success(message))
             case .failed(let token, let error):
-                if let waiter = waiters[token], waiter.timedOut {
-                    finish(token, .failure(UpstreamError(.timeout, "no answer within \(waiter.timeout)")))
-                } else {
-                    finish(token, .failure(error))
-                }
+                waiters.failed(token, error)
             case .notification:
                 break
             case .serverRequest(let method, _):
@@ -178,12 +156,6 @@ public final class HTTPUpstream: @unchecked Sendable {
                 log("protocol violation: \(text)")
             }
         }
-    }
-
-    private func finish(_ token: UInt64, _ result: Result<[UInt8], UpstreamError>) {
-        guard let waiter = waiters.removeValue(forKey: token) else { return }
-        loop.cancel(waiter.timer)
-        waiter.continuation.resume(returning: result)
     }
 
     private func dispatch(_ id: StreamableHTTPSession.ExchangeID, _ bytes: [UInt8]) {
@@ -327,7 +299,7 @@ public final class HTTPUpstream: @unchecked Sendable {
 
     private func beginShutdown(grace: Duration, _ continuation: CheckedContinuation<Void, Never>) {
         stopping = true
-        for token in Array(waiters.keys) { finish(token, .failure(UpstreamError(.closed, "the upstream is shutting down"))) }
+        waiters.failAll(UpstreamError(.closed, "the upstream is shutting down"))
         let closeAll = { [self] in
             for connection in Array(connections.values) { drop(connection) }
             idle.removeAll()

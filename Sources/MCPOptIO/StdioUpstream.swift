@@ -48,21 +48,13 @@ public final class StdioUpstream: @unchecked Sendable {
     private var stderrBuffer: [UInt8] = []
     private var writeQueue: [[UInt8]] = []
     private var writing = false
-    private var waiters: [UInt64: Waiter] = [:]
-    private var nextToken: UInt64 = 1
+    private lazy var waiters = RequestWaiters(loop: loop)
     private var backoff: Duration
     private var startedAt: UInt64 = 0
     private var stopping = false
     /// Why the last start failed (reported to requests while no session can take them).
     private var startError: String?
     private var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
-
-    private struct Waiter {
-        let continuation: CheckedContinuation<Result<[UInt8], UpstreamError>, Never>
-        var timer: UInt64
-        let timeout: Duration
-        var timedOut = false
-    }
 
     public init(command: StdioCommand, loop: EventLoop, mode: ClientSession.Mode = .auto, policy: RestartPolicy = .init()) {
         self.command = command
@@ -96,11 +88,7 @@ public final class StdioUpstream: @unchecked Sendable {
     /// `timeout`. Errors: `.timeout`, `.closed` (the server died or is stopped; the caller may
     /// retry), `.cancelled`, `.negotiation`, `.protocolViolation`.
     public func request(_ request: UpstreamRequest, timeout: Duration = .seconds(30)) async throws(UpstreamError) -> [UInt8] {
-        let result: Result<[UInt8], UpstreamError> = await withCheckedContinuation { continuation in
-            let accepted = loop.execute { [self] in self.enqueue(request, timeout: timeout, continuation) }
-            if !accepted { continuation.resume(returning: .failure(UpstreamError(.closed, "the event loop is shut down"))) }
-        }
-        return try result.get()
+        try await onLoop(loop) { [self] continuation in enqueue(request, timeout: timeout, continuation) }.get()
     }
 
     /// Stops the server: no restart; stdin is closed, then SIGTERM after `grace`, then SIGKILL
@@ -281,15 +269,11 @@ public final class StdioUpstream: @unchecked Sendable {
             continuation.resume(returning: .failure(UpstreamError(.closed, startError ?? "the server is not running")))
             return
         }
-        let token = nextToken
-        nextToken += 1
-        let timer = loop.after(timeout) { [self] fired in
-            guard fired, var waiter = waiters[token], let session = self.session else { return }
-            waiter.timedOut = true
-            waiters[token] = waiter
-            handle(session.cancel(token: token, reason: "no answer within \(timeout)"))
+        let token = waiters.add(continuation, timeout: timeout) { [self] token in
+            // The session tells the server (notifications/cancelled) and fails the request,
+            // which the waiters report as a timeout.
+            if let current = self.session { handle(current.cancel(token: token, reason: "no answer within \(timeout)")) } else { waiters.timeOut(token) }
         }
-        waiters[token] = Waiter(continuation: continuation, timer: timer, timeout: timeout)
         handle(session.send(request, token: token))
     }
 
@@ -304,13 +288,9 @@ public final class StdioUpstream: @unchecked Sendable {
                 let version = session?.version
                 shared.withLock { sharedVersion = version }
             case .response(let token, let message):
-                finish(token, .success(message))
+                waiters.finish(token, .success(message))
             case .failed(let token, let error):
-                if let waiter = waiters[token], waiter.timedOut {
-                    finish(token, .failure(UpstreamError(.timeout, "no answer within \(waiter.timeout)")))
-                } else {
-                    finish(token, .failure(error))
-                }
+                waiters.failed(token, error)
             case .notification:
                 break
             case .serverRequest(let method, let message):
@@ -319,12 +299,6 @@ public final class StdioUpstream: @unchecked Sendable {
                 log("protocol violation: \(text)")
             }
         }
-    }
-
-    private func finish(_ token: UInt64, _ result: Result<[UInt8], UpstreamError>) {
-        guard let waiter = waiters.removeValue(forKey: token) else { return }
-        loop.cancel(waiter.timer)
-        waiter.continuation.resume(returning: result)
     }
 
     /// Requests from the server: `ping` is answered; anything else gets "method not found"
@@ -359,7 +333,7 @@ public final class StdioUpstream: @unchecked Sendable {
 
     private func beginShutdown(grace: Duration, _ continuation: CheckedContinuation<Void, Never>) {
         stopping = true
-        for token in Array(waiters.keys) { finish(token, .failure(UpstreamError(.closed, "the server is shutting down"))) }
+        waiters.failAll(UpstreamError(.closed, "the server is shutting down"))
         guard let child = process else {
             setState(.stopped)
             continuation.resume()

@@ -1,0 +1,71 @@
+import MCPOptUpstream
+
+/// Callers waiting for their answers, each with a time limit (loop thread only). Shared by the
+/// stdio and HTTP upstreams: a request gets a token; its answer, its failure or its timer ends it.
+final class RequestWaiters {
+    typealias Continuation = CheckedContinuation<Result<[UInt8], UpstreamError>, Never>
+
+    private struct Waiter {
+        let continuation: Continuation
+        var timer: UInt64 = 0
+        let timeout: Duration
+        var timedOut = false
+    }
+
+    private let loop: EventLoop
+    private var waiters: [UInt64: Waiter] = [:]
+    private var nextToken: UInt64 = 1
+
+    init(loop: EventLoop) { self.loop = loop }
+
+    /// Registers a caller; `onTimeout` runs (with the token) when its time is up while it still
+    /// waits. The caller is then answered `.timeout` by `failed` or `timeOut`.
+    func add(_ continuation: Continuation, timeout: Duration, onTimeout: @escaping (UInt64) -> Void) -> UInt64 {
+        let token = nextToken
+        nextToken += 1
+        waiters[token] = Waiter(continuation: continuation, timeout: timeout)
+        waiters[token]?.timer = loop.after(timeout) { [self] fired in
+            guard fired, waiters[token] != nil else { return }
+            waiters[token]?.timedOut = true
+            onTimeout(token)
+        }
+        return token
+    }
+
+    /// Answers a caller (once; later answers for the token are dropped).
+    func finish(_ token: UInt64, _ result: Result<[UInt8], UpstreamError>) {
+        guard let waiter = waiters.removeValue(forKey: token) else { return }
+        loop.cancel(waiter.timer)
+        waiter.continuation.resume(returning: result)
+    }
+
+    /// A failure from the session: reported as a timeout when the time limit caused it.
+    func failed(_ token: UInt64, _ error: UpstreamError) {
+        if let waiter = waiters[token], waiter.timedOut {
+            timeOut(token)
+        } else {
+            finish(token, .failure(error))
+        }
+    }
+
+    /// Answers a caller whose time is up.
+    func timeOut(_ token: UInt64) {
+        guard let waiter = waiters[token] else { return }
+        finish(token, .failure(UpstreamError(.timeout, "no answer within \(waiter.timeout)")))
+    }
+
+    /// Fails every waiting caller.
+    func failAll(_ error: UpstreamError) {
+        for token in Array(waiters.keys) { finish(token, .failure(error)) }
+    }
+}
+
+/// Runs `body` on `loop` with a continuation and waits for it; if the loop no longer takes
+/// work, the answer is `.closed`.
+func onLoop(_ loop: EventLoop, _ body: @escaping @Sendable (RequestWaiters.Continuation) -> Void) async -> Result<[UInt8], UpstreamError> {
+    await withCheckedContinuation { continuation in
+        if !loop.execute({ body(continuation) }) {
+            continuation.resume(returning: .failure(UpstreamError(.closed, "the event loop is shut down")))
+        }
+    }
+}
