@@ -56,7 +56,7 @@ let package = Package(
         .target(name: "MCPOptGateway", dependencies: ["MCPOptEngine", "MCPOptProtocol", "MCPOptJSON"]),
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite"),
         .target(name: "MCPOptCoordination", dependencies: ["CSQLite", "MCPOptSync"]),
-        .target(name: "MCPOptEngine", dependencies: ["MCPOptCache", "MCPOptRouting", "MCPOptConfig", "MCPOptCoordination", "MCPOptJSON", "MCPOptProtocol", "MCPOptSync", "CMCPOptSupport"]),
+        .target(name: "MCPOptEngine", dependencies: ["MCPOptCache", "MCPOptRouting", "MCPOptConfig", "MCPOptCoordination", "MCPOptJSON", "MCPOptProtocol", "MCPOptSync", "CMCPOptSupport", "MCPOptIO", "MCPOptUpstream", "MCPOptMetrics"]),
         .target(
             name: "MCPOpt",
             dependencies: ["MCPOptEngine", "MCPOptCache", "MCPOptRouting", "CMCPOptConcurrency", "MCPOptConfig", "MCPOptCoordination", "MCPOptJSON", "MCPOptSync", "CMCPOptSupport"],

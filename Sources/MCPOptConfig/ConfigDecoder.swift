@@ -106,9 +106,16 @@ struct ConfigDecoder {
         let weight = r.positiveDouble("weight", default: 1)
         let tags = r.stringArray("tags") ?? []
         let disabled = r.bool("disabled", default: false)
-        r.finish(known: Self.stdioKeys + Self.httpKeys + ["type", "group", "weight", "tags", "disabled"])
+        let trust = r.bool("trustAnnotations", default: false)
+        let stateful = r.bool("stateful", default: false)
+        let concurrency = r.object["maxConcurrency"] != nil ? r.integer("maxConcurrency", default: 16, in: 1...100_000) : nil
+        r.finish(known: Self.stdioKeys + Self.httpKeys + ["type", "group", "weight", "tags", "disabled", "trustAnnotations", "stateful", "maxConcurrency"])
         guard let transport else { return nil }
-        return ServerConfig(name: name, transport: transport, group: group, weight: weight, tags: tags, disabled: disabled)
+        var server = ServerConfig(name: name, transport: transport, group: group, weight: weight, tags: tags, disabled: disabled)
+        server.trustAnnotations = trust
+        server.stateful = stateful
+        if let concurrency { server.maxConcurrency = concurrency }
+        return server
     }
 
     static func isHeaderToken(_ name: String) -> Bool {
@@ -139,8 +146,51 @@ struct ConfigDecoder {
         o.warmingStrategy = r.enumeration("warmingStrategy", default: o.warmingStrategy)
         o.enableIntelligentInvalidation = r.bool("enableIntelligentInvalidation", default: o.enableIntelligentInvalidation)
         if let v = r.value("distributed") { o.distributed = decodeDistributed(v, at: r.path.appending("distributed")) }
+        if let tools = r.child("tools") { o.tools = decodeToolRules(tools) }
+        if let v = r.value("invalidationRules") { o.invalidationRules = decodeInvalidationRules(v, at: r.path.appending("invalidationRules")) }
         r.finish()
         return o
+    }
+
+    /// `"tools": {"git/git_status": "30s", "read_file": true, "search": false}`.
+    func decodeToolRules(_ reader: FieldReader) -> [ToolCacheRule] {
+        var out: [ToolCacheRule] = []
+        for member in reader.object.members {
+            let path = reader.path.appending(member.key)
+            if member.key.isEmpty { sink.report(path, "tool name must not be empty") }
+            switch member.value {
+            case .bool(true): out.append(ToolCacheRule(tool: member.key, policy: .defaultTTL))
+            case .bool(false): out.append(ToolCacheRule(tool: member.key, policy: .never))
+            case .string(let text):
+                if let d = parseDuration(text), d > .zero, d <= .seconds(86400 * 30) {
+                    out.append(ToolCacheRule(tool: member.key, policy: .ttl(d)))
+                } else {
+                    sink.report(path, "\"\(text)\" is not a duration between 1ms and 30d (e.g. \"30s\")")
+                }
+            case .int(let ms) where ms > 0: out.append(ToolCacheRule(tool: member.key, policy: .ttl(.milliseconds(ms))))
+            default: sink.report(path, "expected true (the default TTL), false (never cache) or a TTL such as \"30s\"")
+            }
+        }
+        return out
+    }
+
+    func decodeInvalidationRules(_ value: JSONValue, at path: ConfigPath) -> [InvalidationRule] {
+        guard let items = value.arrayValue else {
+            sink.report(path, "expected an array of {\"tool\", \"invalidates\", \"arguments\"}, got \(value.typeName)")
+            return []
+        }
+        var out: [InvalidationRule] = []
+        for (i, item) in items.enumerated() {
+            guard var r = FieldReader(item, at: path.appending(index: i), sink: sink) else { continue }
+            let tool = r.nonEmptyString("tool")
+            let targets = r.stringArray("invalidates")
+            let arguments = r.stringArray("arguments") ?? []
+            if r.object["tool"] == nil { sink.report(r.path, "needs \"tool\" (the writing tool)") }
+            if targets == nil, r.object["invalidates"] == nil { sink.report(r.path, "needs \"invalidates\" (the tools whose results it makes stale)") }
+            r.finish()
+            if let tool, let targets { out.append(InvalidationRule(tool: tool, invalidates: targets, arguments: arguments)) }
+        }
+        return out
     }
 
     /// `distributed` is a URL string, or an object with `url` and connection options.

@@ -27,6 +27,9 @@ extension EngineConfig {
             o["weight"] = .double(s.weight)
             o["tags"] = .array(s.tags.map { .string($0) })
             o["disabled"] = .bool(s.disabled)
+            o["trustAnnotations"] = .bool(s.trustAnnotations)
+            o["stateful"] = .bool(s.stateful)
+            o["maxConcurrency"] = .int(Int64(s.maxConcurrency))
             serverObject[s.name] = .object(o)
         }
 
@@ -71,6 +74,17 @@ extension EngineConfig {
                 "defaultTTL": ms(caching.defaultTTL),
                 "warmingStrategy": .string(caching.warmingStrategy.rawValue),
                 "enableIntelligentInvalidation": .bool(caching.enableIntelligentInvalidation),
+                "tools": .object(JSONObject(caching.tools.map { rule in
+                    switch rule.policy {
+                    case .defaultTTL: (key: rule.tool, value: JSONValue.bool(true))
+                    case .never: (key: rule.tool, value: JSONValue.bool(false))
+                    case .ttl(let d): (key: rule.tool, value: ms(d))
+                    }
+                })),
+                "invalidationRules": .array(caching.invalidationRules.map {
+                    ["tool": .string($0.tool), "invalidates": .array($0.invalidates.map { .string($0) }), "arguments": .array($0.arguments.map { .string($0) })]
+                }),
+
                 "distributed": distributed,
             ],
             "optimization": [

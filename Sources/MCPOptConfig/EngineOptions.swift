@@ -44,7 +44,40 @@ public struct CachingOptions: Sendable, Equatable {
     /// Writes invalidate the reads they affect (coherence groups, rules).
     public var enableIntelligentInvalidation = true
     public var distributed: DistributedCacheOptions?
+    /// Per-tool caching rules, by "<group>/<tool>" or "<tool>": a TTL, or nil for never.
+    public var tools: [ToolCacheRule] = []
+    /// Writes that invalidate reads beyond their own group's (e.g. write_file(path) ->
+    /// read_file(path)).
+    public var invalidationRules: [InvalidationRule] = []
     public init() {}
+}
+
+public struct ToolCacheRule: Sendable, Equatable {
+    public enum Policy: Sendable, Equatable {
+        case defaultTTL
+        case ttl(Duration)
+        case never
+    }
+    /// "<group>/<tool>" or "<tool>" (any group).
+    public var tool: String
+    public var policy: Policy
+    public init(tool: String, policy: Policy) {
+        self.tool = tool
+        self.policy = policy
+    }
+}
+
+/// A successful call of `tool` drops the cached results of `invalidates`; when `arguments` is
+/// set, only those called with the same values of those arguments.
+public struct InvalidationRule: Sendable, Equatable {
+    public var tool: String
+    public var invalidates: [String]
+    public var arguments: [String]
+    public init(tool: String, invalidates: [String], arguments: [String] = []) {
+        self.tool = tool
+        self.invalidates = invalidates
+        self.arguments = arguments
+    }
 }
 
 public struct OptimizationOptions: Sendable, Equatable {

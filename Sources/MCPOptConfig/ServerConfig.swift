@@ -35,6 +35,13 @@ public struct ServerConfig: Sendable, Equatable {
     public var tags: [String]
     /// A disabled server stays in the configuration but is never started or routed to.
     public var disabled: Bool
+    /// Believe this server's tool annotations (`readOnlyHint`, `idempotentHint`) for caching
+    /// and retries. Off by default: annotations come from the server and may be wrong.
+    public var trustAnnotations = false
+    /// The server keeps per-session state: each client session gets its own backend session.
+    public var stateful = false
+    /// Requests sent to this server at once; more wait in a bounded queue.
+    public var maxConcurrency: Int
 
     public init(name: String, transport: Transport, group: String? = nil, weight: Double = 1, tags: [String] = [], disabled: Bool = false) {
         self.name = name
@@ -43,6 +50,7 @@ public struct ServerConfig: Sendable, Equatable {
         self.weight = weight
         self.tags = tags
         self.disabled = disabled
+        if case .stdio = transport { maxConcurrency = 16 } else { maxConcurrency = 64 }
     }
 }
 

@@ -19,6 +19,8 @@ public final class Engine: Sendable {
     /// Which server serves each request: the configured servers, and the tools they offer
     /// once registered (`router.setTools`, or the gateway after `tools/list`).
     public let router: Router
+    /// The request path's moving parts (backends, catalogs, metrics, events).
+    let runtime: EngineRuntime
 
     public init(config: EngineConfig) {
         self.config = config
@@ -27,6 +29,7 @@ public final class Engine: Sendable {
         self.state = StateStore(clock: HybridLogicalClock(node: node))
         self.cache = Self.makeCache(config.caching)
         self.router = Self.makeRouter(config)
+        self.runtime = EngineRuntime(config: config)
     }
 
     private static func makeCache(_ caching: CachingOptions) -> MemoryCache {

@@ -20,7 +20,8 @@ public struct StdioCommand: Sendable, Equatable {
 /// A child process with pipes on its stdin, stdout and stderr, in a process group of its own.
 final class ChildProcess {
     let pid: pid_t
-    let stdin: Int32
+    /// -1 once closed (end of input for the server).
+    private(set) var stdin: Int32
     let stdout: Int32
     let stderr: Int32
     /// A pidfd (readable when the child exits), or -1 on kernels without pidfd_open.
@@ -85,9 +86,18 @@ final class ChildProcess {
         if kill(-pid, signal) != 0 { kill(pid, signal) }
     }
 
+    /// Closes stdin alone (a well-behaved server exits on end of input). Closing twice would
+    /// close whatever descriptor took the number meanwhile, so it is closed once.
+    func closeStdin() {
+        guard stdin >= 0 else { return }
+        close(stdin)
+        stdin = -1
+    }
+
     /// Closes our ends of the pipes and the pidfd.
     func closeDescriptors() {
-        for fd in [stdin, stdout, stderr, pidfd] where fd >= 0 { close(fd) }
+        closeStdin()
+        for fd in [stdout, stderr, pidfd] where fd >= 0 { close(fd) }
     }
 
     /// "exited with status 3", "killed by signal 9".

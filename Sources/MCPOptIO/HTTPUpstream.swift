@@ -17,6 +17,7 @@ public final class HTTPUpstream: @unchecked Sendable {
     public let maxConnections: Int
 
     private let shared = Lock()
+    private var notificationHandler: (@Sendable (String, [UInt8]) -> Void)?   // guarded by shared
     private var opened = 0
     private var sharedVersion: ProtocolVersion?
     private var logLines: [String] = []
@@ -65,6 +66,12 @@ public final class HTTPUpstream: @unchecked Sendable {
     public var version: ProtocolVersion? { shared.withLock { sharedVersion } }
     /// What went wrong, as it happened (at most 200 lines).
     public var events: [String] { shared.withLock { logLines } }
+
+    /// Called (on the I/O thread, so briefly) with each notification the server sends:
+    /// list changes, resource updates, progress, log messages.
+    public func onNotification(_ handler: (@Sendable (_ method: String, _ message: [UInt8]) -> Void)?) {
+        shared.withLock { notificationHandler = handler }
+    }
 
     private func log(_ line: String) {
         shared.withLock {
@@ -148,8 +155,9 @@ public final class HTTPUpstream: @unchecked Sendable {
                 waiters.finish(token, .success(message))
             case .failed(let token, let error):
                 waiters.failed(token, error)
-            case .notification:
-                break
+            case .notification(let method, let message):
+                let handler = shared.withLock { notificationHandler }
+                handler?(method, message)
             case .serverRequest(let method, _):
                 log("server request \(method) not supported over HTTP yet; ignored")
             case .violation(let text):

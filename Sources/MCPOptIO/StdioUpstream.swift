@@ -34,6 +34,7 @@ public final class StdioUpstream: @unchecked Sendable {
 
     // Visible from any thread.
     private let shared = Lock()
+    private var notificationHandler: (@Sendable (String, [UInt8]) -> Void)?   // guarded by shared
     private var sharedState = State.idle
     private var sharedRestarts = 0
     private var sharedVersion: ProtocolVersion?
@@ -75,6 +76,12 @@ public final class StdioUpstream: @unchecked Sendable {
     public var stderrTail: [String] { shared.withLock { stderrLines } }
     /// What went wrong, as it happened: exits, restarts, protocol violations (at most 200).
     public var events: [String] { shared.withLock { logLines } }
+
+    /// Called (on the I/O thread, so briefly) with each notification the server sends:
+    /// list changes, resource updates, progress, log messages.
+    public func onNotification(_ handler: (@Sendable (_ method: String, _ message: [UInt8]) -> Void)?) {
+        shared.withLock { notificationHandler = handler }
+    }
 
     /// Starts the server (requests sent before it is ready wait in the session's queue).
     public func start() {
@@ -291,8 +298,9 @@ public final class StdioUpstream: @unchecked Sendable {
                 waiters.finish(token, .success(message))
             case .failed(let token, let error):
                 waiters.failed(token, error)
-            case .notification:
-                break
+            case .notification(let method, let message):
+                let handler = shared.withLock { notificationHandler }
+                handler?(method, message)
             case .serverRequest(let method, let message):
                 answerServerRequest(method: method, message: message)
             case .violation(let text):
@@ -314,7 +322,7 @@ public final class StdioUpstream: @unchecked Sendable {
     }
 
     private func pumpWrites() {
-        guard !writing, let child = process, !writeQueue.isEmpty else { return }
+        guard !writing, let child = process, child.stdin >= 0, !writeQueue.isEmpty else { return }
         writing = true
         let bytes = writeQueue.removeFirst()
         let current = generation
@@ -342,7 +350,7 @@ public final class StdioUpstream: @unchecked Sendable {
         shutdownWaiters.append(continuation)
         guard shutdownWaiters.count == 1 else { return }
         // Close stdin: a well-behaved server exits on end of input.
-        close(child.stdin)
+        child.closeStdin()
         let current = generation
         loop.after(grace) { [self] _ in
             guard current == generation, process === child else { return }

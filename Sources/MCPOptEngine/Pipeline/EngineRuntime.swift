@@ -1,0 +1,138 @@
+import Glibc
+import MCPOptCache
+import MCPOptConfig
+import MCPOptIO
+import MCPOptJSON
+import MCPOptMetrics
+import MCPOptProtocol
+import MCPOptRouting
+import MCPOptSync
+import MCPOptUpstream
+
+/// Counters and histograms of the request path. Counters are relaxed atomics (bumped by every
+/// request thread); histograms take a short lock.
+public final class EngineMetrics: @unchecked Sendable {
+    public let requests = AtomicCounter()
+    public let succeeded = AtomicCounter()
+    public let failed = AtomicCounter()
+    public let cacheHits = AtomicCounter()
+    public let cacheMisses = AtomicCounter()
+    public let coalesced = AtomicCounter()
+    public let upstreamCalls = AtomicCounter()
+    public let retries = AtomicCounter()
+    public let failovers = AtomicCounter()
+    public let invalidations = AtomicCounter()
+    public let routingErrors = AtomicCounter()
+    public let overloads = AtomicCounter()
+    /// Estimated nanoseconds each request would have cost without the engine, and what it cost.
+    public let baselineNanos = AtomicCounter()
+    public let actualNanos = AtomicCounter()
+    /// End-to-end latency of optimizeRequest, of upstream calls, of routing decisions.
+    public let latency = LatencyHistogram()
+    public let upstreamLatency = LatencyHistogram()
+    public let decisionLatency = LatencyHistogram()
+    /// When the engine started, for throughput.
+    public let startedNanos = monotonicNanos()
+    public init() {}
+}
+
+/// The engine's moving parts for the request path: the I/O loop, a warm backend per
+/// configured server, what each server offers, the cache policy, in-flight merging.
+final class EngineRuntime: @unchecked Sendable {
+    let policy: CachePolicy
+    let coalescer = Coalescer<[UInt8], UpstreamOutcome>()
+    let metrics = EngineMetrics()
+    let events = EventBus()
+
+    private let lock = Lock()
+    private var loop: EventLoop?                          // guarded by lock
+    private var backendsByName: [String: Backend] = [:]   // guarded by lock
+    private var catalogsByServer: [String: ServerCatalog] = [:]   // guarded by lock
+    private var startTask: Task<Void, Never>?             // guarded by lock
+    private var stopped = false                           // guarded by lock
+    /// Servers seen up / down, for serverUp/serverDown events on changes only.
+    private var upState: [String: Bool] = [:]             // guarded by lock
+
+    init(config: EngineConfig) {
+        var policy = CachePolicy(defaultTTL: config.caching.defaultTTL)
+        for rule in config.caching.tools {
+            switch rule.policy {
+            case .defaultTTL: policy.toolRules[rule.tool] = .cache(config.caching.defaultTTL)
+            case .ttl(let d): policy.toolRules[rule.tool] = .cache(d)
+            case .never: policy.toolRules[rule.tool] = .never
+            }
+        }
+        policy.trustedGroups = Set(config.activeServers.filter(\.trustAnnotations).map(\.group))
+        self.policy = policy
+    }
+
+    func backend(_ name: String) -> Backend? { lock.withLock { backendsByName[name] } }
+    var backends: [Backend] { lock.withLock { Array(backendsByName.values) } }
+    var catalogs: [ServerCatalog] { lock.withLock { Array(catalogsByServer.values) } }
+    func catalog(_ server: String) -> ServerCatalog? { lock.withLock { catalogsByServer[server] } }
+    var isStarted: Bool { lock.withLock { loop != nil } }
+
+    func setCatalog(_ catalog: ServerCatalog) { lock.withLock { catalogsByServer[catalog.server] = catalog } }
+
+    /// Records whether a server is up; true when that changed (the caller emits the event).
+    func markUp(_ server: String, _ up: Bool) -> Bool {
+        lock.withLock {
+            let changed = upState[server] != up
+            upState[server] = up
+            return changed
+        }
+    }
+
+    /// Starts once; later callers wait for the first start to finish.
+    func start(_ body: @escaping @Sendable () async -> Void) async {
+        let task: Task<Void, Never> = lock.withLock {
+            if let t = startTask { return t }
+            let t = Task { await body() }
+            startTask = t
+            return t
+        }
+        await task.value
+    }
+
+    /// Creates the loop and the backends (not yet started). Throws when the loop cannot start.
+    func makeBackends(_ servers: [ServerConfig]) throws(IOError) -> [Backend] {
+        let loop = try EventLoop(name: "mcpopt-engine")
+        let made = servers.map { Backend(server: $0, loop: loop) }
+        lock.withLock {
+            self.loop = loop
+            for b in made { backendsByName[b.name] = b }
+        }
+        return made
+    }
+
+    func stop() async {
+        let (all, loop): ([Backend], EventLoop?) = lock.withLock {
+            guard !stopped else { return ([], nil) }
+            stopped = true
+            return (Array(backendsByName.values), self.loop)
+        }
+        await withTaskGroup(of: Void.self) { group in
+            for b in all { group.addTask { await b.shutdown() } }
+        }
+        loop?.shutdown()
+    }
+
+    var ioBackend: String? { lock.withLock { loop?.backend.rawValue } }
+}
+
+/// What one upstream call produced, shared by every request merged into it.
+struct UpstreamOutcome: Sendable {
+    /// The backend's JSON-RPC response (its id is the backend's: callers put theirs back).
+    var message: [UInt8]?
+    var error: String?
+    var errorCode: Int64 = RPCErrorCode.internalError
+    var server: String?
+    var attempts: Int
+}
+
+/// CLOCK_MONOTONIC in nanoseconds.
+@inline(__always) func monotonicNanos() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+}

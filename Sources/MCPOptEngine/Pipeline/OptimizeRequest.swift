@@ -1,0 +1,542 @@
+import MCPOptCache
+import MCPOptConfig
+import MCPOptIO
+import MCPOptJSON
+import MCPOptProtocol
+import MCPOptRouting
+import MCPOptSync
+import MCPOptUpstream
+
+/// How one request is to be served.
+public struct OptimizeOptions: Sendable {
+    /// The caller's agent profile (allowed tools and servers, default requirements).
+    public var agent: String?
+    /// Who the caller is for caching (a tenant, a hash of credentials); defaults to the agent.
+    /// Cached results are never shared across partitions unless a server marks them public.
+    public var partition: String?
+    /// Restrict to these servers or replica groups (nil: any that offers what is asked).
+    public var servers: [String]?
+    /// Skip the cache lookup (the result still fills the cache).
+    public var bypassCache = false
+    /// Upper bound for one upstream attempt (default: `optimization.requestTimeout`).
+    public var timeout: Duration?
+
+    public init(agent: String? = nil, partition: String? = nil, servers: [String]? = nil, bypassCache: Bool = false, timeout: Duration? = nil) {
+        self.agent = agent
+        self.partition = partition
+        self.servers = servers
+        self.bypassCache = bypassCache
+        self.timeout = timeout
+    }
+}
+
+/// The answer to one request: the MCP response (with the caller's id) and how it was served.
+public struct OptimizedResponse: Sendable {
+    public enum Source: String, Sendable {
+        /// Answered from the in-process cache.
+        case memory
+        /// Fetched from a server.
+        case origin
+        /// Merged into an identical request already in flight.
+        case coalesced
+        /// Answered by the engine itself (ping, aggregated lists, errors).
+        case engine
+    }
+    /// A JSON-RPC response: a result, or an error.
+    public var message: [UInt8]
+    /// True when `message` is a result (an `isError` tool result included: the call ran).
+    public var success: Bool
+    public var server: String?
+    public var source: Source
+    /// Upstream attempts made (0 for memory and engine answers).
+    public var attempts: Int
+    public var executionTime: Duration
+    public var error: String?
+
+    /// Everything but the message, as JSON (what the C ABI and bindings report).
+    public var summary: JSONValue {
+        var o: JSONObject = [
+            "success": .bool(success),
+            "server": server.map { .string($0) } ?? .null,
+            "cacheSource": .string(source.rawValue),
+            "attempts": .int(Int64(attempts)),
+            "executionTimeMs": .double(Double(executionTime.components.seconds) * 1e3 + Double(executionTime.components.attoseconds) / 1e15),
+        ]
+        if let error { o["error"] = .string(error) }
+        return .object(o)
+    }
+}
+
+extension Engine {
+    // MARK: start and stop
+
+    /// Starts a warm backend session per configured server and lists what each offers (in
+    /// parallel: the slowest server's time, not the sum). A server that is down or broken is
+    /// left out with its error in `catalogs` (and a serverDown event); the rest work.
+    /// Called by the first `optimizeRequest` if not before; later calls return at once.
+    public func start() async {
+        await runtime.start { [self] in await bringUp() }
+    }
+
+    /// Stops every backend (stdio servers are asked to exit; HTTP sessions are ended).
+    public func stop() async { await runtime.stop() }
+
+    /// What each server offers (after `start`), in configuration order.
+    public var catalogs: [ServerCatalog] {
+        let all = runtime.catalogs
+        return config.activeServers.compactMap { s in all.first { $0.server == s.name } }
+    }
+
+    public var events: EventBus { runtime.events }
+    public var metrics: EngineMetrics { runtime.metrics }
+
+    private func bringUp() async {
+        let backends: [Backend]
+        do {
+            backends = try runtime.makeBackends(config.activeServers)
+        } catch {
+            runtime.events.emit(.optimizationError, ["reason": .string("cannot start the I/O loop: \(error.message)")])
+            return
+        }
+        for backend in backends {
+            let name = backend.name
+            backend.start(onNotification: { [weak self] method, message in self?.backendNotification(server: name, method: method, message: message) })
+        }
+        await withTaskGroup(of: Void.self) { group in
+            for backend in backends { group.addTask { await self.refreshCatalog(backend) } }
+        }
+    }
+
+    func refreshCatalog(_ backend: Backend) async {
+        let catalog = await ServerCatalog.fetch(from: backend, timeout: min(config.optimization.requestTimeout, .seconds(20)))
+        runtime.setCatalog(catalog)
+        _ = router.setTools(server: backend.name, catalog.toolInfos)
+        let up = catalog.error == nil
+        _ = router.setHealth(server: backend.name, up ? .healthy : .unhealthy)
+        if runtime.markUp(backend.name, up) {
+            runtime.events.emit(up ? .serverUp : .serverDown, ["server": .string(backend.name), "reason": catalog.error.map { .string($0) } ?? .null])
+        }
+    }
+
+    /// Notifications from backends (on the I/O thread: quick work only).
+    private func backendNotification(server: String, method: String, message: [UInt8]) {
+        guard config.caching.enableIntelligentInvalidation || method.hasSuffix("list_changed") else { return }
+        switch method {
+        case "notifications/tools/list_changed", "notifications/prompts/list_changed", "notifications/resources/list_changed":
+            guard let backend = runtime.backend(server) else { return }
+            _ = cache.invalidateTag("l:" + backend.server.group)
+            Task { await self.refreshCatalog(backend) }
+        case "notifications/resources/updated":
+            if let uri = (try? JSONParser.parse(message))?["params"]?["uri"]?.stringValue {
+                let removed = cache.invalidateTag("r:" + uri)
+                runtime.metrics.invalidations.add(UInt64(removed))
+            }
+        default:
+            break
+        }
+    }
+
+    // MARK: the request path
+
+    /// Serves one JSON-RPC request through the whole pipeline: decode, agent policy, cache,
+    /// merging of identical requests in flight, routing, the server's warm session, failover
+    /// for safe requests, cache fill, invalidation. Never throws: problems are JSON-RPC errors
+    /// in the response, with `success` false and `error` saying why.
+    public func optimizeRequest(_ message: [UInt8], _ options: OptimizeOptions = .init()) async -> OptimizedResponse {
+        let started = monotonicNanos()
+        let metrics = runtime.metrics
+        metrics.requests.add()
+        if !runtime.isStarted { await start() }
+        let planned = message.withUnsafeBytes { plan($0, options) }
+        var response: OptimizedResponse
+        switch planned {
+        case .answer(let r): response = r
+        case .call(let plan): response = await execute(plan)
+        }
+        let elapsed = monotonicNanos() &- started
+        response.executionTime = .nanoseconds(Int64(elapsed))
+        metrics.latency.record(nanoseconds: elapsed)
+        (response.success ? metrics.succeeded : metrics.failed).add()
+        metrics.actualNanos.add(elapsed)
+        return response
+    }
+
+    /// Everything decided before any I/O.
+    struct Plan: Sendable {
+        var id: [UInt8]
+        var method: String
+        var params: [UInt8]?
+        var tool: String?
+        /// Servers to try, in order.
+        var candidates: [String]
+        var group: String
+        var lookup: CachePolicy.Lookup?
+        var ticket: FillTicket?
+        /// Safe to send again (read-only or idempotent): retries and failover allowed.
+        var safe: Bool
+        /// Tags to invalidate once the call is done (a write).
+        var invalidates: [String]
+        /// Tags the cached result carries.
+        var storeTags: [String]
+        var timeout: Duration
+    }
+
+    enum Planned: Sendable {
+        case answer(OptimizedResponse)
+        case call(Plan)
+    }
+
+    private func plan(_ bytes: UnsafeRawBufferPointer, _ options: OptimizeOptions) -> Planned {
+        let decoder = MessageDecoder()
+        let view: MessageView
+        do {
+            view = try decoder.decode(bytes)
+        } catch {
+            return .answer(failure(id: nil, code: error.rpcCode, error.kind == .notJSON ? "Parse error: \(error.detail)" : "Invalid Request: \(error.detail)"))
+        }
+        guard view.kind == .request, let method = view.method.string else {
+            return .answer(failure(id: view.idRaw.bytes, code: RPCErrorCode.invalidRequest, "optimizeRequest takes a JSON-RPC request (with an id and a method)"))
+        }
+        let id = Array(view.idRaw.buffer)
+        let allowed = allowedServerNames(options)
+
+        var candidates: [String]
+        var tool: String?
+        if options.servers == nil, ["tools/list", "prompts/list", "resources/list", "resources/templates/list"].contains(method) {
+            return .answer(answer(id: id, result: Array(aggregatedList(method, allowed: allowed).jsonString.utf8)))
+        }
+        switch method {
+        case "ping":
+            return .answer(answer(id: id, result: Array("{}".utf8)))
+        case "tools/call":
+            guard let name = view.name.string else {
+                return .answer(failure(id: id, code: RPCErrorCode.invalidParams, "tools/call needs params.name"))
+            }
+            tool = name
+            var requirements = MCPOptRouting.Requirements()
+            requirements.allowedServers = allowed
+            let decision: RoutingDecision
+            do {
+                decision = try route(tool: name, requirements: requirements, agent: options.agent)
+            } catch {
+                runtime.metrics.routingErrors.add()
+                runtime.events.emit(.routingError, ["tool": .string(name), "reason": .string("\(error)")])
+                return .answer(failure(id: id, code: RPCErrorCode.invalidParams, "\(error)"))
+            }
+            runtime.metrics.decisionLatency.record(nanoseconds: decision.decisionNanos)
+            guard let server = decision.server else {
+                runtime.metrics.routingErrors.add()
+                runtime.events.emit(.routingError, ["tool": .string(name), "reason": .string(decision.reasoning)])
+                let unknown = decision.outcome == .unknownTool
+                return .answer(failure(id: id, code: unknown ? RPCErrorCode.invalidParams : RPCErrorCode.internalError,
+                                       unknown ? "Unknown tool: \(name)" : "no server can take tool \"\(name)\" now: \(decision.reasoning)"))
+            }
+            candidates = [server] + decision.fallbacks
+        case "resources/read":
+            guard let uri = view.uri.string else { return .answer(failure(id: id, code: RPCErrorCode.invalidParams, "resources/read needs params.uri")) }
+            candidates = owners(allowed: allowed) { $0.resourceURIs.contains(uri) }
+            if candidates.isEmpty { candidates = owners(allowed: allowed) { $0.templateMatches(uri) } }
+            if candidates.isEmpty { return .answer(failure(id: id, code: RPCErrorCode.resourceNotFound, "Resource not found: \(uri)")) }
+        case "prompts/get":
+            guard let name = view.name.string else { return .answer(failure(id: id, code: RPCErrorCode.invalidParams, "prompts/get needs params.name")) }
+            candidates = owners(allowed: allowed) { $0.promptNames.contains(name) }
+            if candidates.isEmpty { return .answer(failure(id: id, code: RPCErrorCode.invalidParams, "Unknown prompt: \(name)")) }
+        default:
+            guard let allowed else {
+                return .answer(failure(id: id, code: RPCErrorCode.methodNotFound, "\(method): name the server to send it to (servers)"))
+            }
+            candidates = config.activeServers.map(\.name).filter { allowed.contains($0) }
+        }
+        guard let first = candidates.first, let firstBackendConfig = config.activeServers.first(where: { $0.name == first }) else {
+            return .answer(failure(id: id, code: RPCErrorCode.internalError, "no server to send \(method) to"))
+        }
+        let group = firstBackendConfig.group
+
+        // Caching: what the policy allows, under the caller's partition.
+        var annotations: CachePolicy.ToolAnnotations?
+        var trusted = false
+        if let tool, let info = runtime.catalog(first)?.toolInfos.first(where: { $0.name == tool }) {
+            annotations = CachePolicy.ToolAnnotations(readOnly: info.annotations.readOnly ?? false, idempotent: info.annotations.idempotent ?? false)
+            trusted = runtime.policy.trustedGroups.contains(group)
+        }
+        let partition = options.partition ?? options.agent ?? ""
+        let lookup = runtime.policy.lookup(view, group: group, annotations: annotations, partition: partition)
+        if let lookup, !options.bypassCache {
+            if let hit = cachedResult(lookup) {
+                runtime.metrics.cacheHits.add()
+                runtime.metrics.baselineNanos.add(hit.originNanos)
+                runtime.events.emit(.cacheHit, ["method": .string(method), "tool": tool.map { .string($0) } ?? .null])
+                return .answer(OptimizedResponse(message: answer(id: id, result: hit.result).message, success: true, server: nil, source: .memory,
+                                                 attempts: 0, executionTime: .zero, error: nil))
+            }
+            runtime.metrics.cacheMisses.add()
+            runtime.events.emit(.cacheMiss, ["method": .string(method), "tool": tool.map { .string($0) } ?? .null])
+        }
+
+        let readOnlyCall = trusted && ((annotations?.readOnly ?? false) || (annotations?.idempotent ?? false))
+        let safe = method != "tools/call" || lookup != nil || readOnlyCall
+        var invalidates: [String] = []
+        var storeTags: [String] = []
+        if let tool {
+            let (inv, tags) = invalidationTags(tool: tool, group: group, arguments: view.arguments, isWrite: lookup == nil && !readOnlyCall)
+            invalidates = inv
+            storeTags = tags
+        } else if method == "resources/read", let uri = view.uri.string {
+            storeTags = ["r:" + uri, "g:" + group]
+        } else if method.hasSuffix("/list") {
+            storeTags = ["l:" + group]
+        }
+        return .call(Plan(id: id, method: method, params: view.params.bytes, tool: tool, candidates: candidates, group: group, lookup: lookup,
+                          ticket: lookup.map { cache.ticket(for: $0.key) }, safe: safe, invalidates: invalidates, storeTags: storeTags,
+                          timeout: options.timeout ?? config.optimization.requestTimeout))
+    }
+
+    /// The server names an options' `servers` (names or groups) and agent profile allow; nil: all.
+    private func allowedServerNames(_ options: OptimizeOptions) -> Set<String>? {
+        var allowed: Set<String>?
+        if let servers = options.servers {
+            let names = Set(servers)
+            allowed = Set(config.activeServers.filter { names.contains($0.name) || names.contains($0.group) }.map(\.name))
+        }
+        if let agent = options.agent, let profile = config.agents.first(where: { $0.id == agent }), let list = profile.allowedServers {
+            let names = Set(list)
+            let mine = Set(config.activeServers.filter { names.contains($0.name) || names.contains($0.group) }.map(\.name))
+            allowed = allowed.map { $0.intersection(mine) } ?? mine
+        }
+        return allowed
+    }
+
+    /// Servers whose catalog satisfies `offers`, those with a closed circuit first.
+    private func owners(allowed: Set<String>?, _ offers: (ServerCatalog) -> Bool) -> [String] {
+        let all = catalogs.filter { $0.error == nil && (allowed?.contains($0.server) ?? true) && offers($0) }.map(\.server)
+        return all.filter { router.circuitState(server: $0) != .open } + all.filter { router.circuitState(server: $0) == .open }
+    }
+
+    /// Tags to drop after a write, and tags to put on a read's cached result. A write drops
+    /// its own group's cached reads; configured rules reach across groups, by tool and,
+    /// when they name arguments, by those arguments' values.
+    private func invalidationTags(tool: String, group: String, arguments: ByteSpan, isWrite: Bool) -> (invalidate: [String], store: [String]) {
+        guard config.caching.enableIntelligentInvalidation else { return ([], []) }
+        let rules = config.caching.invalidationRules
+        var parsedArguments: JSONValue?
+        func key(_ rule: InvalidationRule, target: String) -> String {
+            if parsedArguments == nil { parsedArguments = arguments.isPresent ? ((try? JSONParser.parse(arguments.buffer)) ?? .null) : .null }
+            let values = rule.arguments.map { parsedArguments?[$0]?.canonicalJSONString ?? "null" }
+            return rule.arguments.isEmpty ? "t:" + target : "a:" + target + "\u{1}" + values.joined(separator: "\u{1}")
+        }
+        func named(_ pattern: String) -> Bool { pattern == tool || pattern == group + "/" + tool }
+        if isWrite {
+            var tags = ["g:" + group]
+            for rule in rules where named(rule.tool) {
+                for target in rule.invalidates { tags.append(key(rule, target: target.split(separator: "/").last.map(String.init) ?? target)) }
+            }
+            return (tags, [])
+        }
+        var tags = ["g:" + group, "t:" + tool]
+        for rule in rules where !rule.arguments.isEmpty && rule.invalidates.contains(where: named) {
+            tags.append(key(rule, target: tool))
+        }
+        return ([], tags)
+    }
+
+    // MARK: cache values
+
+    /// Cached values are the result's JSON behind 8 bytes: what the origin call cost (ns), so a
+    /// hit knows the latency it saved.
+    private func cachedResult(_ lookup: CachePolicy.Lookup) -> (result: [UInt8], originNanos: UInt64)? {
+        guard let value = cache.get(lookup.key) ?? cache.get(runtime.policy.sharedKey(lookup)), value.count >= 8 else { return nil }
+        var nanos: UInt64 = 0
+        for i in 0..<8 { nanos |= UInt64(value[i]) << (8 * UInt64(i)) }
+        return (Array(value[8...]), nanos)
+    }
+
+    private func fill(_ plan: Plan, lookup: CachePolicy.Lookup, response: [UInt8], originNanos: UInt64) {
+        response.withUnsafeBytes { bytes in
+            let decoder = MessageDecoder()
+            guard let view = try? decoder.decode(bytes), let terms = runtime.policy.store(view, for: lookup) else { return }
+            var value = [UInt8](repeating: 0, count: 8)
+            for i in 0..<8 { value[i] = UInt8(truncatingIfNeeded: originNanos >> (8 * UInt64(i))) }
+            value.append(contentsOf: view.result.buffer)
+            let options = CacheItemOptions(ttl: terms.ttl, tags: plan.storeTags)
+            _ = try? cache.set(lookup.key, value, options, ticket: plan.ticket)
+            if terms.shared { _ = try? cache.set(runtime.policy.sharedKey(lookup), value, options, ticket: nil) }
+        }
+    }
+
+    // MARK: upstream
+
+    private func execute(_ plan: Plan) async -> OptimizedResponse {
+        let outcome: UpstreamOutcome
+        var source = OptimizedResponse.Source.origin
+        if let lookup = plan.lookup {
+            let box = OutcomeBox()
+            switch runtime.coalescer.join(lookup.key, waiter: { box.deliver($0) }) {
+            case .leader:
+                outcome = await callUpstream(plan)
+                runtime.coalescer.complete(lookup.key, .success(outcome))
+            case .follower:
+                runtime.metrics.coalesced.add()
+                source = .coalesced
+                outcome = await box.wait()
+            }
+        } else {
+            outcome = await callUpstream(plan)
+        }
+        if !plan.invalidates.isEmpty {
+            var removed = 0
+            for tag in plan.invalidates { removed += cache.invalidateTag(tag) }
+            runtime.metrics.invalidations.add(UInt64(removed))
+        }
+        guard let message = outcome.message else {
+            runtime.events.emit(.optimizationError, ["method": .string(plan.method), "tool": plan.tool.map { .string($0) } ?? .null,
+                                                     "reason": .string(outcome.error ?? "")])
+            var r = failure(id: plan.id, code: outcome.errorCode, outcome.error ?? "the request failed")
+            r.attempts = outcome.attempts
+            r.server = outcome.server
+            return r
+        }
+        return message.withUnsafeBytes { bytes in
+            let decoder = MessageDecoder()
+            guard let view = try? decoder.decode(bytes) else {
+                return failure(id: plan.id, code: RPCErrorCode.internalError, "the server's answer is not a JSON-RPC message")
+            }
+            let isResult = view.kind == .result
+            return OptimizedResponse(message: MessageEncoder.replacingID(in: view, with: plan.id), success: isResult, server: outcome.server, source: source,
+                                     attempts: outcome.attempts, executionTime: .zero,
+                                     error: isResult ? nil : view.errorMessage.string)
+        }
+    }
+
+    /// Tries the plan's servers in order. Unsafe requests get one attempt; safe ones fail over
+    /// to the routing decision's alternatives and retry (at most 3 attempts in all) with
+    /// exponential backoff and jitter.
+    private func callUpstream(_ plan: Plan) async -> UpstreamOutcome {
+        let maxAttempts = plan.safe ? 3 : 1
+        var attempts = 0
+        var errors: [String] = []
+        var lastServer: String?
+        var index = 0
+        while attempts < maxAttempts {
+            let server = plan.candidates[index % plan.candidates.count]
+            index += 1
+            guard let backend = runtime.backend(server) else {
+                if index >= plan.candidates.count * maxAttempts { break }
+                continue
+            }
+            if attempts > 0 {
+                runtime.metrics.retries.add()
+                if server != lastServer { runtime.metrics.failovers.add() }
+                let base = 25.0 * Double(1 << (attempts - 1))
+                let jittered = base * Double.random(in: 0.5..<1.5)
+                try? await Task.sleep(for: .milliseconds(Int64(min(jittered, 1000))))
+            }
+            attempts += 1
+            lastServer = server
+            let before = router.circuitState(server: server)
+            let started = monotonicNanos()
+            runtime.metrics.upstreamCalls.add()
+            do {
+                let response = try await backend.request(UpstreamRequest(method: plan.method, params: plan.params), timeout: plan.timeout)
+                let elapsed = monotonicNanos() &- started
+                runtime.metrics.upstreamLatency.record(nanoseconds: elapsed)
+                runtime.metrics.baselineNanos.add(elapsed)
+                if let tool = plan.tool { _ = router.record(server: server, tool: tool, latency: .nanoseconds(Int64(elapsed)), success: true) }
+                circuitEvents(server: server, before: before)
+                if let lookup = plan.lookup { fill(plan, lookup: lookup, response: response, originNanos: elapsed) }
+                return UpstreamOutcome(message: response, server: server, attempts: attempts)
+            } catch {
+                let elapsed = monotonicNanos() &- started
+                runtime.metrics.baselineNanos.add(elapsed)
+                if let tool = plan.tool {
+                    _ = router.record(server: server, tool: tool, latency: .nanoseconds(Int64(elapsed)), success: false, error: error.message)
+                }
+                circuitEvents(server: server, before: before)
+                if error.message.contains("is overloaded") { runtime.metrics.overloads.add() }
+                errors.append("\(server): \(error.message)")
+                if error.kind == .cancelled { break }
+            }
+        }
+        let summary = errors.isEmpty ? "no server could be reached" : errors.joined(separator: "; ")
+        return UpstreamOutcome(message: nil, error: "\(plan.method) failed after \(attempts) attempt(s): \(summary)", server: lastServer, attempts: attempts)
+    }
+
+    private func circuitEvents(server: String, before: CircuitState?) {
+        let after = router.circuitState(server: server)
+        guard after != before else { return }
+        if after == .open { runtime.events.emit(.circuitOpened, ["server": .string(server)]) }
+        if after == .closed { runtime.events.emit(.circuitClosed, ["server": .string(server)]) }
+    }
+
+    // MARK: answers
+
+    private func answer(id: [UInt8], result: [UInt8]) -> OptimizedResponse {
+        let message = result.withUnsafeBytes { MessageEncoder.result(idJSON: id, result: $0) }
+        return OptimizedResponse(message: message, success: true, server: nil, source: .engine, attempts: 0, executionTime: .zero, error: nil)
+    }
+
+    private func failure(id: [UInt8]?, code: Int64, _ text: String) -> OptimizedResponse {
+        OptimizedResponse(message: MessageEncoder.error(idJSON: id, code: code, message: text), success: false, server: nil, source: .engine,
+                          attempts: 0, executionTime: .zero, error: text)
+    }
+
+    /// Every listed server's offers, in configuration order; a name offered by several
+    /// servers appears once (replicas of a group offer the same).
+    func aggregatedList(_ method: String, allowed: Set<String>?) -> JSONValue {
+        let (key, id): (String, String) = switch method {
+        case "tools/list": ("tools", "name")
+        case "prompts/list": ("prompts", "name")
+        case "resources/list": ("resources", "uri")
+        default: ("resourceTemplates", "uriTemplate")
+        }
+        var seen: Set<String> = []
+        var items: [JSONValue] = []
+        for catalog in catalogs where catalog.error == nil && (allowed?.contains(catalog.server) ?? true) {
+            let list: [JSONValue] = switch key {
+            case "tools": catalog.tools
+            case "prompts": catalog.prompts
+            case "resources": catalog.resources
+            default: catalog.resourceTemplates
+            }
+            for item in list {
+                guard let name = item[id]?.stringValue, seen.insert(name).inserted else { continue }
+                items.append(item)
+            }
+        }
+        return .object(JSONObject([(key: key, value: JSONValue.array(items))]))
+    }
+}
+
+/// Where a merged request waits for the leader's outcome (which may come before it waits).
+final class OutcomeBox: @unchecked Sendable {
+    private let lock = Lock()
+    private var result: UpstreamOutcome?                                  // guarded by lock
+    private var continuation: CheckedContinuation<UpstreamOutcome, Never>?  // guarded by lock
+
+    func deliver(_ r: Result<UpstreamOutcome, any Error>) {
+        let outcome: UpstreamOutcome
+        switch r {
+        case .success(let o): outcome = o
+        case .failure(let e): outcome = UpstreamOutcome(message: nil, error: "\(e)", attempts: 0)
+        }
+        let waiting: CheckedContinuation<UpstreamOutcome, Never>? = lock.withLock {
+            if let c = continuation {
+                continuation = nil
+                return c
+            }
+            result = outcome
+            return nil
+        }
+        waiting?.resume(returning: outcome)
+    }
+
+    func wait() async -> UpstreamOutcome {
+        await withCheckedContinuation { c in
+            let ready: UpstreamOutcome? = lock.withLock {
+                if let r = result { return r }
+                continuation = c
+                return nil
+            }
+            if let ready { c.resume(returning: ready) }
+        }
+    }
+}

@@ -1,0 +1,214 @@
+import Foundation
+import XCTest
+import MCPOptConfig
+import MCPOptJSON
+@testable import MCPOptEngine
+
+/// optimizeRequest end to end against real MCP servers over stdio: a FastMCP key-value server
+/// (Tests/interop/kv_server.py) and mcp-server-time from PyPI.
+final class RequestPathTests: XCTestCase, @unchecked Sendable {
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    static func venvTool(_ name: String) throws -> String {
+        let venv = ProcessInfo.processInfo.environment["MCPOPT_VENV"] ?? repository.appendingPathComponent(".venv").path
+        let path = venv + "/bin/" + name
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            if ProcessInfo.processInfo.environment["CI"] != nil { XCTFail("\(path) is missing: run scripts/setup"); throw CancellationError() }
+            throw XCTSkip("\(path) is missing: run scripts/setup to install the real MCP servers")
+        }
+        return path
+    }
+
+    static func kvServer(_ name: String, group: String? = nil, trust: Bool = true, crashOnce marker: String? = nil) throws -> String {
+        let python = try venvTool("python")
+        let script = repository.appendingPathComponent("Tests/interop/kv_server.py").path
+        let crash = marker.map { #", "--crash-once", "\#($0)""# } ?? ""
+        var entry = #""\#(name)": {"command": "\#(python)", "args": ["\#(script)", "--name", "\#(name)"\#(crash)], "trustAnnotations": \#(trust)"#
+        if let group { entry += #", "group": "\#(group)""# }
+        return entry + "}"
+    }
+
+    func makeEngine(_ servers: [String], extra: String = "") throws -> Engine {
+        let json = #"{"mcpServers": {\#(servers.joined(separator: ","))}\#(extra)}"#
+        return try Engine(json: json)
+    }
+
+    func call(_ engine: Engine, _ tool: String, _ arguments: String = "{}", id: Int = 1, _ options: OptimizeOptions = .init()) async -> OptimizedResponse {
+        await engine.optimizeRequest(Array(#"{"jsonrpc":"2.0","id":\#(id),"method":"tools/call","params":{"name":"\#(tool)","arguments":\#(arguments)}}"#.utf8), options)
+    }
+
+    func message(_ r: OptimizedResponse) throws -> JSONValue { try JSONParser.parse(r.message) }
+
+    /// The text of a tool result's first content block.
+    func text(_ r: OptimizedResponse) throws -> String? { try message(r)["result"]?["content"]?.arrayValue?.first?["text"]?.stringValue }
+
+    func reads(_ engine: Engine, server: String = "kv") async throws -> Int {
+        let r = await call(engine, "reads_served", "{}", OptimizeOptions(servers: [server], bypassCache: true))
+        return Int(try text(r) ?? "") ?? -1
+    }
+
+    func testReadsAreCachedWritesInvalidateAndIdsAreTheCallers() async throws {
+        let engine = try makeEngine([try Self.kvServer("kv")], extra: #", "caching": {"tools": {"reads_served": false}}"#)
+        await engine.start()
+        addTeardownBlock { await engine.stop() }
+        XCTAssertEqual(engine.catalogs.first?.error, nil)
+        XCTAssertTrue(engine.catalogs.first?.toolNames.contains("get") ?? false)
+
+        let put = await call(engine, "put", #"{"key":"a","value":"1"}"#)
+        XCTAssertTrue(put.success, put.error ?? "")
+        XCTAssertEqual(put.source, .origin)
+        XCTAssertEqual(put.server, "kv")
+
+        let first = await call(engine, "get", #"{"key":"a"}"#, id: 7)
+        XCTAssertEqual(first.source, .origin)
+        XCTAssertEqual(try text(first), "1")
+        XCTAssertEqual(try message(first)["id"], .int(7))
+        let readsAfterFirst = try await reads(engine)
+
+        // Same arguments in another member order: the same cached entry.
+        let second = await engine.optimizeRequest(Array(#"{"id":"x","method":"tools/call","jsonrpc":"2.0","params":{"arguments":{"key":"a"},"name":"get"}}"#.utf8))
+        XCTAssertEqual(second.source, .memory)
+        XCTAssertEqual(try message(second)["id"], .string("x"))
+        XCTAssertEqual(try text(second), "1")
+        let readsAfterHit = try await reads(engine)
+        XCTAssertEqual(readsAfterHit, readsAfterFirst, "a hit does not reach the server")
+
+        // A write in the group drops its cached reads.
+        _ = await call(engine, "put", #"{"key":"a","value":"2"}"#)
+        let third = await call(engine, "get", #"{"key":"a"}"#)
+        XCTAssertEqual(third.source, .origin)
+        XCTAssertEqual(try text(third), "2")
+        XCTAssertGreaterThan(engine.metrics.invalidations.load(), 0)
+        XCTAssertEqual(engine.metrics.cacheHits.load(), 1)
+    }
+
+    func testUntrustedAnnotationsAreNotCachedAndPartitionsAreIsolated() async throws {
+        let engine = try makeEngine([try Self.kvServer("kv", trust: false)], extra: #", "caching": {"tools": {"kv/whoami": "60s"}}"#)
+        await engine.start()
+        addTeardownBlock { await engine.stop() }
+        _ = await call(engine, "get", #"{"key":"z"}"#)
+        let again = await call(engine, "get", #"{"key":"z"}"#)
+        XCTAssertEqual(again.source, .origin, "an untrusted server's readOnlyHint does not make its tool cacheable")
+
+        // A tool configured cacheable: cached per partition, never across.
+        let a1 = await call(engine, "whoami", "{}", OptimizeOptions(partition: "tenant-a"))
+        let a2 = await call(engine, "whoami", "{}", OptimizeOptions(partition: "tenant-a"))
+        let b1 = await call(engine, "whoami", "{}", OptimizeOptions(partition: "tenant-b"))
+        XCTAssertEqual([a1.source, a2.source, b1.source], [.origin, .memory, .origin])
+    }
+
+    func testIdenticalConcurrentRequestsAreMergedIntoOneCall() async throws {
+        let engine = try makeEngine([try Self.kvServer("kv")], extra: #", "caching": {"tools": {"reads_served": false}}"#)
+        await engine.start()
+        addTeardownBlock { await engine.stop() }
+        let before = try await reads(engine)
+        let results = await withTaskGroup(of: OptimizedResponse.self) { group in
+            for i in 0..<50 { group.addTask { await self.call(engine, "slow_get", #"{"key":"k","ms":300}"#, id: i) } }
+            var all: [OptimizedResponse] = []
+            for await r in group { all.append(r) }
+            return all
+        }
+        XCTAssertEqual(results.filter(\.success).count, 50)
+        XCTAssertEqual(results.filter { $0.source == .origin }.count, 1)
+        XCTAssertEqual(results.filter { $0.source == .coalesced }.count + results.filter { $0.source == .memory }.count, 49)
+        let after = try await reads(engine)
+        XCTAssertEqual(after - before, 1, "50 identical requests, one read on the server")
+        // Every caller gets its own id back.
+        XCTAssertEqual(Set(try results.map { try message($0)["id"]?.integerValue ?? -1 }).count, 50)
+    }
+
+    func testRealTimeServerAnswersThroughTheEngineAsDirectly() async throws {
+        let time = try Self.venvTool("mcp-server-time")
+        let engine = try makeEngine([#""time": {"command": "\#(time)", "args": ["--local-timezone", "UTC"]}"#])
+        await engine.start()
+        addTeardownBlock { await engine.stop() }
+        let listed = await engine.optimizeRequest(Array(#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#.utf8))
+        let tools = try JSONParser.parse(listed.message)
+        let names = tools["result"]?["tools"]?.arrayValue?.compactMap { $0["name"]?.stringValue } ?? []
+        XCTAssertEqual(Set(names), ["get_current_time", "convert_time"])
+        let r = await call(engine, "convert_time", #"{"source_timezone":"UTC","time":"12:00","target_timezone":"Asia/Tokyo"}"#)
+        XCTAssertTrue(r.success)
+        let payload = try JSONParser.parse(try text(r) ?? "")
+        XCTAssertEqual(payload["target"]?["datetime"]?.stringValue?.contains("T21:00:00"), true, "\(payload)")
+        // Errors of the server come back as its own answer, not as an engine failure.
+        let bad = await call(engine, "convert_time", #"{"source_timezone":"Nowhere/City","time":"12:00","target_timezone":"UTC"}"#)
+        let badMessage = try message(bad)
+        XCTAssertTrue(badMessage["error"] != nil || badMessage["result"]?["isError"] == .bool(true), "\(badMessage)")
+    }
+
+    func testBadInputGetsClearErrorsAndTheEngineCarriesOn() async throws {
+        let engine = try makeEngine([try Self.kvServer("kv")])
+        await engine.start()
+        addTeardownBlock { await engine.stop() }
+        for (input, code) in [("{nope", -32700), (#"{"jsonrpc":"2.0","method":"tools/call"}"#, -32600), ("[1,2]", -32600),
+                              (#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#, -32602),
+                              (#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"nope"}}"#, -32602),
+                              (#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"zz://none"}}"#, -32002),
+                              (#"{"jsonrpc":"2.0","id":1,"method":"sampling/whatever"}"#, -32601)] {
+            let r = await engine.optimizeRequest(Array(input.utf8))
+            XCTAssertFalse(r.success, input)
+            XCTAssertEqual(try message(r)["error"]?["code"]?.integerValue, Int64(code), "\(input): \(r.error ?? "")")
+        }
+        let r = await engine.optimizeRequest([0xFF, 0xFE, 0x7B])
+        XCTAssertFalse(r.success)
+        // Still serving.
+        let still = await call(engine, "get", #"{"key":"a"}"#)
+        XCTAssertTrue(still.success)
+        // Resources and prompts reach the server that offers them.
+        let read = await engine.optimizeRequest(Array(#"{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"kv://a"}}"#.utf8))
+        XCTAssertTrue(read.success, read.error ?? "")
+        let prompt = await engine.optimizeRequest(Array(#"{"jsonrpc":"2.0","id":3,"method":"prompts/get","params":{"name":"describe","arguments":{"key":"q"}}}"#.utf8))
+        XCTAssertTrue(prompt.success, prompt.error ?? "")
+    }
+
+    func testAServerThatCannotStartIsLeftOutAndReplicasFailOver() async throws {
+        let broken = #""kv-broken": {"command": "/nonexistent/mcp-server", "group": "kvs"}"#
+        let engine = try makeEngine([broken, try Self.kvServer("kv-b", group: "kvs")],
+                                    extra: #", "optimization": {"requestTimeout": "5s"}"#)
+        let downs = LockedList()
+        engine.events.subscribe { event in if event.name == .serverDown { downs.append(event.data["server"]?.stringValue ?? "") } }
+        await engine.start()
+        addTeardownBlock { await engine.stop() }
+        XCTAssertNotNil(engine.catalogs.first { $0.server == "kv-broken" }?.error)
+        XCTAssertEqual(downs.items, ["kv-broken"])
+        // Every read succeeds: the broken replica offers nothing, so routing never picks it.
+        for i in 0..<10 {
+            let r = await call(engine, "whoami", "{}", id: i, OptimizeOptions(bypassCache: true))
+            XCTAssertTrue(r.success, r.error ?? "")
+            XCTAssertEqual(try text(r), "kv-b")
+        }
+    }
+}
+
+extension RequestPathTests {
+    func testASafeReadIsRetriedAfterTheServerDiesAndAWriteIsNot() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mcpopt-crash-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
+        // A read whose server dies under it: retried (the server is restarted), and answered.
+        let reader = try makeEngine([try Self.kvServer("kv", crashOnce: dir.appendingPathComponent("read").path)])
+        addTeardownBlock { await reader.stop() }
+        await reader.start()
+        let r = await call(reader, "get", #"{"key":"a"}"#, OptimizeOptions(bypassCache: true))
+        XCTAssertTrue(r.success, r.error ?? "")
+        XCTAssertEqual(r.attempts, 2)
+        XCTAssertEqual(reader.metrics.retries.load(), 1)
+
+        // A write whose server dies under it: not sent again (it may have happened).
+        let writer = try makeEngine([try Self.kvServer("kv", crashOnce: dir.appendingPathComponent("write").path)])
+        addTeardownBlock { await writer.stop() }
+        await writer.start()
+        let w = await call(writer, "put", #"{"key":"a","value":"1"}"#)
+        XCTAssertFalse(w.success)
+        XCTAssertEqual(w.attempts, 1)
+        XCTAssertEqual(try message(w)["error"]?["code"]?.integerValue, -32603)
+        XCTAssertTrue(w.error?.contains("kv:") ?? false, w.error ?? "")
+    }
+}
+
+final class LockedList: @unchecked Sendable {
+    private let lock = NSLock()
+    private var storage: [String] = []
+    func append(_ s: String) { lock.lock(); storage.append(s); lock.unlock() }
+    var items: [String] { lock.lock(); defer { lock.unlock() }; return storage }
+}

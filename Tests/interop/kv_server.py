@@ -1,0 +1,80 @@
+"""A FastMCP key-value server over stdio for the engine's tests: annotated reads and writes, a
+slow read (for merging), a resource template and a prompt. Counts the reads it serves, so a
+test can tell a cache hit (no read) from a call that reached the server.
+
+usage: kv_server.py [--name NAME] [--crash-once MARKER]
+  --crash-once: the first get or put exits the process (before answering) and creates MARKER;
+                a server started again with MARKER present behaves.
+"""
+import asyncio
+import os
+import sys
+
+from fastmcp import FastMCP
+
+name = sys.argv[sys.argv.index("--name") + 1] if "--name" in sys.argv else "kv"
+mcp = FastMCP(name)
+store: dict[str, str] = {}
+reads = 0
+marker = sys.argv[sys.argv.index("--crash-once") + 1] if "--crash-once" in sys.argv else None
+
+
+def maybe_crash() -> None:
+    if marker and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(3)
+
+READ = {"readOnlyHint": True, "idempotentHint": True}
+
+
+@mcp.tool(annotations=READ)
+def get(key: str) -> str:
+    """The value of key ("" when unset)."""
+    global reads
+    maybe_crash()
+    reads += 1
+    return store.get(key, "")
+
+
+@mcp.tool(annotations={"readOnlyHint": False, "destructiveHint": False})
+def put(key: str, value: str) -> str:
+    """Sets key to value."""
+    maybe_crash()
+    store[key] = value
+    return "ok"
+
+
+@mcp.tool(annotations=READ)
+async def slow_get(key: str, ms: int) -> str:
+    """Like get, after ms milliseconds."""
+    global reads
+    reads += 1
+    await asyncio.sleep(ms / 1000)
+    return store.get(key, "")
+
+
+@mcp.tool(annotations=READ)
+def reads_served() -> int:
+    """How many reads reached this server."""
+    return reads
+
+
+@mcp.tool(annotations=READ)
+def whoami() -> str:
+    """This server's name (to see which replica answered)."""
+    return name
+
+
+@mcp.resource("kv://{key}")
+def value_of(key: str) -> str:
+    global reads
+    reads += 1
+    return store.get(key, "")
+
+
+@mcp.prompt
+def describe(key: str) -> str:
+    return f"Describe the value stored under {key}."
+
+
+mcp.run(show_banner=False, log_level="warning")
