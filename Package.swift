@@ -69,7 +69,7 @@ let package = Package(
             name: "mcpopt",
             dependencies: [
                 "MCPOptEngine", "MCPOptConfig", "MCPOptJSON", "MCPOptProtocol", "MCPOptCache", "MCPOptRouting", "MCPOptSync",
-                "MCPOptIO", "MCPOptUpstream",
+                "MCPOptIO", "MCPOptUpstream", "MCPOptGateway",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             // The program, unlike the library, may bring its own allocator.

@@ -72,7 +72,15 @@ final class EngineRuntime: @unchecked Sendable {
     func catalog(_ server: String) -> ServerCatalog? { lock.withLock { catalogsByServer[server] } }
     var isStarted: Bool { lock.withLock { loop != nil } }
 
-    func setCatalog(_ catalog: ServerCatalog) { lock.withLock { catalogsByServer[catalog.server] = catalog } }
+    func setCatalog(_ catalog: ServerCatalog) {
+        lock.withLock {
+            catalogsByServer[catalog.server] = catalog
+            catalogGeneration += 1
+        }
+    }
+    /// Bumped whenever a server's catalog is replaced.
+    private(set) var catalogGeneration = 0               // guarded by lock
+    var currentCatalogGeneration: Int { lock.withLock { catalogGeneration } }
 
     /// Records whether a server is up; true when that changed (the caller emits the event).
     func markUp(_ server: String, _ up: Bool) -> Bool {

@@ -87,6 +87,9 @@ extension Engine {
         return config.activeServers.compactMap { s in all.first { $0.server == s.name } }
     }
 
+    /// Changes whenever a server's catalog is replaced (after list_changed, or a restart).
+    public var catalogGeneration: Int { runtime.currentCatalogGeneration }
+
     public var events: EventBus { runtime.events }
     public var metrics: EngineMetrics { runtime.metrics }
 

@@ -1,0 +1,205 @@
+import MCPOptEngine
+import MCPOptJSON
+import MCPOptProtocol
+import MCPOptSync
+
+/// The gateway as an MCP server, independent of its transport: it aggregates the tools,
+/// prompts and resources of every configured server (names namespaced by `ToolNamespace` where
+/// they collide) and serves each request through the engine. Both eras on the front: a
+/// handshake-era client initializes; a modern one sends `server/discover` or `_meta` with each
+/// request. Backends of either era behind it (the engine's sessions bridge them).
+public final class Gateway: @unchecked Sendable {
+    public let engine: Engine
+    public let identity: GatewayFront.Identity
+
+    private let lock = Lock()
+    private var tools = ToolNamespace(offers: [])       // guarded by lock
+    private var prompts = ToolNamespace(offers: [])     // guarded by lock
+    private var builtFrom = -1                          // guarded by lock (catalog generation)
+
+    public static let capabilities: JSONValue = ["tools": ["listChanged": false], "prompts": ["listChanged": false], "resources": [:], "logging": [:]]
+
+    public init(engine: Engine, identity: GatewayFront.Identity = .init(capabilities: Gateway.capabilities)) {
+        self.engine = engine
+        self.identity = identity
+    }
+
+    /// Starts every backend and lists them; returns a warning per server left out.
+    public func start() async -> [String] {
+        await engine.start()
+        refreshNamespaces()
+        return engine.catalogs.compactMap { c in c.error.map { "server \"\(c.server)\" is left out: \($0)" } }
+    }
+
+    /// The namespaces follow the catalogs (rebuilt when a server's list changed).
+    private func refreshNamespaces() {
+        let generation = engine.catalogGeneration
+        lock.withLock {
+            guard generation != builtFrom else { return }
+            let healthy = engine.catalogs.filter { $0.error == nil }
+            var toolOffers: [String: Set<String>] = [:], promptOffers: [String: Set<String>] = [:]
+            for c in healthy {
+                toolOffers[c.group, default: []].formUnion(c.toolNames)
+                promptOffers[c.group, default: []].formUnion(c.promptNames)
+            }
+            tools = ToolNamespace(offers: toolOffers.map { (group: $0.key, names: Array($0.value)) })
+            prompts = ToolNamespace(offers: promptOffers.map { (group: $0.key, names: Array($0.value)) })
+            builtFrom = generation
+        }
+    }
+
+    /// Who is calling: cached results are partitioned by it.
+    public struct Caller: Sendable {
+        public var partition: String
+        public var agent: String?
+        public init(partition: String = "", agent: String? = nil) {
+            self.partition = partition
+            self.agent = agent
+        }
+    }
+
+    /// Handles one message from a client; returns the response, or nil for notifications and
+    /// responses (nothing to answer).
+    public func handle(_ message: [UInt8], caller: Caller = .init()) async -> [UInt8]? {
+        enum Route {
+            case answer([UInt8])
+            case none
+            case engine([UInt8], servers: [String]?, modern: Bool)
+        }
+        let route: Route = message.withUnsafeBytes { bytes in
+            let decoder = MessageDecoder()
+            let view: MessageView
+            do {
+                view = try decoder.decode(bytes)
+            } catch let error as DecodeError {
+                let text = error.kind == .batch ? "batches are not supported" : error.kind == .notJSON ? "Parse error: \(error.detail)" : "Invalid Request: \(error.detail)"
+                return .answer(MessageEncoder.error(idJSON: nil, code: error.rpcCode, message: text))
+            } catch {
+                return .answer(MessageEncoder.error(idJSON: nil, code: RPCErrorCode.invalidRequest, message: "Invalid Request"))
+            }
+            guard view.kind == .request, let method = view.method.string else { return .none }
+            let id = Array(view.idRaw.buffer)
+            // A modern request names its version in params._meta (initialize names one in params).
+            let modern = method != "initialize" && view.protocolVersion.string.map { ProtocolVersion(rawValue: $0).era == .modern } == true
+            func result(_ value: JSONValue) -> Route {
+                var value = value
+                if modern, case .object(var o) = value {
+                    o["resultType"] = "complete"
+                    o["_meta"] = [MetaKey.serverInfo: ["name": .string(identity.name), "version": .string(identity.version)]]
+                    if let hints = Self.cacheHints(method) {
+                        o["ttlMs"] = .int(hints.ttlMs)
+                        o["cacheScope"] = .string(hints.scope)
+                    }
+                    value = .object(o)
+                }
+                let text = Array(value.jsonString.utf8)
+                return .answer(text.withUnsafeBytes { MessageEncoder.result(idJSON: id, result: $0) })
+            }
+            func error(_ code: Int64, _ text: String) -> Route { .answer(MessageEncoder.error(idJSON: id, code: code, message: text)) }
+
+            switch method {
+            case "initialize":
+                let params = view.params.isPresent ? (try? JSONParser.parse(view.params.buffer)) : nil
+                let requested = ProtocolVersion(rawValue: params?["protocolVersion"]?.stringValue ?? "")
+                var o: JSONObject = [
+                    "protocolVersion": .string(ProtocolVersion.negotiateHandshake(requested: requested).rawValue),
+                    "capabilities": identity.capabilities,
+                    "serverInfo": ["name": .string(identity.name), "version": .string(identity.version)],
+                ]
+                if let instructions = identity.instructions { o["instructions"] = .string(instructions) }
+                return result(.object(o))
+            case "server/discover":
+                return result(["supportedVersions": .array(ProtocolVersion.supported.filter { $0.era == .modern }.map { .string($0.rawValue) }),
+                               "capabilities": identity.capabilities])
+            case "ping", "logging/setLevel":
+                return modern ? error(RPCErrorCode.methodNotFound, "Method not found: \(method)") : result([:])
+            case "tools/list":
+                refreshNamespaces()
+                return result(["tools": .array(exposedTools())])
+            case "prompts/list":
+                refreshNamespaces()
+                return result(["prompts": .array(exposedPrompts())])
+            case "resources/list", "resources/templates/list":
+                return .engine(Array(bytes), servers: nil, modern: modern)
+            case "tools/call", "prompts/get":
+                guard let exposed = view.name.string else { return error(RPCErrorCode.invalidParams, "\(method) needs params.name") }
+                refreshNamespaces()
+                let entry = lock.withLock { method == "tools/call" ? tools.resolve(exposed) : prompts.resolve(exposed) }
+                guard let entry else {
+                    return error(RPCErrorCode.invalidParams, method == "tools/call" ? "Unknown tool: \(exposed)" : "Unknown prompt: \(exposed)")
+                }
+                guard entry.original != exposed else { return .engine(Array(bytes), servers: [entry.group], modern: modern) }
+                guard case .object(var params)? = try? JSONParser.parse(view.params.buffer) else {
+                    return error(RPCErrorCode.invalidParams, "params must be an object")
+                }
+                params["name"] = .string(entry.original)
+                let rewritten = Array(#"{"jsonrpc":"2.0","id":"#.utf8) + id + Array(#","method":"\#(method)","params":\#(JSONValue.object(params).jsonString)}"#.utf8)
+                return .engine(rewritten, servers: [entry.group], modern: modern)
+            case "resources/read", "completion/complete":
+                return .engine(Array(bytes), servers: nil, modern: modern)
+            case "resources/subscribe", "resources/unsubscribe":
+                return modern ? error(RPCErrorCode.methodNotFound, "Method not found: \(method)") : result([:])
+            default:
+                return error(RPCErrorCode.methodNotFound, "Method not found: \(method)")
+            }
+        }
+        switch route {
+        case .none: return nil
+        case .answer(let bytes): return bytes
+        case .engine(let request, let servers, let modern):
+            let response = await engine.optimizeRequest(request, OptimizeOptions(agent: caller.agent, partition: caller.partition, servers: servers))
+            return modern ? Self.completingModernResult(response.message, method: method(of: request)) : response.message
+        }
+    }
+
+    /// Modern results carry cache hints on lists, reads and discovery (required there). The
+    /// gateway's own lists may differ per caller (agent profiles), so they are private; a
+    /// short TTL, since the gateway does not announce list changes.
+    static func cacheHints(_ method: String) -> (ttlMs: Int64, scope: String)? {
+        switch method {
+        case "tools/list", "prompts/list", "resources/list", "resources/templates/list": (30_000, "private")
+        case "server/discover": (60_000, "public")
+        case "resources/read": (0, "private")
+        default: nil
+        }
+    }
+
+    private func method(of request: [UInt8]) -> String {
+        request.withUnsafeBytes { (try? MessageDecoder().decode($0))?.method.string } ?? ""
+    }
+
+    /// A modern-era client expects `resultType` (and cache hints where required); a
+    /// handshake-era backend's result lacks them.
+    static func completingModernResult(_ message: [UInt8], method: String) -> [UInt8] {
+        guard case .object(var o)? = try? JSONParser.parse(message), case .object(var result)? = o["result"] else { return message }
+        let hints = cacheHints(method)
+        guard result["resultType"] == nil || (hints != nil && result["ttlMs"] == nil) else { return message }
+        if result["resultType"] == nil { result["resultType"] = "complete" }
+        if let hints, result["ttlMs"] == nil {
+            result["ttlMs"] = .int(hints.ttlMs)
+            result["cacheScope"] = .string(hints.scope)
+        }
+        o["result"] = .object(result)
+        return Array(JSONValue.object(o).jsonString.utf8)
+    }
+
+    private func exposedTools() -> [JSONValue] {
+        let catalogs = engine.catalogs.filter { $0.error == nil }
+        return lock.withLock { tools.entries }.compactMap { entry in
+            guard let definition = catalogs.lazy.filter({ $0.group == entry.group }).compactMap({ $0.tools.first(where: { $0["name"]?.stringValue == entry.original }) }).first,
+                  case .object(var o) = definition else { return nil }
+            o["name"] = .string(entry.exposed)
+            return .object(o)
+        }
+    }
+
+    private func exposedPrompts() -> [JSONValue] {
+        let catalogs = engine.catalogs.filter { $0.error == nil }
+        return lock.withLock { prompts.entries }.compactMap { entry in
+            guard let definition = catalogs.lazy.filter({ $0.group == entry.group }).compactMap({ $0.prompts.first(where: { $0["name"]?.stringValue == entry.original }) }).first,
+                  case .object(var o) = definition else { return nil }
+            o["name"] = .string(entry.exposed)
+            return .object(o)
+        }
+    }
+}

@@ -1,0 +1,106 @@
+import Glibc
+import MCPOptSync
+
+/// The gateway over stdio, for desktop MCP clients that start their servers as processes: one
+/// JSON-RPC message per line on stdin, answers on stdout (nothing else is written there: logs
+/// go to stderr). Requests are served concurrently; answers are written whole, one per line,
+/// as each is ready. Returns when stdin ends and every request in flight is answered.
+public final class StdioFront: @unchecked Sendable {
+    public let gateway: Gateway
+    /// Longest line accepted; a longer one is answered with an error and skipped.
+    public var maxLineBytes = 16 << 20
+    private let input: Int32
+    private let output: Int32
+    private let writeLock = Lock()
+    private let inFlight = AtomicCounter()
+
+    public init(gateway: Gateway, input: Int32 = 0, output: Int32 = 1) {
+        self.gateway = gateway
+        self.input = input
+        self.output = output
+    }
+
+    /// Reads on a thread of its own (a blocking read must not hold one of the few threads
+    /// async work runs on) and serves each line in a task.
+    public func run() async {
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            let context = Unmanaged.passRetained(ReaderContext(front: self, done: done))
+            var thread = pthread_t()
+            let rc = pthread_create(&thread, nil, { raw in
+                let context = Unmanaged<ReaderContext>.fromOpaque(raw!).takeRetainedValue()
+                context.front.readLoop()
+                context.done.resume()
+                return nil
+            }, context.toOpaque())
+            if rc != 0 {
+                context.release()
+                done.resume()
+            } else {
+                pthread_detach(thread)
+            }
+        }
+        // Stdin ended: answer what is still in flight (bounded: each request has its timeout).
+        while inFlight.load() > 0 { try? await Task.sleep(for: .milliseconds(5)) }
+    }
+
+    private final class ReaderContext {
+        let front: StdioFront
+        let done: CheckedContinuation<Void, Never>
+        init(front: StdioFront, done: CheckedContinuation<Void, Never>) {
+            self.front = front
+            self.done = done
+        }
+    }
+
+    private func readLoop() {
+        var buffer: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65_536)
+        var skipping = false
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(input, $0.baseAddress, $0.count) }
+            if n < 0, errno == EINTR { continue }
+            if n <= 0 { break }
+            var start = 0
+            for i in 0..<n where chunk[i] == UInt8(ascii: "\n") {
+                if !skipping { buffer.append(contentsOf: chunk[start..<i]) }
+                if !skipping { dispatch(buffer) }
+                skipping = false
+                buffer.removeAll(keepingCapacity: true)
+                start = i + 1
+            }
+            if !skipping { buffer.append(contentsOf: chunk[start..<n]) }
+            if buffer.count > maxLineBytes {
+                skipping = true
+                buffer.removeAll()
+                send(Array(#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"message longer than \#(maxLineBytes) bytes"}}"#.utf8))
+            }
+        }
+        if !buffer.isEmpty, !skipping { dispatch(buffer) }
+    }
+
+    private func dispatch(_ line: [UInt8]) {
+        // Blank lines (and a trailing CR) are not messages.
+        var line = line
+        if line.last == UInt8(ascii: "\r") { line.removeLast() }
+        guard line.contains(where: { $0 != 0x20 && $0 != 0x09 }) else { return }
+        inFlight.add()
+        Task {
+            if let answer = await gateway.handle(line) { send(answer) }
+            inFlight.subtract()
+        }
+    }
+
+    private func send(_ message: [UInt8]) {
+        var bytes = message
+        bytes.append(UInt8(ascii: "\n"))
+        writeLock.withLock {
+            var offset = 0
+            while offset < bytes.count {
+                let n = bytes.withUnsafeBytes { write(output, $0.baseAddress! + offset, $0.count - offset) }
+                if n < 0, errno == EINTR { continue }
+                if n <= 0 { return }
+                offset += n
+            }
+        }
+    }
+}

@@ -1,0 +1,185 @@
+"""The gateway judged by real clients: the official MCP Python SDK (both protocol eras) and the
+FastMCP client list and call the tools of real servers (mcp-server-time, mcp-server-git, two
+FastMCP key-value servers whose tool names collide, one server that cannot start) through
+`mcpopt stdio` or `mcpopt serve`, and must get the same results as when they call the servers
+directly.
+
+usage: gateway_check.py MCPOPT stdio
+       gateway_check.py MCPOPT http
+Prints one line per check and "gateway (<transport>): N passed, M failed"; exits 1 on failure.
+"""
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+passed = failed = 0
+
+
+def check(name, ok, detail=""):
+    global passed, failed
+    if ok:
+        passed += 1
+        print(f"ok   {name}")
+    else:
+        failed += 1
+        print(f"FAIL {name} {detail}")
+
+
+def make_repo(root: Path) -> Path:
+    repo = root / "repo"
+    repo.mkdir()
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com")
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True, env=env)
+    (repo / "a.txt").write_text("hello\n")
+    subprocess.run(["git", "-C", str(repo), "add", "a.txt"], check=True, env=env)
+    subprocess.run(["git", "-C", str(repo), "commit", "-q", "-m", "first"], check=True, env=env)
+    (repo / "b.txt").write_text("untracked\n")
+    return repo
+
+
+def servers(repo: Path) -> dict:
+    kv = str(HERE / "kv_server.py")
+    return {
+        "kv": {"command": str(BIN / "python"), "args": [kv, "--name", "kv"], "trustAnnotations": True},
+        "kv2": {"command": str(BIN / "python"), "args": [kv, "--name", "kv2"]},
+        "time": {"command": str(BIN / "mcp-server-time"), "args": ["--local-timezone", "UTC"]},
+        "git": {"command": str(BIN / "mcp-server-git"), "args": ["--repository", str(repo)]},
+        "broken": {"command": "/nonexistent/mcp-server"},
+    }
+
+
+def text_of(result) -> list:
+    return [c.model_dump(mode="json", exclude_none=True) for c in result.content]
+
+
+async def session_for(transport, era: str, run):
+    async with transport as streams:
+        async with ClientSession(streams[0], streams[1]) as session:
+            if era == "modern":
+                await session.discover()
+            else:
+                await session.initialize()
+            return await run(session)
+
+
+async def direct_results(config: dict, era: str) -> dict:
+    """What the real servers answer when called directly."""
+    out = {}
+    for name, tool, args in [("time", "convert_time", {"source_timezone": "UTC", "time": "12:00", "target_timezone": "Asia/Tokyo"}),
+                             ("git", "git_status", {"repo_path": config["git"]["args"][1]})]:
+        s = config[name]
+        params = StdioServerParameters(command=s["command"], args=s["args"])
+
+        async def run(session, tool=tool, args=args):
+            return text_of(await session.call_tool(tool, args))
+        # mcp-server-time/git are handshake-era servers: call them directly the way they speak.
+        out[tool] = await session_for(stdio_client(params), "legacy", run)
+    return out
+
+
+async def through_gateway(transport, era: str, direct: dict, repo: Path, label: str):
+    async def run(session):
+        tools = sorted(t.name for t in (await session.list_tools()).tools)
+        check(f"{label}: real servers' tools are listed", {"convert_time", "get_current_time", "git_status", "git_log"} <= set(tools), tools)
+        check(f"{label}: colliding names are namespaced", {"kv__get", "kv2__get", "kv__put", "kv2__put"} <= set(tools) and "get" not in tools, tools)
+        check(f"{label}: names fit ^[a-zA-Z0-9_-]{{1,64}}$", all(len(t) <= 64 and t.replace("_", "").replace("-", "").isalnum() for t in tools), tools)
+        r = await session.call_tool("convert_time", {"source_timezone": "UTC", "time": "12:00", "target_timezone": "Asia/Tokyo"})
+        check(f"{label}: convert_time same as direct", text_of(r) == direct["convert_time"], (text_of(r), direct["convert_time"]))
+        r = await session.call_tool("git_status", {"repo_path": str(repo)})
+        check(f"{label}: git_status same as direct", text_of(r) == direct["git_status"], (text_of(r), direct["git_status"]))
+        await session.call_tool("kv__put", {"key": "k", "value": era})
+        r1 = await session.call_tool("kv__get", {"key": "k"})
+        r2 = await session.call_tool("kv2__get", {"key": "k"})
+        check(f"{label}: a namespaced tool reaches its own server", r1.content[0].text == era and r2.content[0].text == "", (text_of(r1), text_of(r2)))
+        try:
+            r = await session.call_tool("no_such_tool", {})
+            check(f"{label}: unknown tool is a -32602 error", False, text_of(r))
+        except Exception as e:  # the SDK raises the JSON-RPC error
+            check(f"{label}: unknown tool is a -32602 error", getattr(e, "code", None) == -32602 or "-32602" in repr(e), repr(e))
+        prompts = sorted(p.name for p in (await session.list_prompts()).prompts)
+        check(f"{label}: prompts listed and namespaced", {"kv__describe", "kv2__describe"} <= set(prompts), prompts)
+        p = await session.get_prompt("kv__describe", {"key": "q"})
+        check(f"{label}: prompts/get", "q" in json.dumps(p.model_dump(mode="json")), p)
+        res = await session.read_resource("kv://k")
+        check(f"{label}: resources/read", any(era in json.dumps(c.model_dump(mode="json")) for c in res.contents), res)
+    await session_for(transport, era, run)
+
+
+async def fastmcp_client(target, label: str):
+    from fastmcp import Client
+    async with Client(target) as client:
+        tools = sorted(t.name for t in await client.list_tools())
+        r = await client.call_tool("convert_time", {"source_timezone": "UTC", "time": "12:00", "target_timezone": "Asia/Tokyo"})
+        check(f"{label}: FastMCP client lists and calls", "convert_time" in tools and "21:00" in json.dumps([c.model_dump(mode="json") for c in r.content]), tools)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def main() -> None:
+    mcpopt, transport = sys.argv[1], sys.argv[2]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        repo = make_repo(root)
+        config = servers(repo)
+        config_path = root / "mcpopt.json"
+        config_path.write_text(json.dumps({"mcpServers": config}))
+        direct = {era: await direct_results(config, era) for era in ("legacy",)}
+        server = None
+        try:
+            if transport == "http":
+                port = free_port()
+                server = subprocess.Popen([mcpopt, "serve", "--config", str(config_path), "--listen", f"127.0.0.1:{port}"], stderr=subprocess.PIPE)
+                url = f"http://127.0.0.1:{port}/mcp"
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    try:
+                        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                        break
+                    except OSError:
+                        time.sleep(0.05)
+            for era in ("legacy", "modern"):
+                label = f"{transport} {era}"
+                if transport == "http":
+                    t = streamable_http_client(url)
+                else:
+                    t = stdio_client(StdioServerParameters(command=mcpopt, args=["stdio", "--config", str(config_path)]))
+                try:
+                    await asyncio.wait_for(through_gateway(t, era, direct["legacy"], repo, label), 60)
+                except Exception as e:  # a crash of the session is a failed check, with its reason
+                    check(f"{label}: session", False, repr(e))
+            try:
+                if transport == "http":
+                    await asyncio.wait_for(fastmcp_client(url, f"{transport} fastmcp"), 60)
+                else:
+                    from fastmcp.client.transports import StdioTransport
+                    await asyncio.wait_for(fastmcp_client(StdioTransport(command=mcpopt, args=["stdio", "--config", str(config_path)]), f"{transport} fastmcp"), 60)
+            except Exception as e:
+                check(f"{transport} fastmcp: session", False, repr(e))
+        finally:
+            if server:
+                server.terminate()
+                try:
+                    server.wait(10)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+    print(f"gateway ({transport}): {passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+asyncio.run(main())
