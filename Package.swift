@@ -53,7 +53,7 @@ let package = Package(
         .target(name: "CMCPOptHTTP", linkerSettings: [.linkedLibrary("http_parser")]),
         .target(name: "MCPOptProtocol", dependencies: ["CMCPOptRPC", "CMCPOptHTTP", "MCPOptJSON"]),
         .target(name: "MCPOptUpstream", dependencies: ["MCPOptProtocol", "MCPOptJSON"]),
-        .target(name: "MCPOptGateway", dependencies: ["MCPOptEngine", "MCPOptProtocol", "MCPOptJSON"]),
+        .target(name: "MCPOptGateway", dependencies: ["MCPOptEngine", "MCPOptProtocol", "MCPOptJSON", "MCPOptIO", "MCPOptSync"]),
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite"),
         .target(name: "MCPOptCoordination", dependencies: ["CSQLite", "MCPOptSync"]),
         .target(name: "MCPOptEngine", dependencies: ["MCPOptCache", "MCPOptRouting", "MCPOptConfig", "MCPOptCoordination", "MCPOptJSON", "MCPOptProtocol", "MCPOptSync", "CMCPOptSupport", "MCPOptIO", "MCPOptUpstream", "MCPOptMetrics"]),

@@ -62,7 +62,7 @@ endif()
 add_test(NAME cli COMMAND ${CMAKE_SOURCE_DIR}/scripts/check-cli ${CMAKE_BINARY_DIR}/bin/mcpopt ${EXAMPLE_CONFIG})
 
 # The gateway judged by real MCP clients (official SDK in both eras, FastMCP) against real servers.
-foreach(front stdio)
+foreach(front stdio http)
   add_test(NAME gateway_${front} COMMAND ${MCPOPT_PYTHON} ${CMAKE_SOURCE_DIR}/Tests/interop/gateway_check.py ${CMAKE_BINARY_DIR}/bin/mcpopt ${front})
   set_tests_properties(gateway_${front} PROPERTIES TIMEOUT 300)
 endforeach()

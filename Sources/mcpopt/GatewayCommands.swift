@@ -49,3 +49,72 @@ struct Stdio: ParsableCommand {
         }
     }
 }
+
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve as one MCP server over Streamable HTTP, in front of every server of a configuration.",
+        discussion: """
+            Endpoints: /mcp (MCP, both protocol eras), /metrics (Prometheus text), /healthz (JSON:
+            200 when healthy or degraded, 503 when no server answers). Binds loopback unless told
+            otherwise; Host and Origin are checked; --token requires a bearer token.
+            """)
+
+    @Option(name: .long, help: "The configuration file (mcpServers and engine options).")
+    var config: String
+
+    @Option(name: .long, help: "Address to listen on: HOST:PORT (IPv6 as [::1]:PORT).")
+    var listen = "127.0.0.1:8080"
+
+    @Option(name: .long, help: "Require Authorization: Bearer TOKEN (default: the MCPOPT_TOKEN environment variable, if set).")
+    var token: String?
+
+    @Option(name: .long, parsing: .singleValue, help: "Also accept this Host header value (repeatable; loopback names are always accepted).")
+    var allowHost: [String] = []
+
+    @Option(name: .long, parsing: .singleValue, help: "Also accept this Origin (repeatable; loopback origins are always accepted).")
+    var allowOrigin: [String] = []
+
+    func run() throws {
+        let (host, port) = try Self.split(listen)
+        let engine = try loadEngine(config)
+        let gateway = Gateway(engine: engine)
+        var settings = HTTPFront.Settings()
+        settings.host = host
+        settings.port = port
+        settings.bearerToken = token ?? ProcessInfoLite.environment("MCPOPT_TOKEN")
+        settings.policy.allowedHosts = allowHost
+        settings.policy.allowedOrigins = allowOrigin
+        let front: HTTPFront
+        do {
+            front = try HTTPFront(gateway: gateway, settings: settings)
+        } catch {
+            throw ValidationError("cannot start the HTTP front: \(error.message)")
+        }
+        front.metricsPage = { (200, "text/plain; version=0.0.4", Array(engine.prometheusText().utf8)) }
+        front.healthPage = {
+            let health = await engine.performHealthCheck()
+            return (health["status"]?.stringValue == "unhealthy" ? 503 : 200, "application/json", Array(health.jsonString.utf8))
+        }
+        blockOn {
+            for warning in await gateway.start() { printError("mcpopt: \(warning)") }
+        }
+        do {
+            let bound = try front.start()
+            printError("mcpopt: serving \(engine.config.activeServers.count) server(s) at http://\(host.contains(":") ? "[\(host)]" : host):\(bound)/mcp")
+        } catch {
+            throw ValidationError("cannot listen on \(listen): \(error.message)")
+        }
+        waitForTermination()
+        front.stop()
+        blockOn { await engine.stop() }
+    }
+
+    static func split(_ address: String) throws -> (String, Int) {
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), (0...65535).contains(port) else {
+            throw ValidationError("--listen must be HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080")
+        }
+        var host = String(address[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host.isEmpty ? "127.0.0.1" : host, port)
+    }
+}

@@ -33,3 +33,19 @@ func printError(_ text: String) {
         }
     }
 }
+
+enum ProcessInfoLite {
+    static func environment(_ name: String) -> String? { getenv(name).map { String(cString: $0) } }
+}
+
+/// Blocks until SIGINT or SIGTERM (which then no longer kill the process: the caller stops
+/// cleanly, so stdio servers are asked to exit instead of being orphaned).
+func waitForTermination() {
+    var set = sigset_t()
+    sigemptyset(&set)
+    sigaddset(&set, SIGINT)
+    sigaddset(&set, SIGTERM)
+    pthread_sigmask(SIG_BLOCK, &set, nil)
+    var received: Int32 = 0
+    sigwait(&set, &received)
+}

@@ -125,6 +125,37 @@ async def fastmcp_client(target, label: str):
         check(f"{label}: FastMCP client lists and calls", "convert_time" in tools and "21:00" in json.dumps([c.model_dump(mode="json") for c in r.content]), tools)
 
 
+def http_checks(port: int) -> None:
+    import urllib.error
+    import urllib.request
+
+    def fetch(path, method="GET", headers=None, body=None):
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, headers=headers or {}, data=body)
+        try:
+            with urllib.request.urlopen(req, timeout=20) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    status, body = fetch("/healthz")
+    health = json.loads(body)
+    check("http: /healthz is degraded with one server down", status == 200 and health["status"] == "degraded"
+          and [s["name"] for s in health["servers"] if not s["up"]] == ["broken"], body)
+    status, body = fetch("/metrics")
+    check("http: /metrics is Prometheus text", status == 200 and "mcpopt_requests_total" in body and 'mcpopt_server_up{server="time"' in body, body[:300])
+    init = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                                                                                    "clientInfo": {"name": "t", "version": "1"}}}).encode()
+    accept = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    status, _ = fetch("/mcp", "POST", dict(accept, Origin="http://evil.example"), init)
+    check("http: a foreign Origin gets 403", status == 403, status)
+    status, _ = fetch("/mcp", "POST", dict(accept, Host="evil.example"), init)
+    check("http: a foreign Host gets 403", status == 403, status)
+    status, body = fetch("/mcp", "POST", accept, b"[1,2]")
+    check("http: a batch is rejected with 400", status == 400, (status, body))
+    status, _ = fetch("/nope")
+    check("http: unknown path is 404", status == 404, status)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -163,6 +194,8 @@ async def main() -> None:
                     await asyncio.wait_for(through_gateway(t, era, direct["legacy"], repo, label), 60)
                 except Exception as e:  # a crash of the session is a failed check, with its reason
                     check(f"{label}: session", False, repr(e))
+            if transport == "http":
+                http_checks(port)
             try:
                 if transport == "http":
                     await asyncio.wait_for(fastmcp_client(url, f"{transport} fastmcp"), 60)
@@ -175,9 +208,11 @@ async def main() -> None:
             if server:
                 server.terminate()
                 try:
-                    server.wait(10)
+                    code = server.wait(15)
+                    check("http: SIGTERM stops the gateway cleanly", code == 0, code)
                 except subprocess.TimeoutExpired:
                     server.kill()
+                    check("http: SIGTERM stops the gateway cleanly", False, "still running after 15 s")
     print(f"gateway ({transport}): {passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
 

@@ -136,6 +136,8 @@ struct UpstreamOutcome: Sendable {
     var errorCode: Int64 = RPCErrorCode.internalError
     var server: String?
     var attempts: Int
+    /// What the successful attempt cost (what a merged request would have cost alone).
+    var originNanos: UInt64 = 0
 }
 
 /// CLOCK_MONOTONIC in nanoseconds.

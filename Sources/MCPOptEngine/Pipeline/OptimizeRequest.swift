@@ -381,6 +381,7 @@ extension Engine {
                 runtime.metrics.coalesced.add()
                 source = .coalesced
                 outcome = await box.wait()
+                runtime.metrics.baselineNanos.add(outcome.originNanos)
             }
         } else {
             outcome = await callUpstream(plan)
@@ -446,7 +447,7 @@ extension Engine {
                 if let tool = plan.tool { _ = router.record(server: server, tool: tool, latency: .nanoseconds(Int64(elapsed)), success: true) }
                 circuitEvents(server: server, before: before)
                 if let lookup = plan.lookup { fill(plan, lookup: lookup, response: response, originNanos: elapsed) }
-                return UpstreamOutcome(message: response, server: server, attempts: attempts)
+                return UpstreamOutcome(message: response, server: server, attempts: attempts, originNanos: elapsed)
             } catch {
                 let elapsed = monotonicNanos() &- started
                 runtime.metrics.baselineNanos.add(elapsed)

@@ -1,0 +1,290 @@
+import Glibc
+import MCPOptIO
+import MCPOptJSON
+import MCPOptProtocol
+import MCPOptSync
+
+/// The gateway over Streamable HTTP: `/mcp` (both eras; the protocol rules are GatewayFront's),
+/// `/metrics` (Prometheus text) and `/healthz`. HTTP/1.1 with keep-alive, one request at a time
+/// per connection, on the engine's own kind of event loop (io_uring, or epoll). Answers are
+/// `application/json` (which every client must accept); nothing is streamed yet.
+///
+/// Secure by default: loopback unless told otherwise, Host and Origin checked (DNS
+/// rebinding), an optional bearer token, bounded header and body sizes and connection count.
+public final class HTTPFront: @unchecked Sendable {
+    public struct Settings: Sendable {
+        public var host = "127.0.0.1"
+        /// 0 picks a free port (see `port` after `start`).
+        public var port = 8080
+        public var path = "/mcp"
+        /// Required as `Authorization: Bearer <token>` on every request when set.
+        public var bearerToken: String?
+        public var policy = FrontDoor.Policy()
+        public var maxConnections = 1024
+        public init() {}
+    }
+
+    /// What `/metrics` and `/healthz` answer: (status, content type, body).
+    public typealias Page = @Sendable () async -> (status: Int, contentType: String, body: [UInt8])
+
+    public let gateway: Gateway
+    public let settings: Settings
+    public let front: GatewayFront
+    public var metricsPage: Page?
+    public var healthPage: Page?
+    public private(set) var port = 0
+
+    private let loop: EventLoop
+    private var listener: Int32 = -1
+    private var connections: [Int32: Connection] = [:]   // loop thread only
+    private var stopped = false                          // loop thread only
+
+    public init(gateway: Gateway, settings: Settings) throws(IOError) {
+        self.gateway = gateway
+        self.settings = settings
+        front = GatewayFront(identity: gateway.identity, knownMethods: [
+            "initialize", "ping", "tools/list", "tools/call", "prompts/list", "prompts/get", "resources/list",
+            "resources/templates/list", "resources/read", "completion/complete", "logging/setLevel",
+        ])
+        front.policy = settings.policy
+        loop = try EventLoop(name: "mcpopt-http")
+    }
+
+    /// Binds and listens; returns the port.
+    @discardableResult
+    public func start() throws(IOError) -> Int {
+        let (fd, bound) = try Self.listen(host: settings.host, port: settings.port)
+        listener = fd
+        port = bound
+        loop.adopt(fd)
+        _ = loop.execute { [self] in acceptNext() }
+        return bound
+    }
+
+    /// Stops accepting and closes every connection.
+    public func stop() {
+        let closed = loop.execute { [self] in
+            stopped = true
+            for fd in connections.keys { Glibc.close(fd) }
+            connections.removeAll()
+            if listener >= 0 { Glibc.close(listener) }
+            listener = -1
+        }
+        if closed { loop.shutdown() }
+    }
+
+    static func listen(host: String, port: Int) throws(IOError) -> (Int32, Int) {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV
+        var result: UnsafeMutablePointer<addrinfo>?
+        let rc = getaddrinfo(host, String(port), &hints, &result)
+        guard rc == 0, let info = result else { throw IOError(message: "cannot listen on \(host):\(port): \(String(cString: gai_strerror(rc)))") }
+        defer { freeaddrinfo(result) }
+        let fd = socket(info.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw IOError(errno, "socket") }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        guard bind(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else {
+            let e = errno
+            Glibc.close(fd)
+            throw IOError(message: "cannot listen on \(host):\(port): \(String(cString: strerror(e)))")
+        }
+        guard Glibc.listen(fd, 512) == 0 else {
+            let e = errno
+            Glibc.close(fd)
+            throw IOError(e, "listen")
+        }
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        _ = withUnsafeMutablePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        let family = Int32(storage.ss_family)
+        let bound: Int = withUnsafePointer(to: &storage) { p in
+            if family == AF_INET6 {
+                return p.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin6_port)) }
+            }
+            return p.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin_port)) }
+        }
+        return (fd, bound)
+    }
+
+    // MARK: loop thread
+
+    /// Touched on the loop thread only (tasks hand results back through `loop.execute`).
+    final class Connection: @unchecked Sendable {
+        let fd: Int32
+        let parser = HTTPParser(.request)
+        var pending: [UInt8] = []
+        var body: [UInt8] = []
+        var busy = false
+        init(fd: Int32) { self.fd = fd }
+    }
+
+    private func acceptNext() {
+        guard !stopped, listener >= 0 else { return }
+        loop.accept(listener) { [self] result in
+            switch result {
+            case .success(let fd):
+                if connections.count >= settings.maxConnections {
+                    Glibc.close(fd)
+                } else {
+                    var one: Int32 = 1
+                    setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+                    loop.adopt(fd)
+                    let connection = Connection(fd: fd)
+                    connections[fd] = connection
+                    readMore(connection)
+                }
+                acceptNext()
+            case .failure(let error):
+                // Out of descriptors and the like: try again shortly rather than spin.
+                if !stopped, error.code != EBADF, error.code != EINVAL { _ = loop.after(.milliseconds(error.code == EMFILE || error.code == ENFILE ? 100 : 0)) { [self] _ in acceptNext() } }
+            }
+        }
+    }
+
+    private func readMore(_ c: Connection) {
+        loop.read(c.fd) { [self] result in
+            guard connections[c.fd] === c else { return }
+            switch result {
+            case .success(let bytes) where !bytes.isEmpty:
+                c.pending.append(contentsOf: bytes)
+                process(c)
+            default:
+                close(c)
+            }
+        }
+    }
+
+    private func close(_ c: Connection) {
+        guard connections.removeValue(forKey: c.fd) != nil else { return }
+        Glibc.close(c.fd)
+    }
+
+    /// Parses what has arrived; serves a complete request; reads more otherwise.
+    private func process(_ c: Connection) {
+        while !c.busy {
+            if !c.pending.isEmpty {
+                let used: Int
+                do {
+                    used = try c.pending.withUnsafeBytes { (bytes) throws(HTTPParser.Failure) in try c.parser.feed(bytes) }
+                } catch {
+                    send(c, status: 400, headers: [("Content-Type", "text/plain")], body: Array("Bad Request: \(error)".utf8), close: true)
+                    return
+                }
+                c.pending.removeFirst(used)
+                if used == 0 && !c.parser.isComplete { break }
+                c.body.append(contentsOf: c.parser.takeBody())
+                if c.body.count > settings.policy.maxBodyBytes {
+                    send(c, status: 413, headers: [("Content-Type", "text/plain")], body: Array("request body over \(settings.policy.maxBodyBytes) bytes".utf8), close: true)
+                    return
+                }
+            }
+            guard c.parser.isComplete else { break }
+            c.busy = true
+            serve(c)
+            return
+        }
+        readMore(c)
+    }
+
+    private func serve(_ c: Connection) {
+        let parser = c.parser
+        let body = c.body
+        let target = parser.target
+        let path = target.split(separator: "?", maxSplits: 1).first.map(String.init) ?? target
+        if let token = settings.bearerToken, parser.header("authorization") != "Bearer " + token {
+            send(c, status: 401, headers: [("WWW-Authenticate", "Bearer"), ("Content-Type", "text/plain")], body: Array("Unauthorized: a bearer token is required".utf8))
+            return
+        }
+        if let verdict = FrontDoor.checkHostAndOrigin(parser, policy: settings.policy), case .answer(let status, let headers, let body) = verdict {
+            send(c, status: status, headers: headers.map { ($0.name, $0.value) }, body: body)
+            return
+        }
+        switch path {
+        case settings.path:
+            break
+        case "/metrics", "/healthz":
+            guard parser.method == "GET", let page = path == "/metrics" ? metricsPage : healthPage else {
+                send(c, status: 404, headers: [("Content-Type", "text/plain")], body: Array("Not Found".utf8))
+                return
+            }
+            Task {
+                let (status, type, bytes) = await page()
+                _ = loop.execute { [self] in send(c, status: status, headers: [("Content-Type", type)], body: bytes) }
+            }
+            return
+        default:
+            send(c, status: 404, headers: [("Content-Type", "text/plain")], body: Array("Not Found: the MCP endpoint is \(settings.path)".utf8))
+            return
+        }
+        let decoder = MessageDecoder()
+        switch front.handle(parser, body: body, decoder: decoder) {
+        case .respond(let status, let headers, let bytes):
+            send(c, status: status, headers: headers.map { ($0.name, $0.value) }, body: bytes)
+        case .dispatch(let dispatch):
+            let caller = Gateway.Caller(partition: parser.header("authorization").map { String(hash64Hex($0)) } ?? "")
+            Task {
+                let answer = await gateway.handle(dispatch.message, caller: caller)
+                _ = loop.execute { [self] in
+                    guard let answer else {
+                        send(c, status: 202, headers: [], body: [])
+                        return
+                    }
+                    var status = 200
+                    if dispatch.era == .modern, let code = Self.errorCode(answer) { status = RPCErrorCode.httpStatus(for: code) }
+                    send(c, status: status, headers: [("Content-Type", "application/json")], body: answer)
+                }
+            }
+        }
+    }
+
+    static func errorCode(_ message: [UInt8]) -> Int64? {
+        message.withUnsafeBytes { bytes in
+            guard let view = try? MessageDecoder().decode(bytes), view.kind == .error else { return nil }
+            return view.errorCode
+        }
+    }
+
+    private func send(_ c: Connection, status: Int, headers: [(String, String)], body: [UInt8], close closing: Bool = false) {
+        guard connections[c.fd] === c else { return }
+        let keepAlive = !closing && c.parser.isComplete && c.parser.keepAlive
+        var head = "HTTP/1.1 \(status) \(Self.reason(status))\r\n"
+        for (name, value) in headers { head += "\(name): \(value)\r\n" }
+        head += "Content-Length: \(body.count)\r\n"
+        if !keepAlive { head += "Connection: close\r\n" }
+        head += "\r\n"
+        loop.write(c.fd, Array(head.utf8) + body) { [self] result in
+            guard case .success = result, keepAlive, connections[c.fd] === c else {
+                close(c)
+                return
+            }
+            c.parser.next()
+            c.body.removeAll(keepingCapacity: true)
+            c.busy = false
+            process(c)
+        }
+    }
+
+    static func reason(_ status: Int) -> String {
+        switch status {
+        case 200: "OK"
+        case 202: "Accepted"
+        case 400: "Bad Request"
+        case 401: "Unauthorized"
+        case 403: "Forbidden"
+        case 404: "Not Found"
+        case 405: "Method Not Allowed"
+        case 406: "Not Acceptable"
+        case 413: "Payload Too Large"
+        case 503: "Service Unavailable"
+        default: "Status"
+        }
+    }
+}
+
+/// A short stable hash of a credential: cache partitions never hold the credential itself.
+func hash64Hex(_ text: String) -> String {
+    var copy = text
+    return String(copy.withUTF8 { hash64(UnsafeRawBufferPointer($0)) }, radix: 16)
+}
