@@ -341,6 +341,70 @@ mcpopt_status mcpopt_route_record(mcpopt_engine *engine, const char *server, siz
  * statistics]}]}. Caller frees *out_json with mcpopt_free(). */
 mcpopt_status mcpopt_route_stats(mcpopt_engine *engine, char **out_json, size_t *out_length);
 
+/* ---------------------------------------------------------------------------------------------
+ * The request path: every request through the whole pipeline
+ *
+ * An engine with servers in its configuration starts a warm session to each (stdio processes,
+ * Streamable HTTP connections) and lists what they offer. mcpopt_optimize_request then serves
+ * one JSON-RPC request: agent policy, in-process cache, merging of identical requests in
+ * flight, routing, the server's session, retries and failover for safe (read-only or
+ * idempotent) requests, cache fill, invalidation. The calls below block the calling thread;
+ * do not call them from an event callback (it runs on one of the engine's threads).
+ * ------------------------------------------------------------------------------------------- */
+
+/* Starts the engine's servers and lists them (in parallel). Returns once every server has
+ * answered or failed; a server that fails is left out (see mcpopt_health_check) and the rest
+ * work. Calling it again does nothing; mcpopt_optimize_request calls it if needed. */
+mcpopt_status mcpopt_engine_start(mcpopt_engine *engine);
+
+/* Stops the engine's servers (stdio servers are asked to exit, then signalled). Requests in
+ * flight fail. mcpopt_engine_destroy stops a started engine by itself. */
+mcpopt_status mcpopt_engine_stop(mcpopt_engine *engine);
+
+/* Serves one JSON-RPC request (`request_json`, e.g. a tools/call). `options_json` may be NULL
+ * (length 0) or an object: {"agent": caller's agent profile, "partition": cache partition (who
+ * the caller is; defaults to the agent), "servers": [server or group names to restrict to],
+ * "bypassCache": bool, "timeoutMs": number}. On MCPOPT_OK, *out_json (caller frees with
+ * mcpopt_free()) is {"response": the JSON-RPC response with the request's own id, "success":
+ * bool (false when the response is an error), "server": name or null, "cacheSource": "memory" |
+ * "origin" | "coalesced" | "engine", "attempts": n, "executionTimeMs": ms, "error": why, when
+ * not successful}. Errors the request met (unknown tool, every server down) are responses;
+ * input that is not a JSON-RPC request is a status: INVALID_UTF8, MALFORMED_JSON or
+ * INVALID_ARGUMENT, with the reason in mcpopt_last_error_message(). */
+mcpopt_status mcpopt_optimize_request(mcpopt_engine *engine, const char *request_json, size_t length,
+                                      const char *options_json, size_t options_length,
+                                      char **out_json, size_t *out_length);
+
+/* The engine's figures as JSON: {"routing": {decision time p50/p99 in µs, accuracy,
+ * fallbackRate, errors}, "cache": {hitRate, hits, misses, coalesced, invalidations,
+ * coherenceConflicts, ...}, "system": {requests, successRate, latencyMs, latencyReduction,
+ * throughputRps, ...}, "coordination": {activeServers, ...}} (see docs/METRICS.md). Caller frees
+ * *out_json with mcpopt_free(). */
+mcpopt_status mcpopt_metrics(mcpopt_engine *engine, char **out_json, size_t *out_length);
+
+/* The same figures in the Prometheus text exposition format. Caller frees with mcpopt_free(). */
+mcpopt_status mcpopt_metrics_prometheus(mcpopt_engine *engine, char **out_text, size_t *out_length);
+
+/* Probes every server (ping, or server/discover for modern-era servers) and reports {"status":
+ * "healthy" | "degraded" | "unhealthy", "servers": [{"name", "group", "transport", "up",
+ * "probeMs", "circuit", "protocolVersion", "error"}]}. Starts the engine if needed. Caller
+ * frees *out_json with mcpopt_free(). */
+mcpopt_status mcpopt_health_check(mcpopt_engine *engine, char **out_json, size_t *out_length);
+
+/* Called for each engine event: its name ("cacheHit", "cacheMiss", "routingError",
+ * "optimizationError", "serverUp", "serverDown", "circuitOpened", "circuitClosed", ...) and its
+ * details as a JSON object. Pointers are valid only during the call. It runs on the engine's
+ * thread that saw the event: return quickly, and do not call blocking mcpopt functions. */
+typedef void (*mcpopt_event_callback)(void *user_data, const char *name, const char *data_json, size_t data_length);
+
+/* Subscribes to events. On MCPOPT_OK, *out_subscription identifies it for
+ * mcpopt_events_unsubscribe(). `user_data` is passed back untouched. */
+mcpopt_status mcpopt_events_subscribe(mcpopt_engine *engine, mcpopt_event_callback callback, void *user_data,
+                                      uint64_t *out_subscription);
+
+/* Ends a subscription. NOT_FOUND for an unknown one. */
+mcpopt_status mcpopt_events_unsubscribe(mcpopt_engine *engine, uint64_t subscription);
+
 #ifdef __cplusplus
 }
 #endif

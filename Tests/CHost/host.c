@@ -331,6 +331,82 @@ static void test_routing(const char *config) {
     CHECK(mcpopt_engine_destroy(engine) == MCPOPT_OK);
 }
 
+static int event_count;
+static void count_event(void *user_data, const char *name, const char *data, size_t length) {
+    if (strcmp(name, (const char *)user_data) == 0 && length > 0 && data[0] == '{') __atomic_add_fetch(&event_count, 1, __ATOMIC_RELAXED);
+}
+
+/* The request path against a real MCP server (Tests/interop/kv_server.py, FastMCP over stdio)
+ * when MCPOPT_PYTHON and MCPOPT_REPO say where it is; bad input always. */
+static void test_requests(void) {
+    mcpopt_engine *engine = NULL;
+    const char *python = getenv("MCPOPT_PYTHON"), *repo = getenv("MCPOPT_REPO");
+    char config[4096];
+    if (python && repo) {
+        snprintf(config, sizeof config,
+                 "{\"mcpServers\": {\"kv\": {\"command\": \"%s\", \"args\": [\"%s/Tests/interop/kv_server.py\"], \"trustAnnotations\": true}}}",
+                 python, repo);
+    } else {
+        snprintf(config, sizeof config, "{}");
+    }
+    CHECK(mcpopt_engine_create(config, MCPOPT_NUL_TERMINATED, &engine) == MCPOPT_OK);
+    char *json = NULL;
+    size_t length = 0;
+    const char *get = "{\"jsonrpc\":\"2.0\",\"id\":41,\"method\":\"tools/call\",\"params\":{\"name\":\"get\",\"arguments\":{\"key\":\"a\"}}}";
+    /* Bad input: a status and a message, never a crash. */
+    CHECK(mcpopt_optimize_request(NULL, get, MCPOPT_NUL_TERMINATED, NULL, 0, &json, &length) == MCPOPT_ERR_INVALID_ARGUMENT);
+    CHECK(mcpopt_optimize_request(engine, get, MCPOPT_NUL_TERMINATED, NULL, 0, NULL, &length) == MCPOPT_ERR_INVALID_ARGUMENT);
+    CHECK(mcpopt_optimize_request(engine, NULL, 5, NULL, 0, &json, &length) == MCPOPT_ERR_INVALID_ARGUMENT);
+    CHECK(mcpopt_optimize_request(engine, "{\"id\":", MCPOPT_NUL_TERMINATED, NULL, 0, &json, &length) == MCPOPT_ERR_MALFORMED_JSON);
+    CHECK(json == NULL);
+    CHECK(mcpopt_optimize_request(engine, "{\"a\":\"\xff\"}", MCPOPT_NUL_TERMINATED, NULL, 0, &json, &length) == MCPOPT_ERR_INVALID_UTF8);
+    CHECK(mcpopt_optimize_request(engine, "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}", MCPOPT_NUL_TERMINATED, NULL, 0, &json, &length) == MCPOPT_ERR_INVALID_ARGUMENT);
+    CHECK(mcpopt_optimize_request(engine, get, MCPOPT_NUL_TERMINATED, "{\"servers\": 3}", MCPOPT_NUL_TERMINATED, &json, &length) == MCPOPT_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(mcpopt_last_error_message(), "servers") != NULL);
+    CHECK(mcpopt_optimize_request(engine, get, MCPOPT_NUL_TERMINATED, "{\"bypassCache\": tru", MCPOPT_NUL_TERMINATED, &json, &length) == MCPOPT_ERR_MALFORMED_JSON);
+    CHECK(mcpopt_events_subscribe(engine, NULL, NULL, NULL) == MCPOPT_ERR_INVALID_ARGUMENT);
+    CHECK(mcpopt_events_unsubscribe(engine, 424242) == MCPOPT_ERR_NOT_FOUND);
+    CHECK(mcpopt_metrics(engine, NULL, NULL) == MCPOPT_ERR_INVALID_ARGUMENT);
+    CHECK(mcpopt_engine_start(NULL) == MCPOPT_ERR_INVALID_ARGUMENT);
+
+    if (python && repo) {
+        uint64_t subscription = 0;
+        CHECK(mcpopt_events_subscribe(engine, count_event, "cacheHit", &subscription) == MCPOPT_OK);
+        CHECK(mcpopt_engine_start(engine) == MCPOPT_OK);
+        CHECK(mcpopt_optimize_request(engine, get, MCPOPT_NUL_TERMINATED, NULL, 0, &json, &length) == MCPOPT_OK);
+        CHECK(json && strstr(json, "\"cacheSource\":\"origin\"") && strstr(json, "\"id\":41") && strstr(json, "\"success\":true"));
+        mcpopt_free(json);
+        json = NULL;
+        CHECK(mcpopt_optimize_request(engine, get, MCPOPT_NUL_TERMINATED, "{\"partition\": null}", MCPOPT_NUL_TERMINATED, &json, &length) == MCPOPT_OK);
+        CHECK(json && strstr(json, "\"cacheSource\":\"memory\"") != NULL);
+        mcpopt_free(json);
+        json = NULL;
+        CHECK(event_count == 1);
+        CHECK(mcpopt_events_unsubscribe(engine, subscription) == MCPOPT_OK);
+        const char *unknown = "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":{\"name\":\"nope\"}}";
+        CHECK(mcpopt_optimize_request(engine, unknown, MCPOPT_NUL_TERMINATED, NULL, 0, &json, &length) == MCPOPT_OK);
+        CHECK(json && strstr(json, "\"success\":false") && strstr(json, "-32602"));
+        mcpopt_free(json);
+        json = NULL;
+        CHECK(mcpopt_metrics(engine, &json, &length) == MCPOPT_OK);
+        CHECK(json && strstr(json, "\"hits\":1") != NULL);
+        mcpopt_free(json);
+        json = NULL;
+        CHECK(mcpopt_metrics_prometheus(engine, &json, &length) == MCPOPT_OK);
+        CHECK(json && strstr(json, "mcpopt_requests_total") != NULL);
+        mcpopt_free(json);
+        json = NULL;
+        CHECK(mcpopt_health_check(engine, &json, &length) == MCPOPT_OK);
+        CHECK(json && strstr(json, "\"status\":\"healthy\"") != NULL);
+        mcpopt_free(json);
+        json = NULL;
+        CHECK(mcpopt_engine_stop(engine) == MCPOPT_OK);
+    } else {
+        printf("c host: request path against a real server skipped (set MCPOPT_PYTHON and MCPOPT_REPO)\n");
+    }
+    CHECK(mcpopt_engine_destroy(engine) == MCPOPT_OK);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) { fprintf(stderr, "usage: %s CONFIG.json\n", argv[0]); return 2; }
     char *config = read_file(argv[1]);
@@ -342,6 +418,7 @@ int main(int argc, char **argv) {
     test_state(config);
     test_cache(config);
     test_routing(config);
+    test_requests();
     free(config);
     printf("c host: %d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;

@@ -78,6 +78,9 @@ extension Engine {
         await runtime.start { [self] in await bringUp() }
     }
 
+    /// Whether `start` has run (backends exist).
+    public var isRunning: Bool { runtime.isStarted }
+
     /// Stops every backend (stdio servers are asked to exit; HTTP sessions are ended).
     public func stop() async { await runtime.stop() }
 

@@ -123,6 +123,7 @@ static napi_value init(napi_env env, napi_value exports) {
     mcpopt_node_state_init(env, exports);
     mcpopt_node_cache_init(env, exports);
     mcpopt_node_routing_init(env, exports);
+    mcpopt_node_requests_init(env, exports);
     return exports;
 }
 

@@ -19,5 +19,6 @@ void mcpopt_node_engine_init(napi_env env, napi_value exports);
 void mcpopt_node_state_init(napi_env env, napi_value exports);
 void mcpopt_node_cache_init(napi_env env, napi_value exports);
 void mcpopt_node_routing_init(napi_env env, napi_value exports);
+void mcpopt_node_requests_init(napi_env env, napi_value exports);
 mcpopt_engine *mcpopt_node_engine_arg(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv);
 #endif

@@ -16,6 +16,9 @@ STATE_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.POINTER(ctypes.c
                                   ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_int)
 
 
+# void (*)(void *user_data, const char *name, const char *data_json, size_t data_length)
+EVENT_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_char), ctypes.c_size_t)
+
 
 class CacheOptions(ctypes.Structure):
     """struct mcpopt_cache_options."""
@@ -86,6 +89,14 @@ def _declare(lib: ctypes.CDLL) -> None:
         "mcpopt_route_remove_server": ([vp, c.c_char_p, size], status),
         "mcpopt_route_record": ([vp, c.c_char_p, size, c.c_char_p, size, c.c_int64, c.c_int], status),
         "mcpopt_route_stats": ([vp, c.POINTER(vp), c.POINTER(size)], status),
+        "mcpopt_engine_start": ([vp], status),
+        "mcpopt_engine_stop": ([vp], status),
+        "mcpopt_optimize_request": ([vp, c.c_char_p, size, c.c_char_p, size, c.POINTER(vp), c.POINTER(size)], status),
+        "mcpopt_metrics": ([vp, c.POINTER(vp), c.POINTER(size)], status),
+        "mcpopt_metrics_prometheus": ([vp, c.POINTER(vp), c.POINTER(size)], status),
+        "mcpopt_health_check": ([vp, c.POINTER(vp), c.POINTER(size)], status),
+        "mcpopt_events_subscribe": ([vp, EVENT_CALLBACK, vp, c.POINTER(c.c_uint64)], status),
+        "mcpopt_events_unsubscribe": ([vp, c.c_uint64], status),
     }
     for name, (args, res) in sigs.items():
         fn = getattr(lib, name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import ctypes
 import json
 import threading
-from typing import Any, List, Mapping, Union
+from typing import Any, Callable, List, Mapping, Optional, Union
 
 from . import _native
 from .errors import ConfigError, InvalidHandleError, Issue, check
@@ -53,6 +53,91 @@ class Engine:
         """The in-process cache: set/get/delete/invalidate/invalidate_group/stats/clear."""
         self.router = Router(self)
         """Routing: route/register_server/set_tools/remove_server/record/stats."""
+        self._callbacks: dict = {}
+        self._next_id = 0
+
+    def start(self) -> None:
+        """Starts a warm session to every configured server and lists what each offers.
+        optimize_request calls it when needed; calling it again does nothing."""
+        check(_native.lib().mcpopt_engine_start(self._live()))
+
+    def stop(self) -> None:
+        """Stops the servers (stdio servers are asked to exit). close() does it too."""
+        check(_native.lib().mcpopt_engine_stop(self._live()))
+
+    def optimize_request(self, request: Union[Mapping[str, Any], str, bytes], *, agent: Optional[str] = None,
+                         partition: Optional[str] = None, servers: Optional[List[str]] = None,
+                         bypass_cache: bool = False, timeout_ms: Optional[float] = None) -> dict:
+        """Serves one JSON-RPC request through the whole pipeline (cache, merging, routing,
+        failover). Returns {"response": the JSON-RPC response, "success", "server",
+        "cacheSource", "attempts", "executionTimeMs", "error"}. Blocks (without holding the GIL);
+        from asyncio, use `await asyncio.to_thread(engine.optimize_request, ...)`.
+
+        Raises MalformedJSONError / InvalidArgumentError when `request` is not a JSON-RPC request."""
+        data = _config_bytes(request)
+        options: dict = {}
+        if agent is not None:
+            options["agent"] = agent
+        if partition is not None:
+            options["partition"] = partition
+        if servers is not None:
+            options["servers"] = list(servers)
+        if bypass_cache:
+            options["bypassCache"] = True
+        if timeout_ms is not None:
+            options["timeoutMs"] = timeout_ms
+        opts = json.dumps(options).encode() if options else None
+        out, length = ctypes.c_void_p(), ctypes.c_size_t()
+        check(_native.lib().mcpopt_optimize_request(self._live(), data, len(data), opts, len(opts) if opts else 0,
+                                                     ctypes.byref(out), ctypes.byref(length)))
+        return json.loads(_native.take_text(out, length))
+
+    def call_tool(self, name: str, arguments: Optional[Mapping[str, Any]] = None, **options: Any) -> dict:
+        """Shorthand: optimize_request of a tools/call."""
+        self._next_id += 1
+        request = {"jsonrpc": "2.0", "id": self._next_id, "method": "tools/call", "params": {"name": name, "arguments": dict(arguments or {})}}
+        return self.optimize_request(request, **options)
+
+    def get_optimization_metrics(self) -> dict:
+        """Routing, cache, system and coordination figures (docs/METRICS.md)."""
+        out, length = ctypes.c_void_p(), ctypes.c_size_t()
+        check(_native.lib().mcpopt_metrics(self._live(), ctypes.byref(out), ctypes.byref(length)))
+        return json.loads(_native.take_text(out, length))
+
+    def prometheus_metrics(self) -> str:
+        """The metrics in the Prometheus text format."""
+        out, length = ctypes.c_void_p(), ctypes.c_size_t()
+        check(_native.lib().mcpopt_metrics_prometheus(self._live(), ctypes.byref(out), ctypes.byref(length)))
+        return _native.take_text(out, length)
+
+    def perform_health_check(self) -> dict:
+        """Probes every server: {"status": "healthy" | "degraded" | "unhealthy", "servers": [...]}."""
+        out, length = ctypes.c_void_p(), ctypes.c_size_t()
+        check(_native.lib().mcpopt_health_check(self._live(), ctypes.byref(out), ctypes.byref(length)))
+        return json.loads(_native.take_text(out, length))
+
+    def on(self, event: Optional[str], callback: Callable[[str, dict], None]) -> Callable[[], None]:
+        """Calls `callback(name, data)` for each event named `event` (None: every event):
+        cacheHit, cacheMiss, routingError, optimizationError, serverUp, serverDown,
+        circuitOpened, circuitClosed... It runs on an engine thread: keep it short. Returns a
+        function that unsubscribes."""
+        def trampoline(_user, name, data, length):
+            text = name.decode()
+            if event is None or text == event:
+                try:
+                    callback(text, json.loads(ctypes.string_at(data, length).decode()))
+                except Exception:  # an exception must not unwind into the engine's thread
+                    import traceback
+                    traceback.print_exc()
+        c_callback = _native.EVENT_CALLBACK(trampoline)
+        subscription = ctypes.c_uint64()
+        check(_native.lib().mcpopt_events_subscribe(self._live(), c_callback, None, ctypes.byref(subscription)))
+        self._callbacks[subscription.value] = c_callback  # kept alive while subscribed
+
+        def unsubscribe() -> None:
+            if self._callbacks.pop(subscription.value, None) is not None and self._handle is not None:
+                check(_native.lib().mcpopt_events_unsubscribe(self._handle, subscription.value))
+        return unsubscribe
 
     def route(self, request, requirements=None, agent=None):
         """Shorthand for engine.router.route (the brief's `route(request, requirements)`)."""

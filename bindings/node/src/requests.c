@@ -1,0 +1,235 @@
+/* The request path of the addon: start, stop, optimizeRequest and healthCheck block in the
+ * library, so they run as N-API async work (on libuv's thread pool) and settle a Promise with
+ * [status, text]: the JSON answer, or the error message (lib/engine.js turns it into an
+ * MCPOptError). Events reach JS through a thread-safe function, like state watches. */
+#include "addon.h"
+#include <stdlib.h>
+#include <string.h>
+
+enum job_kind { JOB_START, JOB_STOP, JOB_REQUEST, JOB_HEALTH };
+
+typedef struct job {
+    enum job_kind kind;
+    mcpopt_engine *engine;
+    char *request;
+    size_t request_length;
+    char *options;
+    size_t options_length;
+    mcpopt_status status;
+    char *text;          /* the answer (library memory) or NULL */
+    size_t text_length;
+    char *message;       /* the error message (ours) or NULL */
+    napi_deferred deferred;
+    napi_async_work work;
+} job;
+
+static void execute(napi_env env, void *data) {
+    job *j = data;
+    switch (j->kind) {
+    case JOB_START: j->status = mcpopt_engine_start(j->engine); break;
+    case JOB_STOP: j->status = mcpopt_engine_stop(j->engine); break;
+    case JOB_HEALTH: j->status = mcpopt_health_check(j->engine, &j->text, &j->text_length); break;
+    case JOB_REQUEST:
+        j->status = mcpopt_optimize_request(j->engine, j->request, j->request_length, j->options, j->options_length,
+                                            &j->text, &j->text_length);
+        break;
+    }
+    /* The last error is per thread: read it here, on the thread that failed. */
+    if (j->status != MCPOPT_OK) j->message = strdup(mcpopt_last_error_message());
+}
+
+static void complete(napi_env env, napi_status status, void *data) {
+    job *j = data;
+    napi_value result, code, text;
+    napi_create_array_with_length(env, 2, &result);
+    napi_create_int32(env, j->status, &code);
+    napi_set_element(env, result, 0, code);
+    if (j->status == MCPOPT_OK && j->text) {
+        napi_create_string_utf8(env, j->text, j->text_length, &text);
+    } else if (j->status == MCPOPT_OK) {
+        napi_get_null(env, &text);
+    } else {
+        napi_create_string_utf8(env, j->message ? j->message : "out of memory", NAPI_AUTO_LENGTH, &text);
+    }
+    napi_set_element(env, result, 1, text);
+    napi_resolve_deferred(env, j->deferred, result);
+    napi_delete_async_work(env, j->work);
+    if (j->text) mcpopt_free(j->text);
+    free(j->message);
+    free(j->request);
+    free(j->options);
+    free(j);
+}
+
+/* Queues a job; returns its Promise. */
+static napi_value queue(napi_env env, job *j) {
+    napi_value promise, name;
+    if (napi_create_promise(env, &j->deferred, &promise) != napi_ok) { free(j->request); free(j->options); free(j); return NULL; }
+    napi_create_string_utf8(env, "mcpopt request", NAPI_AUTO_LENGTH, &name);
+    napi_create_async_work(env, NULL, name, execute, complete, j, &j->work);
+    napi_queue_async_work(env, j->work);
+    return promise;
+}
+
+static napi_value simple(napi_env env, napi_callback_info info, enum job_kind kind) {
+    size_t argc = 1;
+    napi_value argv[1];
+    mcpopt_engine *engine = mcpopt_node_engine_arg(env, info, &argc, argv);
+    if (!engine) return NULL;
+    job *j = calloc(1, sizeof *j);
+    if (!j) return mcpopt_node_throw(env, "out of memory");
+    j->kind = kind;
+    j->engine = engine;
+    return queue(env, j);
+}
+
+static napi_value start(napi_env env, napi_callback_info info) { return simple(env, info, JOB_START); }
+static napi_value stop(napi_env env, napi_callback_info info) { return simple(env, info, JOB_STOP); }
+static napi_value health(napi_env env, napi_callback_info info) { return simple(env, info, JOB_HEALTH); }
+
+/* optimizeRequest(engine, request, options|null) -> Promise<[status, text]> */
+static napi_value optimize(napi_env env, napi_callback_info info) {
+    size_t argc = 3;
+    napi_value argv[3];
+    mcpopt_engine *engine = mcpopt_node_engine_arg(env, info, &argc, argv);
+    if (!engine) return NULL;
+    job *j = calloc(1, sizeof *j);
+    if (!j) return mcpopt_node_throw(env, "out of memory");
+    j->kind = JOB_REQUEST;
+    j->engine = engine;
+    if (!mcpopt_node_bytes(env, info, 1, &j->request, &j->request_length)) { free(j); return NULL; }
+    napi_valuetype type = napi_undefined;
+    if (argc >= 3) napi_typeof(env, argv[2], &type);
+    if (type != napi_undefined && type != napi_null) {
+        if (!mcpopt_node_bytes(env, info, 2, &j->options, &j->options_length)) { free(j->request); free(j); return NULL; }
+    }
+    return queue(env, j);
+}
+
+static napi_value metrics(napi_env env, napi_callback_info info) {
+    size_t argc = 1;
+    napi_value argv[1];
+    mcpopt_engine *engine = mcpopt_node_engine_arg(env, info, &argc, argv);
+    if (!engine) return NULL;
+    char *json = NULL;
+    size_t length = 0;
+    mcpopt_status status = mcpopt_metrics(engine, &json, &length);
+    return mcpopt_node_json_text(env, status, json, length);
+}
+
+static napi_value prometheus(napi_env env, napi_callback_info info) {
+    size_t argc = 1;
+    napi_value argv[1];
+    mcpopt_engine *engine = mcpopt_node_engine_arg(env, info, &argc, argv);
+    if (!engine) return NULL;
+    char *text = NULL;
+    size_t length = 0;
+    mcpopt_status status = mcpopt_metrics_prometheus(engine, &text, &length);
+    return mcpopt_node_json_text(env, status, text, length);
+}
+
+/* Events: the library calls back on its own threads; the listener runs on the JS thread. */
+typedef struct event_box {
+    napi_threadsafe_function tsfn;
+    uint64_t id;
+} event_box;
+
+typedef struct engine_event {
+    char *name;
+    char *data;
+    size_t data_length;
+} engine_event;
+
+static void free_event(engine_event *e) {
+    if (!e) return;
+    free(e->name);
+    free(e->data);
+    free(e);
+}
+
+static void call_listener(napi_env env, napi_value js_callback, void *context, void *data) {
+    engine_event *e = data;
+    if (env && js_callback) {
+        napi_value argv[2], undefined;
+        napi_create_string_utf8(env, e->name, NAPI_AUTO_LENGTH, &argv[0]);
+        napi_create_string_utf8(env, e->data, e->data_length, &argv[1]);
+        napi_get_undefined(env, &undefined);
+        napi_call_function(env, undefined, js_callback, 2, argv, NULL);
+    }
+    free_event(e);
+}
+
+static void on_event(void *user_data, const char *name, const char *data, size_t length) {
+    event_box *box = user_data;
+    engine_event *e = calloc(1, sizeof *e);
+    if (!e) return;
+    e->name = strdup(name);
+    e->data = malloc(length + 1);
+    if (!e->name || !e->data) { free_event(e); return; }
+    memcpy(e->data, data, length);
+    e->data_length = length;
+    if (napi_call_threadsafe_function(box->tsfn, e, napi_tsfn_nonblocking) != napi_ok) free_event(e);
+}
+
+static void release_box(napi_env env, void *data, void *hint) { free(data); }
+
+/* subscribeEvents(engine, listener(name, dataJSON)) -> External */
+static napi_value subscribe(napi_env env, napi_callback_info info) {
+    size_t argc = 2;
+    napi_value argv[2];
+    mcpopt_engine *engine = mcpopt_node_engine_arg(env, info, &argc, argv);
+    if (!engine) return NULL;
+    napi_valuetype type = napi_undefined;
+    if (argc >= 2) napi_typeof(env, argv[1], &type);
+    if (type != napi_function) return mcpopt_node_throw(env, "expected a listener function");
+    event_box *box = calloc(1, sizeof *box);
+    if (!box) return mcpopt_node_throw(env, "out of memory");
+    napi_value name;
+    napi_create_string_utf8(env, "mcpopt events", NAPI_AUTO_LENGTH, &name);
+    if (napi_create_threadsafe_function(env, argv[1], NULL, name, 0, 1, NULL, NULL, NULL, call_listener, &box->tsfn) != napi_ok) {
+        free(box);
+        return mcpopt_node_throw(env, "cannot create a thread-safe function");
+    }
+    napi_unref_threadsafe_function(env, box->tsfn);
+    if (mcpopt_events_subscribe(engine, on_event, box, &box->id) != MCPOPT_OK) {
+        napi_release_threadsafe_function(box->tsfn, napi_tsfn_abort);
+        free(box);
+        return mcpopt_node_throw_last(env);
+    }
+    napi_value external;
+    napi_create_external(env, box, release_box, NULL, &external);
+    return external;
+}
+
+/* unsubscribeEvents(engine, subscription) */
+static napi_value unsubscribe(napi_env env, napi_callback_info info) {
+    size_t argc = 2;
+    napi_value argv[2];
+    mcpopt_engine *engine = mcpopt_node_engine_arg(env, info, &argc, argv);
+    if (!engine) return NULL;
+    napi_valuetype type = napi_undefined;
+    if (argc >= 2) napi_typeof(env, argv[1], &type);
+    if (type != napi_external) return mcpopt_node_throw(env, "expected a subscription handle");
+    event_box *box = NULL;
+    napi_get_value_external(env, argv[1], (void **)&box);
+    if (!box->tsfn) return NULL;
+    mcpopt_status status = mcpopt_events_unsubscribe(engine, box->id);
+    napi_release_threadsafe_function(box->tsfn, napi_tsfn_release);
+    box->tsfn = NULL;
+    if (status != MCPOPT_OK && status != MCPOPT_ERR_NOT_FOUND) return mcpopt_node_throw_last(env);
+    return NULL;
+}
+
+void mcpopt_node_requests_init(napi_env env, napi_value exports) {
+    napi_property_descriptor props[] = {
+        {"engineStart", NULL, start, NULL, NULL, NULL, napi_default, NULL},
+        {"engineStop", NULL, stop, NULL, NULL, NULL, napi_default, NULL},
+        {"optimizeRequest", NULL, optimize, NULL, NULL, NULL, napi_default, NULL},
+        {"healthCheck", NULL, health, NULL, NULL, NULL, napi_default, NULL},
+        {"metrics", NULL, metrics, NULL, NULL, NULL, napi_default, NULL},
+        {"metricsPrometheus", NULL, prometheus, NULL, NULL, NULL, napi_default, NULL},
+        {"subscribeEvents", NULL, subscribe, NULL, NULL, NULL, napi_default, NULL},
+        {"unsubscribeEvents", NULL, unsubscribe, NULL, NULL, NULL, napi_default, NULL},
+    };
+    napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+}
