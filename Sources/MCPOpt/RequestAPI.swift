@@ -85,14 +85,17 @@ public func mcpopt_optimize_request(_ handle: OpaquePointer?, _ request: UnsafeP
     guard let options = requestOptions(optionsJSON, optionsLength) else { return mcpopt_last_status() }
     // Input that is not a JSON-RPC request is the caller's mistake: a status, not a response.
     guard JSONParser.isValidUTF8(raw) else { return LastError.fail(.invalidUTF8, "request_json is not valid UTF-8") }
-    do {
-        let view = try MessageDecoder().decode(raw)
-        guard view.kind == .request else {
-            return LastError.fail(.invalidArgument, "request_json is a JSON-RPC \(view.kind), not a request (with an id and a method)")
+    let problem: (ABIStatus, String)? = MessageDecoder.withPooled { decoder -> (ABIStatus, String)? in
+        do {
+            let view = try decoder.decode(raw)
+            return view.kind == .request ? nil : (.invalidArgument, "request_json is a JSON-RPC \(view.kind), not a request (with an id and a method)")
+        } catch let error as DecodeError {
+            return (error.kind == .notJSON ? .malformedJSON : .invalidArgument, "request_json: \(error.detail)")
+        } catch {
+            return (.invalidArgument, "request_json: \(error)")
         }
-    } catch {
-        return LastError.fail(error.kind == .notJSON ? .malformedJSON : .invalidArgument, "request_json: \(error.detail)")
     }
+    if let (status, message) = problem { return LastError.fail(status, message) }
     let bytes = Array(raw)
     let response = blocking { await engine.optimizeRequest(bytes, options) }
     var summary = response.summary

@@ -58,97 +58,124 @@ public final class Gateway: @unchecked Sendable {
         }
     }
 
+    enum Route {
+        case answer([UInt8])
+        case none
+        case engine([UInt8], servers: [String]?, modern: Bool)
+    }
+
+    /// What `handle` returns without waiting, when it can.
+    public enum Immediate {
+        /// The answer (nil: nothing to answer).
+        case answered([UInt8]?)
+        /// Needs a server: call `handle`.
+        case pending
+    }
+
+    /// Answers at once what needs no I/O (protocol messages, lists, cache hits), on the
+    /// caller's thread; `.pending` otherwise.
+    public func handleImmediately(_ message: [UInt8], caller: Caller = .init()) -> Immediate {
+        switch route(message) {
+        case .none: return .answered(nil)
+        case .answer(let bytes): return .answered(bytes)
+        case .engine(let request, let servers, let modern):
+            guard let response = engine.optimizeRequestImmediately(request, OptimizeOptions(agent: caller.agent, partition: caller.partition, servers: servers)) else {
+                return .pending
+            }
+            return .answered(modern ? Self.completingModernResult(response.message, method: method(of: request)) : response.message)
+        }
+    }
+
     /// Handles one message from a client; returns the response, or nil for notifications and
     /// responses (nothing to answer).
     public func handle(_ message: [UInt8], caller: Caller = .init()) async -> [UInt8]? {
-        enum Route {
-            case answer([UInt8])
-            case none
-            case engine([UInt8], servers: [String]?, modern: Bool)
-        }
-        let route: Route = message.withUnsafeBytes { bytes in
-            let decoder = MessageDecoder()
-            let view: MessageView
-            do {
-                view = try decoder.decode(bytes)
-            } catch let error as DecodeError {
-                let text = error.kind == .batch ? "batches are not supported" : error.kind == .notJSON ? "Parse error: \(error.detail)" : "Invalid Request: \(error.detail)"
-                return .answer(MessageEncoder.error(idJSON: nil, code: error.rpcCode, message: text))
-            } catch {
-                return .answer(MessageEncoder.error(idJSON: nil, code: RPCErrorCode.invalidRequest, message: "Invalid Request"))
-            }
-            guard view.kind == .request, let method = view.method.string else { return .none }
-            let id = Array(view.idRaw.buffer)
-            // A modern request names its version in params._meta (initialize names one in params).
-            let modern = method != "initialize" && view.protocolVersion.string.map { ProtocolVersion(rawValue: $0).era == .modern } == true
-            func result(_ value: JSONValue) -> Route {
-                var value = value
-                if modern, case .object(var o) = value {
-                    o["resultType"] = "complete"
-                    o["_meta"] = [MetaKey.serverInfo: ["name": .string(identity.name), "version": .string(identity.version)]]
-                    if let hints = Self.cacheHints(method) {
-                        o["ttlMs"] = .int(hints.ttlMs)
-                        o["cacheScope"] = .string(hints.scope)
-                    }
-                    value = .object(o)
-                }
-                let text = Array(value.jsonString.utf8)
-                return .answer(text.withUnsafeBytes { MessageEncoder.result(idJSON: id, result: $0) })
-            }
-            func error(_ code: Int64, _ text: String) -> Route { .answer(MessageEncoder.error(idJSON: id, code: code, message: text)) }
-
-            switch method {
-            case "initialize":
-                let params = view.params.isPresent ? (try? JSONParser.parse(view.params.buffer)) : nil
-                let requested = ProtocolVersion(rawValue: params?["protocolVersion"]?.stringValue ?? "")
-                var o: JSONObject = [
-                    "protocolVersion": .string(ProtocolVersion.negotiateHandshake(requested: requested).rawValue),
-                    "capabilities": identity.capabilities,
-                    "serverInfo": ["name": .string(identity.name), "version": .string(identity.version)],
-                ]
-                if let instructions = identity.instructions { o["instructions"] = .string(instructions) }
-                return result(.object(o))
-            case "server/discover":
-                return result(["supportedVersions": .array(ProtocolVersion.supported.filter { $0.era == .modern }.map { .string($0.rawValue) }),
-                               "capabilities": identity.capabilities])
-            case "ping", "logging/setLevel":
-                return modern ? error(RPCErrorCode.methodNotFound, "Method not found: \(method)") : result([:])
-            case "tools/list":
-                refreshNamespaces()
-                return result(["tools": .array(exposedTools())])
-            case "prompts/list":
-                refreshNamespaces()
-                return result(["prompts": .array(exposedPrompts())])
-            case "resources/list", "resources/templates/list":
-                return .engine(Array(bytes), servers: nil, modern: modern)
-            case "tools/call", "prompts/get":
-                guard let exposed = view.name.string else { return error(RPCErrorCode.invalidParams, "\(method) needs params.name") }
-                refreshNamespaces()
-                let entry = lock.withLock { method == "tools/call" ? tools.resolve(exposed) : prompts.resolve(exposed) }
-                guard let entry else {
-                    return error(RPCErrorCode.invalidParams, method == "tools/call" ? "Unknown tool: \(exposed)" : "Unknown prompt: \(exposed)")
-                }
-                guard entry.original != exposed else { return .engine(Array(bytes), servers: [entry.group], modern: modern) }
-                guard case .object(var params)? = try? JSONParser.parse(view.params.buffer) else {
-                    return error(RPCErrorCode.invalidParams, "params must be an object")
-                }
-                params["name"] = .string(entry.original)
-                let rewritten = Array(#"{"jsonrpc":"2.0","id":"#.utf8) + id + Array(#","method":"\#(method)","params":\#(JSONValue.object(params).jsonString)}"#.utf8)
-                return .engine(rewritten, servers: [entry.group], modern: modern)
-            case "resources/read", "completion/complete":
-                return .engine(Array(bytes), servers: nil, modern: modern)
-            case "resources/subscribe", "resources/unsubscribe":
-                return modern ? error(RPCErrorCode.methodNotFound, "Method not found: \(method)") : result([:])
-            default:
-                return error(RPCErrorCode.methodNotFound, "Method not found: \(method)")
-            }
-        }
-        switch route {
+        switch route(message) {
         case .none: return nil
         case .answer(let bytes): return bytes
         case .engine(let request, let servers, let modern):
             let response = await engine.optimizeRequest(request, OptimizeOptions(agent: caller.agent, partition: caller.partition, servers: servers))
             return modern ? Self.completingModernResult(response.message, method: method(of: request)) : response.message
+        }
+    }
+
+    private func route(_ message: [UInt8]) -> Route {
+        message.withUnsafeBytes { bytes in MessageDecoder.withPooled { decoder in route(bytes, decoder) } }
+    }
+
+    private func route(_ bytes: UnsafeRawBufferPointer, _ decoder: MessageDecoder) -> Route {
+        let view: MessageView
+        do {
+            view = try decoder.decode(bytes)
+        } catch let error as DecodeError {
+            let text = error.kind == .batch ? "batches are not supported" : error.kind == .notJSON ? "Parse error: \(error.detail)" : "Invalid Request: \(error.detail)"
+            return .answer(MessageEncoder.error(idJSON: nil, code: error.rpcCode, message: text))
+        } catch {
+            return .answer(MessageEncoder.error(idJSON: nil, code: RPCErrorCode.invalidRequest, message: "Invalid Request"))
+        }
+        guard view.kind == .request, let method = view.method.string else { return .none }
+        let id = Array(view.idRaw.buffer)
+        // A modern request names its version in params._meta (initialize names one in params).
+        let modern = method != "initialize" && view.protocolVersion.string.map { ProtocolVersion(rawValue: $0).era == .modern } == true
+        func result(_ value: JSONValue) -> Route {
+            var value = value
+            if modern, case .object(var o) = value {
+                o["resultType"] = "complete"
+                o["_meta"] = [MetaKey.serverInfo: ["name": .string(identity.name), "version": .string(identity.version)]]
+                if let hints = Self.cacheHints(method) {
+                    o["ttlMs"] = .int(hints.ttlMs)
+                    o["cacheScope"] = .string(hints.scope)
+                }
+                value = .object(o)
+            }
+            let text = Array(value.jsonString.utf8)
+            return .answer(text.withUnsafeBytes { MessageEncoder.result(idJSON: id, result: $0) })
+        }
+        func error(_ code: Int64, _ text: String) -> Route { .answer(MessageEncoder.error(idJSON: id, code: code, message: text)) }
+
+        switch method {
+        case "initialize":
+            let params = view.params.isPresent ? (try? JSONParser.parse(view.params.buffer)) : nil
+            let requested = ProtocolVersion(rawValue: params?["protocolVersion"]?.stringValue ?? "")
+            var o: JSONObject = [
+                "protocolVersion": .string(ProtocolVersion.negotiateHandshake(requested: requested).rawValue),
+                "capabilities": identity.capabilities,
+                "serverInfo": ["name": .string(identity.name), "version": .string(identity.version)],
+            ]
+            if let instructions = identity.instructions { o["instructions"] = .string(instructions) }
+            return result(.object(o))
+        case "server/discover":
+            return result(["supportedVersions": .array(ProtocolVersion.supported.filter { $0.era == .modern }.map { .string($0.rawValue) }),
+                           "capabilities": identity.capabilities])
+        case "ping", "logging/setLevel":
+            return modern ? error(RPCErrorCode.methodNotFound, "Method not found: \(method)") : result([:])
+        case "tools/list":
+            refreshNamespaces()
+            return result(["tools": .array(exposedTools())])
+        case "prompts/list":
+            refreshNamespaces()
+            return result(["prompts": .array(exposedPrompts())])
+        case "resources/list", "resources/templates/list":
+            return .engine(Array(bytes), servers: nil, modern: modern)
+        case "tools/call", "prompts/get":
+            guard let exposed = view.name.string else { return error(RPCErrorCode.invalidParams, "\(method) needs params.name") }
+            refreshNamespaces()
+            let entry = lock.withLock { method == "tools/call" ? tools.resolve(exposed) : prompts.resolve(exposed) }
+            guard let entry else {
+                return error(RPCErrorCode.invalidParams, method == "tools/call" ? "Unknown tool: \(exposed)" : "Unknown prompt: \(exposed)")
+            }
+            guard entry.original != exposed else { return .engine(Array(bytes), servers: [entry.group], modern: modern) }
+            guard case .object(var params)? = try? JSONParser.parse(view.params.buffer) else {
+                return error(RPCErrorCode.invalidParams, "params must be an object")
+            }
+            params["name"] = .string(entry.original)
+            let rewritten = Array(#"{"jsonrpc":"2.0","id":"#.utf8) + id + Array(#","method":"\#(method)","params":\#(JSONValue.object(params).jsonString)}"#.utf8)
+            return .engine(rewritten, servers: [entry.group], modern: modern)
+        case "resources/read", "completion/complete":
+            return .engine(Array(bytes), servers: nil, modern: modern)
+        case "resources/subscribe", "resources/unsubscribe":
+            return modern ? error(RPCErrorCode.methodNotFound, "Method not found: \(method)") : result([:])
+        default:
+            return error(RPCErrorCode.methodNotFound, "Method not found: \(method)")
         }
     }
 
@@ -165,7 +192,7 @@ public final class Gateway: @unchecked Sendable {
     }
 
     private func method(of request: [UInt8]) -> String {
-        request.withUnsafeBytes { (try? MessageDecoder().decode($0))?.method.string } ?? ""
+        request.withUnsafeBytes { bytes in MessageDecoder.withPooled { (try? $0.decode(bytes))?.method.string } } ?? ""
     }
 
     /// A modern-era client expects `resultType` (and cache hints where required); a

@@ -218,31 +218,41 @@ public final class HTTPFront: @unchecked Sendable {
             send(c, status: 404, headers: [("Content-Type", "text/plain")], body: Array("Not Found: the MCP endpoint is \(settings.path)".utf8))
             return
         }
-        let decoder = MessageDecoder()
-        switch front.handle(parser, body: body, decoder: decoder) {
+        let action = MessageDecoder.withPooled { front.handle(parser, body: body, decoder: $0) }
+        switch action {
         case .respond(let status, let headers, let bytes):
             send(c, status: status, headers: headers.map { ($0.name, $0.value) }, body: bytes)
         case .dispatch(let dispatch):
             let caller = Gateway.Caller(partition: parser.header("authorization").map { String(hash64Hex($0)) } ?? "")
+            // Cache hits and protocol answers are served here, on the loop thread; only work
+            // that waits on a server goes to a task.
+            if case .answered(let answer) = gateway.handleImmediately(dispatch.message, caller: caller) {
+                reply(c, answer, era: dispatch.era)
+                return
+            }
             Task {
                 let answer = await gateway.handle(dispatch.message, caller: caller)
-                _ = loop.execute { [self] in
-                    guard let answer else {
-                        send(c, status: 202, headers: [], body: [])
-                        return
-                    }
-                    var status = 200
-                    if dispatch.era == .modern, let code = Self.errorCode(answer) { status = RPCErrorCode.httpStatus(for: code) }
-                    send(c, status: status, headers: [("Content-Type", "application/json")], body: answer)
-                }
+                _ = loop.execute { [self] in reply(c, answer, era: dispatch.era) }
             }
         }
     }
 
+    private func reply(_ c: Connection, _ answer: [UInt8]?, era: ProtocolEra) {
+        guard let answer else {
+            send(c, status: 202, headers: [], body: [])
+            return
+        }
+        var status = 200
+        if era == .modern, let code = Self.errorCode(answer) { status = RPCErrorCode.httpStatus(for: code) }
+        send(c, status: status, headers: [("Content-Type", "application/json")], body: answer)
+    }
+
     static func errorCode(_ message: [UInt8]) -> Int64? {
         message.withUnsafeBytes { bytes in
-            guard let view = try? MessageDecoder().decode(bytes), view.kind == .error else { return nil }
-            return view.errorCode
+            MessageDecoder.withPooled { decoder in
+                guard let view = try? decoder.decode(bytes), view.kind == .error else { return nil }
+                return view.errorCode
+            }
         }
     }
 

@@ -83,6 +83,10 @@ public final class StdioFront: @unchecked Sendable {
         var line = line
         if line.last == UInt8(ascii: "\r") { line.removeLast() }
         guard line.contains(where: { $0 != 0x20 && $0 != 0x09 }) else { return }
+        if case .answered(let answer) = gateway.handleImmediately(line) {
+            if let answer { send(answer) }
+            return
+        }
         inFlight.add()
         Task {
             if let answer = await gateway.handle(line) { send(answer) }

@@ -1,4 +1,5 @@
 import CMCPOptRPC
+import Glibc
 
 /// Why bytes are not a usable JSON-RPC message.
 public struct DecodeError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -72,4 +73,39 @@ public final class MessageDecoder {
 /// XXH3-64 of bytes (xxhash, from Debian's header).
 public func hash64(_ bytes: UnsafeRawBufferPointer, seed: UInt64 = 0) -> UInt64 {
     mco_hash64(bytes.baseAddress, bytes.count, seed)
+}
+
+extension MessageDecoder {
+    /// Decoders ready for reuse: creating one allocates simdjson's buffers, too costly per
+    /// message. `withPooled` lends one for the duration of `body` (nested calls get their own).
+    private static let pool = DecoderPool()
+
+    public static func withPooled<R>(_ body: (MessageDecoder) throws -> R) rethrows -> R {
+        let decoder = pool.take()
+        defer { pool.give(decoder) }
+        return try body(decoder)
+    }
+}
+
+private final class DecoderPool: @unchecked Sendable {
+    private var free: [MessageDecoder] = []   // guarded by lock
+    /// Heap-allocated: a mutex must not move.
+    private let lock: UnsafeMutablePointer<pthread_mutex_t> = {
+        let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        pthread_mutex_init(m, nil)
+        return m
+    }()
+
+    func take() -> MessageDecoder {
+        pthread_mutex_lock(lock)
+        let d = free.popLast()
+        pthread_mutex_unlock(lock)
+        return d ?? MessageDecoder()
+    }
+
+    func give(_ decoder: MessageDecoder) {
+        pthread_mutex_lock(lock)
+        if free.count < 64 { free.append(decoder) }
+        pthread_mutex_unlock(lock)
+    }
 }

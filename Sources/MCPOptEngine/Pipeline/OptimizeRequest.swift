@@ -150,8 +150,7 @@ extension Engine {
     /// in the response, with `success` false and `error` saying why.
     public func optimizeRequest(_ message: [UInt8], _ options: OptimizeOptions = .init()) async -> OptimizedResponse {
         let started = monotonicNanos()
-        let metrics = runtime.metrics
-        metrics.requests.add()
+        runtime.metrics.requests.add()
         if !runtime.isStarted { await start() }
         let planned = message.withUnsafeBytes { plan($0, options) }
         var response: OptimizedResponse
@@ -159,6 +158,23 @@ extension Engine {
         case .answer(let r): response = r
         case .call(let plan): response = await execute(plan)
         }
+        return finish(response, started: started)
+    }
+
+    /// Synchronous part of the request path: answers at once what needs no I/O (a cache
+    /// hit, ping, aggregated lists, errors), so a front can reply without leaving its thread.
+    /// nil: the request needs a server; call `optimizeRequest`.
+    public func optimizeRequestImmediately(_ message: [UInt8], _ options: OptimizeOptions = .init()) -> OptimizedResponse? {
+        guard runtime.isStarted else { return nil }
+        let started = monotonicNanos()
+        guard case .answer(let r) = message.withUnsafeBytes({ plan($0, options, probing: true) }) else { return nil }
+        runtime.metrics.requests.add()
+        return finish(r, started: started)
+    }
+
+    private func finish(_ answer: OptimizedResponse, started: UInt64) -> OptimizedResponse {
+        var response = answer
+        let metrics = runtime.metrics
         let elapsed = monotonicNanos() &- started
         response.executionTime = .nanoseconds(Int64(elapsed))
         metrics.latency.record(nanoseconds: elapsed)
@@ -185,6 +201,10 @@ extension Engine {
         /// Tags the cached result carries.
         var storeTags: [String]
         var timeout: Duration
+
+        /// What a probe returns for a request that needs a server.
+        static let probeMiss = Plan(id: [], method: "", params: nil, tool: nil, candidates: [], group: "", lookup: nil, ticket: nil,
+                                    safe: false, invalidates: [], storeTags: [], timeout: .zero)
     }
 
     enum Planned: Sendable {
@@ -192,8 +212,13 @@ extension Engine {
         case call(Plan)
     }
 
-    private func plan(_ bytes: UnsafeRawBufferPointer, _ options: OptimizeOptions) -> Planned {
-        let decoder = MessageDecoder()
+    /// `probing`: only looking for an immediate answer; a miss is not counted (the request
+    /// comes back through `optimizeRequest`, which counts it).
+    private func plan(_ bytes: UnsafeRawBufferPointer, _ options: OptimizeOptions, probing: Bool = false) -> Planned {
+        MessageDecoder.withPooled { decoder in plan(bytes, options, decoder: decoder, probing: probing) }
+    }
+
+    private func plan(_ bytes: UnsafeRawBufferPointer, _ options: OptimizeOptions, decoder: MessageDecoder, probing: Bool) -> Planned {
         let view: MessageView
         do {
             view = try decoder.decode(bytes)
@@ -229,7 +254,7 @@ extension Engine {
                 runtime.events.emit(.routingError, ["tool": .string(name), "reason": .string("\(error)")])
                 return .answer(failure(id: id, code: RPCErrorCode.invalidParams, "\(error)"))
             }
-            runtime.metrics.decisionLatency.record(nanoseconds: decision.decisionNanos)
+            if !probing { runtime.metrics.decisionLatency.record(nanoseconds: decision.decisionNanos) }
             guard let server = decision.server else {
                 runtime.metrics.routingErrors.add()
                 runtime.events.emit(.routingError, ["tool": .string(name), "reason": .string(decision.reasoning)])
@@ -275,9 +300,11 @@ extension Engine {
                 return .answer(OptimizedResponse(message: answer(id: id, result: hit.result).message, success: true, server: nil, source: .memory,
                                                  attempts: 0, executionTime: .zero, error: nil))
             }
+            if probing { return .call(Plan.probeMiss) }
             runtime.metrics.cacheMisses.add()
             runtime.events.emit(.cacheMiss, ["method": .string(method), "tool": tool.map { .string($0) } ?? .null])
         }
+        if probing { return .call(Plan.probeMiss) }
 
         let readOnlyCall = trusted && ((annotations?.readOnly ?? false) || (annotations?.idempotent ?? false))
         let safe = method != "tools/call" || lookup != nil || readOnlyCall
@@ -357,8 +384,7 @@ extension Engine {
     }
 
     private func fill(_ plan: Plan, lookup: CachePolicy.Lookup, response: [UInt8], originNanos: UInt64) {
-        response.withUnsafeBytes { bytes in
-            let decoder = MessageDecoder()
+        response.withUnsafeBytes { bytes in MessageDecoder.withPooled { decoder in
             guard let view = try? decoder.decode(bytes), let terms = runtime.policy.store(view, for: lookup) else { return }
             var value = [UInt8](repeating: 0, count: 8)
             for i in 0..<8 { value[i] = UInt8(truncatingIfNeeded: originNanos >> (8 * UInt64(i))) }
@@ -366,7 +392,7 @@ extension Engine {
             let options = CacheItemOptions(ttl: terms.ttl, tags: plan.storeTags)
             _ = try? cache.set(lookup.key, value, options, ticket: plan.ticket)
             if terms.shared { _ = try? cache.set(runtime.policy.sharedKey(lookup), value, options, ticket: nil) }
-        }
+        } }
     }
 
     // MARK: upstream
@@ -402,8 +428,7 @@ extension Engine {
             r.server = outcome.server
             return r
         }
-        return message.withUnsafeBytes { bytes in
-            let decoder = MessageDecoder()
+        return message.withUnsafeBytes { bytes in MessageDecoder.withPooled { decoder in
             guard let view = try? decoder.decode(bytes) else {
                 return failure(id: plan.id, code: RPCErrorCode.internalError, "the server's answer is not a JSON-RPC message")
             }
@@ -411,7 +436,7 @@ extension Engine {
             return OptimizedResponse(message: MessageEncoder.replacingID(in: view, with: plan.id), success: isResult, server: outcome.server, source: source,
                                      attempts: outcome.attempts, executionTime: .zero,
                                      error: isResult ? nil : view.errorMessage.string)
-        }
+        } }
     }
 
     /// Tries the plan's servers in order. Unsafe requests get one attempt; safe ones fail over
