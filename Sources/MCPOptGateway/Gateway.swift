@@ -106,11 +106,9 @@ public final class Gateway: @unchecked Sendable {
         let view: MessageView
         do {
             view = try decoder.decode(bytes)
-        } catch let error as DecodeError {
+        } catch {
             let text = error.kind == .batch ? "batches are not supported" : error.kind == .notJSON ? "Parse error: \(error.detail)" : "Invalid Request: \(error.detail)"
             return .answer(MessageEncoder.error(idJSON: nil, code: error.rpcCode, message: text))
-        } catch {
-            return .answer(MessageEncoder.error(idJSON: nil, code: RPCErrorCode.invalidRequest, message: "Invalid Request"))
         }
         guard view.kind == .request, let method = view.method.string else { return .none }
         let id = Array(view.idRaw.buffer)
