@@ -70,17 +70,49 @@ public final class HTTPParser {
         }
     }
 
-    /// The first header with this name (case-insensitive), or nil.
+    /// The first header with this name (case-insensitive), or nil. Compares the raw bytes:
+    /// only the value found becomes a String (called several times per request).
     public func header(_ name: String) -> String? {
-        let wanted = name.lowercased()
-        return headers.first { $0.name.lowercased() == wanted }?.value
+        var result: String?
+        forEachHeader(named: name) { value in
+            result = String(decoding: value, as: UTF8.self)
+            return false
+        }
+        return result
     }
 
     /// How many headers have this name (case-insensitive): duplicated routing headers are errors.
     public func headerOccurrences(_ name: String) -> Int {
-        let wanted = name.lowercased()
-        return headers.filter { $0.name.lowercased() == wanted }.count
+        var count = 0
+        forEachHeader(named: name) { _ in
+            count += 1
+            return true
+        }
+        return count
     }
+
+    /// Calls `body` with the value of each header named `name` (ASCII case-insensitive) until
+    /// it returns false.
+    private func forEachHeader(named name: String, _ body: (UnsafeRawBufferPointer) -> Bool) {
+        var wanted = name
+        wanted.withUTF8 { target in
+            for i in 0..<headerCount {
+                var n: UnsafePointer<CChar>?, v: UnsafePointer<CChar>?
+                var nLength = 0, vLength = 0
+                mco_http_header(parser, i, &n, &nLength, &v, &vLength)
+                guard nLength == target.count, let n else { continue }
+                let candidate = UnsafeRawBufferPointer(start: n, count: nLength)
+                var same = true
+                for j in 0..<nLength where Self.lower(candidate[j]) != Self.lower(target[j]) {
+                    same = false
+                    break
+                }
+                if same, !body(UnsafeRawBufferPointer(start: v, count: vLength)) { return }
+            }
+        }
+    }
+
+    @inline(__always) private static func lower(_ b: UInt8) -> UInt8 { b >= 0x41 && b <= 0x5A ? b | 0x20 : b }
 
     /// Body bytes received and not yet taken, passed to `body` and then dropped.
     public func takeBody<T>(_ body: (UnsafeRawBufferPointer) throws -> T) rethrows -> T {
