@@ -46,6 +46,9 @@ public final class LatencyHistogram: @unchecked Sendable {
         }
     }
 
+    /// Values recorded so far.
+    public var count: UInt64 { lock.withLock { histogram.totalCount } }
+
     public func percentile(_ p: Double) -> UInt64 { lock.withLock { histogram.valueAtPercentile(p) } }
 
     public func reset() {

@@ -19,10 +19,11 @@ final class RequestPathTests: XCTestCase, @unchecked Sendable {
         return path
     }
 
-    static func kvServer(_ name: String, group: String? = nil, trust: Bool = true, crashOnce marker: String? = nil) throws -> String {
+    static func kvServer(_ name: String, group: String? = nil, trust: Bool = true, crashOnce marker: String? = nil, slowEvery: Int? = nil) throws -> String {
         let python = try venvTool("python")
         let script = repository.appendingPathComponent("Tests/interop/kv_server.py").path
-        let crash = marker.map { #", "--crash-once", "\#($0)""# } ?? ""
+        var crash = marker.map { #", "--crash-once", "\#($0)""# } ?? ""
+        if let slowEvery { crash += #", "--slow-every", "\#(slowEvery)", "--slow-ms", "1500""# }
         var entry = #""\#(name)": {"command": "\#(python)", "args": ["\#(script)", "--name", "\#(name)"\#(crash)], "trustAnnotations": \#(trust)"#
         if let group { entry += #", "group": "\#(group)""# }
         return entry + "}"
@@ -203,6 +204,39 @@ extension RequestPathTests {
         XCTAssertEqual(w.attempts, 1)
         XCTAssertEqual(try message(w)["error"]?["code"]?.integerValue, -32603)
         XCTAssertTrue(w.error?.contains("kv:") ?? false, w.error ?? "")
+    }
+}
+
+extension RequestPathTests {
+    func testSlowTailsOfReplicatedReadsAreHedgedWithinBudget() async throws {
+        let engine = try makeEngine([try Self.kvServer("kv-a", group: "kvs", slowEvery: 25), try Self.kvServer("kv-b", group: "kvs", slowEvery: 25)])
+        addTeardownBlock { await engine.stop() }
+        await engine.start()
+        var answers = 0
+        for i in 0..<200 {
+            let r = await call(engine, "whoami", "{}", id: i, OptimizeOptions(bypassCache: true))
+            XCTAssertTrue(r.success, r.error ?? "")
+            if r.success { answers += 1 }
+        }
+        XCTAssertEqual(answers, 200)
+        let hedges = engine.metrics.hedges.load(), wins = engine.metrics.hedgeWins.load(), requests = engine.metrics.requests.load()
+        XCTAssertGreaterThan(hedges, 0, "every 25th whoami on each replica takes 1.5 s: some must be hedged")
+        XCTAssertGreaterThan(wins, 0, "a hedge to the other replica answers before a 1.5 s tail")
+        XCTAssertLessThanOrEqual(hedges * 20, requests + 20, "at most 5% of requests are hedged")
+    }
+
+    func testAdaptiveTimeoutsFollowTheToolsLatencyUnlessTheCallerSetsOne() async throws {
+        let engine = try makeEngine([try Self.kvServer("kv")], extra: #", "caching": {"tools": {"slow_get": false}}"#)
+        addTeardownBlock { await engine.stop() }
+        await engine.start()
+        for i in 0..<60 { _ = await call(engine, "slow_get", #"{"key":"k","ms":0}"#, id: i) }
+        // 60 answers in milliseconds: a 4 s answer is abnormal, the attempt gives up after ~1 s.
+        let slow = await call(engine, "slow_get", #"{"key":"k","ms":4000}"#)
+        XCTAssertFalse(slow.success)
+        XCTAssertTrue(slow.error?.contains("no answer within") ?? false, slow.error ?? "")
+        // A caller that says how long it will wait is taken at its word.
+        let patient = await call(engine, "slow_get", #"{"key":"k","ms":1500}"#, OptimizeOptions(timeout: .seconds(10)))
+        XCTAssertTrue(patient.success, patient.error ?? "")
     }
 }
 

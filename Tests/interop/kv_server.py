@@ -2,9 +2,10 @@
 slow read (for merging), a resource template and a prompt. Counts the reads it serves, so a
 test can tell a cache hit (no read) from a call that reached the server.
 
-usage: kv_server.py [--name NAME] [--crash-once MARKER]
+usage: kv_server.py [--name NAME] [--crash-once MARKER] [--slow-every N --slow-ms MS]
   --crash-once: the first get or put exits the process (before answering) and creates MARKER;
                 a server started again with MARKER present behaves.
+  --slow-every N --slow-ms MS: every Nth whoami takes MS milliseconds (a tail to hedge).
 """
 import asyncio
 import os
@@ -17,6 +18,9 @@ mcp = FastMCP(name)
 store: dict[str, str] = {}
 reads = 0
 marker = sys.argv[sys.argv.index("--crash-once") + 1] if "--crash-once" in sys.argv else None
+slow_every = int(sys.argv[sys.argv.index("--slow-every") + 1]) if "--slow-every" in sys.argv else 0
+slow_ms = int(sys.argv[sys.argv.index("--slow-ms") + 1]) if "--slow-ms" in sys.argv else 0
+whoami_calls = 0
 
 
 def maybe_crash() -> None:
@@ -60,8 +64,12 @@ def reads_served() -> int:
 
 
 @mcp.tool(annotations=READ)
-def whoami() -> str:
+async def whoami() -> str:
     """This server's name (to see which replica answered)."""
+    global whoami_calls
+    whoami_calls += 1
+    if slow_every and whoami_calls % slow_every == 0:
+        await asyncio.sleep(slow_ms / 1000)
     return name
 
 

@@ -24,6 +24,9 @@ public final class EngineMetrics: @unchecked Sendable {
     public let invalidations = AtomicCounter()
     public let routingErrors = AtomicCounter()
     public let overloads = AtomicCounter()
+    /// Hedged attempts started, and how many of them answered first.
+    public let hedges = AtomicCounter()
+    public let hedgeWins = AtomicCounter()
     /// Estimated nanoseconds each request would have cost without the engine, and what it cost.
     public let baselineNanos = AtomicCounter()
     public let actualNanos = AtomicCounter()
@@ -126,6 +129,20 @@ final class EngineRuntime: @unchecked Sendable {
     }
 
     var ioBackend: String? { lock.withLock { loop?.backend.rawValue } }
+
+    /// Latency distribution of one tool (or method) on one replica group, for hedging and
+    /// adaptive timeouts. Bounded: past 10,000 keys new ones share one histogram.
+    private var latencyByKey: [String: LatencyHistogram] = [:]   // guarded by lock
+    private let overflowLatencies = LatencyHistogram()
+    func latencies(_ key: String) -> LatencyHistogram {
+        lock.withLock {
+            if let h = latencyByKey[key] { return h }
+            guard latencyByKey.count < 10_000 else { return overflowLatencies }
+            let h = LatencyHistogram()
+            latencyByKey[key] = h
+            return h
+        }
+    }
 }
 
 /// What one upstream call produced, shared by every request merged into it.

@@ -53,6 +53,7 @@ extension Engine {
                 "throughputRps": uptime > 0 ? .double(Double(requests) / uptime) : .null,
                 "upstreamCalls": .int(Int64(calls)), "retries": .int(Int64(m.retries.load())), "failovers": .int(Int64(m.failovers.load())),
                 "overloads": .int(Int64(m.overloads.load())),
+                "hedges": .int(Int64(m.hedges.load())), "hedgeWins": .int(Int64(m.hedgeWins.load())),
                 "uptimeSeconds": .double(uptime.rounded()),
                 "ioBackend": runtime.ioBackend.map { .string($0) } ?? .null,
             ],
@@ -78,6 +79,8 @@ extension Engine {
         p.counter("mcpopt_retries_total", help: "Attempts after a failed one.", value: Double(m.retries.load()))
         p.counter("mcpopt_failovers_total", help: "Retries that went to another server.", value: Double(m.failovers.load()))
         p.counter("mcpopt_invalidations_total", help: "Cached results dropped by writes and notifications.", value: Double(m.invalidations.load()))
+        p.counter("mcpopt_hedges_total", help: "Hedged attempts (a second server asked after the first was slow).", value: Double(m.hedges.load()))
+        p.counter("mcpopt_hedge_wins_total", help: "Hedged attempts that answered first.", value: Double(m.hedgeWins.load()))
         p.counter("mcpopt_routing_errors_total", help: "Requests no server could take.", value: Double(m.routingErrors.load()))
         p.summary("mcpopt_request_latency_nanoseconds", help: "optimizeRequest latency.", m.latency.summary)
         p.summary("mcpopt_upstream_latency_nanoseconds", help: "Latency of successful server calls.", m.upstreamLatency.summary)

@@ -2,6 +2,7 @@ import MCPOptCache
 import MCPOptConfig
 import MCPOptIO
 import MCPOptJSON
+import MCPOptMetrics
 import MCPOptProtocol
 import MCPOptRouting
 import MCPOptSync
@@ -201,6 +202,11 @@ extension Engine {
         /// Tags the cached result carries.
         var storeTags: [String]
         var timeout: Duration
+        /// The caller set the timeout (adaptive timeouts leave it alone).
+        var explicitTimeout = false
+
+        /// Latency statistics key: this tool (or method) on this group.
+        var latencyKey: String { group + "/" + (tool ?? method) }
 
         /// What a probe returns for a request that needs a server.
         static let probeMiss = Plan(id: [], method: "", params: nil, tool: nil, candidates: [], group: "", lookup: nil, ticket: nil,
@@ -321,7 +327,7 @@ extension Engine {
         }
         return .call(Plan(id: id, method: method, params: view.params.bytes, tool: tool, candidates: candidates, group: group, lookup: lookup,
                           ticket: lookup.map { cache.ticket(for: $0.key) }, safe: safe, invalidates: invalidates, storeTags: storeTags,
-                          timeout: options.timeout ?? config.optimization.requestTimeout))
+                          timeout: options.timeout ?? config.optimization.requestTimeout, explicitTimeout: options.timeout != nil))
     }
 
     /// The server names an options' `servers` (names or groups) and agent profile allow; nil: all.
@@ -441,17 +447,35 @@ extension Engine {
 
     /// Tries the plan's servers in order. Unsafe requests get one attempt; safe ones fail over
     /// to the routing decision's alternatives and retry (at most 3 attempts in all) with
-    /// exponential backoff and jitter.
+    /// exponential backoff and jitter. A safe request with an alternative is hedged: if the
+    /// first server has not answered within this tool's p95 latency, the alternative is asked
+    /// too and the first answer wins (at most 5% of requests are hedged).
     private func callUpstream(_ plan: Plan) async -> UpstreamOutcome {
         let maxAttempts = plan.safe ? 3 : 1
+        let latencies = runtime.latencies(plan.latencyKey)
+        let timeout = adaptiveTimeout(plan, latencies)
         var attempts = 0
         var errors: [String] = []
         var lastServer: String?
         var index = 0
+        if plan.safe, plan.candidates.count >= 2, let delay = hedgeDelay(latencies),
+           runtime.backend(plan.candidates[0]) != nil, runtime.backend(plan.candidates[1]) != nil {
+            let (result, server, started) = await hedged(plan, primary: plan.candidates[0], secondary: plan.candidates[1], delay: delay, timeout: timeout)
+            attempts = started
+            index = 1
+            lastServer = server
+            switch result {
+            case .success(let (response, elapsed)):
+                return UpstreamOutcome(message: response, server: server, attempts: attempts, originNanos: elapsed)
+            case .failure(let error):
+                errors.append("\(server): \(error.message)")
+                if error.kind == .cancelled || attempts >= maxAttempts { return failed(plan, errors, attempts, lastServer) }
+            }
+        }
         while attempts < maxAttempts {
             let server = plan.candidates[index % plan.candidates.count]
             index += 1
-            guard let backend = runtime.backend(server) else {
+            guard runtime.backend(server) != nil else {
                 if index >= plan.candidates.count * maxAttempts { break }
                 continue
             }
@@ -464,32 +488,94 @@ extension Engine {
             }
             attempts += 1
             lastServer = server
-            let before = router.circuitState(server: server)
-            let started = monotonicNanos()
-            runtime.metrics.upstreamCalls.add()
-            do {
-                let response = try await backend.request(UpstreamRequest(method: plan.method, params: plan.params), timeout: plan.timeout)
-                let elapsed = monotonicNanos() &- started
-                runtime.metrics.upstreamLatency.record(nanoseconds: elapsed)
-                runtime.metrics.baselineNanos.add(elapsed)
-                if let tool = plan.tool { _ = router.record(server: server, tool: tool, latency: .nanoseconds(Int64(elapsed)), success: true) }
-                circuitEvents(server: server, before: before)
-                if let lookup = plan.lookup { fill(plan, lookup: lookup, response: response, originNanos: elapsed) }
+            let (result, elapsed) = await attempt(plan, server: server, timeout: timeout, latencies: latencies)
+            runtime.metrics.baselineNanos.add(elapsed)
+            switch result {
+            case .success(let response):
                 return UpstreamOutcome(message: response, server: server, attempts: attempts, originNanos: elapsed)
-            } catch {
-                let elapsed = monotonicNanos() &- started
-                runtime.metrics.baselineNanos.add(elapsed)
-                if let tool = plan.tool {
-                    _ = router.record(server: server, tool: tool, latency: .nanoseconds(Int64(elapsed)), success: false, error: error.message)
-                }
-                circuitEvents(server: server, before: before)
-                if error.message.contains("is overloaded") { runtime.metrics.overloads.add() }
+            case .failure(let error):
                 errors.append("\(server): \(error.message)")
                 if error.kind == .cancelled { break }
             }
         }
+        return failed(plan, errors, attempts, lastServer)
+    }
+
+    private func failed(_ plan: Plan, _ errors: [String], _ attempts: Int, _ lastServer: String?) -> UpstreamOutcome {
         let summary = errors.isEmpty ? "no server could be reached" : errors.joined(separator: "; ")
         return UpstreamOutcome(message: nil, error: "\(plan.method) failed after \(attempts) attempt(s): \(summary)", server: lastServer, attempts: attempts)
+    }
+
+    /// One upstream attempt, with everything it teaches: the router's statistics, circuit
+    /// events, this tool's latency distribution, the cache fill.
+    private func attempt(_ plan: Plan, server: String, timeout: Duration, latencies: LatencyHistogram) async -> (Result<[UInt8], UpstreamError>, UInt64) {
+        guard let backend = runtime.backend(server) else { return (.failure(UpstreamError(.closed, "no backend for server \"\(server)\"")), 0) }
+        let before = router.circuitState(server: server)
+        let started = monotonicNanos()
+        runtime.metrics.upstreamCalls.add()
+        do {
+            let response = try await backend.request(UpstreamRequest(method: plan.method, params: plan.params), timeout: timeout)
+            let elapsed = monotonicNanos() &- started
+            runtime.metrics.upstreamLatency.record(nanoseconds: elapsed)
+            latencies.record(nanoseconds: elapsed)
+            if let tool = plan.tool { _ = router.record(server: server, tool: tool, latency: .nanoseconds(Int64(elapsed)), success: true) }
+            circuitEvents(server: server, before: before)
+            if let lookup = plan.lookup { fill(plan, lookup: lookup, response: response, originNanos: elapsed) }
+            return (.success(response), elapsed)
+        } catch {
+            let elapsed = monotonicNanos() &- started
+            if let tool = plan.tool {
+                _ = router.record(server: server, tool: tool, latency: .nanoseconds(Int64(elapsed)), success: false, error: error.message)
+            }
+            circuitEvents(server: server, before: before)
+            if error.message.contains("is overloaded") { runtime.metrics.overloads.add() }
+            return (.failure(error), elapsed)
+        }
+    }
+
+    /// With `enableAdaptiveTimeouts`, once a tool has 50 answers on record its attempts time out
+    /// at 4x its p99 (at least 1 s), never later than the configured or requested timeout.
+    private func adaptiveTimeout(_ plan: Plan, _ latencies: LatencyHistogram) -> Duration {
+        guard config.optimization.enableAdaptiveTimeouts, !plan.explicitTimeout, latencies.count >= 50 else { return plan.timeout }
+        let adaptive = Duration.nanoseconds(Int64(min(latencies.percentile(99) * 4, UInt64(Int64.max / 2))))
+        return min(plan.timeout, max(.seconds(1), adaptive))
+    }
+
+    /// The hedge delay (this tool's p95, at least 1 ms) when hedging is allowed now: 20
+    /// answers on record, and fewer than 5% of requests hedged so far.
+    private func hedgeDelay(_ latencies: LatencyHistogram) -> Duration? {
+        guard latencies.count >= 20, runtime.metrics.hedges.load() * 20 < runtime.metrics.requests.load() else { return nil }
+        return .nanoseconds(Int64(max(latencies.percentile(95), 1_000_000)))
+    }
+
+    /// The first attempt, hedged: `primary` now, `secondary` too after `delay` unless the
+    /// primary answered; the first success wins. Returns the result, who gave it, and how many
+    /// attempts started.
+    private func hedged(_ plan: Plan, primary: String, secondary: String, delay: Duration, timeout: Duration)
+        async -> (Result<([UInt8], UInt64), UpstreamError>, String, Int)
+    {
+        let latencies = runtime.latencies(plan.latencyKey)
+        let race = HedgeRace()
+        return await withCheckedContinuation { continuation in
+            race.begin(continuation)
+            Task {
+                let (result, elapsed) = await self.attempt(plan, server: primary, timeout: timeout, latencies: latencies)
+                // What a direct client would have waited for: the primary, even when the hedge won.
+                self.runtime.metrics.baselineNanos.add(elapsed)
+                race.report(result.map { ($0, elapsed) }, server: primary)
+            }
+            Task {
+                try? await Task.sleep(for: delay)
+                guard race.stillWaiting, self.runtime.metrics.hedges.load() * 20 < self.runtime.metrics.requests.load() else {
+                    race.skip()
+                    return
+                }
+                self.runtime.metrics.hedges.add()
+                race.started()
+                let (result, elapsed) = await self.attempt(plan, server: secondary, timeout: timeout, latencies: latencies)
+                if race.report(result.map { ($0, elapsed) }, server: secondary) { self.runtime.metrics.hedgeWins.add() }
+            }
+        }
     }
 
     private func circuitEvents(server: String, before: CircuitState?) {
@@ -570,5 +656,53 @@ final class OutcomeBox: @unchecked Sendable {
             }
             if let ready { c.resume(returning: ready) }
         }
+    }
+}
+
+/// The race of a hedged attempt: two attempts report (or the second is skipped); the first
+/// success resumes the waiter; if none succeeds, the last failure does.
+final class HedgeRace: @unchecked Sendable {
+    typealias Answer = (Result<([UInt8], UInt64), UpstreamError>, String, Int)
+    private let lock = Lock()
+    private var continuation: CheckedContinuation<Answer, Never>?   // guarded by lock
+    private var pending = 2                                          // guarded by lock
+    private var attempts = 1                                         // guarded by lock
+    private var lastFailure: (UpstreamError, String)?                // guarded by lock
+
+    func begin(_ c: CheckedContinuation<Answer, Never>) { lock.withLock { continuation = c } }
+
+    var stillWaiting: Bool { lock.withLock { continuation != nil } }
+
+    func started() { lock.withLock { attempts += 1 } }
+
+    /// The hedge will not run.
+    func skip() { settle(nil, server: "") }
+
+    /// Returns true when this report won the race.
+    @discardableResult
+    func report(_ result: Result<([UInt8], UInt64), UpstreamError>, server: String) -> Bool { settle(result, server: server) }
+
+    private func settle(_ result: Result<([UInt8], UInt64), UpstreamError>?, server: String) -> Bool {
+        let (resume, answer): (CheckedContinuation<Answer, Never>?, Answer?) = lock.withLock {
+            pending -= 1
+            guard let c = continuation else { return (nil, nil) }
+            switch result {
+            case .success(let value)?:
+                continuation = nil
+                return (c, (.success(value), server, attempts))
+            case .failure(let error)?:
+                lastFailure = (error, server)
+            case nil:
+                break
+            }
+            guard pending == 0 else { return (nil, nil) }
+            continuation = nil
+            let (error, who) = lastFailure ?? (UpstreamError(.closed, "no attempt was made"), server)
+            return (c, (.failure(error), who, attempts))
+        }
+        guard let resume, let answer else { return false }
+        resume.resume(returning: answer)
+        if case .success = answer.0 { return true }
+        return false
     }
 }
