@@ -240,6 +240,27 @@ extension RequestPathTests {
     }
 }
 
+extension RequestPathTests {
+    func testAToolAddedAtRunTimeIsListedAgainAndRoutable() async throws {
+        let engine = try makeEngine([try Self.kvServer("kv")])
+        addTeardownBlock { await engine.stop() }
+        await engine.start()
+        // A tool added at run time is announced (tools/list_changed): the engine lists again.
+        let generation = engine.catalogGeneration
+        let added = await call(engine, "add_tool", #"{"tool_name":"fresh"}"#)
+        XCTAssertTrue(added.success, added.error ?? "")
+        var refreshed = false
+        for _ in 0..<200 where !refreshed {   // at most 10 s
+            refreshed = engine.catalogGeneration > generation && engine.catalogs.first?.toolNames.contains("fresh") == true
+            if !refreshed { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        XCTAssertTrue(refreshed, "the catalog was listed again after tools/list_changed")
+        let fresh = await call(engine, "fresh", "{}")
+        XCTAssertTrue(fresh.success, fresh.error ?? "")
+        XCTAssertEqual(try text(fresh), "fresh")
+    }
+}
+
 final class LockedList: @unchecked Sendable {
     private let lock = NSLock()
     private var storage: [String] = []

@@ -11,7 +11,8 @@ import asyncio
 import os
 import sys
 
-from fastmcp import FastMCP
+import mcp.types as types
+from fastmcp import Context, FastMCP
 
 name = sys.argv[sys.argv.index("--name") + 1] if "--name" in sys.argv else "kv"
 mcp = FastMCP(name)
@@ -71,6 +72,16 @@ async def whoami() -> str:
     if slow_every and whoami_calls % slow_every == 0:
         await asyncio.sleep(slow_ms / 1000)
     return name
+
+
+@mcp.tool(annotations={"readOnlyHint": False})
+async def add_tool(tool_name: str, ctx: Context) -> str:
+    """Adds a tool named tool_name (answering its own name) and announces the new list."""
+    def made() -> str:
+        return tool_name
+    mcp.tool(name=tool_name, annotations=READ)(made)
+    await ctx.send_notification(types.ToolListChangedNotification())
+    return "added"
 
 
 @mcp.resource("kv://{key}")
