@@ -1,8 +1,9 @@
 /* One blocking keep-alive HTTP client doing MCP round trips one at a time (the way an agent
  * waits on each call), through whatever listens on PORT: a server directly, a proxy hop, or the
  * mcpopt gateway. Initializes a handshake-era session and sends its Mcp-Session-Id after.
- * Usage: gateway_client LABEL N PORT TOOL hit|miss
- *   miss: arguments differ on every call; hit: the same arguments every time.
+ * Usage: gateway_client LABEL N PORT TOOL hit|miss [OFFSET]
+ *   miss: arguments differ on every call (starting at OFFSET, so repeated runs stay misses);
+ *   hit: the same arguments every time.
  * Prints one JSON line: requests, round trips per second, p50/p99/mean in microseconds. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -51,6 +52,7 @@ int main(int argc, char **argv) {
     if (argc < 6) { fprintf(stderr, "usage: gateway_client LABEL N PORT TOOL hit|miss\n"); return 2; }
     const char *label = argv[1], *tool = argv[4];
     int n = atoi(argv[2]), hit = strcmp(argv[5], "hit") == 0;
+    long offset = argc > 6 ? atol(argv[6]) : 0;
     int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[3])), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -62,8 +64,8 @@ int main(int argc, char **argv) {
     double *samples = malloc(n * sizeof *samples), start = 0;
     for (int i = -warm; i < n; i++) {
         char body[512];
-        snprintf(body, sizeof body, "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"tools/call\",\"params\":{\"name\":\"%s\",\"arguments\":{\"i\":%d}}}",
-                 i + warm + 1, tool, hit ? 1 : i + warm);
+        snprintf(body, sizeof body, "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"tools/call\",\"params\":{\"name\":\"%s\",\"arguments\":{\"i\":%ld}}}",
+                 i + warm + 1, tool, hit ? 1L : offset + i + warm);
         if (i == 0) start = now();
         double t = now();
         if (exchange(fd, body, buf, sizeof buf)) { fprintf(stderr, "%s: request %d failed\n", label, i); return 1; }

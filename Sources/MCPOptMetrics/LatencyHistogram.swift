@@ -9,6 +9,9 @@ public final class LatencyHistogram: @unchecked Sendable {
     private var histogram = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 600_000_000_000, numberOfSignificantValueDigits: .three)
     /// Exact total (the histogram's own mean works on bucket midpoints).
     private var total: UInt64 = 0
+    /// The tail as last computed, and at which count (computing walks every bucket).
+    private var cachedTail: (p95: UInt64, p99: UInt64) = (0, 0)
+    private var tailCount: UInt64 = 0
 
     public init() {}
 
@@ -43,6 +46,20 @@ public final class LatencyHistogram: @unchecked Sendable {
             Summary(count: histogram.totalCount, sum: total, mean: histogram.totalCount == 0 ? 0 : Double(total) / Double(histogram.totalCount),
                     p50: histogram.valueAtPercentile(50), p90: histogram.valueAtPercentile(90), p99: histogram.valueAtPercentile(99),
                     p999: histogram.valueAtPercentile(99.9), max: histogram.totalCount == 0 ? 0 : histogram.max)
+        }
+    }
+
+    /// p95 and p99 for decisions made on every request (hedging, timeouts): recomputed only
+    /// when 64 values were added since, or the count doubled, so a call is usually a lock and
+    /// a comparison.
+    public func tail() -> (p95: UInt64, p99: UInt64) {
+        lock.withLock {
+            let n = histogram.totalCount
+            if n >= tailCount &+ 64 || n >= tailCount * 2 || (tailCount == 0 && n > 0) {
+                cachedTail = (histogram.valueAtPercentile(95), histogram.valueAtPercentile(99))
+                tailCount = n
+            }
+            return cachedTail
         }
     }
 

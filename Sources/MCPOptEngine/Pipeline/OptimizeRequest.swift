@@ -537,7 +537,7 @@ extension Engine {
     /// at 4x its p99 (at least 1 s), never later than the configured or requested timeout.
     private func adaptiveTimeout(_ plan: Plan, _ latencies: LatencyHistogram) -> Duration {
         guard config.optimization.enableAdaptiveTimeouts, !plan.explicitTimeout, latencies.count >= 50 else { return plan.timeout }
-        let adaptive = Duration.nanoseconds(Int64(min(latencies.percentile(99) * 4, UInt64(Int64.max / 2))))
+        let adaptive = Duration.nanoseconds(Int64(min(latencies.tail().p99 * 4, UInt64(Int64.max / 2))))
         return min(plan.timeout, max(.seconds(1), adaptive))
     }
 
@@ -545,7 +545,7 @@ extension Engine {
     /// answers on record, and fewer than 5% of requests hedged so far.
     private func hedgeDelay(_ latencies: LatencyHistogram) -> Duration? {
         guard latencies.count >= 20, runtime.metrics.hedges.load() * 20 < runtime.metrics.requests.load() else { return nil }
-        return .nanoseconds(Int64(max(latencies.percentile(95), 1_000_000)))
+        return .nanoseconds(Int64(max(latencies.tail().p95, 1_000_000)))
     }
 
     /// The first attempt, hedged: `primary` now, `secondary` too after `delay` unless the
