@@ -364,7 +364,8 @@ mcpopt_status mcpopt_engine_stop(mcpopt_engine *engine);
 /* Serves one JSON-RPC request (`request_json`, e.g. a tools/call). `options_json` may be NULL
  * (length 0) or an object: {"agent": caller's agent profile, "partition": cache partition (who
  * the caller is; defaults to the agent), "servers": [server or group names to restrict to],
- * "bypassCache": bool, "timeoutMs": number}. On MCPOPT_OK, *out_json (caller frees with
+ * "bypassCache": bool, "timeoutMs": number, "session": the client session (servers marked
+ * "stateful" get a backend session per client session)}. On MCPOPT_OK, *out_json (caller frees with
  * mcpopt_free()) is {"response": the JSON-RPC response with the request's own id, "success":
  * bool (false when the response is an error), "server": name or null, "cacheSource": "memory" |
  * "origin" | "coalesced" | "engine", "attempts": n, "executionTimeMs": ms, "error": why, when

@@ -39,7 +39,7 @@ public func mcpopt_engine_stop(_ handle: OpaquePointer?) -> Int32 {
     return LastError.succeed()
 }
 
-/// `{"agent", "partition", "servers", "bypassCache", "timeoutMs"}`, every key optional.
+/// `{"agent", "partition", "servers", "bypassCache", "timeoutMs", "session"}`, every key optional.
 private func requestOptions(_ pointer: UnsafePointer<CChar>?, _ length: Int) -> OptimizeOptions? {
     guard pointer != nil || length != 0 else { return OptimizeOptions() }
     guard let bytes = TextInput.bytes(pointer, length, name: "options_json") else { return nil }
@@ -60,12 +60,13 @@ private func requestOptions(_ pointer: UnsafePointer<CChar>?, _ length: Int) -> 
         switch (key, v) {
         case ("agent", .string(let s)): options.agent = s
         case ("partition", .string(let s)): options.partition = s
+        case ("session", .string(let s)): options.session = s
         case ("bypassCache", .bool(let b)): options.bypassCache = b
         case ("servers", .array(let items)) where items.allSatisfy({ $0.stringValue != nil }): options.servers = items.compactMap(\.stringValue)
         case ("timeoutMs", _) where (v.doubleValue ?? 0) > 0: options.timeout = .milliseconds(Int64(v.doubleValue!))
-        case ("agent", .null), ("partition", .null), ("servers", .null): break
+        case ("agent", .null), ("partition", .null), ("servers", .null), ("session", .null): break
         default:
-            let known = ["agent", "partition", "servers", "bypassCache", "timeoutMs"]
+            let known = ["agent", "partition", "servers", "bypassCache", "timeoutMs", "session"]
             _ = LastError.fail(.invalidArgument, known.contains(key) ? "options_json.\(key) has the wrong type (\(v.typeName))"
                                                                      : "options_json has an unknown key \"\(key)\" (known: \(known.joined(separator: ", ")))")
             return nil

@@ -52,9 +52,12 @@ public final class Gateway: @unchecked Sendable {
     public struct Caller: Sendable {
         public var partition: String
         public var agent: String?
-        public init(partition: String = "", agent: String? = nil) {
+        /// The client's session (stateful servers get a backend session per client session).
+        public var session: String?
+        public init(partition: String = "", agent: String? = nil, session: String? = nil) {
             self.partition = partition
             self.agent = agent
+            self.session = session
         }
     }
 
@@ -79,7 +82,7 @@ public final class Gateway: @unchecked Sendable {
         case .none: return .answered(nil)
         case .answer(let bytes): return .answered(bytes)
         case .engine(let request, let servers, let modern):
-            guard let response = engine.optimizeRequestImmediately(request, OptimizeOptions(agent: caller.agent, partition: caller.partition, servers: servers)) else {
+            guard let response = engine.optimizeRequestImmediately(request, OptimizeOptions(agent: caller.agent, partition: caller.partition, servers: servers, session: caller.session)) else {
                 return .pending
             }
             return .answered(modern ? Self.completingModernResult(response.message, method: method(of: request)) : response.message)
@@ -93,7 +96,7 @@ public final class Gateway: @unchecked Sendable {
         case .none: return nil
         case .answer(let bytes): return bytes
         case .engine(let request, let servers, let modern):
-            let response = await engine.optimizeRequest(request, OptimizeOptions(agent: caller.agent, partition: caller.partition, servers: servers))
+            let response = await engine.optimizeRequest(request, OptimizeOptions(agent: caller.agent, partition: caller.partition, servers: servers, session: caller.session))
             return modern ? Self.completingModernResult(response.message, method: method(of: request)) : response.message
         }
     }

@@ -50,6 +50,8 @@ public final class GatewayFront: @unchecked Sendable {
 
     public let identity: Identity
     public var policy = FrontDoor.Policy()
+    /// Called with the id of each session a client ended (DELETE); set before serving.
+    public var onSessionEnded: (@Sendable (String) -> Void)?
     private let knownMethods: Set<String>
     private let lock = Lock()
     private var sessions: [String: Session] = [:]      // guarded by lock
@@ -175,6 +177,7 @@ public final class GatewayFront: @unchecked Sendable {
             ended.insert(sid)
             return true
         }
+        if existed { onSessionEnded?(sid) }
         return .respond(status: existed ? 200 : 404, headers: [], body: [])
     }
 

@@ -47,6 +47,8 @@ public final class HTTPFront: @unchecked Sendable {
             "resources/templates/list", "resources/read", "completion/complete", "logging/setLevel",
         ])
         front.policy = settings.policy
+        let engine = gateway.engine
+        front.onSessionEnded = { sid in Task { await engine.endSession(sid) } }
         loop = try EventLoop(name: "mcpopt-http")
     }
 
@@ -223,7 +225,7 @@ public final class HTTPFront: @unchecked Sendable {
         case .respond(let status, let headers, let bytes):
             send(c, status: status, headers: headers.map { ($0.name, $0.value) }, body: bytes)
         case .dispatch(let dispatch):
-            let caller = Gateway.Caller(partition: parser.header("authorization").map { String(hash64Hex($0)) } ?? "")
+            let caller = Gateway.Caller(partition: parser.header("authorization").map { String(hash64Hex($0)) } ?? "", session: dispatch.sessionID)
             // Cache hits and protocol answers are served here, on the loop thread; only work
             // that waits on a server goes to a task.
             if case .answered(let answer) = gateway.handleImmediately(dispatch.message, caller: caller) {

@@ -261,6 +261,31 @@ extension RequestPathTests {
     }
 }
 
+extension RequestPathTests {
+    func testAStatefulServerGetsABackendSessionPerClientSession() async throws {
+        let python = try Self.venvTool("python")
+        let script = Self.repository.appendingPathComponent("Tests/interop/kv_server.py").path
+        let engine = try makeEngine([#""kv": {"command": "\#(python)", "args": ["\#(script)"], "trustAnnotations": true, "stateful": true}"#])
+        addTeardownBlock { await engine.stop() }
+        await engine.start()
+        _ = await call(engine, "put", #"{"key":"k","value":"mine"}"#, OptimizeOptions(session: "alice"))
+        let alice = await call(engine, "get", #"{"key":"k"}"#, OptimizeOptions(session: "alice"))
+        let bob = await call(engine, "get", #"{"key":"k"}"#, OptimizeOptions(session: "bob"))
+        XCTAssertEqual(try text(alice), "mine")
+        XCTAssertEqual(try text(bob), "", "bob's session has its own server state")
+        XCTAssertEqual(engine.sessionBackendCount, 2)
+        // Cached results stay within their session too.
+        let bobAgain = await call(engine, "get", #"{"key":"k"}"#, OptimizeOptions(session: "bob"))
+        XCTAssertEqual(bobAgain.source, .memory)
+        XCTAssertEqual(try text(bobAgain), "")
+        await engine.endSession("alice")
+        XCTAssertEqual(engine.sessionBackendCount, 1)
+        // A new session of the same name starts from a fresh server state.
+        let aliceAgain = await call(engine, "get", #"{"key":"k"}"#, OptimizeOptions(bypassCache: true, session: "alice"))
+        XCTAssertEqual(try text(aliceAgain), "")
+    }
+}
+
 final class LockedList: @unchecked Sendable {
     private let lock = NSLock()
     private var storage: [String] = []

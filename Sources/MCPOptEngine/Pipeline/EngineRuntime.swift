@@ -70,6 +70,40 @@ final class EngineRuntime: @unchecked Sendable {
     }
 
     func backend(_ name: String) -> Backend? { lock.withLock { backendsByName[name] } }
+
+    /// Backends of stateful servers, one per client session ("<server>\0<session>").
+    private var sessionBackends: [String: Backend] = [:]   // guarded by lock
+    static let maxSessionBackends = 1024
+
+    /// The backend that serves `server` for `session`: the shared one, or for a stateful server
+    /// one of the session's own, started on first use. nil when there is none (or too many).
+    func backend(_ name: String, session: String?, start: (Backend) -> Void) -> Backend? {
+        let (found, created): (Backend?, Bool) = lock.withLock {
+            guard let shared = backendsByName[name] else { return (nil, false) }
+            guard shared.server.stateful, let session, let loop else { return (shared, false) }
+            let key = name + "\u{0}" + session
+            if let mine = sessionBackends[key] { return (mine, false) }
+            guard sessionBackends.count < Self.maxSessionBackends, !stopped else { return (nil, false) }
+            let made = Backend(server: shared.server, loop: loop)
+            sessionBackends[key] = made
+            return (made, true)
+        }
+        if let found, created { start(found) }
+        return found
+    }
+
+    /// Stops the backends of one client session.
+    func endSession(_ session: String) async {
+        let ended: [Backend] = lock.withLock {
+            let keys = sessionBackends.keys.filter { $0.hasSuffix("\u{0}" + session) }
+            return keys.compactMap { sessionBackends.removeValue(forKey: $0) }
+        }
+        await withTaskGroup(of: Void.self) { group in
+            for b in ended { group.addTask { await b.shutdown() } }
+        }
+    }
+
+    var sessionBackendCount: Int { lock.withLock { sessionBackends.count } }
     var backends: [Backend] { lock.withLock { Array(backendsByName.values) } }
     var catalogs: [ServerCatalog] { lock.withLock { Array(catalogsByServer.values) } }
     func catalog(_ server: String) -> ServerCatalog? { lock.withLock { catalogsByServer[server] } }
@@ -120,7 +154,9 @@ final class EngineRuntime: @unchecked Sendable {
         let (all, loop): ([Backend], EventLoop?) = lock.withLock {
             guard !stopped else { return ([], nil) }
             stopped = true
-            return (Array(backendsByName.values), self.loop)
+            let all = Array(backendsByName.values) + Array(sessionBackends.values)
+            sessionBackends.removeAll()
+            return (all, self.loop)
         }
         await withTaskGroup(of: Void.self) { group in
             for b in all { group.addTask { await b.shutdown() } }

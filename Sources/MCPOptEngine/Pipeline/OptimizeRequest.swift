@@ -21,13 +21,18 @@ public struct OptimizeOptions: Sendable {
     public var bypassCache = false
     /// Upper bound for one upstream attempt (default: `optimization.requestTimeout`).
     public var timeout: Duration?
+    /// The client session the request belongs to: servers marked `stateful` get a backend
+    /// session per client session (and their cached results stay within it).
+    public var session: String?
 
-    public init(agent: String? = nil, partition: String? = nil, servers: [String]? = nil, bypassCache: Bool = false, timeout: Duration? = nil) {
+    public init(agent: String? = nil, partition: String? = nil, servers: [String]? = nil, bypassCache: Bool = false, timeout: Duration? = nil,
+                session: String? = nil) {
         self.agent = agent
         self.partition = partition
         self.servers = servers
         self.bypassCache = bypassCache
         self.timeout = timeout
+        self.session = session
     }
 }
 
@@ -85,6 +90,21 @@ extension Engine {
     /// Stops every backend (stdio servers are asked to exit; HTTP sessions are ended).
     public func stop() async { await runtime.stop() }
 
+    /// A client session ended: the backend sessions stateful servers kept for it are stopped.
+    public func endSession(_ session: String) async { await runtime.endSession(session) }
+
+    /// Backend sessions held for client sessions of stateful servers.
+    public var sessionBackendCount: Int { runtime.sessionBackendCount }
+
+    /// The backend for `server` in `session` (a stateful server's own per session).
+    func backend(_ server: String, session: String?) -> Backend? {
+        runtime.backend(server, session: session) { [weak self] backend in
+            let name = backend.name
+            weak let engine = self
+            backend.start(onNotification: { method, message in engine?.backendNotification(server: name, method: method, message: message) })
+        }
+    }
+
     /// What each server offers (after `start`), in configuration order.
     public var catalogs: [ServerCatalog] {
         let all = runtime.catalogs
@@ -126,7 +146,7 @@ extension Engine {
     }
 
     /// Notifications from backends (on the I/O thread: quick work only).
-    private func backendNotification(server: String, method: String, message: [UInt8]) {
+    func backendNotification(server: String, method: String, message: [UInt8]) {
         guard config.caching.enableIntelligentInvalidation || method.hasSuffix("list_changed") else { return }
         switch method {
         case "notifications/tools/list_changed", "notifications/prompts/list_changed", "notifications/resources/list_changed":
@@ -204,6 +224,7 @@ extension Engine {
         var timeout: Duration
         /// The caller set the timeout (adaptive timeouts leave it alone).
         var explicitTimeout = false
+        var session: String?
 
         /// Latency statistics key: this tool (or method) on this group.
         var latencyKey: String { group + "/" + (tool ?? method) }
@@ -296,7 +317,9 @@ extension Engine {
             annotations = CachePolicy.ToolAnnotations(readOnly: info.annotations.readOnly ?? false, idempotent: info.annotations.idempotent ?? false)
             trusted = runtime.policy.trustedGroups.contains(group)
         }
-        let partition = options.partition ?? options.agent ?? ""
+        var partition = options.partition ?? options.agent ?? ""
+        // A stateful server's answers depend on the session: they are cached within it only.
+        if let session = options.session, firstBackendConfig.stateful { partition += "\u{1}session:" + session }
         let lookup = runtime.policy.lookup(view, group: group, annotations: annotations, partition: partition)
         if let lookup, !options.bypassCache {
             if let hit = cachedResult(lookup) {
@@ -327,7 +350,8 @@ extension Engine {
         }
         return .call(Plan(id: id, method: method, params: view.params.bytes, tool: tool, candidates: candidates, group: group, lookup: lookup,
                           ticket: lookup.map { cache.ticket(for: $0.key) }, safe: safe, invalidates: invalidates, storeTags: storeTags,
-                          timeout: options.timeout ?? config.optimization.requestTimeout, explicitTimeout: options.timeout != nil))
+                          timeout: options.timeout ?? config.optimization.requestTimeout, explicitTimeout: options.timeout != nil,
+                          session: options.session))
     }
 
     /// The server names an options' `servers` (names or groups) and agent profile allow; nil: all.
@@ -459,7 +483,7 @@ extension Engine {
         var lastServer: String?
         var index = 0
         if plan.safe, plan.candidates.count >= 2, let delay = hedgeDelay(latencies),
-           runtime.backend(plan.candidates[0]) != nil, runtime.backend(plan.candidates[1]) != nil {
+           backend(plan.candidates[0], session: plan.session) != nil, backend(plan.candidates[1], session: plan.session) != nil {
             let (result, server, started) = await hedged(plan, primary: plan.candidates[0], secondary: plan.candidates[1], delay: delay, timeout: timeout)
             attempts = started
             index = 1
@@ -475,7 +499,7 @@ extension Engine {
         while attempts < maxAttempts {
             let server = plan.candidates[index % plan.candidates.count]
             index += 1
-            guard runtime.backend(server) != nil else {
+            guard backend(server, session: plan.session) != nil else {
                 if index >= plan.candidates.count * maxAttempts { break }
                 continue
             }
@@ -509,7 +533,9 @@ extension Engine {
     /// One upstream attempt, with everything it teaches: the router's statistics, circuit
     /// events, this tool's latency distribution, the cache fill.
     private func attempt(_ plan: Plan, server: String, timeout: Duration, latencies: LatencyHistogram) async -> (Result<[UInt8], UpstreamError>, UInt64) {
-        guard let backend = runtime.backend(server) else { return (.failure(UpstreamError(.closed, "no backend for server \"\(server)\"")), 0) }
+        guard let backend = backend(server, session: plan.session) else {
+            return (.failure(UpstreamError(.closed, "no backend for server \"\(server)\"\(plan.session == nil ? "" : " in this session (too many sessions?)")")), 0)
+        }
         let before = router.circuitState(server: server)
         let started = monotonicNanos()
         runtime.metrics.upstreamCalls.add()

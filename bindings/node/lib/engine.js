@@ -95,7 +95,7 @@ class Engine extends EventEmitter {
 
   /**
    * Serves one JSON-RPC request (an object, JSON text or Buffer) through the whole pipeline.
-   * Options: {agent, partition, servers, bypassCache, timeoutMs}. Resolves to {response,
+   * Options: {agent, partition, servers, bypassCache, timeoutMs, session}. Resolves to {response,
    * success, server, cacheSource, attempts, executionTimeMs, error}; rejects with an
    * MCPOptError when the request is not a JSON-RPC request.
    */

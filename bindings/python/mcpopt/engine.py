@@ -67,7 +67,7 @@ class Engine:
 
     def optimize_request(self, request: Union[Mapping[str, Any], str, bytes], *, agent: Optional[str] = None,
                          partition: Optional[str] = None, servers: Optional[List[str]] = None,
-                         bypass_cache: bool = False, timeout_ms: Optional[float] = None) -> dict:
+                         bypass_cache: bool = False, timeout_ms: Optional[float] = None, session: Optional[str] = None) -> dict:
         """Serves one JSON-RPC request through the whole pipeline (cache, merging, routing,
         failover). Returns {"response": the JSON-RPC response, "success", "server",
         "cacheSource", "attempts", "executionTimeMs", "error"}. Blocks (without holding the GIL);
@@ -86,6 +86,8 @@ class Engine:
             options["bypassCache"] = True
         if timeout_ms is not None:
             options["timeoutMs"] = timeout_ms
+        if session is not None:
+            options["session"] = session
         opts = json.dumps(options).encode() if options else None
         out, length = ctypes.c_void_p(), ctypes.c_size_t()
         check(_native.lib().mcpopt_optimize_request(self._live(), data, len(data), opts, len(opts) if opts else 0,
