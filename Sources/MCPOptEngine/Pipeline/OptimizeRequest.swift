@@ -702,7 +702,7 @@ final class HedgeRace: @unchecked Sendable {
     func started() { lock.withLock { attempts += 1 } }
 
     /// The hedge will not run.
-    func skip() { settle(nil, server: "") }
+    func skip() { _ = settle(nil, server: "") }
 
     /// Returns true when this report won the race.
     @discardableResult

@@ -58,6 +58,32 @@ napi_value mcpopt_node_json_text(napi_env env, mcpopt_status status, char *json,
     return result;
 }
 
+napi_value mcpopt_node_text_call(napi_env env, napi_callback_info info, mcpopt_node_text_fn fn) {
+    size_t argc = 1;
+    napi_value argv[1];
+    mcpopt_engine *engine = mcpopt_node_engine_arg(env, info, &argc, argv);
+    if (!engine) return NULL;
+    char *text = NULL;
+    size_t length = 0;
+    mcpopt_status status = fn(engine, &text, &length);
+    return mcpopt_node_json_text(env, status, text, length);
+}
+
+bool mcpopt_node_listener(napi_env env, napi_value listener, const char *name, napi_threadsafe_function_call_js call_js,
+                          napi_threadsafe_function *out) {
+    napi_valuetype type = napi_undefined;
+    if (listener) napi_typeof(env, listener, &type);
+    if (type != napi_function) { mcpopt_node_throw(env, "expected a listener function"); return false; }
+    napi_value resource;
+    napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &resource);
+    if (napi_create_threadsafe_function(env, listener, NULL, resource, 0, 1, NULL, NULL, NULL, call_js, out) != napi_ok) {
+        mcpopt_node_throw(env, "cannot create a thread-safe function");
+        return false;
+    }
+    napi_unref_threadsafe_function(env, *out);
+    return true;
+}
+
 int mcpopt_node_bytes(napi_env env, napi_callback_info info, size_t index, char **out, size_t *length) {
     size_t argc = 4;
     napi_value argv[4];

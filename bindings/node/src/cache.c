@@ -161,16 +161,7 @@ static napi_value cache_clear(napi_env env, napi_callback_info info) {
 }
 
 /* cacheStats(engine) -> JSON text; cacheHotKeys(engine, limit) -> JSON text */
-static napi_value cache_stats(napi_env env, napi_callback_info info) {
-    size_t argc = 1;
-    napi_value argv[1];
-    mcpopt_engine *engine = mcpopt_node_engine_arg(env, info, &argc, argv);
-    if (!engine) return NULL;
-    char *json = NULL;
-    size_t length = 0;
-    mcpopt_status status = mcpopt_cache_stats(engine, &json, &length);
-    return mcpopt_node_json_text(env, status, json, length);
-}
+static napi_value cache_stats(napi_env env, napi_callback_info info) { return mcpopt_node_text_call(env, info, mcpopt_cache_stats); }
 
 static napi_value cache_hot_keys(napi_env env, napi_callback_info info) {
     size_t argc = 2;

@@ -106,27 +106,8 @@ static napi_value optimize(napi_env env, napi_callback_info info) {
     return queue(env, j);
 }
 
-static napi_value metrics(napi_env env, napi_callback_info info) {
-    size_t argc = 1;
-    napi_value argv[1];
-    mcpopt_engine *engine = mcpopt_node_engine_arg(env, info, &argc, argv);
-    if (!engine) return NULL;
-    char *json = NULL;
-    size_t length = 0;
-    mcpopt_status status = mcpopt_metrics(engine, &json, &length);
-    return mcpopt_node_json_text(env, status, json, length);
-}
-
-static napi_value prometheus(napi_env env, napi_callback_info info) {
-    size_t argc = 1;
-    napi_value argv[1];
-    mcpopt_engine *engine = mcpopt_node_engine_arg(env, info, &argc, argv);
-    if (!engine) return NULL;
-    char *text = NULL;
-    size_t length = 0;
-    mcpopt_status status = mcpopt_metrics_prometheus(engine, &text, &length);
-    return mcpopt_node_json_text(env, status, text, length);
-}
+static napi_value metrics(napi_env env, napi_callback_info info) { return mcpopt_node_text_call(env, info, mcpopt_metrics); }
+static napi_value prometheus(napi_env env, napi_callback_info info) { return mcpopt_node_text_call(env, info, mcpopt_metrics_prometheus); }
 
 /* Events: the library calls back on its own threads; the listener runs on the JS thread. */
 typedef struct event_box {
@@ -179,18 +160,12 @@ static napi_value subscribe(napi_env env, napi_callback_info info) {
     napi_value argv[2];
     mcpopt_engine *engine = mcpopt_node_engine_arg(env, info, &argc, argv);
     if (!engine) return NULL;
-    napi_valuetype type = napi_undefined;
-    if (argc >= 2) napi_typeof(env, argv[1], &type);
-    if (type != napi_function) return mcpopt_node_throw(env, "expected a listener function");
     event_box *box = calloc(1, sizeof *box);
     if (!box) return mcpopt_node_throw(env, "out of memory");
-    napi_value name;
-    napi_create_string_utf8(env, "mcpopt events", NAPI_AUTO_LENGTH, &name);
-    if (napi_create_threadsafe_function(env, argv[1], NULL, name, 0, 1, NULL, NULL, NULL, call_listener, &box->tsfn) != napi_ok) {
+    if (!mcpopt_node_listener(env, argc >= 2 ? argv[1] : NULL, "mcpopt events", call_listener, &box->tsfn)) {
         free(box);
-        return mcpopt_node_throw(env, "cannot create a thread-safe function");
+        return NULL;
     }
-    napi_unref_threadsafe_function(env, box->tsfn);
     if (mcpopt_events_subscribe(engine, on_event, box, &box->id) != MCPOPT_OK) {
         napi_release_threadsafe_function(box->tsfn, napi_tsfn_abort);
         free(box);

@@ -91,16 +91,7 @@ static napi_value record(napi_env env, napi_callback_info info) {
 }
 
 /* routeStats(engine) -> JSON */
-static napi_value stats(napi_env env, napi_callback_info info) {
-    size_t argc = 1;
-    napi_value argv[1];
-    mcpopt_engine *engine = mcpopt_node_engine_arg(env, info, &argc, argv);
-    if (!engine) return NULL;
-    char *json = NULL;
-    size_t length = 0;
-    mcpopt_status status = mcpopt_route_stats(engine, &json, &length);
-    return mcpopt_node_json_text(env, status, json, length);
-}
+static napi_value stats(napi_env env, napi_callback_info info) { return mcpopt_node_text_call(env, info, mcpopt_route_stats); }
 
 void mcpopt_node_routing_init(napi_env env, napi_value exports) {
     napi_property_descriptor props[] = {

@@ -142,23 +142,16 @@ static napi_value watch(napi_env env, napi_callback_info info) {
     napi_value argv[3];
     mcpopt_engine *engine = mcpopt_node_engine_arg(env, info, &argc, argv);
     if (!engine) return NULL;
-    napi_valuetype type = napi_undefined;
-    if (argc >= 3) napi_typeof(env, argv[2], &type);
-    if (type != napi_function) return mcpopt_node_throw(env, "expected a listener function");
     char *prefix;
     size_t prefix_length;
     if (!mcpopt_node_bytes(env, info, 1, &prefix, &prefix_length)) return NULL;
     watch_box *box = calloc(1, sizeof *box);
     if (!box) { free(prefix); return mcpopt_node_throw(env, "out of memory"); }
-    napi_value name;
-    napi_create_string_utf8(env, "mcpopt state watch", NAPI_AUTO_LENGTH, &name);
-    if (napi_create_threadsafe_function(env, argv[2], NULL, name, 0, 1, NULL, NULL, NULL, call_listener, &box->tsfn) != napi_ok) {
+    if (!mcpopt_node_listener(env, argc >= 3 ? argv[2] : NULL, "mcpopt state watch", call_listener, &box->tsfn)) {
         free(prefix);
         free(box);
-        return mcpopt_node_throw(env, "cannot create a thread-safe function");
+        return NULL;
     }
-    /* A watch must not keep the process alive by itself. */
-    napi_unref_threadsafe_function(env, box->tsfn);
     mcpopt_status status = mcpopt_state_watch(engine, prefix, prefix_length, on_change, box, &box->id);
     free(prefix);
     if (status != MCPOPT_OK) {
