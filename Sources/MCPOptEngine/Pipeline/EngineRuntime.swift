@@ -132,15 +132,23 @@ final class EngineRuntime: @unchecked Sendable {
     func start(_ body: @escaping @Sendable () async -> Void) async {
         let task: Task<Void, Never> = lock.withLock {
             if let t = startTask { return t }
-            let t = Task { await body() }
+            let t = Task {
+                await body()
+                self.lock.withLock { self.ready = true }
+            }
             startTask = t
             return t
         }
         await task.value
     }
 
+    /// Set once the first start has finished (every server listed or failed).
+    private var ready = false                             // guarded by lock
+    var isReady: Bool { lock.withLock { ready } }
+
     /// Creates the loop and the backends (not yet started). Throws when the loop cannot start.
     func makeBackends(_ servers: [ServerConfig]) throws(IOError) -> [Backend] {
+        if lock.withLock({ stopped }) { throw IOError(message: "the engine was stopped: create a new one") }
         let loop = try EventLoop(name: "mcpopt-engine")
         let made = servers.map { Backend(server: $0, loop: loop) }
         lock.withLock {

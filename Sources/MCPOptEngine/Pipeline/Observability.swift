@@ -99,7 +99,7 @@ extension Engine {
     /// which have no ping) within `timeout`, in parallel. healthy: every server answered;
     /// degraded: some did; unhealthy: none did (or none is configured).
     public func performHealthCheck(timeout: Duration = .seconds(2)) async -> JSONValue {
-        if !runtime.isStarted { await start() }
+        if !runtime.isReady { await start() }
         let backends = runtime.backends
         let results = await withTaskGroup(of: (String, Bool, Double, String?).self) { group in
             for backend in backends {

@@ -172,7 +172,8 @@ extension Engine {
     public func optimizeRequest(_ message: [UInt8], _ options: OptimizeOptions = .init()) async -> OptimizedResponse {
         let started = monotonicNanos()
         runtime.metrics.requests.add()
-        if !runtime.isStarted { await start() }
+        // Requests that come while the servers are being listed wait for the listing.
+        if !runtime.isReady { await start() }
         let planned = message.withUnsafeBytes { plan($0, options) }
         var response: OptimizedResponse
         switch planned {
@@ -186,7 +187,7 @@ extension Engine {
     /// hit, ping, aggregated lists, errors), so a front can reply without leaving its thread.
     /// nil: the request needs a server; call `optimizeRequest`.
     public func optimizeRequestImmediately(_ message: [UInt8], _ options: OptimizeOptions = .init()) -> OptimizedResponse? {
-        guard runtime.isStarted else { return nil }
+        guard runtime.isReady else { return nil }
         let started = monotonicNanos()
         guard case .answer(let r) = message.withUnsafeBytes({ plan($0, options, probing: true) }) else { return nil }
         runtime.metrics.requests.add()
