@@ -54,6 +54,7 @@ def servers(repo: Path) -> dict:
     return {
         "kv": {"command": str(BIN / "python"), "args": [kv, "--name", "kv"], "trustAnnotations": True},
         "kv2": {"command": str(BIN / "python"), "args": [kv, "--name", "kv2"]},
+        "kv3": {"command": str(BIN / "python"), "args": [kv, "--name", "kv3"], "stateful": True},
         "time": {"command": str(BIN / "mcp-server-time"), "args": ["--local-timezone", "UTC"]},
         "git": {"command": str(BIN / "mcp-server-git"), "args": ["--repository", str(repo)]},
         "broken": {"command": "/nonexistent/mcp-server"},
@@ -154,6 +155,24 @@ def http_checks(port: int) -> None:
     check("http: a batch is rejected with 400", status == 400, (status, body))
     status, _ = fetch("/nope")
     check("http: unknown path is 404", status == 404, status)
+
+    # A stateful server gets a backend session per client session, ended by DELETE.
+    def session():
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/mcp", method="POST", headers=accept, data=init)
+        with urllib.request.urlopen(req, timeout=20) as r:
+            return r.headers["Mcp-Session-Id"]
+
+    def call(sid, tool, args):
+        body = json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": tool, "arguments": args}}).encode()
+        status, text = fetch("/mcp", "POST", dict(accept, **{"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-06-18"}), body)
+        return json.loads(text)["result"]["content"][0]["text"] if status == 200 else f"HTTP {status}"
+
+    alice, bob = session(), session()
+    call(alice, "kv3__put", {"key": "s", "value": "alice's"})
+    check("http: a stateful server keeps each client session's own state",
+          (call(alice, "kv3__get", {"key": "s"}), call(bob, "kv3__get", {"key": "s"})) == ("alice's", ""))
+    status, _ = fetch("/mcp", "DELETE", {"Mcp-Session-Id": alice})
+    check("http: DELETE ends the session", status == 200, status)
 
 
 def free_port() -> int:
