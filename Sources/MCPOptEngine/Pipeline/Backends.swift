@@ -64,23 +64,6 @@ final class Backend: @unchecked Sendable {
         }
     }
 
-    /// Whether the backend can take requests now (a stdio process that is running).
-    var isUp: Bool {
-        switch transport {
-        case .stdio(let u): u.state == .ready
-        case .http(let u): u.version != nil
-        }
-    }
-
-    var recentEvents: [String] {
-        switch transport {
-        case .stdio(let u): u.events
-        case .http(let u): u.events
-        }
-    }
-
-    var queued: Int { limiter.waiting }
-
     func shutdown() async {
         switch transport {
         case .stdio(let u): await u.shutdown(grace: .seconds(1))
@@ -103,8 +86,6 @@ final class ConcurrencyLimiter: @unchecked Sendable {
         self.limit = max(1, limit)
         self.queueLimit = max(0, queueLimit)
     }
-
-    var waiting: Int { lock.withLock { queue.count - head } }
 
     func acquire() async -> Bool {
         enum Fast { case granted, refused, wait }
