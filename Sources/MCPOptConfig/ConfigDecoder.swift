@@ -148,6 +148,7 @@ struct ConfigDecoder {
         if let v = r.value("distributed") { o.distributed = decodeDistributed(v, at: r.path.appending("distributed")) }
         if let tools = r.child("tools") { o.tools = decodeToolRules(tools) }
         if let v = r.value("invalidationRules") { o.invalidationRules = decodeInvalidationRules(v, at: r.path.appending("invalidationRules")) }
+        o.staleIfError = r.duration("staleIfError", default: o.staleIfError, in: .zero...(.seconds(86400 * 7)))
         r.finish()
         return o
     }

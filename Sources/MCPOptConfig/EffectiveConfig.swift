@@ -81,6 +81,7 @@ extension EngineConfig {
                     case .ttl(let d): (key: rule.tool, value: ms(d))
                     }
                 })),
+                "staleIfError": ms(caching.staleIfError),
                 "invalidationRules": .array(caching.invalidationRules.map {
                     ["tool": .string($0.tool), "invalidates": .array($0.invalidates.map { .string($0) }), "arguments": .array($0.arguments.map { .string($0) })]
                 }),

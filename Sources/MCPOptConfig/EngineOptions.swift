@@ -49,6 +49,9 @@ public struct CachingOptions: Sendable, Equatable {
     /// Writes that invalidate reads beyond their own group's (e.g. write_file(path) ->
     /// read_file(path)).
     public var invalidationRules: [InvalidationRule] = []
+    /// How long past its TTL a cached result may still be served when every server for it
+    /// fails (zero: never serve stale).
+    public var staleIfError: Duration = .zero
     public init() {}
 }
 

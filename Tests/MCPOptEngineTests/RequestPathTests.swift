@@ -286,6 +286,34 @@ extension RequestPathTests {
     }
 }
 
+extension RequestPathTests {
+    func testStaleIfErrorServesAnExpiredResultOnlyWhenEveryServerFails() async throws {
+        let engine = try makeEngine([try Self.kvServer("kv")],
+                                    extra: #", "caching": {"tools": {"get": "100ms"}, "staleIfError": "60s"}, "optimization": {"requestTimeout": "2s"}"#)
+        addTeardownBlock { await engine.stop() }
+        await engine.start()
+        _ = await call(engine, "put", #"{"key":"s","value":"kept"}"#)
+        let fresh = await call(engine, "get", #"{"key":"s"}"#)
+        XCTAssertEqual(fresh.source, .origin)
+        try await Task.sleep(for: .milliseconds(250))
+        // Expired, the server up: fetched again, not served stale.
+        let refetched = await call(engine, "get", #"{"key":"s"}"#)
+        XCTAssertEqual(refetched.source, .origin)
+        try await Task.sleep(for: .milliseconds(250))
+        // The only server gone: the expired result, marked as such.
+        await engine.runtime.backend("kv")?.shutdown()
+        let stale = await call(engine, "get", #"{"key":"s"}"#, id: 9)
+        XCTAssertTrue(stale.success, stale.error ?? "")
+        XCTAssertEqual(stale.source, .stale)
+        XCTAssertEqual(try text(stale), "kept")
+        XCTAssertEqual(try message(stale)["id"], .int(9))
+        XCTAssertEqual(engine.metrics.staleServed.load(), 1)
+        // Nothing stale for what was never cached.
+        let never = await call(engine, "get", #"{"key":"other"}"#)
+        XCTAssertFalse(never.success)
+    }
+}
+
 final class LockedList: @unchecked Sendable {
     private let lock = NSLock()
     private var storage: [String] = []

@@ -27,6 +27,8 @@ public final class EngineMetrics: @unchecked Sendable {
     /// Hedged attempts started, and how many of them answered first.
     public let hedges = AtomicCounter()
     public let hedgeWins = AtomicCounter()
+    /// Expired results served because every server failed (staleIfError).
+    public let staleServed = AtomicCounter()
     /// Estimated nanoseconds each request would have cost without the engine, and what it cost.
     public let baselineNanos = AtomicCounter()
     public let actualNanos = AtomicCounter()

@@ -54,6 +54,7 @@ extension Engine {
                 "upstreamCalls": .int(Int64(calls)), "retries": .int(Int64(m.retries.load())), "failovers": .int(Int64(m.failovers.load())),
                 "overloads": .int(Int64(m.overloads.load())),
                 "hedges": .int(Int64(m.hedges.load())), "hedgeWins": .int(Int64(m.hedgeWins.load())),
+                "staleServed": .int(Int64(m.staleServed.load())),
                 "uptimeSeconds": .double(uptime.rounded()),
                 "ioBackend": runtime.ioBackend.map { .string($0) } ?? .null,
             ],

@@ -47,6 +47,8 @@ public struct OptimizedResponse: Sendable {
         case coalesced
         /// Answered by the engine itself (ping, aggregated lists, errors).
         case engine
+        /// Every server failed; an expired cached result was served (`caching.staleIfError`).
+        case stale
     }
     /// A JSON-RPC response: a result, or an error.
     public var message: [UInt8]
@@ -421,10 +423,19 @@ extension Engine {
             for i in 0..<8 { value[i] = UInt8(truncatingIfNeeded: originNanos >> (8 * UInt64(i))) }
             value.append(contentsOf: view.result.buffer)
             let options = CacheItemOptions(ttl: terms.ttl, tags: plan.storeTags)
-            _ = try? cache.set(lookup.key, value, options, ticket: plan.ticket)
+            let stored = try? cache.set(lookup.key, value, options, ticket: plan.ticket)
             if terms.shared { _ = try? cache.set(runtime.policy.sharedKey(lookup), value, options, ticket: nil) }
+            // A copy that outlives the TTL, for when every server fails; it carries the same
+            // tags, so whatever invalidates the result drops the copy too.
+            // Only when the fill itself was not refused by a racing invalidation.
+            if config.caching.staleIfError > .zero, stored == .stored {
+                let stale = CacheItemOptions(ttl: terms.ttl + config.caching.staleIfError, tags: plan.storeTags)
+                _ = try? cache.set(Self.staleKey(lookup), value, stale)
+            }
         } }
     }
+
+    static func staleKey(_ lookup: CachePolicy.Lookup) -> [UInt8] { Array("stale".utf8) + [0] + lookup.key }
 
     // MARK: upstream
 
@@ -450,6 +461,15 @@ extension Engine {
             var removed = 0
             for tag in plan.invalidates { removed += cache.invalidateTag(tag) }
             runtime.metrics.invalidations.add(UInt64(removed))
+        }
+        if outcome.message == nil, config.caching.staleIfError > .zero, let lookup = plan.lookup,
+           let value = cache.get(Self.staleKey(lookup)), value.count >= 8 {
+            runtime.metrics.staleServed.add()
+            runtime.events.emit(.optimizationError, ["method": .string(plan.method), "tool": plan.tool.map { .string($0) } ?? .null,
+                                                     "reason": .string(outcome.error ?? ""), "servedStale": true])
+            let message = Array(value[8...]).withUnsafeBytes { MessageEncoder.result(idJSON: plan.id, result: $0) }
+            return OptimizedResponse(message: message, success: true, server: nil, source: .stale, attempts: outcome.attempts,
+                                     executionTime: .zero, error: nil)
         }
         guard let message = outcome.message else {
             runtime.events.emit(.optimizationError, ["method": .string(plan.method), "tool": plan.tool.map { .string($0) } ?? .null,
