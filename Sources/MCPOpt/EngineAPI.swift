@@ -1,4 +1,3 @@
-import Dispatch
 import MCPOptConfig
 import MCPOptEngine
 
@@ -61,14 +60,7 @@ public func mcpopt_engine_create(_ json: UnsafePointer<CChar>?, _ length: Int, _
 public func mcpopt_engine_destroy(_ handle: OpaquePointer?) -> Int32 {
     guard let handle else { return LastError.succeed() }
     // A started engine's servers are asked to exit (stdio children are not left behind).
-    if let engine = engines.lookup(handle), engine.isRunning {
-        let done = DispatchSemaphore(value: 0)
-        Task {
-            await engine.stop()
-            done.signal()
-        }
-        done.wait()
-    }
+    if let engine = engines.lookup(handle), engine.isRunning { blocking { await engine.stop() } }
     guard engines.remove(handle) else {
         return LastError.fail(.invalidHandle, "engine handle \(handle) is not live: destroyed twice, or never created by mcpopt_engine_create")
     }

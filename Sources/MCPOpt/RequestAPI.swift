@@ -10,7 +10,7 @@ import MCPOptSync
 // thread (never one of the engine's) until the answer is ready.
 
 /// Runs async engine work from a host thread and waits for it.
-private func blocking<T: Sendable>(_ work: @escaping @Sendable () async -> T) -> T {
+func blocking<T: Sendable>(_ work: @escaping @Sendable () async -> T) -> T {
     let box = ResultBox<T>()
     let done = DispatchSemaphore(value: 0)
     Task {

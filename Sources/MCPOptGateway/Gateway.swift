@@ -64,40 +64,61 @@ public final class Gateway: @unchecked Sendable {
     enum Route {
         case answer([UInt8])
         case none
-        case engine([UInt8], servers: [String]?, modern: Bool)
+        case engine([UInt8], method: String, servers: [String]?, modern: Bool)
     }
 
-    /// What `handle` returns without waiting, when it can.
-    public enum Immediate {
+    /// What `handleImmediately` returns.
+    public enum Immediate: Sendable {
         /// The answer (nil: nothing to answer).
         case answered([UInt8]?)
-        /// Needs a server: call `handle`.
-        case pending
+        /// Needs a server: finish with `complete`.
+        case pending(Pending)
+    }
+
+    /// A request routed and planned, waiting for its server.
+    public struct Pending: Sendable {
+        fileprivate enum Work: Sendable {
+            case prepared(Engine.PendingRequest)
+            /// The engine was still starting: it plans the request itself once started.
+            case request([UInt8], OptimizeOptions)
+        }
+        fileprivate let work: Work
+        fileprivate let method: String
+        fileprivate let modern: Bool
     }
 
     /// Answers at once what needs no I/O (protocol messages, lists, cache hits), on the
-    /// caller's thread; `.pending` otherwise.
+    /// caller's thread; otherwise the routed, planned request to finish with `complete`.
     public func handleImmediately(_ message: [UInt8], caller: Caller = .init()) -> Immediate {
         switch route(message) {
         case .none: return .answered(nil)
         case .answer(let bytes): return .answered(bytes)
-        case .engine(let request, let servers, let modern):
-            guard let response = engine.optimizeRequestImmediately(request, OptimizeOptions(agent: caller.agent, partition: caller.partition, servers: servers, session: caller.session)) else {
-                return .pending
+        case .engine(let request, let method, let servers, let modern):
+            let options = OptimizeOptions(agent: caller.agent, partition: caller.partition, servers: servers, session: caller.session)
+            switch engine.prepareRequest(request, options) {
+            case .answered(let response)?: return .answered(modern ? Self.completingModernResult(response.message, method: method) : response.message)
+            case .pending(let prepared)?: return .pending(Pending(work: .prepared(prepared), method: method, modern: modern))
+            case nil: return .pending(Pending(work: .request(request, options), method: method, modern: modern))
             }
-            return .answered(modern ? Self.completingModernResult(response.message, method: method(of: request)) : response.message)
         }
+    }
+
+    /// Finishes a request `handleImmediately` could not answer.
+    public func complete(_ pending: Pending) async -> [UInt8] {
+        let response: OptimizedResponse
+        switch pending.work {
+        case .prepared(let prepared): response = await engine.completeRequest(prepared)
+        case .request(let request, let options): response = await engine.optimizeRequest(request, options)
+        }
+        return pending.modern ? Self.completingModernResult(response.message, method: pending.method) : response.message
     }
 
     /// Handles one message from a client; returns the response, or nil for notifications and
     /// responses (nothing to answer).
     public func handle(_ message: [UInt8], caller: Caller = .init()) async -> [UInt8]? {
-        switch route(message) {
-        case .none: return nil
-        case .answer(let bytes): return bytes
-        case .engine(let request, let servers, let modern):
-            let response = await engine.optimizeRequest(request, OptimizeOptions(agent: caller.agent, partition: caller.partition, servers: servers, session: caller.session))
-            return modern ? Self.completingModernResult(response.message, method: method(of: request)) : response.message
+        switch handleImmediately(message, caller: caller) {
+        case .answered(let answer): return answer
+        case .pending(let pending): return await complete(pending)
         }
     }
 
@@ -156,7 +177,7 @@ public final class Gateway: @unchecked Sendable {
             refreshNamespaces()
             return result(["prompts": .array(exposedPrompts())])
         case "resources/list", "resources/templates/list":
-            return .engine(Array(bytes), servers: nil, modern: modern)
+            return .engine(Array(bytes), method: method, servers: nil, modern: modern)
         case "tools/call", "prompts/get":
             guard let exposed = view.name.string else { return error(RPCErrorCode.invalidParams, "\(method) needs params.name") }
             refreshNamespaces()
@@ -164,15 +185,15 @@ public final class Gateway: @unchecked Sendable {
             guard let entry else {
                 return error(RPCErrorCode.invalidParams, method == "tools/call" ? "Unknown tool: \(exposed)" : "Unknown prompt: \(exposed)")
             }
-            guard entry.original != exposed else { return .engine(Array(bytes), servers: [entry.group], modern: modern) }
+            guard entry.original != exposed else { return .engine(Array(bytes), method: method, servers: [entry.group], modern: modern) }
             guard case .object(var params)? = try? JSONParser.parse(view.params.buffer) else {
                 return error(RPCErrorCode.invalidParams, "params must be an object")
             }
             params["name"] = .string(entry.original)
             let rewritten = Array(#"{"jsonrpc":"2.0","id":"#.utf8) + id + Array(#","method":"\#(method)","params":\#(JSONValue.object(params).jsonString)}"#.utf8)
-            return .engine(rewritten, servers: [entry.group], modern: modern)
+            return .engine(rewritten, method: method, servers: [entry.group], modern: modern)
         case "resources/read", "completion/complete":
-            return .engine(Array(bytes), servers: nil, modern: modern)
+            return .engine(Array(bytes), method: method, servers: nil, modern: modern)
         case "resources/subscribe", "resources/unsubscribe":
             return modern ? error(RPCErrorCode.methodNotFound, "Method not found: \(method)") : result([:])
         default:
@@ -190,10 +211,6 @@ public final class Gateway: @unchecked Sendable {
         case "resources/read": (0, "private")
         default: nil
         }
-    }
-
-    private func method(of request: [UInt8]) -> String {
-        request.withUnsafeBytes { bytes in MessageDecoder.withPooled { (try? $0.decode(bytes))?.method.string } } ?? ""
     }
 
     /// A modern-era client expects `resultType` (and cache hints where required); a

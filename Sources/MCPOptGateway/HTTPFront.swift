@@ -228,13 +228,14 @@ public final class HTTPFront: @unchecked Sendable {
             let caller = Gateway.Caller(partition: parser.header("authorization").map { String(hash64Hex($0)) } ?? "", session: dispatch.sessionID)
             // Cache hits and protocol answers are served here, on the loop thread; only work
             // that waits on a server goes to a task.
-            if case .answered(let answer) = gateway.handleImmediately(dispatch.message, caller: caller) {
+            switch gateway.handleImmediately(dispatch.message, caller: caller) {
+            case .answered(let answer):
                 reply(c, answer, era: dispatch.era)
-                return
-            }
-            Task {
-                let answer = await gateway.handle(dispatch.message, caller: caller)
-                _ = loop.execute { [self] in reply(c, answer, era: dispatch.era) }
+            case .pending(let pending):
+                Task {
+                    let answer = await gateway.complete(pending)
+                    _ = loop.execute { [self] in reply(c, answer, era: dispatch.era) }
+                }
             }
         }
     }

@@ -83,14 +83,15 @@ public final class StdioFront: @unchecked Sendable {
         var line = line
         if line.last == UInt8(ascii: "\r") { line.removeLast() }
         guard line.contains(where: { $0 != 0x20 && $0 != 0x09 }) else { return }
-        if case .answered(let answer) = gateway.handleImmediately(line) {
+        switch gateway.handleImmediately(line) {
+        case .answered(let answer):
             if let answer { send(answer) }
-            return
-        }
-        inFlight.add()
-        Task {
-            if let answer = await gateway.handle(line) { send(answer) }
-            inFlight.subtract()
+        case .pending(let pending):
+            inFlight.add()
+            Task {
+                send(await gateway.complete(pending))
+                inFlight.subtract()
+            }
         }
     }
 

@@ -8,68 +8,47 @@ import MCPOptUpstream
 /// pool, each with one long-lived backend session (no handshake per call), and a bound on how
 /// many requests it is given at once (more wait in a bounded queue, then get "overloaded").
 final class Backend: @unchecked Sendable {
-    enum Transport {
-        case stdio(StdioUpstream)
-        case http(HTTPUpstream)
-    }
-
     let server: ServerConfig
-    let transport: Transport
+    let upstream: any MCPUpstream
     private let limiter: ConcurrencyLimiter
+    /// Bumped for each request refused because the queue was full.
+    private let overloads: AtomicCounter
 
-    init(server: ServerConfig, loop: EventLoop) {
+    init(server: ServerConfig, loop: EventLoop, overloads: AtomicCounter) {
         self.server = server
+        self.overloads = overloads
         switch server.transport {
         case .stdio(let command, let args, let env, let cwd):
             var environment: [String: String] = [:]
             for variable in env { environment[variable.name] = variable.value }
-            transport = .stdio(StdioUpstream(command: StdioCommand(command: command, arguments: args, environment: environment, workingDirectory: cwd), loop: loop))
+            upstream = StdioUpstream(command: StdioCommand(command: command, arguments: args, environment: environment, workingDirectory: cwd), loop: loop)
         case .http(let url, let headers):
-            transport = .http(HTTPUpstream(endpoint: .init(host: url.host, port: url.port, path: url.path),
-                                           headers: headers.map { ($0.name, $0.value) }, loop: loop,
-                                           maxConnections: min(server.maxConcurrency, 32)))
+            upstream = HTTPUpstream(endpoint: .init(host: url.host, port: url.port, path: url.path),
+                                    headers: headers.map { ($0.name, $0.value) }, loop: loop,
+                                    maxConnections: min(server.maxConcurrency, 32))
         }
         limiter = ConcurrencyLimiter(limit: server.maxConcurrency, queueLimit: server.maxConcurrency * 64)
     }
 
     var name: String { server.name }
+    var version: ProtocolVersion? { upstream.version }
 
     func start(onNotification: @escaping @Sendable (String, [UInt8]) -> Void) {
-        switch transport {
-        case .stdio(let u):
-            u.onNotification(onNotification)
-            u.start()
-        case .http(let u):
-            u.onNotification(onNotification)
-            u.start()
-        }
+        upstream.onNotification(onNotification)
+        upstream.start()
     }
 
     /// The whole JSON-RPC response, or why there is none.
     func request(_ request: UpstreamRequest, timeout: Duration) async throws(UpstreamError) -> [UInt8] {
         guard await limiter.acquire() else {
+            overloads.add()
             throw UpstreamError(.closed, "server \"\(name)\" is overloaded: \(server.maxConcurrency) requests in flight and the queue is full")
         }
         defer { limiter.release() }
-        switch transport {
-        case .stdio(let u): return try await u.request(request, timeout: timeout)
-        case .http(let u): return try await u.request(request, timeout: timeout)
-        }
+        return try await upstream.request(request, timeout: timeout)
     }
 
-    var version: ProtocolVersion? {
-        switch transport {
-        case .stdio(let u): u.version
-        case .http(let u): u.version
-        }
-    }
-
-    func shutdown() async {
-        switch transport {
-        case .stdio(let u): await u.shutdown(grace: .seconds(1))
-        case .http(let u): await u.shutdown(grace: .seconds(1))
-        }
-    }
+    func shutdown() async { await upstream.shutdown(grace: .seconds(1)) }
 }
 
 /// At most `limit` holders; up to `queueLimit` more wait in arrival order; past that,

@@ -8,32 +8,42 @@ import MCPOptUpstream
 public struct ServerCatalog: Sendable {
     public var server: String
     public var group: String
-    public var tools: [JSONValue] = []
-    public var prompts: [JSONValue] = []
-    public var resources: [JSONValue] = []
-    public var resourceTemplates: [JSONValue] = []
+    /// Lists as the server gave them; the lookups the request path makes on every call
+    /// (annotations by tool, prompts and resources by name) are indexed when they are set.
+    public internal(set) var tools: [JSONValue] = [] {
+        didSet {
+            toolInfos = tools.compactMap(Self.toolInfo)
+            annotationsByTool = Dictionary(toolInfos.map { ($0.name, $0.annotations) }, uniquingKeysWith: { first, _ in first })
+        }
+    }
+    public internal(set) var prompts: [JSONValue] = [] { didSet { promptNameSet = Set(promptNames) } }
+    public internal(set) var resources: [JSONValue] = [] { didSet { resourceURISet = Set(resourceURIs) } }
+    public internal(set) var resourceTemplates: [JSONValue] = []
     /// Set when the server could not be listed (down, broken): its offers are left out.
-    public var error: String?
+    public internal(set) var error: String?
     /// The protocol version agreed with the server.
-    public var version: String?
+    public internal(set) var version: String?
+
+    /// Tools with the annotations routing and caching use.
+    public private(set) var toolInfos: [ToolInfo] = []
+    private(set) var annotationsByTool: [String: ToolAnnotations] = [:]
+    private(set) var promptNameSet: Set<String> = []
+    private(set) var resourceURISet: Set<String> = []
 
     public init(server: String, group: String) {
         self.server = server
         self.group = group
     }
 
-    public var toolNames: [String] { tools.compactMap { $0["name"]?.stringValue } }
+    public var toolNames: [String] { toolInfos.map(\.name) }
     public var promptNames: [String] { prompts.compactMap { $0["name"]?.stringValue } }
     public var resourceURIs: [String] { resources.compactMap { $0["uri"]?.stringValue } }
 
-    /// Tools with the annotations routing and caching use.
-    public var toolInfos: [ToolInfo] {
-        tools.compactMap { tool in
-            guard let name = tool["name"]?.stringValue else { return nil }
-            let a = tool["annotations"]
-            return ToolInfo(name: name, annotations: ToolAnnotations(readOnly: a?["readOnlyHint"]?.boolValue, idempotent: a?["idempotentHint"]?.boolValue,
-                                                                     destructive: a?["destructiveHint"]?.boolValue, openWorld: a?["openWorldHint"]?.boolValue))
-        }
+    static func toolInfo(_ tool: JSONValue) -> ToolInfo? {
+        guard let name = tool["name"]?.stringValue else { return nil }
+        let a = tool["annotations"]
+        return ToolInfo(name: name, annotations: ToolAnnotations(readOnly: a?["readOnlyHint"]?.boolValue, idempotent: a?["idempotentHint"]?.boolValue,
+                                                                 destructive: a?["destructiveHint"]?.boolValue, openWorld: a?["openWorldHint"]?.boolValue))
     }
 
     /// Whether a resource template of this server matches `uri` (RFC 6570 level 1: each

@@ -86,7 +86,7 @@ final class EngineRuntime: @unchecked Sendable {
             let key = name + "\u{0}" + session
             if let mine = sessionBackends[key] { return (mine, false) }
             guard sessionBackends.count < Self.maxSessionBackends, !stopped else { return (nil, false) }
-            let made = Backend(server: shared.server, loop: loop)
+            let made = Backend(server: shared.server, loop: loop, overloads: metrics.overloads)
             sessionBackends[key] = made
             return (made, true)
         }
@@ -152,7 +152,7 @@ final class EngineRuntime: @unchecked Sendable {
     func makeBackends(_ servers: [ServerConfig]) throws(IOError) -> [Backend] {
         if lock.withLock({ stopped }) { throw IOError(message: "the engine was stopped: create a new one") }
         let loop = try EventLoop(name: "mcpopt-engine")
-        let made = servers.map { Backend(server: $0, loop: loop) }
+        let made = servers.map { Backend(server: $0, loop: loop, overloads: metrics.overloads) }
         lock.withLock {
             self.loop = loop
             for b in made { backendsByName[b.name] = b }

@@ -172,28 +172,46 @@ extension Engine {
     /// for safe requests, cache fill, invalidation. Never throws: problems are JSON-RPC errors
     /// in the response, with `success` false and `error` saying why.
     public func optimizeRequest(_ message: [UInt8], _ options: OptimizeOptions = .init()) async -> OptimizedResponse {
-        let started = monotonicNanos()
-        runtime.metrics.requests.add()
         // Requests that come while the servers are being listed wait for the listing.
         if !runtime.isReady { await start() }
-        let planned = message.withUnsafeBytes { plan($0, options) }
-        var response: OptimizedResponse
-        switch planned {
-        case .answer(let r): response = r
-        case .call(let plan): response = await execute(plan)
+        switch prepare(message, options) {
+        case .answered(let response): return response
+        case .pending(let request): return await completeRequest(request)
         }
-        return finish(response, started: started)
     }
 
-    /// Synchronous part of the request path: answers at once what needs no I/O (a cache
-    /// hit, ping, aggregated lists, errors), so a front can reply without leaving its thread.
-    /// nil: the request needs a server; call `optimizeRequest`.
-    public func optimizeRequestImmediately(_ message: [UInt8], _ options: OptimizeOptions = .init()) -> OptimizedResponse? {
-        guard runtime.isReady else { return nil }
+    /// A request planned by `prepareRequest` that needs a server.
+    public struct PendingRequest: Sendable {
+        fileprivate let plan: Plan
+        fileprivate let started: UInt64
+    }
+
+    public enum Prepared: Sendable {
+        /// Answered without I/O: a cache hit, ping, an aggregated list, an error.
+        case answered(OptimizedResponse)
+        /// Needs a server: finish it with `completeRequest`.
+        case pending(PendingRequest)
+    }
+
+    /// The synchronous part of the request path, on the caller's thread: decode, policy,
+    /// routing, cache lookup. A front answers `.answered` at once and awaits `completeRequest`
+    /// only for `.pending`, so nothing is planned twice. nil until the engine has started.
+    public func prepareRequest(_ message: [UInt8], _ options: OptimizeOptions = .init()) -> Prepared? {
+        runtime.isReady ? prepare(message, options) : nil
+    }
+
+    private func prepare(_ message: [UInt8], _ options: OptimizeOptions) -> Prepared {
         let started = monotonicNanos()
-        guard case .answer(let r) = message.withUnsafeBytes({ plan($0, options, probing: true) }) else { return nil }
         runtime.metrics.requests.add()
-        return finish(r, started: started)
+        switch message.withUnsafeBytes({ plan($0, options) }) {
+        case .answer(let r): return .answered(finish(r, started: started))
+        case .call(let plan): return .pending(PendingRequest(plan: plan, started: started))
+        }
+    }
+
+    /// Sends a prepared request to its servers and answers it.
+    public func completeRequest(_ request: PendingRequest) async -> OptimizedResponse {
+        finish(await execute(request.plan), started: request.started)
     }
 
     private func finish(_ answer: OptimizedResponse, started: UInt64) -> OptimizedResponse {
@@ -231,10 +249,6 @@ extension Engine {
 
         /// Latency statistics key: this tool (or method) on this group.
         var latencyKey: String { group + "/" + (tool ?? method) }
-
-        /// What a probe returns for a request that needs a server.
-        static let probeMiss = Plan(id: [], method: "", params: nil, tool: nil, candidates: [], group: "", lookup: nil, ticket: nil,
-                                    safe: false, invalidates: [], storeTags: [], timeout: .zero)
     }
 
     enum Planned: Sendable {
@@ -242,13 +256,11 @@ extension Engine {
         case call(Plan)
     }
 
-    /// `probing`: only looking for an immediate answer; a miss is not counted (the request
-    /// comes back through `optimizeRequest`, which counts it).
-    private func plan(_ bytes: UnsafeRawBufferPointer, _ options: OptimizeOptions, probing: Bool = false) -> Planned {
-        MessageDecoder.withPooled { decoder in plan(bytes, options, decoder: decoder, probing: probing) }
+    private func plan(_ bytes: UnsafeRawBufferPointer, _ options: OptimizeOptions) -> Planned {
+        MessageDecoder.withPooled { decoder in plan(bytes, options, decoder: decoder) }
     }
 
-    private func plan(_ bytes: UnsafeRawBufferPointer, _ options: OptimizeOptions, decoder: MessageDecoder, probing: Bool) -> Planned {
+    private func plan(_ bytes: UnsafeRawBufferPointer, _ options: OptimizeOptions, decoder: MessageDecoder) -> Planned {
         let view: MessageView
         do {
             view = try decoder.decode(bytes)
@@ -284,7 +296,7 @@ extension Engine {
                 runtime.events.emit(.routingError, ["tool": .string(name), "reason": .string("\(error)")])
                 return .answer(failure(id: id, code: RPCErrorCode.invalidParams, "\(error)"))
             }
-            if !probing { runtime.metrics.decisionLatency.record(nanoseconds: decision.decisionNanos) }
+            runtime.metrics.decisionLatency.record(nanoseconds: decision.decisionNanos)
             guard let server = decision.server else {
                 runtime.metrics.routingErrors.add()
                 runtime.events.emit(.routingError, ["tool": .string(name), "reason": .string(decision.reasoning)])
@@ -295,12 +307,12 @@ extension Engine {
             candidates = [server] + decision.fallbacks
         case "resources/read":
             guard let uri = view.uri.string else { return .answer(failure(id: id, code: RPCErrorCode.invalidParams, "resources/read needs params.uri")) }
-            candidates = owners(allowed: allowed) { $0.resourceURIs.contains(uri) }
+            candidates = owners(allowed: allowed) { $0.resourceURISet.contains(uri) }
             if candidates.isEmpty { candidates = owners(allowed: allowed) { $0.templateMatches(uri) } }
             if candidates.isEmpty { return .answer(failure(id: id, code: RPCErrorCode.resourceNotFound, "Resource not found: \(uri)")) }
         case "prompts/get":
             guard let name = view.name.string else { return .answer(failure(id: id, code: RPCErrorCode.invalidParams, "prompts/get needs params.name")) }
-            candidates = owners(allowed: allowed) { $0.promptNames.contains(name) }
+            candidates = owners(allowed: allowed) { $0.promptNameSet.contains(name) }
             if candidates.isEmpty { return .answer(failure(id: id, code: RPCErrorCode.invalidParams, "Unknown prompt: \(name)")) }
         default:
             guard let allowed else {
@@ -316,8 +328,8 @@ extension Engine {
         // Caching: what the policy allows, under the caller's partition.
         var annotations: CachePolicy.ToolAnnotations?
         var trusted = false
-        if let tool, let info = runtime.catalog(first)?.toolInfos.first(where: { $0.name == tool }) {
-            annotations = CachePolicy.ToolAnnotations(readOnly: info.annotations.readOnly ?? false, idempotent: info.annotations.idempotent ?? false)
+        if let tool, let declared = runtime.catalog(first)?.annotationsByTool[tool] {
+            annotations = CachePolicy.ToolAnnotations(readOnly: declared.readOnly ?? false, idempotent: declared.idempotent ?? false)
             trusted = runtime.policy.trustedGroups.contains(group)
         }
         var partition = options.partition ?? options.agent ?? ""
@@ -332,11 +344,9 @@ extension Engine {
                 return .answer(OptimizedResponse(message: answer(id: id, result: hit.result).message, success: true, server: nil, source: .memory,
                                                  attempts: 0, executionTime: .zero, error: nil))
             }
-            if probing { return .call(Plan.probeMiss) }
             runtime.metrics.cacheMisses.add()
             runtime.events.emit(.cacheMiss, ["method": .string(method), "tool": tool.map { .string($0) } ?? .null])
         }
-        if probing { return .call(Plan.probeMiss) }
 
         let readOnlyCall = trusted && ((annotations?.readOnly ?? false) || (annotations?.idempotent ?? false))
         let safe = method != "tools/call" || lookup != nil || readOnlyCall
@@ -505,7 +515,8 @@ extension Engine {
         var index = 0
         if plan.safe, plan.candidates.count >= 2, let delay = hedgeDelay(latencies),
            backend(plan.candidates[0], session: plan.session) != nil, backend(plan.candidates[1], session: plan.session) != nil {
-            let (result, server, started) = await hedged(plan, primary: plan.candidates[0], secondary: plan.candidates[1], delay: delay, timeout: timeout)
+            let (result, server, started) = await hedged(plan, primary: plan.candidates[0], secondary: plan.candidates[1], delay: delay,
+                                                         timeout: timeout, latencies: latencies)
             attempts = started
             index = 1
             lastServer = server
@@ -575,7 +586,6 @@ extension Engine {
                 _ = router.record(server: server, tool: tool, latency: .nanoseconds(Int64(elapsed)), success: false, error: error.message)
             }
             circuitEvents(server: server, before: before)
-            if error.message.contains("is overloaded") { runtime.metrics.overloads.add() }
             return (.failure(error), elapsed)
         }
     }
@@ -598,10 +608,9 @@ extension Engine {
     /// The first attempt, hedged: `primary` now, `secondary` too after `delay` unless the
     /// primary answered; the first success wins. Returns the result, who gave it, and how many
     /// attempts started.
-    private func hedged(_ plan: Plan, primary: String, secondary: String, delay: Duration, timeout: Duration)
+    private func hedged(_ plan: Plan, primary: String, secondary: String, delay: Duration, timeout: Duration, latencies: LatencyHistogram)
         async -> (Result<([UInt8], UInt64), UpstreamError>, String, Int)
     {
-        let latencies = runtime.latencies(plan.latencyKey)
         let race = HedgeRace()
         return await withCheckedContinuation { continuation in
             race.begin(continuation)
