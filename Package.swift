@@ -54,6 +54,8 @@ let package = Package(
         .target(name: "MCPOptProtocol", dependencies: ["CMCPOptRPC", "CMCPOptHTTP", "MCPOptJSON"]),
         .target(name: "MCPOptUpstream", dependencies: ["MCPOptProtocol", "MCPOptJSON"]),
         .target(name: "MCPOptGateway", dependencies: ["MCPOptEngine", "MCPOptProtocol", "MCPOptJSON", "MCPOptIO", "MCPOptSync"]),
+        .target(name: "MCPOptMock", dependencies: ["MCPOptGateway", "MCPOptProtocol", "MCPOptJSON", "MCPOptSync"]),
+        .target(name: "MCPOptDemo", dependencies: ["MCPOptEngine", "MCPOptConfig", "MCPOptIO", "MCPOptUpstream", "MCPOptProtocol", "MCPOptJSON", "MCPOptMetrics", "MCPOptMock", "MCPOptSync"]),
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite"),
         .target(name: "MCPOptCoordination", dependencies: ["CSQLite", "MCPOptSync"]),
         .target(name: "MCPOptEngine", dependencies: ["MCPOptCache", "MCPOptRouting", "MCPOptConfig", "MCPOptCoordination", "MCPOptJSON", "MCPOptProtocol", "MCPOptSync", "CMCPOptSupport", "MCPOptIO", "MCPOptUpstream", "MCPOptMetrics"]),
@@ -69,7 +71,7 @@ let package = Package(
             name: "mcpopt",
             dependencies: [
                 "MCPOptEngine", "MCPOptConfig", "MCPOptJSON", "MCPOptProtocol", "MCPOptCache", "MCPOptRouting", "MCPOptSync",
-                "MCPOptIO", "MCPOptUpstream", "MCPOptGateway",
+                "MCPOptIO", "MCPOptUpstream", "MCPOptGateway", "MCPOptMock", "MCPOptDemo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             // The program, unlike the library, may bring its own allocator.
@@ -88,6 +90,7 @@ let package = Package(
         .testTarget(name: "MCPOptABITests", dependencies: ["MCPOpt"]),
         .testTarget(name: "MCPOptProtocolTests", dependencies: ["MCPOptProtocol", "MCPOptJSON"]),
         .testTarget(name: "MCPOptGatewayTests", dependencies: ["MCPOptGateway"]),
+        .testTarget(name: "MCPOptDemoTests", dependencies: ["MCPOptDemo", "MCPOptMock", "MCPOptGateway", "MCPOptJSON"]),
         .testTarget(name: "MCPOptRedisTests", dependencies: ["MCPOptRedis"]),
         .testTarget(name: "MCPOptUpstreamTests", dependencies: ["MCPOptUpstream", "MCPOptProtocol", "MCPOptJSON"]),
     ],

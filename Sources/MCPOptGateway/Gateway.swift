@@ -8,9 +8,10 @@ import MCPOptSync
 /// they collide) and serves each request through the engine. Both eras on the front: a
 /// handshake-era client initializes; a modern one sends `server/discover` or `_meta` with each
 /// request. Backends of either era behind it (the engine's sessions bridge them).
-public final class Gateway: @unchecked Sendable {
+public final class Gateway: MCPService, @unchecked Sendable {
     public let engine: Engine
     public let identity: GatewayFront.Identity
+    private let answers: ProtocolAnswers
 
     private let lock = Lock()
     private var tools = ToolNamespace(offers: [])       // guarded by lock
@@ -22,6 +23,7 @@ public final class Gateway: @unchecked Sendable {
     public init(engine: Engine, identity: GatewayFront.Identity = .init(capabilities: Gateway.capabilities)) {
         self.engine = engine
         self.identity = identity
+        answers = ProtocolAnswers(identity: identity, cacheHints: Gateway.cacheHints)
     }
 
     /// Starts every backend and lists them; returns a warning per server left out.
@@ -48,31 +50,12 @@ public final class Gateway: @unchecked Sendable {
         }
     }
 
-    /// Who is calling: cached results are partitioned by it.
-    public struct Caller: Sendable {
-        public var partition: String
-        public var agent: String?
-        /// The client's session (stateful servers get a backend session per client session).
-        public var session: String?
-        public init(partition: String = "", agent: String? = nil, session: String? = nil) {
-            self.partition = partition
-            self.agent = agent
-            self.session = session
-        }
-    }
+    public typealias Caller = ServiceCaller
 
     enum Route {
         case answer([UInt8])
         case none
         case engine([UInt8], method: String, servers: [String]?, modern: Bool)
-    }
-
-    /// What `handleImmediately` returns.
-    public enum Immediate: Sendable {
-        /// The answer (nil: nothing to answer).
-        case answered([UInt8]?)
-        /// Needs a server: finish with `complete`.
-        case pending(Pending)
     }
 
     /// A request routed and planned, waiting for its server.
@@ -89,7 +72,7 @@ public final class Gateway: @unchecked Sendable {
 
     /// Answers at once what needs no I/O (protocol messages, lists, cache hits), on the
     /// caller's thread; otherwise the routed, planned request to finish with `complete`.
-    public func handleImmediately(_ message: [UInt8], caller: Caller = .init()) -> Immediate {
+    public func handleImmediately(_ message: [UInt8], caller: Caller = .init()) -> ServiceAnswer<Pending> {
         switch route(message) {
         case .none: return .answered(nil)
         case .answer(let bytes): return .answered(bytes)
@@ -113,13 +96,9 @@ public final class Gateway: @unchecked Sendable {
         return pending.modern ? Self.completingModernResult(response.message, method: pending.method) : response.message
     }
 
-    /// Handles one message from a client; returns the response, or nil for notifications and
-    /// responses (nothing to answer).
-    public func handle(_ message: [UInt8], caller: Caller = .init()) async -> [UInt8]? {
-        switch handleImmediately(message, caller: caller) {
-        case .answered(let answer): return answer
-        case .pending(let pending): return await complete(pending)
-        }
+    public func sessionEnded(_ session: String) {
+        let engine = engine
+        Task { await engine.endSession(session) }
     }
 
     private func route(_ message: [UInt8]) -> Route {
@@ -131,45 +110,16 @@ public final class Gateway: @unchecked Sendable {
         do {
             view = try decoder.decode(bytes)
         } catch {
-            let text = error.kind == .batch ? "batches are not supported" : error.kind == .notJSON ? "Parse error: \(error.detail)" : "Invalid Request: \(error.detail)"
-            return .answer(MessageEncoder.error(idJSON: nil, code: error.rpcCode, message: text))
+            return .answer(answers.decodeError(error))
         }
         guard view.kind == .request, let method = view.method.string else { return .none }
         let id = Array(view.idRaw.buffer)
-        // A modern request names its version in params._meta (initialize names one in params).
-        let modern = method != "initialize" && view.protocolVersion.string.map { ProtocolVersion(rawValue: $0).era == .modern } == true
-        func result(_ value: JSONValue) -> Route {
-            var value = value
-            if modern, case .object(var o) = value {
-                o["resultType"] = "complete"
-                o["_meta"] = [MetaKey.serverInfo: ["name": .string(identity.name), "version": .string(identity.version)]]
-                if let hints = Self.cacheHints(method) {
-                    o["ttlMs"] = .int(hints.ttlMs)
-                    o["cacheScope"] = .string(hints.scope)
-                }
-                value = .object(o)
-            }
-            let text = Array(value.jsonString.utf8)
-            return .answer(text.withUnsafeBytes { MessageEncoder.result(idJSON: id, result: $0) })
-        }
-        func error(_ code: Int64, _ text: String) -> Route { .answer(MessageEncoder.error(idJSON: id, code: code, message: text)) }
+        let modern = ProtocolAnswers.isModern(view, method: method)
+        func result(_ value: JSONValue) -> Route { .answer(answers.result(value, id: id, method: method, modern: modern)) }
+        func error(_ code: Int64, _ text: String) -> Route { .answer(answers.error(id: id, code: code, text)) }
+        if let answer = answers.answer(view, method: method, id: id, modern: modern) { return .answer(answer) }
 
         switch method {
-        case "initialize":
-            let params = view.params.isPresent ? (try? JSONParser.parse(view.params.buffer)) : nil
-            let requested = ProtocolVersion(rawValue: params?["protocolVersion"]?.stringValue ?? "")
-            var o: JSONObject = [
-                "protocolVersion": .string(ProtocolVersion.negotiateHandshake(requested: requested).rawValue),
-                "capabilities": identity.capabilities,
-                "serverInfo": ["name": .string(identity.name), "version": .string(identity.version)],
-            ]
-            if let instructions = identity.instructions { o["instructions"] = .string(instructions) }
-            return result(.object(o))
-        case "server/discover":
-            return result(["supportedVersions": .array(ProtocolVersion.supported.filter { $0.era == .modern }.map { .string($0.rawValue) }),
-                           "capabilities": identity.capabilities])
-        case "ping", "logging/setLevel":
-            return modern ? error(RPCErrorCode.methodNotFound, "Method not found: \(method)") : result([:])
         case "tools/list":
             refreshNamespaces()
             return result(["tools": .array(exposedTools())])

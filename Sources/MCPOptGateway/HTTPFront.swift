@@ -11,7 +11,7 @@ import MCPOptSync
 ///
 /// Secure by default: loopback unless told otherwise, Host and Origin checked (DNS
 /// rebinding), an optional bearer token, bounded header and body sizes and connection count.
-public final class HTTPFront: @unchecked Sendable {
+public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
     public struct Settings: Sendable {
         public var host = "127.0.0.1"
         /// 0 picks a free port (see `port` after `start`).
@@ -27,7 +27,7 @@ public final class HTTPFront: @unchecked Sendable {
     /// What `/metrics` and `/healthz` answer: (status, content type, body).
     public typealias Page = @Sendable () async -> (status: Int, contentType: String, body: [UInt8])
 
-    public let gateway: Gateway
+    public let service: Service
     public let settings: Settings
     public let front: GatewayFront
     public var metricsPage: Page?
@@ -39,16 +39,15 @@ public final class HTTPFront: @unchecked Sendable {
     private var connections: [Int32: Connection] = [:]   // loop thread only
     private var stopped = false                          // loop thread only
 
-    public init(gateway: Gateway, settings: Settings) throws(IOError) {
-        self.gateway = gateway
+    public init(service: Service, settings: Settings) throws(IOError) {
+        self.service = service
         self.settings = settings
-        front = GatewayFront(identity: gateway.identity, knownMethods: [
+        front = GatewayFront(identity: service.identity, knownMethods: [
             "initialize", "ping", "tools/list", "tools/call", "prompts/list", "prompts/get", "resources/list",
             "resources/templates/list", "resources/read", "completion/complete", "logging/setLevel",
         ])
         front.policy = settings.policy
-        let engine = gateway.engine
-        front.onSessionEnded = { sid in Task { await engine.endSession(sid) } }
+        front.onSessionEnded = { [service] sid in service.sessionEnded(sid) }
         loop = try EventLoop(name: "mcpopt-http")
     }
 
@@ -225,15 +224,15 @@ public final class HTTPFront: @unchecked Sendable {
         case .respond(let status, let headers, let bytes):
             send(c, status: status, headers: headers.map { ($0.name, $0.value) }, body: bytes)
         case .dispatch(let dispatch):
-            let caller = Gateway.Caller(partition: parser.header("authorization").map { String(hash64Hex($0)) } ?? "", session: dispatch.sessionID)
+            let caller = ServiceCaller(partition: parser.header("authorization").map { String(hash64Hex($0)) } ?? "", session: dispatch.sessionID)
             // Cache hits and protocol answers are served here, on the loop thread; only work
             // that waits on a server goes to a task.
-            switch gateway.handleImmediately(dispatch.message, caller: caller) {
+            switch service.handleImmediately(dispatch.message, caller: caller) {
             case .answered(let answer):
                 reply(c, answer, era: dispatch.era)
             case .pending(let pending):
                 Task {
-                    let answer = await gateway.complete(pending)
+                    let answer = await service.complete(pending)
                     _ = loop.execute { [self] in reply(c, answer, era: dispatch.era) }
                 }
             }

@@ -5,8 +5,8 @@ import MCPOptSync
 /// JSON-RPC message per line on stdin, answers on stdout (nothing else is written there: logs
 /// go to stderr). Requests are served concurrently; answers are written whole, one per line,
 /// as each is ready. Returns when stdin ends and every request in flight is answered.
-public final class StdioFront: @unchecked Sendable {
-    public let gateway: Gateway
+public final class StdioFront<Service: MCPService>: @unchecked Sendable {
+    public let service: Service
     /// Longest line accepted; a longer one is answered with an error and skipped.
     public var maxLineBytes = 16 << 20
     private let input: Int32
@@ -14,8 +14,8 @@ public final class StdioFront: @unchecked Sendable {
     private let writeLock = Lock()
     private let inFlight = AtomicCounter()
 
-    public init(gateway: Gateway, input: Int32 = 0, output: Int32 = 1) {
-        self.gateway = gateway
+    public init(service: Service, input: Int32 = 0, output: Int32 = 1) {
+        self.service = service
         self.input = input
         self.output = output
     }
@@ -24,16 +24,17 @@ public final class StdioFront: @unchecked Sendable {
     /// async work runs on) and serves each line in a task.
     public func run() async {
         await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-            let context = Unmanaged.passRetained(ReaderContext(front: self, done: done))
+            let body = Unmanaged.passRetained(ThreadBody { [self] in
+                readLoop()
+                done.resume()
+            })
             var thread = pthread_t()
             let rc = pthread_create(&thread, nil, { raw in
-                let context = Unmanaged<ReaderContext>.fromOpaque(raw!).takeRetainedValue()
-                context.front.readLoop()
-                context.done.resume()
+                Unmanaged<ThreadBody>.fromOpaque(raw!).takeRetainedValue().run()
                 return nil
-            }, context.toOpaque())
+            }, body.toOpaque())
             if rc != 0 {
-                context.release()
+                body.release()
                 done.resume()
             } else {
                 pthread_detach(thread)
@@ -41,15 +42,6 @@ public final class StdioFront: @unchecked Sendable {
         }
         // Stdin ended: answer what is still in flight (bounded: each request has its timeout).
         while inFlight.load() > 0 { try? await Task.sleep(for: .milliseconds(5)) }
-    }
-
-    private final class ReaderContext {
-        let front: StdioFront
-        let done: CheckedContinuation<Void, Never>
-        init(front: StdioFront, done: CheckedContinuation<Void, Never>) {
-            self.front = front
-            self.done = done
-        }
     }
 
     private func readLoop() {
@@ -83,13 +75,13 @@ public final class StdioFront: @unchecked Sendable {
         var line = line
         if line.last == UInt8(ascii: "\r") { line.removeLast() }
         guard line.contains(where: { $0 != 0x20 && $0 != 0x09 }) else { return }
-        switch gateway.handleImmediately(line) {
+        switch service.handleImmediately(line, caller: ServiceCaller()) {
         case .answered(let answer):
             if let answer { send(answer) }
         case .pending(let pending):
             inFlight.add()
             Task {
-                send(await gateway.complete(pending))
+                send(await service.complete(pending))
                 inFlight.subtract()
             }
         }
@@ -108,4 +100,10 @@ public final class StdioFront: @unchecked Sendable {
             }
         }
     }
+}
+
+/// What a thread started with pthread_create runs (a C function pointer cannot capture).
+final class ThreadBody {
+    let run: () -> Void
+    init(_ run: @escaping () -> Void) { self.run = run }
 }

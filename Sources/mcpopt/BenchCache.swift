@@ -3,6 +3,7 @@ import Dispatch
 import Glibc
 import MCPOptCache
 import MCPOptJSON
+import MCPOptMock
 
 /// `mcpopt bench cache`: the L1 memory cache's speed (get latency, throughput on one and two
 /// threads, a 90/10 get/set mix), its metadata per item, and its hit ratio against LRU at equal

@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import Glibc
 import MCPOptJSON
+import MCPOptMock
 import MCPOptRouting
 import MCPOptSync
 

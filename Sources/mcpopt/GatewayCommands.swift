@@ -44,7 +44,7 @@ struct Stdio: ParsableCommand {
         let gateway = Gateway(engine: engine)
         blockOn {
             for warning in await gateway.start() { printError("mcpopt: \(warning)") }
-            await StdioFront(gateway: gateway).run()
+            await StdioFront(service: gateway).run()
             await engine.stop()
         }
     }
@@ -78,15 +78,15 @@ struct Serve: ParsableCommand {
         let (host, port) = try Self.split(listen)
         let engine = try loadEngine(config)
         let gateway = Gateway(engine: engine)
-        var settings = HTTPFront.Settings()
+        var settings = HTTPFront<Gateway>.Settings()
         settings.host = host
         settings.port = port
         settings.bearerToken = token ?? ProcessInfoLite.environment("MCPOPT_TOKEN")
         settings.policy.allowedHosts = allowHost
         settings.policy.allowedOrigins = allowOrigin
-        let front: HTTPFront
+        let front: HTTPFront<Gateway>
         do {
-            front = try HTTPFront(gateway: gateway, settings: settings)
+            front = try HTTPFront(service: gateway, settings: settings)
         } catch {
             throw ValidationError("cannot start the HTTP front: \(error.message)")
         }

@@ -9,7 +9,7 @@ struct MCPOptCommand: ParsableCommand {
         commandName: "mcpopt",
         abstract: "An MCP optimization engine: routing, caching, failover and metrics in front of your MCP servers.",
         version: MCPOptVersion.string,
-        subcommands: [Validate.self, Describe.self, Serve.self, Stdio.self, Bench.self]
+        subcommands: [Validate.self, Describe.self, Serve.self, Stdio.self, MockServerCommand.self, Demo.self, Bench.self]
     )
 }
 

@@ -239,6 +239,9 @@ extension Engine {
         var ticket: FillTicket?
         /// Safe to send again (read-only or idempotent): retries and failover allowed.
         var safe: Bool
+        /// Read-only: may also be sent twice at once (hedged). An idempotent write is retried
+        /// after a failure but never raced against itself.
+        var hedgeable: Bool
         /// Tags to invalidate once the call is done (a write).
         var invalidates: [String]
         /// Tags the cached result carries.
@@ -353,6 +356,7 @@ extension Engine {
 
         let readOnlyCall = trusted && ((annotations?.readOnly ?? false) || (annotations?.idempotent ?? false))
         let safe = method != "tools/call" || lookup != nil || readOnlyCall
+        let hedgeable = method != "tools/call" || lookup != nil || (trusted && annotations?.readOnly == true)
         var invalidates: [String] = []
         var storeTags: [String] = []
         if let tool {
@@ -365,7 +369,7 @@ extension Engine {
             storeTags = ["l:" + group]
         }
         return .call(Plan(id: id, method: method, params: view.params.bytes, tool: tool, candidates: candidates, group: group, lookup: lookup,
-                          ticket: lookup.map { cache.ticket(for: $0.key) }, safe: safe, invalidates: invalidates, storeTags: storeTags,
+                          ticket: lookup.map { cache.ticket(for: $0.key) }, safe: safe, hedgeable: hedgeable, invalidates: invalidates, storeTags: storeTags,
                           timeout: options.timeout ?? config.optimization.requestTimeout, explicitTimeout: options.timeout != nil,
                           session: options.session))
     }
@@ -405,11 +409,13 @@ extension Engine {
         }
         func named(_ pattern: String) -> Bool { pattern == tool || pattern == group + "/" + tool }
         if isWrite {
-            var tags = ["g:" + group]
+            // The rules naming this tool say exactly what it makes stale; without one, a write
+            // makes every read of its group stale.
+            var tags: [String] = []
             for rule in rules where named(rule.tool) {
                 for target in rule.invalidates { tags.append(key(rule, target: target.split(separator: "/").last.map(String.init) ?? target)) }
             }
-            return (tags, [])
+            return (tags.isEmpty ? ["g:" + group] : tags, [])
         }
         var tags = ["g:" + group, "t:" + tool]
         for rule in rules where !rule.arguments.isEmpty && rule.invalidates.contains(where: named) {
@@ -505,7 +511,7 @@ extension Engine {
 
     /// Tries the plan's servers in order. Unsafe requests get one attempt; safe ones fail over
     /// to the routing decision's alternatives and retry (at most 3 attempts in all) with
-    /// exponential backoff and jitter. A safe request with an alternative is hedged: if the
+    /// exponential backoff and jitter. A read-only request with an alternative is hedged: if the
     /// first server has not answered within this tool's p95 latency, the alternative is asked
     /// too and the first answer wins (at most 5% of requests are hedged).
     private func callUpstream(_ plan: Plan) async -> UpstreamOutcome {
@@ -516,7 +522,7 @@ extension Engine {
         var errors: [String] = []
         var lastServer: String?
         var index = 0
-        if plan.safe, plan.candidates.count >= 2, let delay = hedgeDelay(latencies),
+        if plan.hedgeable, plan.candidates.count >= 2, let delay = hedgeDelay(latencies),
            backend(plan.candidates[0], session: plan.session) != nil, backend(plan.candidates[1], session: plan.session) != nil {
             let (result, server, started) = await hedged(plan, primary: plan.candidates[0], secondary: plan.candidates[1], delay: delay,
                                                          timeout: timeout, latencies: latencies)
