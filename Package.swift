@@ -90,7 +90,7 @@ let package = Package(
         .testTarget(name: "MCPOptABITests", dependencies: ["MCPOpt"]),
         .testTarget(name: "MCPOptProtocolTests", dependencies: ["MCPOptProtocol", "MCPOptJSON"]),
         .testTarget(name: "MCPOptGatewayTests", dependencies: ["MCPOptGateway"]),
-        .testTarget(name: "MCPOptDemoTests", dependencies: ["MCPOptDemo", "MCPOptMock", "MCPOptGateway", "MCPOptJSON"]),
+        .testTarget(name: "MCPOptDemoTests", dependencies: ["MCPOptDemo", "MCPOptMock", "MCPOptGateway", "MCPOptJSON", "MCPOptSync"]),
         .testTarget(name: "MCPOptRedisTests", dependencies: ["MCPOptRedis"]),
         .testTarget(name: "MCPOptUpstreamTests", dependencies: ["MCPOptUpstream", "MCPOptProtocol", "MCPOptJSON"]),
     ],

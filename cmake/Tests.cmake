@@ -70,6 +70,10 @@ foreach(front stdio http)
   set_tests_properties(gateway_${front} PROPERTIES TIMEOUT 300)
 endforeach()
 
+# The mock server judged by real MCP clients, its faults, and a small run of the demo.
+add_test(NAME mock_and_demo COMMAND ${MCPOPT_PYTHON} ${CMAKE_SOURCE_DIR}/Tests/interop/mock_check.py ${CMAKE_BINARY_DIR}/bin/mcpopt)
+set_tests_properties(mock_and_demo PROPERTIES TIMEOUT 600)
+
 # Parsers under libFuzzer + AddressSanitizer, briefly (scripts/fuzz TARGET SECONDS for longer).
 foreach(target json config rpc http sse cache)
   add_test(NAME fuzz_${target} COMMAND ${CMAKE_SOURCE_DIR}/scripts/fuzz ${target} 20)
