@@ -83,6 +83,29 @@ final class RequestPathTests: XCTestCase, @unchecked Sendable {
         XCTAssertEqual(engine.metrics.cacheHits.load(), 1)
     }
 
+    func testInvalidationRulesDropExactlyTheReadsAWriteChanges() async throws {
+        let rules = #", "caching": {"invalidationRules": [{"tool": "put", "invalidates": ["get"], "arguments": ["key"]}]}"#
+        let engine = try makeEngine([try Self.kvServer("kv")], extra: rules)
+        await engine.start()
+        addTeardownBlock { await engine.stop() }
+        _ = await call(engine, "put", #"{"key":"a","value":"1"}"#)
+        _ = await call(engine, "put", #"{"key":"b","value":"1"}"#)
+        for key in ["a", "b"] { _ = await call(engine, "get", #"{"key":"\#(key)"}"#) }
+        _ = await call(engine, "slow_get", #"{"key":"a","ms":1}"#)
+        let hit = await call(engine, "get", #"{"key":"a"}"#)
+        XCTAssertEqual(hit.source, .memory)
+
+        // put(a) makes get(a) stale, and nothing else the group has cached.
+        _ = await call(engine, "put", #"{"key":"a","value":"2"}"#)
+        let a = await call(engine, "get", #"{"key":"a"}"#)
+        XCTAssertEqual(a.source, .origin)
+        XCTAssertEqual(try text(a), "2")
+        let b = await call(engine, "get", #"{"key":"b"}"#)
+        let other = await call(engine, "slow_get", #"{"key":"a","ms":1}"#)
+        XCTAssertEqual(b.source, .memory)
+        XCTAssertEqual(other.source, .memory, "a rule says exactly what a write invalidates")
+    }
+
     func testUntrustedAnnotationsAreNotCachedAndPartitionsAreIsolated() async throws {
         let engine = try makeEngine([try Self.kvServer("kv", trust: false)], extra: #", "caching": {"tools": {"kv/whoami": "60s"}}"#)
         await engine.start()
