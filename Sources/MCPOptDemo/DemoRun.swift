@@ -65,7 +65,7 @@ public enum DemoRunner {
             trace = TraceGenerator(seed: options.seed).generate(calls: options.requests)
         }
         let plan = FleetPlan.make(servers: options.servers, seed: options.seed,
-                                  degradeAfterMs: max(1_000, Double(trace.callCount) * 0.8), crashEvery: max(40, trace.callCount / 15))
+                                  degradeAfterMs: max(1_000, Double(trace.callCount) * 0.8), crashEvery: max(20, trace.callCount / 60))
         mkdir(options.workDirectory, 0o755)
         let naiveDirectory = options.workDirectory + "/naive", engineDirectory = options.workDirectory + "/engine"
         mkdir(naiveDirectory, 0o755)

@@ -631,12 +631,11 @@ extension Engine {
             }
             Task {
                 try? await Task.sleep(for: delay)
-                guard race.stillWaiting, self.runtime.metrics.hedges.load() * 20 < self.runtime.metrics.requests.load() else {
+                guard self.runtime.metrics.hedges.load() * 20 < self.runtime.metrics.requests.load(), race.start() else {
                     race.skip()
                     return
                 }
                 self.runtime.metrics.hedges.add()
-                race.started()
                 let (result, elapsed) = await self.attempt(plan, server: secondary, timeout: timeout, latencies: latencies)
                 if race.report(result.map { ($0, elapsed) }, server: secondary) { self.runtime.metrics.hedgeWins.add() }
             }
@@ -736,9 +735,14 @@ final class HedgeRace: @unchecked Sendable {
 
     func begin(_ c: CheckedContinuation<Answer, Never>) { lock.withLock { continuation = c } }
 
-    var stillWaiting: Bool { lock.withLock { continuation != nil } }
-
-    func started() { lock.withLock { attempts += 1 } }
+    /// Starts the hedge unless the race is already decided.
+    func start() -> Bool {
+        lock.withLock {
+            guard continuation != nil else { return false }
+            attempts += 1
+            return true
+        }
+    }
 
     /// The hedge will not run.
     func skip() { _ = settle(nil, server: "") }
@@ -757,6 +761,12 @@ final class HedgeRace: @unchecked Sendable {
                 return (c, (.success(value), server, attempts))
             case .failure(let error)?:
                 lastFailure = (error, server)
+                // The primary failed before the hedge started: no point waiting out the hedge
+                // delay; the caller fails over (and counts it) at once.
+                if attempts == 1 {
+                    continuation = nil
+                    return (c, (.failure(error), server, attempts))
+                }
             case nil:
                 break
             }
