@@ -19,6 +19,8 @@ public struct DemoOptions: Sendable {
     public var executable: String
     /// Where profiles and server logs go.
     public var workDirectory: String
+    /// Inject the degradation and the crash (off: the pure effect of caching and routing).
+    public var faults = true
     /// Progress lines (to stderr).
     public var progress: (@Sendable (String) -> Void)?
 
@@ -64,8 +66,14 @@ public enum DemoRunner {
         } else {
             trace = TraceGenerator(seed: options.seed).generate(calls: options.requests)
         }
-        let plan = FleetPlan.make(servers: options.servers, seed: options.seed,
+        var plan = FleetPlan.make(servers: options.servers, seed: options.seed,
                                   degradeAfterMs: max(1_000, Double(trace.callCount) * 0.8), crashEvery: max(20, trace.callCount / 60))
+        if !options.faults {
+            for i in plan.indices {
+                plan[i].profile.degrade = nil
+                plan[i].profile.crashAfter = 0
+            }
+        }
         mkdir(options.workDirectory, 0o755)
         let naiveDirectory = options.workDirectory + "/naive", engineDirectory = options.workDirectory + "/engine"
         mkdir(naiveDirectory, 0o755)

@@ -54,6 +54,8 @@ public struct MockProfile: Sendable, Equatable {
     public var version = "1.0.0"
     public var seed: UInt64 = 1
     public var tools: [Tool]
+    /// Calls served at once (workers); more wait their turn in a queue. 0: unlimited.
+    public var capacity = 0
     /// Probability that a call answers a JSON-RPC error (-32603) instead of its result.
     public var errorRate = 0.0
     /// The process exits (status 3) when call number crashAfter + 1 arrives; 0: never.
@@ -80,7 +82,7 @@ public struct MockProfile: Sendable, Equatable {
         let root: JSONValue
         do { root = try JSONParser.parse(bytes) } catch { throw Problem(path: "$", message: "not JSON: \(error.detail)") }
         guard case .object(let o) = root else { throw Problem(path: "$", message: "expected an object, got \(root.typeName)") }
-        let known: Set<String> = ["name", "version", "seed", "preset", "tools", "errorRate", "crashAfter", "hangAfter", "hangMs", "degrade"]
+        let known: Set<String> = ["name", "version", "seed", "preset", "tools", "capacity", "errorRate", "crashAfter", "hangAfter", "hangMs", "degrade"]
         if let unknown = o.keys.first(where: { !known.contains($0) }) { throw Problem(path: "$.\(unknown)", message: "unknown key") }
         let name = try string(o["name"], "$.name") ?? "mock"
         var profile: MockProfile
@@ -99,6 +101,7 @@ public struct MockProfile: Sendable, Equatable {
         guard !profile.tools.isEmpty else { throw Problem(path: "$.tools", message: "a profile needs tools (or a preset)") }
         profile.version = try string(o["version"], "$.version") ?? profile.version
         profile.seed = try UInt64(number(o["seed"], "$.seed", 0...Double(UInt32.max)) ?? Double(profile.seed))
+        profile.capacity = try Int(number(o["capacity"], "$.capacity", 0...100_000) ?? Double(profile.capacity))
         profile.errorRate = try number(o["errorRate"], "$.errorRate", 0...1) ?? profile.errorRate
         profile.crashAfter = try Int(number(o["crashAfter"], "$.crashAfter", 0...1e9) ?? Double(profile.crashAfter))
         profile.hangAfter = try Int(number(o["hangAfter"], "$.hangAfter", 0...1e9) ?? Double(profile.hangAfter))
@@ -144,32 +147,43 @@ public struct MockProfile: Sendable, Equatable {
 
     public static let presetNames = ["files", "records", "search", "analytics", "git", "tickets", "docs"]
 
-    /// The demo's kinds of server: each a few tools with latencies typical of its kind.
+    /// The demo's kinds of server: each a few tools with latencies typical of its kind, and a
+    /// few workers (a slow kind has fewer).
     public static func preset(_ preset: String, name: String) -> MockProfile? {
         let tools: [Tool]
+        let capacity: Int
         switch preset {
         case "files":
+            capacity = 4
             tools = [Tool(name: "read_file", kind: .read, argument: "path", medianMs: 2, p99Ms: 30, resultBytes: 1024),
                      Tool(name: "list_dir", kind: .read, argument: "path", medianMs: 3, p99Ms: 35, resultBytes: 512),
                      Tool(name: "write_file", kind: .write, argument: "path", medianMs: 6, p99Ms: 60, resultBytes: 32)]
         case "records":
+            capacity = 4
             tools = [Tool(name: "get_record", kind: .read, argument: "id", medianMs: 5, p99Ms: 60, resultBytes: 512),
                      Tool(name: "update_record", kind: .write, argument: "id", medianMs: 8, p99Ms: 80, resultBytes: 32)]
         case "search":
+            capacity = 2
             tools = [Tool(name: "search", kind: .read, argument: "query", medianMs: 15, p99Ms: 150, resultBytes: 2048)]
         case "analytics":
+            capacity = 1
             tools = [Tool(name: "usage_report", kind: .analytics, argument: "report", medianMs: 60, p99Ms: 400, resultBytes: 4096)]
         case "git":
+            capacity = 2
             tools = [Tool(name: "git_log", kind: .read, argument: "repo", medianMs: 8, p99Ms: 80, resultBytes: 2048)]
         case "tickets":
+            capacity = 2
             tools = [Tool(name: "get_ticket", kind: .read, argument: "id", medianMs: 10, p99Ms: 100, resultBytes: 768),
                      Tool(name: "comment_ticket", kind: .write, argument: "id", medianMs: 12, p99Ms: 120, resultBytes: 32)]
         case "docs":
+            capacity = 4
             tools = [Tool(name: "lookup_doc", kind: .read, argument: "topic", medianMs: 4, p99Ms: 40, resultBytes: 1536)]
         default:
             return nil
         }
-        return MockProfile(name: name, tools: tools)
+        var profile = MockProfile(name: name, tools: tools)
+        profile.capacity = capacity
+        return profile
     }
 
     /// The profile as JSON (what `parse` reads back).
@@ -180,7 +194,7 @@ public struct MockProfile: Sendable, Equatable {
                 ["name": .string(t.name), "kind": .string(t.kind.rawValue), "argument": .string(t.argument), "medianMs": .double(t.medianMs),
                  "p99Ms": .double(t.p99Ms), "resultBytes": .int(Int64(t.resultBytes)), "description": .string(t.description)]
             }),
-            "errorRate": .double(errorRate), "crashAfter": .int(Int64(crashAfter)), "hangAfter": .int(Int64(hangAfter)), "hangMs": .double(hangMs),
+            "capacity": .int(Int64(capacity)), "errorRate": .double(errorRate), "crashAfter": .int(Int64(crashAfter)), "hangAfter": .int(Int64(hangAfter)), "hangMs": .double(hangMs),
         ]
         if let degrade {
             o["degrade"] = ["afterMs": .double(degrade.afterMs), "ratePerSecond": .double(degrade.ratePerSecond), "maxFactor": .double(degrade.maxFactor)]

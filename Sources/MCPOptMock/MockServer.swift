@@ -12,7 +12,7 @@ import MCPOptSync
 public final class MockServer: MCPService, @unchecked Sendable {
     /// A call waiting out its latency.
     public struct Pending: Sendable {
-        let delayNanos: UInt64
+        public let delayNanos: UInt64
         let answer: [UInt8]
     }
 
@@ -29,6 +29,8 @@ public final class MockServer: MCPService, @unchecked Sendable {
     private var random: SeededRandom      // guarded by lock
     private var calls = 0                 // guarded by lock
     private var hangEndsNanos: UInt64?    // guarded by lock
+    /// When each worker is next free (capacity > 0): a call takes the earliest.
+    private var workerFreeNanos: [UInt64]  // guarded by lock
 
     public init(profile: MockProfile) {
         self.profile = profile
@@ -37,6 +39,7 @@ public final class MockServer: MCPService, @unchecked Sendable {
         toolsByName = Dictionary(profile.tools.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         toolList = .array(profile.tools.map(Self.definition))
         random = SeededRandom(seed: SeededRandom.seed(profile.seed, profile.name))
+        workerFreeNanos = Array(repeating: 0, count: profile.capacity)
     }
 
     /// Calls answered or started so far.
@@ -94,7 +97,7 @@ public final class MockServer: MCPService, @unchecked Sendable {
     private func call(_ tool: MockProfile.Tool, argument: String, id: [UInt8], modern: Bool) -> ServiceAnswer<Pending> {
         let now = MockClock.nanos()
         var crashNow = false
-        let (latencyMs, fails, hangNanos): (Double, Bool, UInt64) = lock.withLock {
+        let (latencyMs, fails, waitNanos): (Double, Bool, UInt64) = lock.withLock {
             calls += 1
             if profile.crashAfter > 0, calls > profile.crashAfter { crashNow = true }
             var wait: UInt64 = 0
@@ -102,7 +105,14 @@ public final class MockServer: MCPService, @unchecked Sendable {
                 if hangEndsNanos == nil { hangEndsNanos = now + UInt64(profile.hangMs * 1e6) }
                 if let end = hangEndsNanos, end > now { wait = end - now }
             }
-            return (random.lognormal(median: tool.medianMs, p99: tool.p99Ms) * degradeFactor(now), random.unit() < profile.errorRate, wait)
+            let service = random.lognormal(median: tool.medianMs, p99: tool.p99Ms) * degradeFactor(now)
+            // A bounded server: the call starts when a worker is free, and holds it meanwhile.
+            if let worker = workerFreeNanos.indices.min(by: { workerFreeNanos[$0] < workerFreeNanos[$1] }) {
+                let start = max(now + wait, workerFreeNanos[worker])
+                workerFreeNanos[worker] = start + UInt64(max(0, service) * 1e6)
+                wait = start - now
+            }
+            return (service, random.unit() < profile.errorRate, wait)
         }
         if crashNow { crash() }
         let answer: [UInt8]
@@ -112,7 +122,7 @@ public final class MockServer: MCPService, @unchecked Sendable {
             let text = Self.resultText(tool: tool.name, argument: argument, bytes: tool.resultBytes)
             answer = answers.result(["content": [["type": "text", "text": .string(text)]], "isError": false], id: id, method: "tools/call", modern: modern)
         }
-        let delay = UInt64(max(0, latencyMs) * 1e6) + hangNanos
+        let delay = UInt64(max(0, latencyMs) * 1e6) + waitNanos
         return delay < 20_000 ? .answered(answer) : .pending(Pending(delayNanos: delay, answer: answer))
     }
 

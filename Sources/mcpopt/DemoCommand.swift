@@ -38,6 +38,9 @@ struct Demo: ParsableCommand {
     @Option(help: "Where to write the HTML report (default: in the run's work directory).")
     var report: String?
 
+    @Flag(help: "Inject no faults (no degrading replica, no crashes): the effect of caching and routing alone.")
+    var noFaults = false
+
     @Flag(help: "Print the results as JSON instead of a table.")
     var json = false
 
@@ -60,6 +63,7 @@ struct Demo: ParsableCommand {
         options.durationSeconds = duration
         options.lanes = lanes
         options.tracePath = trace
+        options.faults = !noFaults
         options.progress = { printError("demo: " + $0) }
         let command = "mcpopt demo " + CommandLine.arguments.dropFirst(2).joined(separator: " ")
         let outcome = OutcomeCell()
@@ -89,7 +93,7 @@ struct Demo: ParsableCommand {
             }
             print(JSONWriter(pretty: true).string(o))
         } else {
-            print("mcpopt demo: \(result.trace.callCount) calls, \(result.fleet.count) servers, seed \(seed); \(report.machine)")
+            print("mcpopt demo: \(result.trace.callCount) calls, \(result.fleet.count) servers, seed \(seed)\(noFaults ? ", no faults" : ""); \(report.machine)")
             print()
             print(report.table)
             print("report: \(htmlPath)")

@@ -73,6 +73,25 @@ final class MockServerTests: XCTestCase {
         XCTAssertEqual(crashes.load(), 1)
     }
 
+    func testABoundedServerQueuesCallsBeyondItsWorkers() {
+        var profile = MockProfile(name: "q", tools: [MockProfile.Tool(name: "t", kind: .read, medianMs: 10, p99Ms: 10)])
+        profile.capacity = 1
+        let server = MockServer(profile: profile)
+        func delay(_ id: Int) -> UInt64? {
+            guard case .pending(let p) = server.handleImmediately(Array(toolCall(id, "t", "a", key: "key").utf8), caller: .init()) else { return nil }
+            return p.delayNanos
+        }
+        let first = delay(1), second = delay(2)
+        XCTAssertEqual(Double(first ?? 0) / 1e6, 10, accuracy: 0.5)
+        XCTAssertEqual(Double(second ?? 0) / 1e6, 20, accuracy: 2, "the second call waits for the only worker")
+        profile.capacity = 0
+        let unbounded = MockServer(profile: profile)
+        for id in 0..<3 {
+            guard case .pending(let p) = unbounded.handleImmediately(Array(toolCall(id, "t", "a", key: "key").utf8), caller: .init()) else { return XCTFail() }
+            XCTAssertEqual(Double(p.delayNanos) / 1e6, 10, accuracy: 0.5)
+        }
+    }
+
     func testLatencyDrawsAreDeterministicUnderTheSeedAndFollowTheProfile() {
         var a = SeededRandom(seed: 9), b = SeededRandom(seed: 9)
         let drawsA = (0..<10_000).map { _ in a.lognormal(median: 10, p99: 100) }
