@@ -71,6 +71,19 @@ final class MockServerTests: XCTestCase {
         XCTAssertEqual(crashes.load(), 0)
         _ = await call(crashing, toolCall(3, "get_record", "3", key: "id"))
         XCTAssertEqual(crashes.load(), 1)
+
+        // A hang from call 2 on: answers held until hangMs after it began.
+        var hanging = MockProfile(name: "h", tools: [MockProfile.Tool(name: "t", kind: .read, medianMs: 1, p99Ms: 1)])
+        hanging.hangAfter = 1
+        hanging.hangMs = 500
+        let server = MockServer(profile: hanging)
+        func delayMs(_ id: Int) -> Double {
+            guard case .pending(let p) = server.handleImmediately(Array(toolCall(id, "t", "a", key: "key").utf8), caller: .init()) else { return -1 }
+            return Double(p.delayNanos) / 1e6
+        }
+        XCTAssertEqual(delayMs(1), 1, accuracy: 0.2)
+        XCTAssertEqual(delayMs(2), 501, accuracy: 5)
+        XCTAssertGreaterThan(delayMs(3), 490)
     }
 
     func testABoundedServerQueuesCallsBeyondItsWorkers() {
