@@ -110,8 +110,9 @@ public final class GatewayFront: @unchecked Sendable {
     // MARK: handshake era
 
     private func handshake(_ request: HTTPParser, body: [UInt8], headerVersion: ProtocolVersion?, decoder: MessageDecoder) -> Action {
-        let accept = (request.header("accept") ?? "").lowercased()
-        guard accept.contains("*/*") || (accept.contains("application/json") && accept.contains("text/event-stream")) else {
+        let accept = request.header("accept") ?? ""
+        guard ByteSearch.containsIgnoringCase(accept, "*/*")
+            || (ByteSearch.containsIgnoringCase(accept, "application/json") && ByteSearch.containsIgnoringCase(accept, "text/event-stream")) else {
             return .respond(status: 406, headers: [], body: Array("Not Acceptable: Accept must list application/json and text/event-stream".utf8))
         }
         return body.withUnsafeBytes { bytes in

@@ -34,7 +34,10 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
     public var healthPage: Page?
     public private(set) var port = 0
 
-    private let loop: EventLoop
+    /// The loop the front serves on; requests waiting on a server run on it too (their task
+    /// prefers it as executor), so give it to the engine (`Engine.useEventLoop`) and an
+    /// upstream call needs no thread hop at all.
+    public let loop: EventLoop
     private var listener: Int32 = -1
     private var connections: [Int32: Connection] = [:]   // loop thread only
     private var stopped = false                          // loop thread only
@@ -210,7 +213,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
                 send(c, status: 404, headers: [("Content-Type", "text/plain")], body: Array("Not Found".utf8))
                 return
             }
-            Task {
+            Task(executorPreference: loop) { [self] in
                 let (status, type, bytes) = await page()
                 _ = loop.execute { [self] in send(c, status: status, headers: [("Content-Type", type)], body: bytes) }
             }
@@ -231,7 +234,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
             case .answered(let answer):
                 reply(c, answer, era: dispatch.era)
             case .pending(let pending):
-                Task {
+                Task(executorPreference: loop) { [self] in
                     let answer = await service.complete(pending)
                     _ = loop.execute { [self] in reply(c, answer, era: dispatch.era) }
                 }

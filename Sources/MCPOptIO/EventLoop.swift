@@ -89,7 +89,12 @@ public final class EventLoop: @unchecked Sendable {
     /// `work`) once the loop is shutting down.
     @discardableResult
     public func execute(_ work: @escaping @Sendable () -> Void) -> Bool {
-        lock.withLock { () -> Bool in
+        // From the loop thread itself: runs before the loop next waits, with no wake-up.
+        if inLoop, !lock.withLock({ stopping }) {
+            deferred.append(work)
+            return true
+        }
+        return lock.withLock { () -> Bool in
             guard !stopping, let loop else { return false }
             queue.append(work)
             _ = mco_loop_wake(loop)
@@ -272,5 +277,19 @@ final class Semaphore: @unchecked Sendable {
         while count == 0 { pthread_cond_wait(&condition, &mutex) }
         count -= 1
         pthread_mutex_unlock(&mutex)
+    }
+}
+
+/// Tasks may prefer the loop as their executor (`Task(executorPreference: loop)`): their code
+/// then runs on the loop thread between I/O completions, and an upstream answer arriving on
+/// this loop resumes its caller without a thread hop.
+extension EventLoop: TaskExecutor {
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let executor = asUnownedTaskExecutor()
+        if !execute({ job.runSynchronously(on: executor) }) {
+            // The loop is stopping: the task still runs to its end, on the global pool.
+            globalConcurrentExecutor.enqueue(ExecutorJob(job))
+        }
     }
 }

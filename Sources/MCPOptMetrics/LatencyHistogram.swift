@@ -50,12 +50,13 @@ public final class LatencyHistogram: @unchecked Sendable {
     }
 
     /// p95 and p99 for decisions made on every request (hedging, timeouts): recomputed only
-    /// when 64 values were added since, or the count doubled, so a call is usually a lock and
-    /// a comparison.
+    /// when max(64, an eighth of the count) values were added since, so a call is usually a
+    /// lock and a comparison.
     public func tail() -> (p95: UInt64, p99: UInt64) {
         lock.withLock {
             let n = histogram.totalCount
-            if n >= tailCount &+ 64 || n >= tailCount * 2 || (tailCount == 0 && n > 0) {
+            // Each recomputation scans the histogram's buckets: rarer as the count grows.
+            if n >= tailCount &+ max(64, tailCount / 8) || (tailCount == 0 && n > 0) {
                 cachedTail = (histogram.valueAtPercentile(95), histogram.valueAtPercentile(99))
                 tailCount = n
             }

@@ -61,9 +61,9 @@ public enum FrontDoor {
             return .handshake(version)
         }
         // From here on: the modern era.
-        let accept = (request.header("accept") ?? "").lowercased()
-        let acceptsAll = accept.contains("*/*") || accept.contains("application/*")
-        guard acceptsAll || (accept.contains("application/json") && accept.contains("text/event-stream")) else {
+        let accept = request.header("accept") ?? ""
+        let acceptsAll = ByteSearch.containsIgnoringCase(accept, "*/*") || ByteSearch.containsIgnoringCase(accept, "application/*")
+        guard acceptsAll || (ByteSearch.containsIgnoringCase(accept, "application/json") && ByteSearch.containsIgnoringCase(accept, "text/event-stream")) else {
             return plain(406, "Not Acceptable: Accept must list application/json and text/event-stream")
         }
         guard body.count <= policy.maxBodyBytes else {

@@ -192,7 +192,7 @@ public final class StreamableHTTPSession {
 
     /// tools/list results teach which arguments become headers.
     private func learnFromResponse(_ message: [UInt8]) {
-        guard message.firstRange(of: inputSchemaKey) != nil else { return }
+        guard ByteSearch.contains(message, inputSchemaKey) else { return }
         if let result = try? decoder.decodeOwned(message).result, let value = try? JSONParser.parse(result) { learnTools(fromListResult: value) }
     }
 

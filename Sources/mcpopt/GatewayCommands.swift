@@ -95,6 +95,8 @@ struct Serve: ParsableCommand {
             let health = await engine.performHealthCheck()
             return (health["status"]?.stringValue == "unhealthy" ? 503 : 200, "application/json", Array(health.jsonString.utf8))
         }
+        // One thread for the front and the upstream calls: no hops on the request path.
+        engine.useEventLoop(front.loop)
         blockOn {
             for warning in await gateway.start() { printError("mcpopt: \(warning)") }
         }

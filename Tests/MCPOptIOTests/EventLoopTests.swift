@@ -132,6 +132,33 @@ final class EventLoopTests: XCTestCase {
     }
 
     /// Work posted from several threads at once all runs, on the loop thread (TSan).
+    func testTasksPreferringTheLoopRunOnItAcrossAwaitsAndFinishAfterShutdown() async throws {
+        for backend in EventLoop.Backend.allCases {
+            let loop = try EventLoop(backend: backend)
+            let onLoopThroughout = await Task(executorPreference: loop) { () -> Bool in
+                var all = loop.inLoop
+                for _ in 0..<20 {
+                    // Resumed by the loop's own timer: the continuation comes back to the loop.
+                    await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                        loop.execute { _ = loop.after(.microseconds(100)) { _ in c.resume() } }
+                    }
+                    all = all && loop.inLoop
+                    try? await Task.sleep(for: .microseconds(50))
+                    all = all && loop.inLoop
+                }
+                return all
+            }.value
+            XCTAssertTrue(onLoopThroughout, "\(backend)")
+            loop.shutdown()
+            // The loop is gone: a task preferring it still runs to its end (on the global pool).
+            let finished = await Task(executorPreference: loop) { () -> Bool in
+                try? await Task.sleep(for: .milliseconds(1))
+                return !loop.inLoop
+            }.value
+            XCTAssertTrue(finished)
+        }
+    }
+
     func testConcurrentExecuteFromManyThreads() throws {
         try onEachBackend { loop in
             let count = Box<Int>(0)

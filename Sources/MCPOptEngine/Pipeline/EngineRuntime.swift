@@ -51,6 +51,8 @@ final class EngineRuntime: @unchecked Sendable {
 
     private let lock = Lock()
     private var loop: EventLoop?                          // guarded by lock
+    /// A loop given by the host (the gateway's), used instead of one of our own.
+    private var givenLoop: EventLoop?                     // guarded by lock
     private var backendsByName: [String: Backend] = [:]   // guarded by lock
     private var catalogsByServer: [String: ServerCatalog] = [:]   // guarded by lock
     private var startTask: Task<Void, Never>?             // guarded by lock
@@ -151,7 +153,8 @@ final class EngineRuntime: @unchecked Sendable {
     /// Creates the loop and the backends (not yet started). Throws when the loop cannot start.
     func makeBackends(_ servers: [ServerConfig]) throws(IOError) -> [Backend] {
         if lock.withLock({ stopped }) { throw IOError(message: "the engine was stopped: create a new one") }
-        let loop = try EventLoop(name: "mcpopt-engine")
+        let loop: EventLoop
+        if let given = lock.withLock({ givenLoop }) { loop = given } else { loop = try EventLoop(name: "mcpopt-engine") }
         let made = servers.map { Backend(server: $0, loop: loop, overloads: metrics.overloads) }
         lock.withLock {
             self.loop = loop
@@ -160,13 +163,16 @@ final class EngineRuntime: @unchecked Sendable {
         return made
     }
 
+    /// Uses `loop` for every backend instead of a loop of the engine's own (before start).
+    func use(_ loop: EventLoop) { lock.withLock { givenLoop = loop } }
+
     func stop() async {
         let (all, loop): ([Backend], EventLoop?) = lock.withLock {
             guard !stopped else { return ([], nil) }
             stopped = true
             let all = Array(backendsByName.values) + Array(sessionBackends.values)
             sessionBackends.removeAll()
-            return (all, self.loop)
+            return (all, self.loop === givenLoop ? nil : self.loop)
         }
         await withTaskGroup(of: Void.self) { group in
             for b in all { group.addTask { await b.shutdown() } }

@@ -86,6 +86,11 @@ extension Engine {
         await runtime.start { [self] in await bringUp() }
     }
 
+    /// Runs the backends' I/O on `loop` (a host's, e.g. the gateway's HTTP loop) instead of a
+    /// loop of the engine's own, so that a request and its upstream call share one thread. Call
+    /// before `start`; the host keeps and stops the loop.
+    public func useEventLoop(_ loop: EventLoop) { runtime.use(loop) }
+
     /// Whether `start` has run (backends exist).
     public var isRunning: Bool { runtime.isStarted }
 

@@ -1,0 +1,23 @@
+import MCPOptProtocol
+import XCTest
+
+final class ByteSearchTests: XCTestCase {
+    func testBytesAgreeWithANaiveSearch() {
+        var random = SystemRandomNumberGenerator()
+        for _ in 0..<2_000 {
+            let hay = (0..<Int.random(in: 0..<40, using: &random)).map { _ in UInt8.random(in: 97...100, using: &random) }
+            let needle = (0..<Int.random(in: 0..<5, using: &random)).map { _ in UInt8.random(in: 97...100, using: &random) }
+            let naive = needle.isEmpty || (hay.count >= needle.count && (0...(hay.count - needle.count)).contains { Array(hay[$0..<($0 + needle.count)]) == needle })
+            XCTAssertEqual(ByteSearch.contains(hay, needle), naive, "\(hay) \(needle)")
+        }
+    }
+
+    func testHeaderTokensIgnoreASCIICase() {
+        XCTAssertTrue(ByteSearch.containsIgnoringCase("Application/JSON, text/Event-Stream", "text/event-stream"))
+        XCTAssertTrue(ByteSearch.containsIgnoringCase("*/*", "*/*"))
+        XCTAssertFalse(ByteSearch.containsIgnoringCase("application/jso", "application/json"))
+        XCTAssertFalse(ByteSearch.containsIgnoringCase("", "a"))
+        XCTAssertTrue(ByteSearch.containsIgnoringCase("x", ""))
+        XCTAssertFalse(ByteSearch.containsIgnoringCase("applicatioN/jsoñ", "application/json"))
+    }
+}
