@@ -48,7 +48,7 @@ let package = Package(
         .target(name: "MCPOptCache", dependencies: ["CMCPOptCache", "CMCPOptConcurrency", "MCPOptSync"]),
         .target(name: "MCPOptMetrics", dependencies: ["MCPOptSync", .product(name: "Histogram", package: "hdrhistogram-swift")]),
         .target(name: "MCPOptJSON", dependencies: ["CMCPOptJSON"]),
-        .target(name: "MCPOptRedis", dependencies: ["CHiredis"]),
+        .target(name: "MCPOptRedis", dependencies: ["CHiredis", "MCPOptIO"]),
         .target(name: "MCPOptConfig", dependencies: ["MCPOptJSON"]),
         .target(name: "CMCPOptHTTP", linkerSettings: [.linkedLibrary("http_parser")]),
         .target(name: "MCPOptProtocol", dependencies: ["CMCPOptRPC", "CMCPOptHTTP", "MCPOptJSON"]),
@@ -58,7 +58,7 @@ let package = Package(
         .target(name: "MCPOptDemo", dependencies: ["MCPOptEngine", "MCPOptConfig", "MCPOptIO", "MCPOptUpstream", "MCPOptProtocol", "MCPOptJSON", "MCPOptMetrics", "MCPOptMock", "MCPOptSync"]),
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite"),
         .target(name: "MCPOptCoordination", dependencies: ["CSQLite", "MCPOptSync"]),
-        .target(name: "MCPOptEngine", dependencies: ["MCPOptCache", "MCPOptRouting", "MCPOptConfig", "MCPOptCoordination", "MCPOptJSON", "MCPOptProtocol", "MCPOptSync", "CMCPOptSupport", "MCPOptIO", "MCPOptUpstream", "MCPOptMetrics"]),
+        .target(name: "MCPOptEngine", dependencies: ["MCPOptCache", "MCPOptRouting", "MCPOptConfig", "MCPOptCoordination", "MCPOptJSON", "MCPOptProtocol", "MCPOptSync", "CMCPOptSupport", "MCPOptIO", "MCPOptUpstream", "MCPOptMetrics", "MCPOptRedis"]),
         .target(
             name: "MCPOpt",
             dependencies: ["MCPOptEngine", "MCPOptCache", "MCPOptRouting", "CMCPOptConcurrency", "MCPOptConfig", "MCPOptCoordination", "MCPOptJSON", "MCPOptSync", "CMCPOptSupport"],
@@ -91,7 +91,7 @@ let package = Package(
         .testTarget(name: "MCPOptProtocolTests", dependencies: ["MCPOptProtocol", "MCPOptJSON"]),
         .testTarget(name: "MCPOptGatewayTests", dependencies: ["MCPOptGateway"]),
         .testTarget(name: "MCPOptDemoTests", dependencies: ["MCPOptDemo", "MCPOptMock", "MCPOptGateway", "MCPOptJSON", "MCPOptSync"]),
-        .testTarget(name: "MCPOptRedisTests", dependencies: ["MCPOptRedis"]),
+        .testTarget(name: "MCPOptRedisTests", dependencies: ["MCPOptRedis", "MCPOptIO"]),
         .testTarget(name: "MCPOptUpstreamTests", dependencies: ["MCPOptUpstream", "MCPOptProtocol", "MCPOptJSON"]),
     ],
     cxxLanguageStandard: .cxx17

@@ -51,6 +51,12 @@ final class EngineRuntime: @unchecked Sendable {
 
     private let lock = Lock()
     private var loop: EventLoop?                          // guarded by lock
+    /// The shared (L2) cache, when configured (set once at start).
+    private var sharedCache: SharedCache?                 // guarded by lock
+    var shared: SharedCache? { lock.withLock { sharedCache } }
+    func setShared(_ s: SharedCache) { lock.withLock { sharedCache = s } }
+    var eventLoop: EventLoop? { lock.withLock { loop } }
+
     /// A loop given by the host (the gateway's), used instead of one of our own.
     private var givenLoop: EventLoop?                     // guarded by lock
     private var backendsByName: [String: Backend] = [:]   // guarded by lock
@@ -177,6 +183,7 @@ final class EngineRuntime: @unchecked Sendable {
         await withTaskGroup(of: Void.self) { group in
             for b in all { group.addTask { await b.shutdown() } }
         }
+        shared?.stop()
         loop?.shutdown()
     }
 

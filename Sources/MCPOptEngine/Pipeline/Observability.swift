@@ -42,6 +42,8 @@ extension Engine {
                 "coherenceConflicts": .int(Int64(cacheStats.rejectedFills)),
                 "items": .int(Int64(cacheStats.items)), "bytesUsed": .int(Int64(cacheStats.bytesUsed)),
                 "warmingEfficiency": .null,
+                // The shared tier in Redis (null when not configured).
+                "l2": runtime.shared?.summary ?? .null,
             ],
             "system": [
                 "requests": .int(Int64(requests)), "succeeded": .int(Int64(succeeded)), "failed": .int(Int64(m.failed.load())),
@@ -92,6 +94,15 @@ extension Engine {
             p.gauge("mcpopt_server_circuit_open", help: "1 while the server's circuit breaker is open.", value: s.circuit == .open ? 1 : 0, labels: labels)
             p.gauge("mcpopt_server_success_rate", help: "Recent success rate.", value: s.successRate, labels: labels)
             p.gauge("mcpopt_server_in_flight", help: "Requests in flight.", value: Double(s.inFlight), labels: labels)
+        }
+        if let l2 = runtime.shared {
+            p.gauge("mcpopt_l2_up", help: "1 while the shared cache (Redis) is reachable and subscribed.", value: l2.isUp ? 1 : 0)
+            p.counter("mcpopt_l2_hits_total", help: "Shared-cache hits.", value: Double(l2.hits.load()))
+            p.counter("mcpopt_l2_misses_total", help: "Shared-cache misses.", value: Double(l2.misses.load()))
+            p.counter("mcpopt_l2_errors_total", help: "Shared-cache commands that failed or timed out.", value: Double(l2.errors.load()))
+            p.counter("mcpopt_l2_bypassed_total", help: "Shared-cache operations skipped while it was down.", value: Double(l2.bypassed.load()))
+            p.counter("mcpopt_l2_invalidations_sent_total", help: "Invalidations published.", value: Double(l2.invalidationsSent.load()))
+            p.counter("mcpopt_l2_invalidations_received_total", help: "Invalidations received from other instances.", value: Double(l2.invalidationsReceived.load()))
         }
         return p.text
     }

@@ -49,6 +49,8 @@ public struct OptimizedResponse: Sendable {
         case engine
         /// Every server failed; an expired cached result was served (`caching.staleIfError`).
         case stale
+        /// From the shared (L2) cache in Redis.
+        case shared
     }
     /// A JSON-RPC response: a result, or an error.
     public var message: [UInt8]
@@ -132,6 +134,11 @@ extension Engine {
             runtime.events.emit(.optimizationError, ["reason": .string("cannot start the I/O loop: \(error.message)")])
             return
         }
+        if config.caching.enableMultiLevel, let options = config.caching.distributed, let loop = runtime.eventLoop,
+           let shared = SharedCache(options: options, loop: loop, l1: cache, events: runtime.events, coherenceTimeout: config.caching.coherenceTimeout) {
+            runtime.setShared(shared)
+            shared.start()
+        }
         for backend in backends {
             let name = backend.name
             backend.start(onNotification: { [weak self] method, message in self?.backendNotification(server: name, method: method, message: message) })
@@ -164,6 +171,7 @@ extension Engine {
             if let uri = (try? JSONParser.parse(message))?["params"]?["uri"]?.stringValue {
                 let removed = cache.invalidateTag("r:" + uri)
                 runtime.metrics.invalidations.add(UInt64(removed))
+                runtime.shared?.invalidate(tags: ["r:" + uri])
             }
         default:
             break
@@ -449,6 +457,8 @@ extension Engine {
             let options = CacheItemOptions(ttl: terms.ttl, tags: plan.storeTags)
             let stored = try? cache.set(lookup.key, value, options, ticket: plan.ticket)
             if terms.shared { _ = try? cache.set(runtime.policy.sharedKey(lookup), value, options, ticket: nil) }
+            // L2 gets what L1 kept (not a fill an invalidation raced), without waiting.
+            if stored == .stored, let shared = runtime.shared { shared.store(lookup.key, value: value, ttl: terms.ttl, tags: plan.storeTags) }
             // A copy that outlives the TTL, for when every server fails; it carries the same
             // tags, so whatever invalidates the result drops the copy too.
             // Only when the fill itself was not refused by a racing invalidation.
@@ -457,6 +467,21 @@ extension Engine {
                 _ = try? cache.set(Self.staleKey(lookup), value, stale)
             }
         } }
+    }
+
+    /// An L2 hit becomes an L1 entry (with the time it has left; not if an invalidation
+    /// raced it) and the request's answer.
+    private func promote(_ hit: SharedCache.Hit, plan: Plan, lookup: CachePolicy.Lookup) -> UpstreamOutcome {
+        _ = try? cache.set(lookup.key, hit.value, CacheItemOptions(ttl: hit.ttl, tags: hit.tags), ticket: plan.ticket)
+        // Counted as an L1 miss when planned: it is a hit of the cache as a whole.
+        runtime.metrics.cacheMisses.subtract()
+        runtime.metrics.cacheHits.add()
+        var originNanos: UInt64 = 0
+        if hit.value.count >= 8 { for i in 0..<8 { originNanos |= UInt64(hit.value[i]) << (8 * UInt64(i)) } }
+        runtime.metrics.baselineNanos.add(originNanos)
+        let result = hit.value.count >= 8 ? Array(hit.value[8...]) : Array("null".utf8)
+        let message = result.withUnsafeBytes { MessageEncoder.result(idJSON: Array("0".utf8), result: $0) }
+        return UpstreamOutcome(message: message, server: nil, attempts: 0, originNanos: originNanos)
     }
 
     static func staleKey(_ lookup: CachePolicy.Lookup) -> [UInt8] { Array("stale".utf8) + [0] + lookup.key }
@@ -470,7 +495,12 @@ extension Engine {
             let box = OutcomeBox()
             switch runtime.coalescer.join(lookup.key, waiter: { box.deliver($0) }) {
             case .leader:
-                outcome = await callUpstream(plan)
+                if let shared = runtime.shared, let hit = await shared.get(lookup.key) {
+                    outcome = promote(hit, plan: plan, lookup: lookup)
+                    source = .shared
+                } else {
+                    outcome = await callUpstream(plan)
+                }
                 runtime.coalescer.complete(lookup.key, .success(outcome))
             case .follower:
                 runtime.metrics.coalesced.add()
@@ -485,6 +515,7 @@ extension Engine {
             var removed = 0
             for tag in plan.invalidates { removed += cache.invalidateTag(tag) }
             runtime.metrics.invalidations.add(UInt64(removed))
+            runtime.shared?.invalidate(tags: plan.invalidates)
         }
         if outcome.message == nil, config.caching.staleIfError > .zero, let lookup = plan.lookup,
            let value = cache.get(Self.staleKey(lookup)), value.count >= 8 {

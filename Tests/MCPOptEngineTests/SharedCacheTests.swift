@@ -1,0 +1,164 @@
+import Foundation
+import XCTest
+import MCPOptJSON
+@testable import MCPOptEngine
+
+/// The shared (L2) cache between two engine instances, against a real redis-server started
+/// here: a fill in one is a hit in the other; a write through one invalidates the other's L1;
+/// partitions stay apart; Redis killed mid-run costs no request, and when it comes back L2
+/// resumes and nothing stale is served.
+final class SharedCacheTests: XCTestCase, @unchecked Sendable {
+    final class Redis {
+        let port: Int
+        private var process: Process?
+        init() throws {
+            guard FileManager.default.isExecutableFile(atPath: "/usr/bin/redis-server") else {
+                if ProcessInfo.processInfo.environment["CI"] != nil { XCTFail("redis-server is missing: run scripts/setup"); throw CancellationError() }
+                throw XCTSkip("redis-server is missing: run scripts/setup")
+            }
+            port = Int.random(in: 20_000..<60_000)
+            try start()
+        }
+        func start() throws {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
+            p.arguments = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning"]
+            p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+            try p.run()
+            process = p
+            for _ in 0..<200 {   // bounded: 2 s
+                if let fd = Optional(socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)), fd >= 0 {
+                    var a = sockaddr_in()
+                    a.sin_family = sa_family_t(AF_INET)
+                    a.sin_port = UInt16(port).bigEndian
+                    a.sin_addr.s_addr = inet_addr("127.0.0.1")
+                    let ok = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
+                    close(fd)
+                    if ok { return }
+                }
+                usleep(10_000)
+            }
+            XCTFail("redis-server did not start on port \(port)")
+        }
+        func kill() {
+            guard let p = process else { return }
+            Glibc.kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+            process = nil
+        }
+        deinit { kill() }
+    }
+
+    func makeEngine(redisPort: Int) throws -> Engine {
+        let kv = try RequestPathTests.kvServer("kv")
+        return try Engine(json: #"{"mcpServers": {\#(kv)}, "caching": {"distributed": "redis://127.0.0.1:\#(redisPort)", "coherenceTimeout": "1s", "tools": {"reads_served": false}}}"#)
+    }
+
+    func call(_ engine: Engine, _ tool: String, _ arguments: String, partition: String? = nil) async -> OptimizedResponse {
+        await engine.optimizeRequest(Array(#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"\#(tool)","arguments":\#(arguments)}}"#.utf8),
+                                     OptimizeOptions(partition: partition))
+    }
+
+    func text(_ r: OptimizedResponse) -> String? {
+        (try? JSONParser.parse(r.message))?["result"]?["content"]?.arrayValue?.first?["text"]?.stringValue
+    }
+
+    func l2(_ engine: Engine) -> JSONValue { engine.getOptimizationMetrics()["cache"]?["l2"] ?? .null }
+
+    /// Polls (bounded) until `condition` holds.
+    func eventually(_ what: String, seconds: Double = 5, _ condition: () async -> Bool) async {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if await condition() { return }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        XCTFail("not within \(seconds) s: \(what)")
+    }
+
+    func testAFillInOneInstanceIsAHitInTheOtherAndAWriteInvalidatesBoth() async throws {
+        let redis = try Redis()
+        addTeardownBlock { redis.kill() }
+        let a = try makeEngine(redisPort: redis.port), b = try makeEngine(redisPort: redis.port)
+        await a.start()
+        await b.start()
+        addTeardownBlock {
+            await a.stop()
+            await b.stop()
+        }
+        await eventually("both instances connected to Redis") { l2(a)["state"] == "up" && l2(b)["state"] == "up" }
+
+        _ = await call(a, "put", #"{"key":"k","value":"v1"}"#)
+        let filled = await call(a, "get", #"{"key":"k"}"#)
+        XCTAssertEqual(filled.source, .origin)
+        XCTAssertEqual(text(filled), "v1")
+        // B's own server has no "k": a "v1" can only come from A's fill, through Redis.
+        await eventually("A's fill reaches L2") { l2(a)["writes"]?.integerValue == 1 }
+        try await Task.sleep(for: .milliseconds(50))
+        let shared = await call(b, "get", #"{"key":"k"}"#)
+        XCTAssertEqual(shared.source, .shared)
+        XCTAssertEqual(text(shared), "v1")
+        let promoted = await call(b, "get", #"{"key":"k"}"#)
+        XCTAssertEqual(promoted.source, .memory, "an L2 hit is promoted to L1")
+
+        // A write through A: B's L1 and L2 drop the read; B never serves v1 again.
+        _ = await call(a, "put", #"{"key":"k","value":"v2"}"#)
+        await eventually("B's L1 is invalidated") { await call(b, "get", #"{"key":"k"}"#).source != .memory }
+        let after = await call(b, "get", #"{"key":"k"}"#)
+        XCTAssertNotEqual(text(after), "v1")
+        XCTAssertGreaterThan(l2(b)["invalidationsReceived"]?.integerValue ?? 0, 0)
+
+        // Partitions stay apart across instances.
+        _ = await call(a, "get", #"{"key":"p"}"#, partition: "tenant-1")
+        await eventually("A's partitioned fill reaches L2") { (l2(a)["writes"]?.integerValue ?? 0) >= 2 }
+        let other = await call(b, "get", #"{"key":"p"}"#, partition: "tenant-2")
+        XCTAssertEqual(other.source, .origin)
+        let same = await call(b, "get", #"{"key":"p"}"#, partition: "tenant-1")
+        XCTAssertEqual(same.source, .shared)
+    }
+
+    func testRedisDownCostsNoRequestAndNothingStaleIsServedWhenItReturns() async throws {
+        let redis = try Redis()
+        addTeardownBlock { redis.kill() }
+        let a = try makeEngine(redisPort: redis.port), b = try makeEngine(redisPort: redis.port)
+        await a.start()
+        await b.start()
+        addTeardownBlock {
+            await a.stop()
+            await b.stop()
+        }
+        await eventually("both instances connected to Redis") { l2(a)["state"] == "up" && l2(b)["state"] == "up" }
+        _ = await call(a, "put", #"{"key":"k","value":"v1"}"#)
+        _ = await call(a, "get", #"{"key":"k"}"#)
+        await eventually("A's fill reaches L2") { l2(a)["writes"]?.integerValue == 1 }
+        try await Task.sleep(for: .milliseconds(50))
+        let hit = await call(b, "get", #"{"key":"k"}"#)
+        XCTAssertEqual(hit.source, .shared)
+
+        redis.kill()
+        // Every request still succeeds: L1 serves, misses go to the origin.
+        for i in 0..<20 {
+            let r = await call(b, "get", #"{"key":"n\#(i)"}"#)
+            XCTAssertTrue(r.success, r.error ?? "")
+        }
+        let local = await call(a, "get", #"{"key":"k"}"#)
+        XCTAssertEqual(local.source, .memory)
+        await eventually("the instances see Redis down") { l2(a)["state"] == "down" && l2(b)["state"] == "down" }
+        // A write while Redis is down cannot reach B: B must not keep serving v1 past the
+        // coherence timeout (1 s).
+        _ = await call(a, "put", #"{"key":"k","value":"v2"}"#)
+        await eventually("B drops what may be stale", seconds: 5) { l2(b)["l1Clears"]?.integerValue ?? 0 > 0 }
+        let dropped = await call(b, "get", #"{"key":"k"}"#)
+        XCTAssertNotEqual(dropped.source, .memory)
+        XCTAssertNotEqual(text(dropped), "v1")
+
+        try redis.start()
+        await eventually("L2 resumes", seconds: 10) { l2(a)["state"] == "up" && l2(b)["state"] == "up" }
+        _ = await call(a, "get", #"{"key":"fresh"}"#)
+        await eventually("A's fill reaches the new Redis") { (l2(a)["writes"]?.integerValue ?? 0) >= 2 }
+        try await Task.sleep(for: .milliseconds(50))
+        let resumed = await call(b, "get", #"{"key":"fresh"}"#)
+        XCTAssertEqual(resumed.source, .shared)
+        XCTAssertGreaterThan(l2(b)["bypassed"]?.integerValue ?? 0, 0, "while Redis was down, L2 was skipped, not waited for")
+    }
+}

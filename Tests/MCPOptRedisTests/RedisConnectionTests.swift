@@ -1,0 +1,101 @@
+import Foundation
+import MCPOptIO
+import XCTest
+@testable import MCPOptRedis
+
+final class RedisEndpointTests: XCTestCase {
+    func testURLsParseAndBadOnesAreRefused() {
+        XCTAssertEqual(RedisEndpoint.parse("redis://127.0.0.1:6390/2")?.port, 6390)
+        XCTAssertEqual(RedisEndpoint.parse("redis://127.0.0.1:6390/2")?.database, 2)
+        let auth = RedisEndpoint.parse("redis://user:p%40ss@cache.local")
+        XCTAssertEqual(auth?.username, "user")
+        XCTAssertEqual(auth?.password, "p%40ss")
+        XCTAssertEqual(auth?.host, "cache.local")
+        XCTAssertEqual(auth?.port, 6379)
+        XCTAssertEqual(RedisEndpoint.parse("redis://:secret@h")?.password, "secret")
+        XCTAssertNil(RedisEndpoint.parse("redis://:secret@h")?.username)
+        XCTAssertEqual(RedisEndpoint.parse("redis://[::1]:7000")?.host, "::1")
+        XCTAssertEqual(RedisEndpoint.parse("unix:///run/redis.sock")?.unixPath, "/run/redis.sock")
+        for bad in ["http://h", "redis://h:0", "redis://h:99999", "redis://h/x", "unix://relative", "redis://[::1"] {
+            XCTAssertNil(RedisEndpoint.parse(bad), bad)
+        }
+    }
+}
+
+/// A connection against a real redis-server (started here): pipelining, errors as replies,
+/// pub/sub, a server that goes away, a port where nothing listens.
+final class RedisConnectionTests: XCTestCase {
+    func testCommandsPipelineAndFailuresAreClear() async throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/redis-server") else {
+            if ProcessInfo.processInfo.environment["CI"] != nil { XCTFail("redis-server is missing: run scripts/setup") }
+            throw XCTSkip("redis-server is missing")
+        }
+        let port = Int.random(in: 20_000..<60_000)
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
+        server.arguments = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        server.standardOutput = FileHandle.nullDevice
+        server.standardError = FileHandle.nullDevice
+        try server.run()
+        defer {
+            if server.isRunning {
+                kill(server.processIdentifier, SIGKILL)
+                server.waitUntilExit()
+            }
+        }
+        let loop = try EventLoop()
+        defer { loop.shutdown() }
+        let endpoint = RedisEndpoint(host: "127.0.0.1", port: port)
+        let c = RedisConnection(endpoint: endpoint, loop: loop)
+        var connected = false
+        for _ in 0..<200 where !connected {   // bounded: the server is starting
+            do {
+                try await c.connect(timeout: .seconds(1))
+                connected = true
+            } catch {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+        }
+        XCTAssertTrue(connected)
+        let key = Array("k\u{0}binary".utf8)
+        let replies = try await c.pipeline([[Array("SET".utf8), key, [0, 1, 2, 255]], [Array("GET".utf8), key], [Array("INCR".utf8), key]], timeout: .seconds(1))
+        XCTAssertEqual(replies[0], .status("OK"))
+        XCTAssertEqual(replies[1], .bulk([0, 1, 2, 255]))
+        XCTAssertTrue(replies[2].isError, "a Redis error is a reply, not a thrown error")
+
+        // Pub/sub: a subscriber connection gets the messages.
+        let received = LockedBox<[[UInt8]]>([])
+        let sub = RedisConnection(endpoint: endpoint, loop: loop)
+        try await sub.connect(timeout: .seconds(1), onMessage: { _, payload in received.mutate { $0.append(payload) } })
+        _ = try await sub.command([Array("SUBSCRIBE".utf8), Array("ch".utf8)], timeout: .seconds(1))
+        let n = try await c.command([Array("PUBLISH".utf8), Array("ch".utf8), Array("hello".utf8)], timeout: .seconds(1))
+        XCTAssertEqual(n, .integer(1))
+        for _ in 0..<200 where received.value.isEmpty { try await Task.sleep(for: .milliseconds(5)) }
+        XCTAssertEqual(received.value, [Array("hello".utf8)])
+
+        // The server goes away: commands fail with a clear error, never hang.
+        kill(server.processIdentifier, SIGKILL)
+        server.waitUntilExit()
+        do {
+            _ = try await c.command([Array("PING".utf8)], timeout: .seconds(1))
+            XCTFail("a command to a dead server succeeded")
+        } catch {
+            XCTAssertTrue(error.message.contains("127.0.0.1:\(port)"), error.message)
+        }
+        let nobody = RedisConnection(endpoint: endpoint, loop: loop)
+        do {
+            try await nobody.connect(timeout: .seconds(1))
+            XCTFail("connected to nothing")
+        } catch {
+            XCTAssertEqual(error.kind, .connect)
+        }
+    }
+}
+
+final class LockedBox<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: T
+    init(_ value: T) { stored = value }
+    var value: T { lock.lock(); defer { lock.unlock() }; return stored }
+    func mutate(_ body: (inout T) -> Void) { lock.lock(); body(&stored); lock.unlock() }
+}
