@@ -70,6 +70,10 @@ foreach(front stdio http)
   set_tests_properties(gateway_${front} PROPERTIES TIMEOUT 300)
 endforeach()
 
+# Two gateways sharing one Redis (started and stopped by the test) behave as one cache.
+add_test(NAME shared_cache COMMAND ${MCPOPT_PYTHON} ${CMAKE_SOURCE_DIR}/Tests/interop/shared_check.py ${CMAKE_BINARY_DIR}/bin/mcpopt)
+set_tests_properties(shared_cache PROPERTIES TIMEOUT 300)
+
 # The mock server judged by real MCP clients, its faults, and a small run of the demo.
 add_test(NAME mock_and_demo COMMAND ${MCPOPT_PYTHON} ${CMAKE_SOURCE_DIR}/Tests/interop/mock_check.py ${CMAKE_BINARY_DIR}/bin/mcpopt)
 set_tests_properties(mock_and_demo PROPERTIES TIMEOUT 600)
