@@ -71,7 +71,7 @@ let package = Package(
             name: "mcpopt",
             dependencies: [
                 "MCPOptEngine", "MCPOptConfig", "MCPOptJSON", "MCPOptProtocol", "MCPOptCache", "MCPOptRouting", "MCPOptSync",
-                "MCPOptIO", "MCPOptUpstream", "MCPOptGateway", "MCPOptMock", "MCPOptDemo",
+                "MCPOptIO", "MCPOptUpstream", "MCPOptGateway", "MCPOptMock", "MCPOptDemo", "MCPOptRedis",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             // The program, unlike the library, may bring its own allocator.
