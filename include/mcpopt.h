@@ -368,7 +368,8 @@ mcpopt_status mcpopt_engine_stop(mcpopt_engine *engine);
  * "stateful" get a backend session per client session)}. On MCPOPT_OK, *out_json (caller frees with
  * mcpopt_free()) is {"response": the JSON-RPC response with the request's own id, "success":
  * bool (false when the response is an error), "server": name or null, "cacheSource": "memory" |
- * "origin" | "coalesced" | "engine" | "stale" (every server failed: caching.staleIfError),
+ * "origin" | "coalesced" | "engine" | "stale" (every server failed: caching.staleIfError) |
+ * "shared" (the Redis tier: caching.distributed),
  * "attempts": n, "executionTimeMs": ms, "error": why, when not successful}. Errors the request met (unknown tool, every server down) are responses;
  * input that is not a JSON-RPC request is a status: INVALID_UTF8, MALFORMED_JSON or
  * INVALID_ARGUMENT, with the reason in mcpopt_last_error_message(). */
