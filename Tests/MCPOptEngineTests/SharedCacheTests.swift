@@ -41,8 +41,13 @@ final class SharedCacheTests: XCTestCase, @unchecked Sendable {
             }
             XCTFail("redis-server did not start on port \(port)")
         }
+        /// Freezes Redis (connections stay open, nothing answers) or thaws it.
+        func freeze(_ frozen: Bool) {
+            if let p = process { Glibc.kill(p.processIdentifier, frozen ? SIGSTOP : SIGCONT) }
+        }
         func kill() {
             guard let p = process else { return }
+            Glibc.kill(p.processIdentifier, SIGCONT)
             Glibc.kill(p.processIdentifier, SIGKILL)
             p.waitUntilExit()
             process = nil
@@ -160,5 +165,24 @@ final class SharedCacheTests: XCTestCase, @unchecked Sendable {
         let resumed = await call(b, "get", #"{"key":"fresh"}"#)
         XCTAssertEqual(resumed.source, .shared)
         XCTAssertGreaterThan(l2(b)["bypassed"]?.integerValue ?? 0, 0, "while Redis was down, L2 was skipped, not waited for")
+    }
+
+    func testASlowRedisIsBypassedAfterTheCommandTimeout() async throws {
+        let redis = try Redis()
+        addTeardownBlock { redis.kill() }
+        let a = try makeEngine(redisPort: redis.port)
+        await a.start()
+        addTeardownBlock { await a.stop() }
+        await eventually("connected to Redis") { l2(a)["state"] == "up" }
+        redis.freeze(true)
+        // Each read waits at most commandTimeout (100 ms) for L2, then goes to the server.
+        for i in 0..<5 {
+            let r = await call(a, "get", #"{"key":"s\#(i)"}"#)
+            XCTAssertTrue(r.success, r.error ?? "")
+            XCTAssertEqual(r.source, .origin)
+        }
+        XCTAssertGreaterThan(l2(a)["errors"]?.integerValue ?? 0, 0, "the timeouts are counted")
+        redis.freeze(false)
+        await eventually("L2 resumes after the stall", seconds: 10) { l2(a)["state"] == "up" }
     }
 }
