@@ -103,7 +103,7 @@ public final class NaiveClient: DemoClient, @unchecked Sendable {
 public final class EngineClient: DemoClient, @unchecked Sendable {
     public let engine: Engine
 
-    public init(fleet: Fleet, extra: JSONObject = [:]) throws(DemoError) {
+    public init(fleet: Fleet, sharedCache: String? = nil, extra: JSONObject = [:]) throws(DemoError) {
         var servers = JSONObject()
         for server in fleet.servers { servers[server.name] = fleet.configEntry(server) }
         var config: JSONObject = [
@@ -120,6 +120,10 @@ public final class EngineClient: DemoClient, @unchecked Sendable {
             "optimization": ["requestTimeout": "10s"],
             "targets": ["maxServerCount": 100_000],
         ]
+        if let sharedCache, case .object(var caching)? = config["caching"] {
+            caching["distributed"] = .string(sharedCache)
+            config["caching"] = .object(caching)
+        }
         for member in extra.members { config[member.key] = member.value }
         do {
             engine = try Engine(json: JSONValue.object(config).jsonString)

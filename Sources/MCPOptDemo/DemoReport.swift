@@ -10,7 +10,7 @@ public struct RunSummary: Sendable {
     public var p99Ms: Double
     public var maxMs: Double
     public var throughput: Double
-    /// Answered without a server (cache hits, merged requests, stale copies).
+    /// Answered without a server (cache hits in L1 or L2, merged requests, stale copies).
     public var hitRate: Double
     public var perServer: [String: Int]
 
@@ -27,7 +27,7 @@ public struct RunSummary: Sendable {
         p99Ms = q(0.99)
         maxMs = sorted.last.map(ms) ?? 0
         throughput = run.wallNanos == 0 ? 0 : Double(calls) / (Double(run.wallNanos) / 1e9)
-        hitRate = calls == 0 ? 0 : Double(run.records.filter { ["memory", "coalesced", "stale"].contains($0.source) }.count) / Double(calls)
+        hitRate = calls == 0 ? 0 : Double(run.records.filter { ["memory", "coalesced", "stale", "shared"].contains($0.source) }.count) / Double(calls)
         perServer = [:]
         for record in run.records { if let server = record.server { perServer[server, default: 0] += 1 } }
     }
@@ -102,6 +102,16 @@ public struct DemoReport: Sendable {
             out += "  " + cells.enumerated().map { c, text in c == 0 ? pad(text, widths[c]) : lpad(text, widths[c]) }.joined(separator: "   ") + "\n"
             if i == 0 { out += "  " + widths.map { String(repeating: "-", count: $0) }.joined(separator: "   ") + "\n" }
         }
+        if let second = result.secondInstance {
+            let s2 = RunSummary(second)
+            let l2 = result.secondInstanceMetrics?["cache"]?["l2"]
+            let l2Hits = l2?["hits"]?.integerValue ?? 0
+            out += "\n  second instance (cold L1, shared cache in Redis), the same trace after the first:\n"
+            out += "  mean \(ms(s2.meanMs)), p50 \(ms(s2.p50Ms)), p99 \(ms(s2.p99Ms)); hit rate \(percent(s2.hitRate)) "
+            out += "(\(l2Hits) from L2); availability \(percent(s2.availability, digits: 3))\n"
+            out += "  against the first instance: mean \(engine.meanMs > 0 ? "-" + percent(1 - s2.meanMs / engine.meanMs) : "-"), "
+            out += "p99 \(engine.p99Ms > 0 ? "-" + percent(1 - s2.p99Ms / engine.p99Ms) : "-")\n"
+        }
         out += "\n  targets (computed from this run):\n"
         for check in checks {
             out += "  [\(check.passed ? "pass" : "FAIL")] \(pad(check.name, 28)) \(pad(check.measured, 14)) target \(check.target)\n"
@@ -126,6 +136,11 @@ public struct DemoReport: Sendable {
             "routingDecisionP99Us": .double(routingP99Us),
             "engineMetrics": result.engineMetrics,
             "fleetRestarts": .int(Int64(result.fleetRestarts)),
+            "secondInstance": result.secondInstance.map { second -> JSONValue in
+                var o = run(RunSummary(second)).objectValue ?? [:]
+                o["l2"] = result.secondInstanceMetrics?["cache"]?["l2"] ?? .null
+                return .object(o)
+            } ?? .null,
             "checks": .array(checks.map { ["name": .string($0.name), "target": .string($0.target), "measured": .string($0.measured), "passed": .bool($0.passed)] }),
         ]
     }

@@ -21,6 +21,9 @@ public struct DemoOptions: Sendable {
     public var workDirectory: String
     /// Inject the degradation and the crash (off: the pure effect of caching and routing).
     public var faults = true
+    /// A Redis for the shared cache: the engine run fills it, then a second engine instance
+    /// (cold L1) replays the trace against it.
+    public var sharedCacheURL: String?
     /// Progress lines (to stderr).
     public var progress: (@Sendable (String) -> Void)?
 
@@ -48,6 +51,9 @@ public struct DemoResult: Sendable {
     public var engineMetrics: JSONValue
     /// HTTP mock servers restarted after a crash (both fleets).
     public var fleetRestarts: Int
+    /// With a shared cache: the second instance's run, and its engine's metrics.
+    public var secondInstance: RunResult?
+    public var secondInstanceMetrics: JSONValue?
 }
 
 /// The demo: the same trace replayed by a naive client and through the engine, each against
@@ -91,7 +97,7 @@ public enum DemoRunner {
         do { loop = try EventLoop(name: "mcpopt-demo") } catch { throw DemoError("cannot start an event loop: \(error.message)") }
         defer { loop.shutdown() }
         let naive = NaiveClient(fleet: naiveFleet, loop: loop)
-        let engine = try EngineClient(fleet: engineFleet)
+        let engine = try EngineClient(fleet: engineFleet, sharedCache: options.sharedCacheURL)
         do {
             try await naive.start()
             try await engine.start()
@@ -122,9 +128,29 @@ public enum DemoRunner {
         }
         let metrics = engine.engine.getOptimizationMetrics()
         await naive.stop()
+        var second: RunResult?
+        var secondMetrics: JSONValue?
+        if let url = options.sharedCacheURL {
+            // Another instance, cold L1, the same Redis: what the first one fetched serves it.
+            say("second instance: replaying the trace with a cold L1 and the shared cache")
+            try? await Task.sleep(for: .milliseconds(200))   // the first instance's last L2 writes land
+            let other = try EngineClient(fleet: engineFleet, sharedCache: url)
+            do {
+                try await other.start()
+            } catch {
+                await engine.stop()
+                await other.stop()
+                throw error
+            }
+            var run = RunResult(label: "mcpopt, second instance")
+            (run.records, run.wallNanos) = await replay(trace.steps[0..<replayed], client: other, lanes: options.lanes, offset: 0)
+            second = run
+            secondMetrics = other.engine.getOptimizationMetrics()
+            await other.stop()
+        }
         await engine.stop()
         return DemoResult(options: options, fleet: plan, trace: trace, stepsReplayed: replayed, naive: naiveRun, engine: engineRun, engineMetrics: metrics,
-                          fleetRestarts: naiveFleet.restartCount + engineFleet.restartCount)
+                          fleetRestarts: naiveFleet.restartCount + engineFleet.restartCount, secondInstance: second, secondInstanceMetrics: secondMetrics)
     }
 
     static func failures(_ run: RunResult) -> Int { run.records.filter { !$0.ok }.count }

@@ -38,6 +38,9 @@ struct Demo: ParsableCommand {
     @Option(help: "Where to write the HTML report (default: in the run's work directory).")
     var report: String?
 
+    @Option(help: "A Redis (redis://host:port) for the shared cache: after the comparison, a second engine instance with a cold L1 replays the trace against it.")
+    var sharedCache: String?
+
     @Flag(help: "Inject no faults (no degrading replica, no crashes): the effect of caching and routing alone.")
     var noFaults = false
 
@@ -64,6 +67,7 @@ struct Demo: ParsableCommand {
         options.lanes = lanes
         options.tracePath = trace
         options.faults = !noFaults
+        options.sharedCacheURL = sharedCache
         options.progress = { printError("demo: " + $0) }
         let command = "mcpopt demo " + CommandLine.arguments.dropFirst(2).joined(separator: " ")
         let outcome = OutcomeCell()

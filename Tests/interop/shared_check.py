@@ -128,6 +128,15 @@ async def main() -> None:
             redis = start_redis()
             back = await eventually(lambda: asyncio.sleep(0, all(metric(p, "mcpopt_l2_up") == 1 for p in ports)), 15)
             check("both gateways reconnect when Redis returns", back)
+            # The demo's second instance: a cold L1 served by what the first put in Redis.
+            run = subprocess.run([mcpopt, "demo", "--servers", "7", "--requests", "300", "--seed", "5", "--json",
+                                  "--shared-cache", f"redis://127.0.0.1:{redis_port}", "--report", str(Path(tmp) / "r.html")],
+                                 capture_output=True, text=True, timeout=300)
+            d = json.loads(run.stdout) if run.returncode == 0 else None
+            second = (d or {}).get("secondInstance") or {}
+            check("demo --shared-cache: a second instance replays the trace", second.get("calls") == (d or {}).get("traceCalls"), run.stderr[-800:])
+            check("demo --shared-cache: the second instance is served from L2",
+                  (second.get("l2") or {}).get("hits", 0) > 0 and second.get("hitRate", 0) > d["mcpopt"]["hitRate"], second)
         finally:
             for p in procs:
                 p.terminate()
