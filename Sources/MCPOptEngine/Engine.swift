@@ -21,6 +21,8 @@ public final class Engine: Sendable {
     public let router: Router
     /// The request path's moving parts (backends, catalogs, metrics, events).
     let runtime: EngineRuntime
+    /// Periodic and state events (metricsUpdate, targetMet, routingOptimized, stateUpdated).
+    let monitor = EngineMonitor()
 
     public init(config: EngineConfig) {
         self.config = config

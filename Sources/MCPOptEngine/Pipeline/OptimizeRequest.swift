@@ -85,7 +85,10 @@ extension Engine {
     /// left out with its error in `catalogs` (and a serverDown event); the rest work.
     /// Called by the first `optimizeRequest` if not before; later calls return at once.
     public func start() async {
-        await runtime.start { [self] in await bringUp() }
+        await runtime.start { [self] in
+            await bringUp()
+            monitor.start(self)
+        }
     }
 
     /// Runs the backends' I/O on `loop` (a host's, e.g. the gateway's HTTP loop) instead of a
@@ -97,7 +100,10 @@ extension Engine {
     public var isRunning: Bool { runtime.isStarted }
 
     /// Stops every backend (stdio servers are asked to exit; HTTP sessions are ended).
-    public func stop() async { await runtime.stop() }
+    public func stop() async {
+        monitor.stop(self)
+        await runtime.stop()
+    }
 
     /// A client session ended: the backend sessions stateful servers kept for it are stopped.
     public func endSession(_ session: String) async { await runtime.endSession(session) }
