@@ -106,6 +106,40 @@ final class RequestPathTests: XCTestCase, @unchecked Sendable {
         XCTAssertEqual(other.source, .memory, "a rule says exactly what a write invalidates")
     }
 
+    func testHotEntriesAreRefreshedAheadOfExpiryUnlessWarmingIsConservative() async throws {
+        for strategy in ["aggressive", "conservative"] {
+            let engine = try makeEngine([try Self.kvServer("kv")],
+                                        extra: #", "caching": {"warmingStrategy": "\#(strategy)", "tools": {"get": "2s", "reads_served": false}}"#)
+            await engine.start()
+            _ = await call(engine, "put", #"{"key":"w","value":"1"}"#)
+            let first = await call(engine, "get", #"{"key":"w"}"#)
+            XCTAssertEqual(first.source, .origin)
+            let readsAfterFill = try await reads(engine)
+            // Past half of the TTL: a hit, and (aggressive) a refresh in the background.
+            try await Task.sleep(for: .milliseconds(1_200))
+            let hit = await call(engine, "get", #"{"key":"w"}"#)
+            XCTAssertEqual(hit.source, .memory)
+            try await Task.sleep(for: .milliseconds(300))
+            let readsAfterHit = try await reads(engine)
+            // Past the original expiry: only a refreshed entry is still there.
+            try await Task.sleep(for: .milliseconds(1_000))
+            let late = await call(engine, "get", #"{"key":"w"}"#)
+            let m = engine.getOptimizationMetrics()["cache"]
+            if strategy == "aggressive" {
+                XCTAssertEqual(readsAfterHit, readsAfterFill + 1, "one refresh reached the server")
+                XCTAssertEqual(late.source, .memory, "the refreshed entry outlived the original")
+                // The late hit is itself near the refreshed entry's expiry: it may start another.
+                XCTAssertGreaterThanOrEqual(m?["refreshes"]?.integerValue ?? 0, 1)
+                XCTAssertGreaterThan(m?["warmingEfficiency"]?.doubleValue ?? 0, 0, "the refreshed entry served a hit")
+            } else {
+                XCTAssertEqual(readsAfterHit, readsAfterFill, "conservative warming never refreshes")
+                XCTAssertEqual(late.source, .origin)
+                XCTAssertEqual(m?["refreshes"]?.integerValue, 0)
+            }
+            await engine.stop()
+        }
+    }
+
     func testUntrustedAnnotationsAreNotCachedAndPartitionsAreIsolated() async throws {
         let engine = try makeEngine([try Self.kvServer("kv", trust: false)], extra: #", "caching": {"tools": {"kv/whoami": "60s"}}"#)
         await engine.start()

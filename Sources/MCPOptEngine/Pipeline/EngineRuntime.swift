@@ -48,6 +48,7 @@ final class EngineRuntime: @unchecked Sendable {
     let coalescer = Coalescer<[UInt8], UpstreamOutcome>()
     let metrics = EngineMetrics()
     let events = EventBus()
+    let warming = WarmingTracker()
 
     private let lock = Lock()
     private var loop: EventLoop?                          // guarded by lock

@@ -41,7 +41,10 @@ extension Engine {
                 // Fills refused because an invalidation raced them (a stale result not stored).
                 "coherenceConflicts": .int(Int64(cacheStats.rejectedFills)),
                 "items": .int(Int64(cacheStats.items)), "bytesUsed": .int(Int64(cacheStats.bytesUsed)),
-                "warmingEfficiency": .null,
+                // Refresh-ahead (warmingStrategy): share of refreshed entries hit again.
+                "warmingEfficiency": runtime.warming.efficiency.map { .double($0) } ?? .null,
+                "refreshes": .int(Int64(runtime.warming.started.load())),
+                "refreshesFailed": .int(Int64(runtime.warming.failed.load())),
                 // The shared tier in Redis (null when not configured).
                 "l2": runtime.shared?.summary ?? .null,
             ],

@@ -269,6 +269,8 @@ extension Engine {
         /// The caller set the timeout (adaptive timeouts leave it alone).
         var explicitTimeout = false
         var session: String?
+        /// A refresh ahead of expiry (warming), not a caller's request.
+        var refresh = false
 
         /// Latency statistics key: this tool (or method) on this group.
         var latencyKey: String { group + "/" + (tool ?? method) }
@@ -361,16 +363,23 @@ extension Engine {
         // A stateful server's answers depend on the session: they are cached within it only.
         if let session = options.session, firstBackendConfig.stateful { partition += "\u{1}session:" + session }
         let lookup = runtime.policy.lookup(view, group: group, annotations: annotations, partition: partition)
+        // A hit near its expiry is answered and also refreshed ahead, in the background.
+        var refreshing: OptimizedResponse?
         if let lookup, !options.bypassCache {
             if let hit = cachedResult(lookup) {
                 runtime.metrics.cacheHits.add()
-                runtime.metrics.baselineNanos.add(hit.originNanos)
+                runtime.metrics.baselineNanos.add(hit.header.originNanos)
                 runtime.events.emit(.cacheHit, ["method": .string(method), "tool": tool.map { .string($0) } ?? .null])
-                return .answer(OptimizedResponse(message: answer(id: id, result: hit.result).message, success: true, server: nil, source: .memory,
-                                                 attempts: 0, executionTime: .zero, error: nil))
+                if hit.header.refreshed { runtime.warming.hitAfterRefresh(lookup.key) }
+                let response = OptimizedResponse(message: hit.result.withUnsafeBytes { MessageEncoder.result(idJSON: id, result: $0) }, success: true,
+                                                 server: nil, source: .memory, attempts: 0, executionTime: .zero, error: nil)
+                guard CachedValue.refreshDue(hit.header, strategy: config.caching.warmingStrategy, nowMs: CachedValue.nowMs()),
+                      runtime.warming.begin(lookup.key) else { return .answer(response) }
+                refreshing = response
+            } else {
+                runtime.metrics.cacheMisses.add()
+                runtime.events.emit(.cacheMiss, ["method": .string(method), "tool": tool.map { .string($0) } ?? .null])
             }
-            runtime.metrics.cacheMisses.add()
-            runtime.events.emit(.cacheMiss, ["method": .string(method), "tool": tool.map { .string($0) } ?? .null])
         }
 
         let readOnlyCall = trusted && ((annotations?.readOnly ?? false) || (annotations?.idempotent ?? false))
@@ -387,10 +396,16 @@ extension Engine {
         } else if method.hasSuffix("/list") {
             storeTags = ["l:" + group]
         }
-        return .call(Plan(id: id, method: method, params: view.params.bytes, tool: tool, candidates: candidates, group: group, lookup: lookup,
-                          ticket: lookup.map { cache.ticket(for: $0.key) }, safe: safe, hedgeable: hedgeable, invalidates: invalidates, storeTags: storeTags,
-                          timeout: options.timeout ?? config.optimization.requestTimeout, explicitTimeout: options.timeout != nil,
-                          session: options.session))
+        var plan = Plan(id: id, method: method, params: view.params.bytes, tool: tool, candidates: candidates, group: group, lookup: lookup,
+                        ticket: lookup.map { cache.ticket(for: $0.key) }, safe: safe, hedgeable: hedgeable, invalidates: invalidates, storeTags: storeTags,
+                        timeout: options.timeout ?? config.optimization.requestTimeout, explicitTimeout: options.timeout != nil,
+                        session: options.session)
+        if let refreshing, let lookup {
+            plan.refresh = true
+            refreshAhead(plan, key: lookup.key)
+            return .answer(refreshing)
+        }
+        return .call(plan)
     }
 
     /// The server names an options' `servers` (names or groups) and agent profile allow; nil: all.
@@ -445,26 +460,22 @@ extension Engine {
 
     // MARK: cache values
 
-    /// Cached values are the result's JSON behind 8 bytes: what the origin call cost (ns), so a
-    /// hit knows the latency it saved.
-    private func cachedResult(_ lookup: CachePolicy.Lookup) -> (result: [UInt8], originNanos: UInt64)? {
-        guard let value = cache.get(lookup.key) ?? cache.get(runtime.policy.sharedKey(lookup)), value.count >= 8 else { return nil }
-        var nanos: UInt64 = 0
-        for i in 0..<8 { nanos |= UInt64(value[i]) << (8 * UInt64(i)) }
-        return (Array(value[8...]), nanos)
+    /// A cached result (CachedValue: a header, then the result's JSON).
+    private func cachedResult(_ lookup: CachePolicy.Lookup) -> (result: ArraySlice<UInt8>, header: CachedValue.Header)? {
+        guard let value = cache.get(lookup.key) ?? cache.get(runtime.policy.sharedKey(lookup)), let header = CachedValue.header(value) else { return nil }
+        return (CachedValue.result(value), header)
     }
 
     private func fill(_ plan: Plan, lookup: CachePolicy.Lookup, response: [UInt8], originNanos: UInt64) {
         response.withUnsafeBytes { bytes in MessageDecoder.withPooled { decoder in
             guard let view = try? decoder.decode(bytes), let terms = runtime.policy.store(view, for: lookup) else { return }
-            var value = [UInt8](repeating: 0, count: 8)
-            for i in 0..<8 { value[i] = UInt8(truncatingIfNeeded: originNanos >> (8 * UInt64(i))) }
-            value.append(contentsOf: view.result.buffer)
+            let value = CachedValue.encode(result: view.result.buffer, originNanos: originNanos, ttl: terms.ttl, refreshed: plan.refresh)
             let options = CacheItemOptions(ttl: terms.ttl, tags: plan.storeTags)
             let stored = try? cache.set(lookup.key, value, options, ticket: plan.ticket)
             if terms.shared { _ = try? cache.set(runtime.policy.sharedKey(lookup), value, options, ticket: nil) }
             // L2 gets what L1 kept (not a fill an invalidation raced), without waiting.
             if stored == .stored, let shared = runtime.shared { shared.store(lookup.key, value: value, ttl: terms.ttl, tags: plan.storeTags) }
+            if stored == .stored, plan.refresh { runtime.warming.refreshStored(lookup.key) }
             // A copy that outlives the TTL, for when every server fails; it carries the same
             // tags, so whatever invalidates the result drops the copy too.
             // Only when the fill itself was not refused by a racing invalidation.
@@ -475,6 +486,16 @@ extension Engine {
         } }
     }
 
+    /// Fetches a hot entry again before it expires (its caller was already answered from the
+    /// cache): the same routing, retries and fill as a miss, in the background.
+    private func refreshAhead(_ plan: Plan, key: [UInt8]) {
+        runtime.warming.started.add()
+        Task { [self] in
+            let outcome = await callUpstream(plan)
+            runtime.warming.end(key, succeeded: outcome.message != nil)
+        }
+    }
+
     /// An L2 hit becomes an L1 entry (with the time it has left; not if an invalidation
     /// raced it) and the request's answer.
     private func promote(_ hit: SharedCache.Hit, plan: Plan, lookup: CachePolicy.Lookup) -> UpstreamOutcome {
@@ -482,10 +503,9 @@ extension Engine {
         // Counted as an L1 miss when planned: it is a hit of the cache as a whole.
         runtime.metrics.cacheMisses.subtract()
         runtime.metrics.cacheHits.add()
-        var originNanos: UInt64 = 0
-        if hit.value.count >= 8 { for i in 0..<8 { originNanos |= UInt64(hit.value[i]) << (8 * UInt64(i)) } }
+        let originNanos = CachedValue.header(hit.value)?.originNanos ?? 0
         runtime.metrics.baselineNanos.add(originNanos)
-        let result = hit.value.count >= 8 ? Array(hit.value[8...]) : Array("null".utf8)
+        let result = CachedValue.header(hit.value) != nil ? Array(CachedValue.result(hit.value)) : Array("null".utf8)
         let message = result.withUnsafeBytes { MessageEncoder.result(idJSON: Array("0".utf8), result: $0) }
         return UpstreamOutcome(message: message, server: nil, attempts: 0, originNanos: originNanos)
     }
@@ -524,11 +544,11 @@ extension Engine {
             runtime.shared?.invalidate(tags: plan.invalidates)
         }
         if outcome.message == nil, config.caching.staleIfError > .zero, let lookup = plan.lookup,
-           let value = cache.get(Self.staleKey(lookup)), value.count >= 8 {
+           let value = cache.get(Self.staleKey(lookup)), CachedValue.header(value) != nil {
             runtime.metrics.staleServed.add()
             runtime.events.emit(.optimizationError, ["method": .string(plan.method), "tool": plan.tool.map { .string($0) } ?? .null,
                                                      "reason": .string(outcome.error ?? ""), "servedStale": true])
-            let message = Array(value[8...]).withUnsafeBytes { MessageEncoder.result(idJSON: plan.id, result: $0) }
+            let message = CachedValue.result(value).withUnsafeBytes { MessageEncoder.result(idJSON: plan.id, result: $0) }
             return OptimizedResponse(message: message, success: true, server: nil, source: .stale, attempts: outcome.attempts,
                                      executionTime: .zero, error: nil)
         }
