@@ -140,6 +140,44 @@ final class RequestPathTests: XCTestCase, @unchecked Sendable {
         }
     }
 
+    func testABusyServerServesACriticalAgentAndAnotherTenantBeforeAFloodsBacklog() async throws {
+        var kv = try Self.kvServer("kv")
+        kv.removeLast()
+        kv += #", "maxConcurrency": 1}"#
+        let engine = try makeEngine([kv], extra: #", "agents": {"oncall": {"priority": "critical"}}"#)
+        await engine.start()
+        addTeardownBlock { await engine.stop() }
+        final class Done: @unchecked Sendable {
+            private let lock = NSLock()
+            private var names: [String] = []
+            func add(_ n: String) { lock.lock(); names.append(n); lock.unlock() }
+            var all: [String] { lock.lock(); defer { lock.unlock() }; return names }
+        }
+        let done = Done()
+        await withTaskGroup(of: Void.self) { group in
+            for i in 0..<6 {
+                group.addTask {
+                    _ = await self.call(engine, "slow_get", #"{"key":"flood\#(i)","ms":150}"#, id: i, OptimizeOptions(partition: "tenant-a", bypassCache: true))
+                    done.add("a\(i)")
+                }
+            }
+            try? await Task.sleep(for: .milliseconds(60))   // the flood is queued behind the first
+            group.addTask {
+                _ = await self.call(engine, "slow_get", #"{"key":"b","ms":150}"#, id: 10, OptimizeOptions(partition: "tenant-b", bypassCache: true))
+                done.add("b")
+            }
+            group.addTask {
+                _ = await self.call(engine, "slow_get", #"{"key":"c","ms":150}"#, id: 11, OptimizeOptions(agent: "oncall", partition: "ops", bypassCache: true))
+                done.add("oncall")
+            }
+        }
+        let order = done.all
+        XCTAssertEqual(order.count, 8)
+        // One flood request was in flight; then the critical agent; then tenant B's turn.
+        XCTAssertLessThanOrEqual(order.firstIndex(of: "oncall") ?? 99, 2, "\(order)")
+        XCTAssertLessThanOrEqual(order.firstIndex(of: "b") ?? 99, 3, "\(order)")
+    }
+
     func testUntrustedAnnotationsAreNotCachedAndPartitionsAreIsolated() async throws {
         let engine = try makeEngine([try Self.kvServer("kv", trust: false)], extra: #", "caching": {"tools": {"kv/whoami": "60s"}}"#)
         await engine.start()

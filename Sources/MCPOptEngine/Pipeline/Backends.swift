@@ -39,8 +39,9 @@ final class Backend: @unchecked Sendable {
     }
 
     /// The whole JSON-RPC response, or why there is none.
-    func request(_ request: UpstreamRequest, timeout: Duration) async throws(UpstreamError) -> [UInt8] {
-        guard await limiter.acquire() else {
+    /// Waits its turn when the server is busy: by priority, then fairly between tenants.
+    func request(_ request: UpstreamRequest, timeout: Duration, tenant: String = "", priority: Priority = .normal) async throws(UpstreamError) -> [UInt8] {
+        guard await limiter.acquire(tenant: tenant, priority: priority) else {
             overloads.add()
             throw UpstreamError(.closed, "server \"\(name)\" is overloaded: \(server.maxConcurrency) requests in flight and the queue is full")
         }
@@ -51,26 +52,71 @@ final class Backend: @unchecked Sendable {
     func shutdown() async { await upstream.shutdown(grace: .seconds(1)) }
 }
 
-/// At most `limit` holders; up to `queueLimit` more wait in arrival order; past that,
-/// `acquire` answers false at once (a clear overload error instead of an unbounded queue).
+/// At most `limit` holders; up to `queueLimit` more wait; past that, `acquire` answers false
+/// at once (a clear overload error instead of an unbounded queue). Waiters are served by
+/// priority (critical first), and within a priority round-robin between tenants, in arrival
+/// order for each: one tenant's flood cannot make another wait behind all of it.
 final class ConcurrencyLimiter: @unchecked Sendable {
+    /// Waiters of one priority: a FIFO per tenant, and the tenants' turn order.
+    private struct Level {
+        var waiting: [String: [CheckedContinuation<Bool, Never>]] = [:]
+        var turns: [String] = []
+        var next = 0
+        var count = 0
+
+        mutating func push(_ tenant: String, _ c: CheckedContinuation<Bool, Never>) {
+            if waiting[tenant, default: []].isEmpty { turns.append(tenant) }
+            waiting[tenant, default: []].append(c)
+            count += 1
+        }
+
+        mutating func pop() -> CheckedContinuation<Bool, Never>? {
+            guard count > 0, !turns.isEmpty else { return nil }
+            if next >= turns.count { next = 0 }
+            let tenant = turns[next]
+            var fifo = waiting[tenant] ?? []
+            let c = fifo.removeFirst()
+            count -= 1
+            if fifo.isEmpty {
+                waiting[tenant] = nil
+                turns.remove(at: next)   // the turn passes to whoever came after it
+            } else {
+                waiting[tenant] = fifo
+                next += 1
+            }
+            return c
+        }
+    }
+
     private let lock = Lock()
     private let limit: Int
     private let queueLimit: Int
-    private var active = 0                                         // guarded by lock
-    private var queue: [CheckedContinuation<Bool, Never>] = []     // guarded by lock
-    private var head = 0                                           // guarded by lock
+    private var active = 0                                            // guarded by lock
+    private var levels = [Level](repeating: Level(), count: 4)        // guarded by lock: critical...low
+    private var queued = 0                                            // guarded by lock
 
     init(limit: Int, queueLimit: Int) {
         self.limit = max(1, limit)
         self.queueLimit = max(0, queueLimit)
     }
 
-    func acquire() async -> Bool {
+    /// Requests waiting now.
+    var waiting: Int { lock.withLock { queued } }
+
+    static func level(_ p: Priority) -> Int {
+        switch p {
+        case .critical: 0
+        case .high: 1
+        case .normal: 2
+        case .low: 3
+        }
+    }
+
+    func acquire(tenant: String = "", priority: Priority = .normal) async -> Bool {
         enum Fast { case granted, refused, wait }
         let fast: Fast = lock.withLock {
             if active < limit { active += 1; return .granted }
-            return queue.count - head >= queueLimit ? .refused : .wait
+            return queued >= queueLimit ? .refused : .wait
         }
         switch fast {
         case .granted: return true
@@ -79,8 +125,9 @@ final class ConcurrencyLimiter: @unchecked Sendable {
             return await withCheckedContinuation { continuation in
                 let now: Bool? = lock.withLock {
                     if active < limit { active += 1; return true }
-                    if queue.count - head >= queueLimit { return false }
-                    queue.append(continuation)
+                    if queued >= queueLimit { return false }
+                    levels[Self.level(priority)].push(tenant, continuation)
+                    queued += 1
                     return nil
                 }
                 if let now { continuation.resume(returning: now) }
@@ -90,17 +137,14 @@ final class ConcurrencyLimiter: @unchecked Sendable {
 
     func release() {
         let next: CheckedContinuation<Bool, Never>? = lock.withLock {
-            guard head < queue.count else {
-                active -= 1
-                return nil
+            for i in levels.indices where levels[i].count > 0 {
+                if let c = levels[i].pop() {
+                    queued -= 1
+                    return c   // the slot passes to the waiter: `active` stays
+                }
             }
-            let c = queue[head]
-            head += 1
-            if head > 64, head * 2 > queue.count {
-                queue.removeFirst(head)
-                head = 0
-            }
-            return c  // the slot passes to the waiter: `active` stays
+            active -= 1
+            return nil
         }
         next?.resume(returning: true)
     }

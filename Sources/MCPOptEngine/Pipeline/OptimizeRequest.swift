@@ -271,6 +271,10 @@ extension Engine {
         var session: String?
         /// A refresh ahead of expiry (warming), not a caller's request.
         var refresh = false
+        /// Who asks (partition, else agent): a busy server serves tenants in turn.
+        var tenant = ""
+        /// The agent profile's priority (refreshes go last).
+        var priority: Priority = .normal
 
         /// Latency statistics key: this tool (or method) on this group.
         var latencyKey: String { group + "/" + (tool ?? method) }
@@ -400,8 +404,11 @@ extension Engine {
                         ticket: lookup.map { cache.ticket(for: $0.key) }, safe: safe, hedgeable: hedgeable, invalidates: invalidates, storeTags: storeTags,
                         timeout: options.timeout ?? config.optimization.requestTimeout, explicitTimeout: options.timeout != nil,
                         session: options.session)
+        plan.tenant = options.partition ?? options.agent ?? ""
+        plan.priority = options.agent.flatMap { a in config.agents.first(where: { $0.id == a })?.priority } ?? .normal
         if let refreshing, let lookup {
             plan.refresh = true
+            plan.priority = .low
             refreshAhead(plan, key: lookup.key)
             return .answer(refreshing)
         }
@@ -643,7 +650,8 @@ extension Engine {
         let started = monotonicNanos()
         runtime.metrics.upstreamCalls.add()
         do {
-            let response = try await backend.request(UpstreamRequest(method: plan.method, params: plan.params), timeout: timeout)
+            let response = try await backend.request(UpstreamRequest(method: plan.method, params: plan.params), timeout: timeout,
+                                                     tenant: plan.tenant, priority: plan.priority)
             let elapsed = monotonicNanos() &- started
             runtime.metrics.upstreamLatency.record(nanoseconds: elapsed)
             latencies.record(nanoseconds: elapsed)
