@@ -243,7 +243,9 @@ mcpopt_status mcpopt_cache_get(mcpopt_engine *engine, const void *key, size_t ke
 mcpopt_status mcpopt_cache_get_copy(mcpopt_engine *engine, const void *key, size_t key_length,
                                     void **out_value, size_t *out_length);
 
-/* Removes `key`. MCPOPT_ERR_NOT_FOUND when it was not cached. */
+/* Removes `key`. MCPOPT_ERR_NOT_FOUND when it was not cached here. With caching.distributed,
+ * this and the three invalidations below also reach every engine instance sharing that Redis
+ * (docs/SHARED-CACHE.md); *out_removed counts this instance's items. */
 mcpopt_status mcpopt_cache_delete(mcpopt_engine *engine, const void *key, size_t key_length);
 
 /* Removes every key matching a glob over the key bytes: `*` any run of bytes (including '/'),

@@ -158,17 +158,17 @@ public func mcpopt_cache_get_copy(_ handle: OpaquePointer?, _ key: UnsafeRawPoin
 @_cdecl("mcpopt_cache_delete")
 public func mcpopt_cache_delete(_ handle: OpaquePointer?, _ key: UnsafeRawPointer?, _ keyLength: Int) -> Int32 {
     guard let engine = liveEngine(handle), let key = keyArgument(key, keyLength) else { return mcpopt_last_status() }
-    return engine.cache.delete(key) ? LastError.succeed() : LastError.fail(.notFound, "not cached")
+    return engine.invalidate(key: Array(key)) ? LastError.succeed() : LastError.fail(.notFound, "not cached")
 }
 
 /// The shared shape of the three invalidations: a UTF-8 selector and a count out.
 private func invalidation(_ handle: OpaquePointer?, _ text: UnsafePointer<CChar>?, _ length: Int, name: String,
-                          _ outRemoved: UnsafeMutablePointer<Int>?, _ body: (MemoryCache, String) -> Int) -> Int32 {
+                          _ outRemoved: UnsafeMutablePointer<Int>?, _ body: (Engine, String) -> Int) -> Int32 {
     outRemoved?.pointee = 0
     guard let engine = liveEngine(handle), let bytes = TextInput.bytes(text, length, name: name) else { return mcpopt_last_status() }
     guard let selector = String(validating: bytes, as: UTF8.self) else { return LastError.fail(.invalidUTF8, "\(name) is not valid UTF-8") }
     guard !selector.isEmpty else { return LastError.fail(.invalidArgument, "\(name) is empty") }
-    outRemoved?.pointee = body(engine.cache, selector)
+    outRemoved?.pointee = body(engine, selector)
     return LastError.succeed()
 }
 

@@ -185,4 +185,28 @@ final class SharedCacheTests: XCTestCase, @unchecked Sendable {
         redis.freeze(false)
         await eventually("L2 resumes after the stall", seconds: 10) { l2(a)["state"] == "up" }
     }
+
+    func testKeyPatternAndGroupInvalidationsReachTheOtherInstance() async throws {
+        let redis = try Redis()
+        addTeardownBlock { redis.kill() }
+        let a = try makeEngine(redisPort: redis.port), b = try makeEngine(redisPort: redis.port)
+        await a.start()
+        await b.start()
+        addTeardownBlock {
+            await a.stop()
+            await b.stop()
+        }
+        await eventually("both instances connected to Redis") { l2(a)["state"] == "up" && l2(b)["state"] == "up" }
+        // Entries a host put in each instance's cache (the C ABI's mcpopt_cache_set).
+        for (key, group) in [("user:1", "people"), ("user:2", "people"), ("doc:a", "docs"), ("doc:b", "docs"), ("note", "misc")] {
+            _ = try b.cache.set(key, Array("v".utf8), .init(coherenceGroup: group))
+        }
+        XCTAssertTrue(a.invalidate(key: Array("note".utf8)) == false, "not in A's own cache")
+        await eventually("a key invalidated through A leaves B") { b.cache.get("note") == nil }
+        _ = a.invalidate(pattern: "doc:*")
+        await eventually("a pattern invalidated through A reaches B") { b.cache.get("doc:a") == nil && b.cache.get("doc:b") == nil }
+        _ = a.invalidateGroup("people")
+        await eventually("a group invalidated through A reaches B") { b.cache.get("user:1") == nil && b.cache.get("user:2") == nil }
+        XCTAssertGreaterThanOrEqual(l2(b)["invalidationsReceived"]?.integerValue ?? 0, 3)
+    }
 }

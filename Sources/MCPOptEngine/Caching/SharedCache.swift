@@ -168,6 +168,53 @@ final class SharedCache: @unchecked Sendable {
         send(connection, [command])
     }
 
+    /// Tells every other instance to drop these from its L1: keys, glob patterns over keys,
+    /// coherence groups (not waited for). Entries the engine itself fills go by tags
+    /// (`invalidate(tags:)`), which also reach their L2 copies.
+    func publish(keys: [[UInt8]] = [], patterns: [String] = [], groups: [String] = []) {
+        guard !(keys.isEmpty && patterns.isEmpty && groups.isEmpty) else { return }
+        guard let connection = pick() else {
+            bypassed.add()
+            return
+        }
+        var o: JSONObject = ["i": .string(instance), "ts": .int(Int64(Self.realtimeNanos()))]
+        if !keys.isEmpty { o["kx"] = .array(keys.map { .string(Self.hex($0)) }) }
+        if !patterns.isEmpty { o["p"] = .array(patterns.map { .string($0) }) }
+        if !groups.isEmpty { o["g"] = .array(groups.map { .string($0) }) }
+        // No tag sets: the script only counts the epoch and publishes.
+        let command: [[UInt8]] = [eval, invalidateScript, Array("1".utf8), epochKey, channel, Array(JSONValue.object(o).jsonString.utf8)]
+        invalidationsSent.add()
+        send(connection, [command])
+    }
+
+    static func hex(_ bytes: [UInt8]) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count * 2)
+        for b in bytes { out += [digits[Int(b >> 4)], digits[Int(b & 15)]] }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    static func unhex(_ text: String) -> [UInt8]? {
+        let u = Array(text.utf8)
+        guard u.count % 2 == 0 else { return nil }
+        func v(_ c: UInt8) -> UInt8? {
+            switch c {
+            case 48...57: c - 48
+            case 97...102: c - 87
+            default: nil
+            }
+        }
+        var out: [UInt8] = []
+        var i = 0
+        while i < u.count {
+            guard let h = v(u[i]), let l = v(u[i + 1]) else { return nil }
+            out.append(h << 4 | l)
+            i += 2
+        }
+        return out
+    }
+
     // MARK: connections
 
     private func pick() -> RedisConnection? {
@@ -299,6 +346,9 @@ final class SharedCache: @unchecked Sendable {
             if now > UInt64(max(0, ts)) { coherenceLag.record(nanoseconds: now - UInt64(ts)) }
         }
         for tag in message["t"]?.arrayValue ?? [] { if let t = tag.stringValue { _ = l1.invalidateTag(t) } }
+        for key in message["kx"]?.arrayValue ?? [] { if let k = key.stringValue.flatMap(Self.unhex) { _ = l1.delete(k) } }
+        for pattern in message["p"]?.arrayValue ?? [] { if let p = pattern.stringValue { _ = l1.invalidate(pattern: p) } }
+        for group in message["g"]?.arrayValue ?? [] { if let g = group.stringValue { _ = l1.invalidateGroup(g) } }
     }
 
     private func reportState() {

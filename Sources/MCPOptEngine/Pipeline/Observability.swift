@@ -5,6 +5,37 @@ import MCPOptRouting
 import MCPOptUpstream
 
 extension Engine {
+    // MARK: invalidation across instances
+
+    /// Deletes `key` from the cache, in this instance and (with `caching.distributed`) in every
+    /// instance sharing its Redis. `cache.delete` alone is local.
+    @discardableResult
+    public func invalidate(key: [UInt8]) -> Bool {
+        runtime.shared?.publish(keys: [key])
+        return cache.delete(key)
+    }
+
+    /// Invalidates the keys matching a glob pattern, here and in every instance sharing Redis.
+    @discardableResult
+    public func invalidate(pattern: String) -> Int {
+        runtime.shared?.publish(patterns: [pattern])
+        return cache.invalidate(pattern: pattern)
+    }
+
+    /// Invalidates a coherence group, here and in every instance sharing Redis.
+    @discardableResult
+    public func invalidateGroup(_ group: String) -> Int {
+        runtime.shared?.publish(groups: [group])
+        return cache.invalidateGroup(group)
+    }
+
+    /// Invalidates a tag, here, in every instance sharing Redis, and the tag's L2 entries.
+    @discardableResult
+    public func invalidateTag(_ tag: String) -> Int {
+        runtime.shared?.invalidate(tags: [tag])
+        return cache.invalidateTag(tag)
+    }
+
     /// The request path's figures, in the original brief's shape: routing, cache, system,
     /// coordination. Latency reduction compares what requests cost with what they would have
     /// cost unoptimized (docs/METRICS.md): a request served by a server would have cost the
