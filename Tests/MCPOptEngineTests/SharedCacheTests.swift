@@ -81,7 +81,8 @@ final class SharedCacheTests: XCTestCase, @unchecked Sendable {
         XCTFail("not within \(seconds) s: \(what)")
     }
 
-    func testAFillInOneInstanceIsAHitInTheOtherAndAWriteInvalidatesBoth() async throws {
+    /// A Redis and two engine instances connected to it (all stopped at teardown).
+    func twoInstances() async throws -> (Redis, Engine, Engine) {
         let redis = try Redis()
         addTeardownBlock { redis.kill() }
         let a = try makeEngine(redisPort: redis.port), b = try makeEngine(redisPort: redis.port)
@@ -92,6 +93,11 @@ final class SharedCacheTests: XCTestCase, @unchecked Sendable {
             await b.stop()
         }
         await eventually("both instances connected to Redis") { l2(a)["state"] == "up" && l2(b)["state"] == "up" }
+        return (redis, a, b)
+    }
+
+    func testAFillInOneInstanceIsAHitInTheOtherAndAWriteInvalidatesBoth() async throws {
+        let (_, a, b) = try await twoInstances()
 
         _ = await call(a, "put", #"{"key":"k","value":"v1"}"#)
         let filled = await call(a, "get", #"{"key":"k"}"#)
@@ -123,16 +129,7 @@ final class SharedCacheTests: XCTestCase, @unchecked Sendable {
     }
 
     func testRedisDownCostsNoRequestAndNothingStaleIsServedWhenItReturns() async throws {
-        let redis = try Redis()
-        addTeardownBlock { redis.kill() }
-        let a = try makeEngine(redisPort: redis.port), b = try makeEngine(redisPort: redis.port)
-        await a.start()
-        await b.start()
-        addTeardownBlock {
-            await a.stop()
-            await b.stop()
-        }
-        await eventually("both instances connected to Redis") { l2(a)["state"] == "up" && l2(b)["state"] == "up" }
+        let (redis, a, b) = try await twoInstances()
         _ = await call(a, "put", #"{"key":"k","value":"v1"}"#)
         _ = await call(a, "get", #"{"key":"k"}"#)
         await eventually("A's fill reaches L2") { l2(a)["writes"]?.integerValue == 1 }
@@ -187,16 +184,7 @@ final class SharedCacheTests: XCTestCase, @unchecked Sendable {
     }
 
     func testKeyPatternAndGroupInvalidationsReachTheOtherInstance() async throws {
-        let redis = try Redis()
-        addTeardownBlock { redis.kill() }
-        let a = try makeEngine(redisPort: redis.port), b = try makeEngine(redisPort: redis.port)
-        await a.start()
-        await b.start()
-        addTeardownBlock {
-            await a.stop()
-            await b.stop()
-        }
-        await eventually("both instances connected to Redis") { l2(a)["state"] == "up" && l2(b)["state"] == "up" }
+        let (_, a, b) = try await twoInstances()
         // Entries a host put in each instance's cache (the C ABI's mcpopt_cache_set).
         for (key, group) in [("user:1", "people"), ("user:2", "people"), ("doc:a", "docs"), ("doc:b", "docs"), ("note", "misc")] {
             _ = try b.cache.set(key, Array("v".utf8), .init(coherenceGroup: group))

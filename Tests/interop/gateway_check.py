@@ -18,25 +18,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from mcp import ClientSession, StdioServerParameters
+from mcp import StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
+from interop_util import check, free_port, session_for, summary
+
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
-passed = failed = 0
-
-
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"ok   {name}")
-    else:
-        failed += 1
-        print(f"FAIL {name} {detail}")
-
-
 def make_repo(root: Path) -> Path:
     repo = root / "repo"
     repo.mkdir()
@@ -63,16 +52,6 @@ def servers(repo: Path) -> dict:
 
 def text_of(result) -> list:
     return [c.model_dump(mode="json", exclude_none=True) for c in result.content]
-
-
-async def session_for(transport, era: str, run):
-    async with transport as streams:
-        async with ClientSession(streams[0], streams[1]) as session:
-            if era == "modern":
-                await session.discover()
-            else:
-                await session.initialize()
-            return await run(session)
 
 
 async def direct_results(config: dict, era: str) -> dict:
@@ -175,12 +154,6 @@ def http_checks(port: int) -> None:
     check("http: DELETE ends the session", status == 200, status)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def main() -> None:
     mcpopt, transport = sys.argv[1], sys.argv[2]
     with tempfile.TemporaryDirectory() as tmp:
@@ -232,8 +205,7 @@ async def main() -> None:
                 except subprocess.TimeoutExpired:
                     server.kill()
                     check("http: SIGTERM stops the gateway cleanly", False, "still running after 15 s")
-    print(f"gateway ({transport}): {passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    sys.exit(summary(f"gateway ({transport})"))
 
 
 asyncio.run(main())

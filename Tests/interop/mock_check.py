@@ -9,54 +9,16 @@ Prints one line per check and "mock-server: N passed, M failed"; exits 1 on fail
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from mcp import ClientSession, StdioServerParameters
+from mcp import StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
-passed = failed = 0
-
-
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"ok   {name}")
-    else:
-        failed += 1
-        print(f"FAIL {name} {detail}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_listening(port: int) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-
-
-async def session_for(transport, era: str, run):
-    async with transport as streams:
-        async with ClientSession(streams[0], streams[1]) as session:
-            if era == "modern":
-                await session.discover()
-            else:
-                await session.initialize()
-            return await run(session)
+from interop_util import check, free_port, session_for, summary, wait_listening
 
 
 async def files_checks(transport, era: str, label: str):
@@ -154,8 +116,7 @@ async def main() -> None:
         bad.write_text('{"tool": "read_file", "arguments": {"path": "/a"}}\nnot json\n')
         broken = subprocess.run([mcpopt, "demo", "--trace", str(bad)], capture_output=True, text=True, timeout=60)
         check("demo: a broken trace is a clear error", broken.returncode != 0 and "line 2" in broken.stderr, broken.stderr[-500:])
-    print(f"mock-server: {passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    sys.exit(summary("mock-server"))
 
 
 asyncio.run(main())

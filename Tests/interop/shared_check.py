@@ -9,7 +9,6 @@ Prints one line per check and "shared cache: N passed, M failed"; exits 1 on fai
 import asyncio
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,39 +16,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
-passed = failed = 0
-
-
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"ok   {name}")
-    else:
-        failed += 1
-        print(f"FAIL {name} {detail}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_listening(port: int, seconds: float = 30) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
+from interop_util import check, free_port, session_for, summary, wait_listening
 
 
 def metric(port: int, name: str) -> float:
@@ -61,14 +32,10 @@ def metric(port: int, name: str) -> float:
 
 
 async def call(port: int, tool: str, args: dict, era: str = "modern") -> str:
-    async with streamable_http_client(f"http://127.0.0.1:{port}/mcp") as streams:
-        async with ClientSession(streams[0], streams[1]) as session:
-            if era == "modern":
-                await session.discover()
-            else:
-                await session.initialize()
-            r = await session.call_tool(tool, args)
-            return r.content[0].text if r.content else ""
+    async def run(session):
+        r = await session.call_tool(tool, args)
+        return r.content[0].text if r.content else ""
+    return await session_for(streamable_http_client(f"http://127.0.0.1:{port}/mcp"), era, run)
 
 
 async def eventually(condition, seconds: float = 5) -> bool:
@@ -147,8 +114,7 @@ async def main() -> None:
                     p.kill()
             redis.kill()
             redis.wait()
-    print(f"shared cache: {passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    sys.exit(summary("shared cache"))
 
 
 async def _eq(coro, value) -> bool:
