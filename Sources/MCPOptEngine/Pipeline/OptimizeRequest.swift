@@ -275,6 +275,8 @@ extension Engine {
         var tenant = ""
         /// The agent profile's priority (refreshes go last).
         var priority: Priority = .normal
+        /// The caller asked for a fresh answer: no cache level is read (results still fill).
+        var bypassCache = false
 
         /// Latency statistics key: this tool (or method) on this group.
         var latencyKey: String { group + "/" + (tool ?? method) }
@@ -404,6 +406,7 @@ extension Engine {
                         ticket: lookup.map { cache.ticket(for: $0.key) }, safe: safe, hedgeable: hedgeable, invalidates: invalidates, storeTags: storeTags,
                         timeout: options.timeout ?? config.optimization.requestTimeout, explicitTimeout: options.timeout != nil,
                         session: options.session)
+        plan.bypassCache = options.bypassCache
         plan.tenant = options.partition ?? options.agent ?? ""
         plan.priority = options.agent.flatMap { a in config.agents.first(where: { $0.id == a })?.priority } ?? .normal
         if let refreshing, let lookup {
@@ -528,7 +531,7 @@ extension Engine {
             let box = OutcomeBox()
             switch runtime.coalescer.join(lookup.key, waiter: { box.deliver($0) }) {
             case .leader:
-                if let shared = runtime.shared, let hit = await shared.get(lookup.key) {
+                if !plan.bypassCache, let shared = runtime.shared, let hit = await shared.get(lookup.key) {
                     outcome = promote(hit, plan: plan, lookup: lookup)
                     source = .shared
                 } else {
