@@ -66,15 +66,22 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
     }
 
     /// Stops accepting and closes every connection.
-    public func stop() {
-        let closed = loop.execute { [self] in
+    /// Stops accepting and closes every connection; the loop keeps running (an engine that
+    /// shares it can still stop its servers gracefully). Returns false if the loop was gone.
+    @discardableResult
+    public func stopServing() -> Bool {
+        loop.execute { [self] in
             stopped = true
             for fd in connections.keys { Glibc.close(fd) }
             connections.removeAll()
             if listener >= 0 { Glibc.close(listener) }
             listener = -1
         }
-        if closed { loop.shutdown() }
+    }
+
+    /// Stops serving and shuts the loop down.
+    public func stop() {
+        if stopServing() { loop.shutdown() }
     }
 
     static func listen(host: String, port: Int) throws(IOError) -> (Int32, Int) {

@@ -107,8 +107,10 @@ struct Serve: ParsableCommand {
             throw ValidationError("cannot listen on \(listen): \(error.message)")
         }
         waitForTermination()
-        front.stop()
+        // The engine's servers stop on the front's loop: stop serving, then the engine, then the loop.
+        front.stopServing()
         blockOn { await engine.stop() }
+        front.stop()
     }
 
     static func split(_ address: String) throws -> (String, Int) {
