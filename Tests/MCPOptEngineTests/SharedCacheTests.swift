@@ -184,7 +184,7 @@ final class SharedCacheTests: XCTestCase, @unchecked Sendable {
     }
 
     func testKeyPatternAndGroupInvalidationsReachTheOtherInstance() async throws {
-        let (_, a, b) = try await twoInstances()
+        let (redis, a, b) = try await twoInstances()
         // Entries a host put in each instance's cache (the C ABI's mcpopt_cache_set).
         for (key, group) in [("user:1", "people"), ("user:2", "people"), ("doc:a", "docs"), ("doc:b", "docs"), ("note", "misc")] {
             _ = try b.cache.set(key, Array("v".utf8), .init(coherenceGroup: group))
@@ -196,5 +196,26 @@ final class SharedCacheTests: XCTestCase, @unchecked Sendable {
         _ = a.invalidateGroup("people")
         await eventually("a group invalidated through A reaches B") { b.cache.get("user:1") == nil && b.cache.get("user:2") == nil }
         XCTAssertGreaterThanOrEqual(l2(b)["invalidationsReceived"]?.integerValue ?? 0, 3)
+
+        // A pattern reaches the engine's own entries in L2 as well.
+        _ = await call(a, "get", #"{"key":"p1"}"#)
+        _ = await call(a, "get", #"{"key":"p2"}"#)
+        await eventually("the fills reach L2") { redisKeys(redis.port, "mcpopt:v:*") == 2 }
+        _ = a.invalidate(pattern: "*")
+        await eventually("a pattern empties the matching L2 entries") { redisKeys(redis.port, "mcpopt:v:*") == 0 }
+    }
+
+    /// How many keys match `pattern` in the test's Redis (redis-cli --scan).
+    func redisKeys(_ port: Int, _ pattern: String) -> Int {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-cli")
+        p.arguments = ["-p", String(port), "--scan", "--pattern", pattern]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        guard (try? p.run()) != nil else { return -1 }
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return String(decoding: data, as: UTF8.self).split(separator: "\n").count
     }
 }

@@ -184,7 +184,41 @@ final class SharedCache: @unchecked Sendable {
         // No tag sets: the script only counts the epoch and publishes.
         let command: [[UInt8]] = [eval, invalidateScript, Array("1".utf8), epochKey, channel, Array(JSONValue.object(o).jsonString.utf8)]
         invalidationsSent.add()
-        send(connection, [command])
+        var commands = [command]
+        for key in keys { commands.append([Array("DEL".utf8), redisKey(key)]) }
+        send(connection, commands)
+        for pattern in patterns { deleteMatching(pattern, on: connection) }
+    }
+
+    /// Deletes the L2 entries whose keys match a glob (ours: `*`, `?`, `\`; Redis's also has
+    /// `[...]`, so brackets are escaped), with SCAN in batches: rare, and never blocking Redis.
+    private func deleteMatching(_ pattern: String, on connection: RedisConnection) {
+        var match = Array(options.keyPrefix.utf8) + Array("v:".utf8)
+        var escaped = false
+        for b in pattern.utf8 {
+            if !escaped, b == UInt8(ascii: "[") || b == UInt8(ascii: "]") { match.append(UInt8(ascii: "\\")) }
+            escaped = !escaped && b == UInt8(ascii: "\\")
+            match.append(b)
+        }
+        let timeout = options.commandTimeout
+        Task(executorPreference: loop) { [self] in
+            var cursor = Array("0".utf8)
+            for _ in 0..<100_000 {   // bounded: each round covers up to 1,000 slots
+                let reply: RESPValue
+                do throws(RedisError) {
+                    reply = try await connection.command([Array("SCAN".utf8), cursor, Array("MATCH".utf8), match, Array("COUNT".utf8), Array("1000".utf8)],
+                                                         timeout: timeout * 10)
+                } catch {
+                    failed(connection, error)
+                    return
+                }
+                guard case .array(let parts) = reply, parts.count == 2, let next = parts[0].bytes, case .array(let found) = parts[1] else { return }
+                let keys = found.compactMap(\.bytes)
+                if !keys.isEmpty { _ = try? await connection.command([Array("DEL".utf8)] + keys, timeout: timeout) }
+                if next == Array("0".utf8) { return }
+                cursor = next
+            }
+        }
     }
 
     static func hex(_ bytes: [UInt8]) -> String {
