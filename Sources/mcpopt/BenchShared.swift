@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import Glibc
+import MCPOptEngine
 import MCPOptIO
 import MCPOptJSON
 import MCPOptRedis
@@ -29,10 +30,19 @@ struct BenchShared: ParsableCommand {
         blockOn {
             do throws(RedisError) { result.value = .success(try await Self.measure(endpoint, requests: requests)) } catch { result.value = .failure(error) }
         }
-        let rows: JSONValue
+        var rows: JSONValue
         switch result.value! {
         case .failure(let error): throw ValidationError("cannot measure: \(error.message)")
         case .success(let r): rows = r
+        }
+        // Between two engine instances: writes through one, the other's L1 told.
+        let lag = Cell<JSONValue>()
+        let url = self.url
+        blockOn { lag.value = await Self.measureInstances(url: url, writes: min(2_000, requests)) }
+        if case .object(var o) = rows, case .array(var list)? = o["rows"], let row = lag.value {
+            list.append(row)
+            o["rows"] = .array(list)
+            rows = .object(o)
         }
         if json {
             print(rows.jsonString)
@@ -119,6 +129,38 @@ struct BenchShared: ParsableCommand {
                      "p50Us": .double(Double(quantile(lags, 0.5)) / 1000), "p99Us": .double(Double(quantile(lags, 0.99)) / 1000)])
         for c in connections + [subscriber] { c.close() }
         return ["benchmark": "shared", "url": .string(endpoint.description), "requests": .int(Int64(requests)), "rows": .array(rows)]
+    }
+}
+
+extension BenchShared {
+    /// Two engines sharing the Redis, each with a stdio mock server whose write answers at once:
+    /// `writes` writes through the first; the second's coherence lag (publish to its L1).
+    static func measureInstances(url: String, writes: Int) async -> JSONValue {
+        let profile = "/tmp/mcpopt-bench-shared-\(getpid()).json"
+        let text = #"{"name": "records", "tools": [{"name": "update_record", "kind": "write", "argument": "id", "medianMs": 0, "p99Ms": 0}]}"#
+        guard let file = fopen(profile, "w") else { return ["what": "coherence lag between two engines", "error": .string("cannot write \(profile)")] }
+        fputs(text, file)
+        fclose(file)
+        defer { unlink(profile) }
+        let config = #"""
+            {"mcpServers": {"records": {"command": "\#(Demo.executablePath())", "args": ["mock-server", "--profile", "\#(profile)"], "trustAnnotations": true}},
+             "caching": {"distributed": "\#(url)"}}
+            """#
+        guard let a = try? Engine(json: config), let b = try? Engine(json: config) else { return ["what": "coherence lag between two engines", "error": "bad configuration"] }
+        await a.start()
+        await b.start()
+        func state(_ e: Engine) -> String? { e.getOptimizationMetrics()["cache"]?["l2"]?["state"]?.stringValue }
+        for _ in 0..<500 where state(a) != "up" || state(b) != "up" { try? await Task.sleep(for: .milliseconds(10)) }
+        for i in 0..<writes {
+            _ = await a.optimizeRequest(Array(#"{"jsonrpc":"2.0","id":\#(i),"method":"tools/call","params":{"name":"update_record","arguments":{"id":"r\#(i)"}}}"#.utf8))
+        }
+        try? await Task.sleep(for: .milliseconds(300))
+        let l2 = b.getOptimizationMetrics()["cache"]?["l2"]
+        await a.stop()
+        await b.stop()
+        let lag = l2?["coherenceLagMs"]
+        return ["what": .string("coherence lag, engine to engine (\(l2?["invalidationsReceived"]?.integerValue ?? 0) of \(writes))"), "perSecond": .null,
+                "p50Us": .double((lag?["p50"]?.doubleValue ?? .nan) * 1000), "p99Us": .double((lag?["p99"]?.doubleValue ?? .nan) * 1000)]
     }
 }
 

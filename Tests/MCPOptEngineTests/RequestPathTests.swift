@@ -81,6 +81,14 @@ final class RequestPathTests: XCTestCase, @unchecked Sendable {
         XCTAssertEqual(try text(third), "2")
         XCTAssertGreaterThan(engine.metrics.invalidations.load(), 0)
         XCTAssertEqual(engine.metrics.cacheHits.load(), 1)
+
+        // An idempotent write is still a write: it drops the reads it changes.
+        let cached = await call(engine, "get", #"{"key":"a"}"#)
+        XCTAssertEqual(cached.source, .memory)
+        _ = await call(engine, "set_value", #"{"key":"a","value":"3"}"#)
+        let fresh = await call(engine, "get", #"{"key":"a"}"#)
+        XCTAssertEqual(fresh.source, .origin)
+        XCTAssertEqual(try text(fresh), "3")
     }
 
     func testInvalidationRulesDropExactlyTheReadsAWriteChanges() async throws {

@@ -49,6 +49,13 @@ def put(key: str, value: str) -> str:
     return "ok"
 
 
+@mcp.tool(annotations={"readOnlyHint": False, "idempotentHint": True, "destructiveHint": False})
+def set_value(key: str, value: str) -> str:
+    """Sets key to value (idempotent: the same call twice leaves the same state)."""
+    store[key] = value
+    return "ok"
+
+
 @mcp.tool(annotations=READ)
 async def slow_get(key: str, ms: int) -> str:
     """Like get, after ms milliseconds."""

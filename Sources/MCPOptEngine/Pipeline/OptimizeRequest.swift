@@ -388,8 +388,11 @@ extension Engine {
             }
         }
 
-        let readOnlyCall = trusted && ((annotations?.readOnly ?? false) || (annotations?.idempotent ?? false))
-        let safe = method != "tools/call" || lookup != nil || readOnlyCall
+        // Idempotent is not read-only: an idempotent write (set a value) may be retried, and it
+        // still makes what it changed stale.
+        let readOnlyCall = trusted && annotations?.readOnly == true
+        let idempotentCall = trusted && annotations?.idempotent == true
+        let safe = method != "tools/call" || lookup != nil || readOnlyCall || idempotentCall
         let hedgeable = method != "tools/call" || lookup != nil || (trusted && annotations?.readOnly == true)
         var invalidates: [String] = []
         var storeTags: [String] = []
