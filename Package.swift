@@ -84,7 +84,7 @@ let package = Package(
         .testTarget(name: "MCPOptRoutingTests", dependencies: ["MCPOptRouting"]),
         .testTarget(name: "MCPOptIOTests", dependencies: ["MCPOptIO", "MCPOptUpstream", "MCPOptProtocol", "MCPOptJSON"]),
         .testTarget(name: "MCPOptConfigTests", dependencies: ["MCPOptConfig", "MCPOptJSON"]),
-        .testTarget(name: "MCPOptEngineTests", dependencies: ["MCPOptEngine", "MCPOptConfig", "MCPOptProtocol", "MCPOptSync"]),
+        .testTarget(name: "MCPOptEngineTests", dependencies: ["MCPOptEngine", "MCPOptConfig", "MCPOptProtocol", "MCPOptSync", "MCPOptMock", "MCPOptGateway"]),
         .testTarget(name: "MCPOptCoordinationTests", dependencies: ["MCPOptCoordination"]),
         .testTarget(name: "MCPOptMetricsTests", dependencies: ["MCPOptMetrics"]),
         .testTarget(name: "MCPOptABITests", dependencies: ["MCPOpt"]),

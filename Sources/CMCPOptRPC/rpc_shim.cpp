@@ -232,6 +232,9 @@ struct mco_rpc_decoder {
             ondemand::json_type type = get(value.type(), "bad result member");
             if (key == "resultType" && type == ondemand::json_type::string) {
                 out->result_type = str(get(value.get_string(), "bad resultType"));
+            } else if (key == "requestState" && type == ondemand::json_type::string) {
+                // An input_required result's sealed state (the retry must go back to its server).
+                out->request_state = str(get(value.get_string(), "bad requestState"));
             } else if (key == "isError" && type == ondemand::json_type::boolean) {
                 out->result_is_error = get(value.get_bool(), "bad isError") ? 1 : 0;
             } else if (key == "ttlMs" && type == ondemand::json_type::number) {

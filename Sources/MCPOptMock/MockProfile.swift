@@ -12,6 +12,9 @@ public struct MockProfile: Sendable, Equatable {
         case write
         /// Read-only, idempotent and slow (a report).
         case analytics
+        /// Asks the client for input first (modern era: an `input_required` result with a
+        /// sealed `requestState` only this server accepts back), then answers.
+        case interactive
     }
 
     public struct Tool: Sendable, Equatable {
@@ -120,7 +123,7 @@ public struct MockProfile: Sendable, Equatable {
         guard let name = try string(o["name"], path + ".name"), !name.isEmpty else { throw Problem(path: path + ".name", message: "a tool needs a name") }
         let kindText = try string(o["kind"], path + ".kind") ?? "read"
         guard let kind = Kind(rawValue: kindText) else {
-            throw Problem(path: path + ".kind", message: "unknown kind \"\(kindText)\" (known: read, write, analytics)")
+            throw Problem(path: path + ".kind", message: "unknown kind \"\(kindText)\" (known: read, write, analytics, interactive)")
         }
         let median = try number(o["medianMs"], path + ".medianMs", 0...3_600_000) ?? 1
         let p99 = try number(o["p99Ms"], path + ".p99Ms", 0...3_600_000) ?? median * 4

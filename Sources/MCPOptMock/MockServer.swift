@@ -31,6 +31,8 @@ public final class MockServer: MCPService, @unchecked Sendable {
     private var hangEndsNanos: UInt64?    // guarded by lock
     /// When each worker is next free (capacity > 0): a call takes the earliest.
     private var workerFreeNanos: [UInt64]  // guarded by lock
+    /// Seals this process's requestStates (another instance, even of the same profile, has another).
+    private let secret: String
 
     public init(profile: MockProfile) {
         self.profile = profile
@@ -40,13 +42,15 @@ public final class MockServer: MCPService, @unchecked Sendable {
         toolList = .array(profile.tools.map(Self.definition))
         random = SeededRandom(seed: SeededRandom.seed(profile.seed, profile.name))
         workerFreeNanos = Array(repeating: 0, count: profile.capacity)
+        var system = SystemRandomNumberGenerator()
+        secret = String(system.next(), radix: 36)
     }
 
     /// Calls answered or started so far.
     public var callCount: Int { lock.withLock { calls } }
 
     static func definition(_ tool: MockProfile.Tool) -> JSONValue {
-        let readOnly = tool.kind != .write
+        let readOnly = tool.kind == .read || tool.kind == .analytics
         return [
             "name": .string(tool.name),
             "description": .string(tool.description),
@@ -88,10 +92,34 @@ public final class MockServer: MCPService, @unchecked Sendable {
             guard let argument = arguments?[tool.argument]?.stringValue else {
                 return .answered(answers.error(id: id, code: RPCErrorCode.invalidParams, "\(name) needs the string argument \"\(tool.argument)\""))
             }
+            if tool.kind == .interactive, modern {
+                if let answer = interaction(tool, view: view, argument: argument, id: id) { return .answered(answer) }
+            }
             return call(tool, argument: argument, id: id, modern: modern)
         default:
             return .answered(answers.error(id: id, code: RPCErrorCode.methodNotFound, "Method not found: \(method)"))
         }
+    }
+
+    /// The first round of an interactive tool (nil: the retry is valid, answer the call).
+    private func interaction(_ tool: MockProfile.Tool, view: MessageView, argument: String, id: [UInt8]) -> [UInt8]? {
+        guard let state = view.requestState.string else {
+            let nonce = lock.withLock { String(random.next(), radix: 36) }
+            let result: JSONValue = [
+                "resultType": "input_required",
+                "inputRequests": ["confirm": ["method": "elicitation/create",
+                                              "params": ["message": .string("Confirm \(tool.name)(\(argument))?"), "mode": "form",
+                                                         "requestedSchema": ["type": "object", "properties": ["ok": ["type": "boolean"]]]]]],
+                "requestState": .string(secret + "." + nonce),
+                "_meta": [MetaKey.serverInfo: ["name": .string(identity.name), "version": .string(identity.version)]],
+            ]
+            let text = Array(result.jsonString.utf8)
+            return text.withUnsafeBytes { MessageEncoder.result(idJSON: id, result: $0) }
+        }
+        guard state.hasPrefix(secret + "."), view.hasInputResponses else {
+            return answers.error(id: id, code: RPCErrorCode.invalidParams, "invalid requestState: not issued by this server")
+        }
+        return nil
     }
 
     private func call(_ tool: MockProfile.Tool, argument: String, id: [UInt8], modern: Bool) -> ServiceAnswer<Pending> {

@@ -57,7 +57,7 @@ typedef struct mco_rpc_message {
     mco_str arguments_raw;      // params.arguments as written
     mco_str arguments_canonical;// params.arguments, canonical form
     uint64_t arguments_hash;    // XXH3-64 of arguments_canonical (0 when absent)
-    mco_str request_state;      // params.requestState (modern multi-round-trip retries)
+    mco_str request_state;      // params.requestState (a multi-round-trip retry), or result.requestState (input_required)
     int32_t has_input_responses;// params.inputResponses present
     mco_str protocol_version;   // params._meta["io.modelcontextprotocol/protocolVersion"],
                                 // or params.protocolVersion of an initialize request

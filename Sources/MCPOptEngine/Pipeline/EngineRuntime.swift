@@ -49,6 +49,7 @@ final class EngineRuntime: @unchecked Sendable {
     let metrics = EngineMetrics()
     let events = EventBus()
     let warming = WarmingTracker()
+    let pins = ContinuationPins()
 
     private let lock = Lock()
     private var loop: EventLoop?                          // guarded by lock
@@ -222,4 +223,35 @@ struct UpstreamOutcome: Sendable {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+}
+
+/// Which server issued each modern `input_required` result (by its sealed `requestState`):
+/// the retry that carries the state must reach that same server, whatever routing would pick.
+/// Bounded: the oldest pins go first.
+final class ContinuationPins: @unchecked Sendable {
+    private let lock = Lock()
+    private var servers: [UInt64: String] = [:]   // guarded by lock
+    private var order: [UInt64] = []               // guarded by lock
+    private var head = 0                           // guarded by lock
+    private let limit = 10_000
+
+    func pin(state: UnsafeRawBufferPointer, server: String) {
+        let key = hash64(state)
+        lock.withLock {
+            if servers.updateValue(server, forKey: key) == nil { order.append(key) }
+            while order.count - head > limit {
+                servers[order[head]] = nil
+                head += 1
+            }
+            if head > 4_096 {
+                order.removeFirst(head)
+                head = 0
+            }
+        }
+    }
+
+    func server(for state: UnsafeRawBufferPointer) -> String? {
+        let key = hash64(state)
+        return lock.withLock { servers[key] }
+    }
 }

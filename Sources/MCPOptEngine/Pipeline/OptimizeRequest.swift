@@ -353,6 +353,16 @@ extension Engine {
             }
             candidates = config.activeServers.map(\.name).filter { allowed.contains($0) }
         }
+        // A multi-round-trip retry goes back to the server that asked for input: its sealed
+        // requestState means nothing to any other (replicas included).
+        var pinned = false
+        if view.requestState.isPresent, let server = runtime.pins.server(for: view.requestState.buffer) {
+            guard allowed?.contains(server) ?? true else {
+                return .answer(failure(id: id, code: RPCErrorCode.invalidParams, "this requestState belongs to server \"\(server)\", which this caller may not use"))
+            }
+            candidates = [server]
+            pinned = true
+        }
         guard let first = candidates.first, let firstBackendConfig = config.activeServers.first(where: { $0.name == first }) else {
             return .answer(failure(id: id, code: RPCErrorCode.internalError, "no server to send \(method) to"))
         }
@@ -392,8 +402,8 @@ extension Engine {
         // still makes what it changed stale.
         let readOnlyCall = trusted && annotations?.readOnly == true
         let idempotentCall = trusted && annotations?.idempotent == true
-        let safe = method != "tools/call" || lookup != nil || readOnlyCall || idempotentCall
-        let hedgeable = method != "tools/call" || lookup != nil || (trusted && annotations?.readOnly == true)
+        let safe = !pinned && (method != "tools/call" || lookup != nil || readOnlyCall || idempotentCall)
+        let hedgeable = !pinned && (method != "tools/call" || lookup != nil || (trusted && annotations?.readOnly == true))
         var invalidates: [String] = []
         var storeTags: [String] = []
         if let tool {
@@ -664,6 +674,7 @@ extension Engine {
             if let tool = plan.tool { _ = router.record(server: server, tool: tool, latency: .nanoseconds(Int64(elapsed)), success: true) }
             circuitEvents(server: server, before: before)
             if let lookup = plan.lookup { fill(plan, lookup: lookup, response: response, originNanos: elapsed) }
+            pinContinuation(response, server: server)
             return (.success(response), elapsed)
         } catch {
             let elapsed = monotonicNanos() &- started
@@ -673,6 +684,15 @@ extension Engine {
             circuitEvents(server: server, before: before)
             return (.failure(error), elapsed)
         }
+    }
+
+    /// An `input_required` result: remember which server sealed its requestState.
+    private func pinContinuation(_ response: [UInt8], server: String) {
+        guard ByteSearch.contains(response, inputRequiredWord) else { return }
+        response.withUnsafeBytes { bytes in MessageDecoder.withPooled { decoder in
+            guard let view = try? decoder.decode(bytes), view.resultType.equals("input_required"), view.requestState.isPresent else { return }
+            runtime.pins.pin(state: view.requestState.buffer, server: server)
+        } }
     }
 
     /// With `enableAdaptiveTimeouts`, once a tool has 50 answers on record its attempts time out
@@ -857,3 +877,5 @@ final class HedgeRace: @unchecked Sendable {
         return false
     }
 }
+
+private let inputRequiredWord = Array("input_required".utf8)
