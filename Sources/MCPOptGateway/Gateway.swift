@@ -77,7 +77,8 @@ public final class Gateway: MCPService, @unchecked Sendable {
         case .none: return .answered(nil)
         case .answer(let bytes): return .answered(bytes)
         case .engine(let request, let method, let servers, let modern):
-            let options = OptimizeOptions(agent: caller.agent, partition: caller.partition, servers: servers, session: caller.session)
+            var options = OptimizeOptions(agent: caller.agent, partition: caller.partition, servers: servers, session: caller.session)
+            options.onNotification = caller.notify
             switch engine.prepareRequest(request, options) {
             case .answered(let response)?: return .answered(modern ? Self.completingModernResult(response.message, method: method) : response.message)
             case .pending(let prepared)?: return .pending(Pending(work: .prepared(prepared), method: method, modern: modern))

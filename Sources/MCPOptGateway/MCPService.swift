@@ -7,10 +7,14 @@ public struct ServiceCaller: Sendable {
     public var agent: String?
     /// The client's session (stateful servers get a backend session per client session).
     public var session: String?
-    public init(partition: String = "", agent: String? = nil, session: String? = nil) {
+    /// Sends a notification to this client while its request runs (progress); nil where the
+    /// transport has no way to (plain JSON answers over HTTP).
+    public var notify: (@Sendable ([UInt8]) -> Void)?
+    public init(partition: String = "", agent: String? = nil, session: String? = nil, notify: (@Sendable ([UInt8]) -> Void)? = nil) {
         self.partition = partition
         self.agent = agent
         self.session = session
+        self.notify = notify
     }
 }
 

@@ -75,7 +75,8 @@ public final class StdioFront<Service: MCPService>: @unchecked Sendable {
         var line = line
         if line.last == UInt8(ascii: "\r") { line.removeLast() }
         guard line.contains(where: { $0 != 0x20 && $0 != 0x09 }) else { return }
-        switch service.handleImmediately(line, caller: ServiceCaller()) {
+        // Progress about a request goes to stdout between the answers, as a line of its own.
+        switch service.handleImmediately(line, caller: ServiceCaller(notify: { [weak self] message in self?.send(message) })) {
         case .answered(let answer):
             if let answer { send(answer) }
         case .pending(let pending):

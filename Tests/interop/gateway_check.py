@@ -88,6 +88,14 @@ async def through_gateway(transport, era: str, direct: dict, repo: Path, label: 
             check(f"{label}: unknown tool is a -32602 error", False, text_of(r))
         except Exception as e:  # the SDK raises the JSON-RPC error
             check(f"{label}: unknown tool is a -32602 error", getattr(e, "code", None) == -32602 or "-32602" in repr(e), repr(e))
+        if label.startswith("stdio"):
+            steps = []
+
+            async def progress(done, total, message):
+                steps.append((done, total))
+            r = await session.call_tool("kv__count_up", {"n": 3}, progress_callback=progress)
+            check(f"{label}: progress notifications reach the client with its own token",
+                  steps == [(1, 3), (2, 3), (3, 3)] and r.content[0].text == "counted to 3", (steps, text_of(r)))
         prompts = sorted(p.name for p in (await session.list_prompts()).prompts)
         check(f"{label}: prompts listed and namespaced", {"kv__describe", "kv2__describe"} <= set(prompts), prompts)
         p = await session.get_prompt("kv__describe", {"key": "q"})

@@ -56,6 +56,15 @@ def set_value(key: str, value: str) -> str:
     return "ok"
 
 
+@mcp.tool(annotations={"readOnlyHint": False})
+async def count_up(n: int, ctx: Context) -> str:
+    """Reports progress n times, then answers."""
+    for i in range(1, n + 1):
+        await ctx.report_progress(i, n, f"step {i}")
+        await asyncio.sleep(0.01)
+    return f"counted to {n}"
+
+
 @mcp.tool(annotations=READ)
 async def slow_get(key: str, ms: int) -> str:
     """Like get, after ms milliseconds."""

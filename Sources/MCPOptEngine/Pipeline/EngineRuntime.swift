@@ -50,6 +50,7 @@ final class EngineRuntime: @unchecked Sendable {
     let events = EventBus()
     let warming = WarmingTracker()
     let pins = ContinuationPins()
+    let progress = ProgressRelay()
 
     private let lock = Lock()
     private var loop: EventLoop?                          // guarded by lock
@@ -253,5 +254,36 @@ final class ContinuationPins: @unchecked Sendable {
     func server(for state: UnsafeRawBufferPointer) -> String? {
         let key = hash64(state)
         return lock.withLock { servers[key] }
+    }
+}
+
+/// Progress notifications back to the caller whose request they are about. Each relayed
+/// request goes upstream with a token of the engine's own (callers' tokens may collide); a
+/// backend's `notifications/progress` with that token is passed on with the caller's token.
+final class ProgressRelay: @unchecked Sendable {
+    private let lock = Lock()
+    private var routes: [String: (original: [UInt8], relay: @Sendable ([UInt8]) -> Void)] = [:]   // guarded by lock
+    private var next: UInt64 = 0                                                                  // guarded by lock
+
+    func begin(original: [UInt8], relay: @escaping @Sendable ([UInt8]) -> Void) -> String {
+        lock.withLock {
+            next += 1
+            let token = "mcpopt-progress-\(next)"
+            routes[token] = (original, relay)
+            return token
+        }
+    }
+
+    func end(_ token: String) { lock.withLock { _ = routes.removeValue(forKey: token) } }
+
+    /// Passes a backend's progress notification to its caller (unknown tokens are dropped).
+    func relay(_ message: [UInt8]) {
+        guard case .object(var o)? = try? JSONParser.parse(message), case .object(var params)? = o["params"],
+              let token = params["progressToken"]?.stringValue,
+              let route = lock.withLock({ routes[token] }),
+              let original = try? JSONParser.parse(route.original) else { return }
+        params["progressToken"] = original
+        o["params"] = .object(params)
+        route.relay(Array(JSONValue.object(o).jsonString.utf8))
     }
 }

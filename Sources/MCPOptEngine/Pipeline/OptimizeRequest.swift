@@ -24,6 +24,9 @@ public struct OptimizeOptions: Sendable {
     /// The client session the request belongs to: servers marked `stateful` get a backend
     /// session per client session (and their cached results stay within it).
     public var session: String?
+    /// Where notifications about this request go while it runs (`notifications/progress` for
+    /// its `_meta.progressToken`, with the caller's own token). Nil: they are dropped.
+    public var onNotification: (@Sendable ([UInt8]) -> Void)?
 
     public init(agent: String? = nil, partition: String? = nil, servers: [String]? = nil, bypassCache: Bool = false, timeout: Duration? = nil,
                 session: String? = nil) {
@@ -167,12 +170,14 @@ extension Engine {
 
     /// Notifications from backends (on the I/O thread: quick work only).
     func backendNotification(server: String, method: String, message: [UInt8]) {
-        guard config.caching.enableIntelligentInvalidation || method.hasSuffix("list_changed") else { return }
+        guard config.caching.enableIntelligentInvalidation || method.hasSuffix("list_changed") || method == "notifications/progress" else { return }
         switch method {
         case "notifications/tools/list_changed", "notifications/prompts/list_changed", "notifications/resources/list_changed":
             guard let backend = runtime.backend(server) else { return }
             _ = cache.invalidateTag("l:" + backend.server.group)
             Task { await self.refreshCatalog(backend) }
+        case "notifications/progress":
+            runtime.progress.relay(message)
         case "notifications/resources/updated":
             if let uri = (try? JSONParser.parse(message))?["params"]?["uri"]?.stringValue {
                 let removed = cache.invalidateTag("r:" + uri)
@@ -231,7 +236,8 @@ extension Engine {
 
     /// Sends a prepared request to its servers and answers it.
     public func completeRequest(_ request: PendingRequest) async -> OptimizedResponse {
-        finish(await execute(request.plan), started: request.started)
+        defer { if let token = request.plan.progressToken { runtime.progress.end(token) } }
+        return finish(await execute(request.plan), started: request.started)
     }
 
     private func finish(_ answer: OptimizedResponse, started: UInt64) -> OptimizedResponse {
@@ -277,6 +283,9 @@ extension Engine {
         var priority: Priority = .normal
         /// The caller asked for a fresh answer: no cache level is read (results still fill).
         var bypassCache = false
+        /// The engine's own progress token sent upstream in place of the caller's (unique
+        /// across callers); its notifications go back to the caller with the caller's token.
+        var progressToken: String?
 
         /// Latency statistics key: this tool (or method) on this group.
         var latencyKey: String { group + "/" + (tool ?? method) }
@@ -420,6 +429,14 @@ extension Engine {
                         timeout: options.timeout ?? config.optimization.requestTimeout, explicitTimeout: options.timeout != nil,
                         session: options.session)
         plan.bypassCache = options.bypassCache
+        if let relay = options.onNotification, view.progressToken.isPresent, refreshing == nil,
+           case .object(var params)? = try? JSONParser.parse(view.params.buffer), case .object(var meta)? = params["_meta"] {
+            let token = runtime.progress.begin(original: Array(view.progressToken.buffer), relay: relay)
+            meta["progressToken"] = .string(token)
+            params["_meta"] = .object(meta)
+            plan.params = Array(JSONValue.object(params).jsonString.utf8)
+            plan.progressToken = token
+        }
         plan.tenant = options.partition ?? options.agent ?? ""
         plan.priority = options.agent.flatMap { a in config.agents.first(where: { $0.id == a })?.priority } ?? .normal
         if let refreshing, let lookup {
