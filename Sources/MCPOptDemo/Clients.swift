@@ -75,7 +75,7 @@ public final class NaiveClient: DemoClient, @unchecked Sendable {
         // Each session ready before timing starts (the engine's are too).
         for (name, upstream) in sessions {
             do {
-                _ = try await upstream.request(UpstreamRequest(method: "tools/list", params: nil), timeout: .seconds(10))
+                _ = try await upstream.request(UpstreamRequest(method: "tools/list", params: nil), timeout: .seconds(10), cancellable: false)
             } catch {
                 throw DemoError("naive client: \(name) did not answer tools/list: \(error.message)")
             }
@@ -86,7 +86,7 @@ public final class NaiveClient: DemoClient, @unchecked Sendable {
         guard let name = serverForTool[call.tool], let session = sessions[name] else { return (false, nil, "direct", "no server offers \(call.tool)") }
         let params: JSONValue = ["name": .string(call.tool), "arguments": call.arguments]
         do {
-            let response = try await session.request(UpstreamRequest(method: "tools/call", params: Array(params.jsonString.utf8)), timeout: timeout)
+            let response = try await session.request(UpstreamRequest(method: "tools/call", params: Array(params.jsonString.utf8)), timeout: timeout, cancellable: false)
             let (ok, error) = isSuccess(response)
             return (ok, name, "direct", error)
         } catch {

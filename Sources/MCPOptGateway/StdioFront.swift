@@ -1,4 +1,6 @@
 import Glibc
+import MCPOptJSON
+import MCPOptProtocol
 import MCPOptSync
 
 /// The gateway over stdio, for desktop MCP clients that start their servers as processes: one
@@ -13,6 +15,8 @@ public final class StdioFront<Service: MCPService>: @unchecked Sendable {
     private let output: Int32
     private let writeLock = Lock()
     private let inFlight = AtomicCounter()
+    private let tasksLock = Lock()
+    private var tasks: [String: (task: Task<Void, Never>, cancelled: Bool)] = [:]   // guarded by tasksLock
 
     public init(service: Service, input: Int32 = 0, output: Int32 = 1) {
         self.service = service
@@ -78,12 +82,47 @@ public final class StdioFront<Service: MCPService>: @unchecked Sendable {
         // Progress about a request goes to stdout between the answers, as a line of its own.
         switch service.handleImmediately(line, caller: ServiceCaller(notify: { [weak self] message in self?.send(message) })) {
         case .answered(let answer):
-            if let answer { send(answer) }
+            if let answer {
+                send(answer)
+            } else if ByteSearch.contains(line, cancelledWord) {
+                cancel(line)
+            }
         case .pending(let pending):
             inFlight.add()
-            Task {
-                send(await service.complete(pending))
-                inFlight.subtract()
+            let key = Self.requestKey(line)
+            // Registered before the task can finish (it takes the same lock to unregister).
+            tasksLock.withLock {
+                let task = Task { [self] in
+                    let answer = await service.complete(pending)
+                    let cancelled = key.map { k in tasksLock.withLock { tasks.removeValue(forKey: k)?.cancelled ?? false } } ?? false
+                    // A cancelled request gets no answer (the client has moved on).
+                    if !cancelled { send(answer) }
+                    inFlight.subtract()
+                }
+                if let key { tasks[key] = (task, false) }
+            }
+        }
+    }
+
+    /// `notifications/cancelled`: the request it names stops (its server is told, where that
+    /// is safe: see Engine) and is not answered.
+    private func cancel(_ line: [UInt8]) {
+        guard case .object(let o)? = try? JSONParser.parse(line), o["method"]?.stringValue == "notifications/cancelled",
+              let id = o["params"]?["requestId"] else { return }
+        tasksLock.withLock {
+            guard var entry = tasks[id.jsonString] else { return }
+            entry.cancelled = true
+            tasks[id.jsonString] = entry
+            entry.task.cancel()
+        }
+    }
+
+    /// A request's id as canonical JSON text (the key cancellations name it by).
+    static func requestKey(_ line: [UInt8]) -> String? {
+        line.withUnsafeBytes { bytes in
+            MessageDecoder.withPooled { decoder in
+                guard let view = try? decoder.decode(bytes), view.idRaw.isPresent, let id = try? JSONParser.parse(view.idRaw.buffer) else { return nil }
+                return id.jsonString
             }
         }
     }
@@ -108,3 +147,5 @@ final class ThreadBody {
     let run: () -> Void
     init(_ run: @escaping () -> Void) { self.run = run }
 }
+
+private let cancelledWord = Array("notifications/cancelled".utf8)

@@ -85,8 +85,19 @@ public final class HTTPUpstream: @unchecked Sendable {
         loop.execute { [self] in begin() }
     }
 
-    public func request(_ request: UpstreamRequest, timeout: Duration = .seconds(30)) async throws(UpstreamError) -> [UInt8] {
-        try await onLoop(loop) { [self] continuation in enqueue(request, timeout: timeout, continuation) }.get()
+    public func request(_ request: UpstreamRequest, timeout: Duration = .seconds(30), cancellable: Bool = false) async throws(UpstreamError) -> [UInt8] {
+        try await cancellableRequest(loop, cancellable: cancellable, enqueue: { [self] box, continuation in enqueue(request, timeout: timeout, box: box, continuation) },
+                                     cancel: { [self] box in cancelRequest(box) }).get()
+    }
+
+    /// The caller gave up: the server is told (notifications/cancelled) and the caller answered.
+    private func cancelRequest(_ box: CancelBox) {
+        guard let token = box.token else {
+            box.cancelled = true
+            return
+        }
+        handle(session.cancel(token: token, reason: "cancelled by the client"))
+            waiters.finish(token, .failure(UpstreamError(.cancelled, "cancelled by the client")))
     }
 
     /// Ends the server's session (DELETE, where it has one) and closes every connection.
@@ -123,7 +134,11 @@ public final class HTTPUpstream: @unchecked Sendable {
         return nil
     }
 
-    private func enqueue(_ request: UpstreamRequest, timeout: Duration, _ continuation: CheckedContinuation<Result<[UInt8], UpstreamError>, Never>) {
+    private func enqueue(_ request: UpstreamRequest, timeout: Duration, box: CancelBox?, _ continuation: CheckedContinuation<Result<[UInt8], UpstreamError>, Never>) {
+        if box?.cancelled == true {
+            continuation.resume(returning: .failure(UpstreamError(.cancelled, "cancelled by the client")))
+            return
+        }
         guard !stopping else {
             continuation.resume(returning: .failure(UpstreamError(.closed, "the upstream is shutting down")))
             return
@@ -140,6 +155,7 @@ public final class HTTPUpstream: @unchecked Sendable {
             // Over HTTP the answer may still arrive on its stream; the caller is told now.
             waiters.timeOut(token)
         }
+        box?.token = token
         handle(session.send(request, token: token))
     }
 

@@ -6,8 +6,9 @@ import MCPOptUpstream
 public protocol MCPUpstream: AnyObject, Sendable {
     /// Starts the session (requests sent before it is ready wait for it).
     func start()
-    /// Sends a request; the whole JSON-RPC response, or why there is none.
-    func request(_ request: UpstreamRequest, timeout: Duration) async throws(UpstreamError) -> [UInt8]
+    /// Sends a request; the whole JSON-RPC response, or why there is none. With `cancellable`,
+    /// cancelling the calling task cancels the request (the server is told).
+    func request(_ request: UpstreamRequest, timeout: Duration, cancellable: Bool) async throws(UpstreamError) -> [UInt8]
     /// Ends the session (and stops a stdio server).
     func shutdown(grace: Duration) async
     /// Called with each notification the server sends.

@@ -69,3 +69,23 @@ func onLoop(_ loop: EventLoop, _ body: @escaping @Sendable (RequestWaiters.Conti
         }
     }
 }
+
+/// Carries a request's token to a cancellation that may come before the request is sent
+/// (loop thread only).
+final class CancelBox: @unchecked Sendable {
+    var token: UInt64?
+    var cancelled = false
+}
+
+/// Waits for `enqueue`'s answer; with `cancellable`, cancelling the caller's task cancels the
+/// request (`cancel` runs on the loop with the box).
+func cancellableRequest(_ loop: EventLoop, cancellable: Bool, enqueue: @escaping @Sendable (CancelBox?, RequestWaiters.Continuation) -> Void,
+                        cancel: @escaping @Sendable (CancelBox) -> Void) async -> Result<[UInt8], UpstreamError> {
+    guard cancellable else { return await onLoop(loop) { enqueue(nil, $0) } }
+    let box = CancelBox()
+    return await withTaskCancellationHandler {
+        await onLoop(loop) { enqueue(box, $0) }
+    } onCancel: {
+        _ = loop.execute { cancel(box) }
+    }
+}

@@ -94,8 +94,18 @@ public final class StdioUpstream: @unchecked Sendable {
     /// Sends a request and waits for its response (the whole JSON-RPC message), at most
     /// `timeout`. Errors: `.timeout`, `.closed` (the server died or is stopped; the caller may
     /// retry), `.cancelled`, `.negotiation`, `.protocolViolation`.
-    public func request(_ request: UpstreamRequest, timeout: Duration = .seconds(30)) async throws(UpstreamError) -> [UInt8] {
-        try await onLoop(loop) { [self] continuation in enqueue(request, timeout: timeout, continuation) }.get()
+    public func request(_ request: UpstreamRequest, timeout: Duration = .seconds(30), cancellable: Bool = false) async throws(UpstreamError) -> [UInt8] {
+        try await cancellableRequest(loop, cancellable: cancellable, enqueue: { [self] box, continuation in enqueue(request, timeout: timeout, box: box, continuation) },
+                                     cancel: { [self] box in cancelRequest(box) }).get()
+    }
+
+    /// The caller gave up: the server is told (notifications/cancelled) and the caller answered.
+    private func cancelRequest(_ box: CancelBox) {
+        guard let token = box.token else {
+            box.cancelled = true
+            return
+        }
+        if let current = self.session { handle(current.cancel(token: token, reason: "cancelled by the client")) } else { waiters.finish(token, .failure(UpstreamError(.cancelled, "cancelled by the client"))) }
     }
 
     /// Stops the server: no restart; stdin is closed, then SIGTERM after `grace`, then SIGKILL
@@ -266,7 +276,11 @@ public final class StdioUpstream: @unchecked Sendable {
         }
     }
 
-    private func enqueue(_ request: UpstreamRequest, timeout: Duration, _ continuation: CheckedContinuation<Result<[UInt8], UpstreamError>, Never>) {
+    private func enqueue(_ request: UpstreamRequest, timeout: Duration, box: CancelBox?, _ continuation: CheckedContinuation<Result<[UInt8], UpstreamError>, Never>) {
+        if box?.cancelled == true {
+            continuation.resume(returning: .failure(UpstreamError(.cancelled, "cancelled by the client")))
+            return
+        }
         guard !stopping else {
             continuation.resume(returning: .failure(UpstreamError(.closed, "the server is shutting down")))
             return
@@ -281,6 +295,7 @@ public final class StdioUpstream: @unchecked Sendable {
             // which the waiters report as a timeout.
             if let current = self.session { handle(current.cancel(token: token, reason: "no answer within \(timeout)")) } else { waiters.timeOut(token) }
         }
+        box?.token = token
         handle(session.send(request, token: token))
     }
 

@@ -96,6 +96,21 @@ async def through_gateway(transport, era: str, direct: dict, repo: Path, label: 
             r = await session.call_tool("kv__count_up", {"n": 3}, progress_callback=progress)
             check(f"{label}: progress notifications reach the client with its own token",
                   steps == [(1, 3), (2, 3), (3, 3)] and r.content[0].text == "counted to 3", (steps, text_of(r)))
+            before = (await session.call_tool("kv__cancelled_waits", {})).content[0].text
+            waiting = asyncio.create_task(session.call_tool("kv__wait_ms", {"ms": 10000}))
+            await asyncio.sleep(0.5)
+            waiting.cancel()
+            try:
+                await waiting
+            except BaseException:  # noqa: BLE001 - the cancelled call ends one way or another
+                pass
+            seen = None
+            for _ in range(40):  # bounded: 2 s
+                seen = (await session.call_tool("kv__cancelled_waits", {})).content[0].text
+                if seen != before:
+                    break
+                await asyncio.sleep(0.05)
+            check(f"{label}: a cancelled call is cancelled at the server", int(seen) == int(before) + 1, (before, seen))
         prompts = sorted(p.name for p in (await session.list_prompts()).prompts)
         check(f"{label}: prompts listed and namespaced", {"kv__describe", "kv2__describe"} <= set(prompts), prompts)
         p = await session.get_prompt("kv__describe", {"key": "q"})

@@ -56,6 +56,27 @@ def set_value(key: str, value: str) -> str:
     return "ok"
 
 
+waits_cancelled = 0
+
+
+@mcp.tool(annotations={"readOnlyHint": False})
+async def wait_ms(ms: int) -> str:
+    """Waits ms milliseconds; counts the waits cancelled before their end."""
+    global waits_cancelled
+    try:
+        await asyncio.sleep(ms / 1000)
+    except asyncio.CancelledError:
+        waits_cancelled += 1
+        raise
+    return "waited"
+
+
+@mcp.tool(annotations={"readOnlyHint": True, "idempotentHint": False})
+def cancelled_waits() -> int:
+    """How many wait_ms calls were cancelled (not idempotent: never cached)."""
+    return waits_cancelled
+
+
 @mcp.tool(annotations={"readOnlyHint": False})
 async def count_up(n: int, ctx: Context) -> str:
     """Reports progress n times, then answers."""

@@ -40,13 +40,14 @@ final class Backend: @unchecked Sendable {
 
     /// The whole JSON-RPC response, or why there is none.
     /// Waits its turn when the server is busy: by priority, then fairly between tenants.
-    func request(_ request: UpstreamRequest, timeout: Duration, tenant: String = "", priority: Priority = .normal) async throws(UpstreamError) -> [UInt8] {
+    func request(_ request: UpstreamRequest, timeout: Duration, tenant: String = "", priority: Priority = .normal,
+                 cancellable: Bool = false) async throws(UpstreamError) -> [UInt8] {
         guard await limiter.acquire(tenant: tenant, priority: priority) else {
             overloads.add()
             throw UpstreamError(.closed, "server \"\(name)\" is overloaded: \(server.maxConcurrency) requests in flight and the queue is full")
         }
         defer { limiter.release() }
-        return try await upstream.request(request, timeout: timeout)
+        return try await upstream.request(request, timeout: timeout, cancellable: cancellable)
     }
 
     func shutdown() async { await upstream.shutdown(grace: .seconds(1)) }

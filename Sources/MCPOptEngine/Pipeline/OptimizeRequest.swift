@@ -683,8 +683,10 @@ extension Engine {
         let started = monotonicNanos()
         runtime.metrics.upstreamCalls.add()
         do {
+            // A caller that gives up cancels its upstream call, unless others may be waiting on
+            // it (a cacheable request can be merged with identical ones; its result fills the cache).
             let response = try await backend.request(UpstreamRequest(method: plan.method, params: plan.params), timeout: timeout,
-                                                     tenant: plan.tenant, priority: plan.priority)
+                                                     tenant: plan.tenant, priority: plan.priority, cancellable: plan.lookup == nil)
             let elapsed = monotonicNanos() &- started
             runtime.metrics.upstreamLatency.record(nanoseconds: elapsed)
             latencies.record(nanoseconds: elapsed)
