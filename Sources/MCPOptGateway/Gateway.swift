@@ -26,6 +26,40 @@ public final class Gateway: MCPService, @unchecked Sendable {
         answers = ProtocolAnswers(identity: identity, cacheHints: Gateway.cacheHints)
     }
 
+    static let logLevels = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
+    private var clientLogLevel: Int?                                   // guarded by lock
+    private var clientNotifier: (@Sendable ([UInt8]) -> Void)?        // guarded by lock
+
+    /// Relays servers' log messages to a front that can send notifications at any time (stdio),
+    /// once its client chose a level (`logging/setLevel`): messages at that level or above, the
+    /// logger named after the server ("kv" or "kv/<logger>").
+    public func relayServerLogs(_ notify: @escaping @Sendable ([UInt8]) -> Void) {
+        lock.withLock { clientNotifier = notify }
+        engine.onServerLog { [weak self] server, message in self?.relayLog(server: server, message: message) }
+    }
+
+    static func withLogLevel(_ message: [UInt8], _ level: String) -> [UInt8] {
+        guard case .object(var o)? = try? JSONParser.parse(message) else { return message }
+        var params = o["params"]?.objectValue ?? [:]
+        var meta = params["_meta"]?.objectValue ?? [:]
+        meta[MetaKey.logLevel] = .string(level)
+        params["_meta"] = .object(meta)
+        o["params"] = .object(params)
+        return Array(JSONValue.object(o).jsonString.utf8)
+    }
+
+    private func relayLog(server: String, message: [UInt8]) {
+        guard let (threshold, notify) = lock.withLock({ () -> (Int, @Sendable ([UInt8]) -> Void)? in
+            guard let level = clientLogLevel, let notify = clientNotifier else { return nil }
+            return (level, notify)
+        }) else { return }
+        guard case .object(var o)? = try? JSONParser.parse(message), case .object(var params)? = o["params"],
+              let level = params["level"]?.stringValue, let rank = Self.logLevels.firstIndex(of: level), rank >= threshold else { return }
+        params["logger"] = .string(params["logger"]?.stringValue.map { server + "/" + $0 } ?? server)
+        o["params"] = .object(params)
+        notify(Array(JSONValue.object(o).jsonString.utf8))
+    }
+
     /// Starts every backend and lists them; returns a warning per server left out.
     public func start() async -> [String] {
         await engine.start()
@@ -76,7 +110,12 @@ public final class Gateway: MCPService, @unchecked Sendable {
         switch route(message) {
         case .none: return .answered(nil)
         case .answer(let bytes): return .answered(bytes)
-        case .engine(let request, let method, let servers, let modern):
+        case .engine(var request, let method, let servers, let modern):
+            // A client that chose a log level (handshake era) gets servers' logs: modern-era
+            // servers send them only to requests that opt in, so each request carries the level.
+            if caller.notify != nil, let level = lock.withLock({ clientLogLevel }), !modern {
+                request = Self.withLogLevel(request, Self.logLevels[level])
+            }
             var options = OptimizeOptions(agent: caller.agent, partition: caller.partition, servers: servers, session: caller.session)
             options.onNotification = caller.notify
             switch engine.prepareRequest(request, options) {
@@ -118,6 +157,13 @@ public final class Gateway: MCPService, @unchecked Sendable {
         let modern = ProtocolAnswers.isModern(view, method: method)
         func result(_ value: JSONValue) -> Route { .answer(answers.result(value, id: id, method: method, modern: modern)) }
         func error(_ code: Int64, _ text: String) -> Route { .answer(answers.error(id: id, code: code, text)) }
+        if method == "logging/setLevel", !modern {
+            let level = (view.params.isPresent ? (try? JSONParser.parse(view.params.buffer)) : nil)?["level"]?.stringValue
+            guard let level, let rank = Self.logLevels.firstIndex(of: level) else {
+                return error(RPCErrorCode.invalidParams, "logging/setLevel needs params.level, one of \(Self.logLevels.joined(separator: ", "))")
+            }
+            lock.withLock { clientLogLevel = rank }
+        }
         if let answer = answers.answer(view, method: method, id: id, modern: modern) { return .answer(answer) }
 
         switch method {

@@ -127,6 +127,9 @@ public final class StdioFront<Service: MCPService>: @unchecked Sendable {
         }
     }
 
+    /// Writes a notification to the client (a line of its own between the answers).
+    public func notify(_ message: [UInt8]) { send(message) }
+
     private func send(_ message: [UInt8]) {
         var bytes = message
         bytes.append(UInt8(ascii: "\n"))

@@ -44,7 +44,9 @@ struct Stdio: ParsableCommand {
         let gateway = Gateway(engine: engine)
         blockOn {
             for warning in await gateway.start() { printError("mcpopt: \(warning)") }
-            await StdioFront(service: gateway).run()
+            let front = StdioFront(service: gateway)
+            gateway.relayServerLogs { [weak front] message in front?.notify(message) }
+            await front.run()
             await engine.stop()
         }
     }

@@ -70,6 +70,11 @@ async def direct_results(config: dict, era: str) -> dict:
 
 
 async def through_gateway(transport, era: str, direct: dict, repo: Path, label: str):
+    logs = []
+
+    async def on_log(params):
+        logs.append(params)
+
     async def run(session):
         tools = sorted(t.name for t in (await session.list_tools()).tools)
         check(f"{label}: real servers' tools are listed", {"convert_time", "get_current_time", "git_status", "git_log"} <= set(tools), tools)
@@ -111,13 +116,23 @@ async def through_gateway(transport, era: str, direct: dict, repo: Path, label: 
                     break
                 await asyncio.sleep(0.05)
             check(f"{label}: a cancelled call is cancelled at the server", int(seen) == int(before) + 1, (before, seen))
+            if era == "legacy":
+                await session.set_logging_level("warning")
+                await session.call_tool("kv__log_twice", {"message": "hello"})
+                for _ in range(40):  # bounded: 2 s
+                    if logs:
+                        break
+                    await asyncio.sleep(0.05)
+                got = [(p.level, str(p.logger), str(p.data)) for p in logs]
+                check(f"{label}: servers' log messages reach the client at its level, named after the server",
+                      len(got) == 1 and got[0][0] == "warning" and got[0][1].startswith("kv") and "hello" in got[0][2], got)
         prompts = sorted(p.name for p in (await session.list_prompts()).prompts)
         check(f"{label}: prompts listed and namespaced", {"kv__describe", "kv2__describe"} <= set(prompts), prompts)
         p = await session.get_prompt("kv__describe", {"key": "q"})
         check(f"{label}: prompts/get", "q" in json.dumps(p.model_dump(mode="json")), p)
         res = await session.read_resource("kv://k")
         check(f"{label}: resources/read", any(era in json.dumps(c.model_dump(mode="json")) for c in res.contents), res)
-    await session_for(transport, era, run)
+    await session_for(transport, era, run, logging_callback=on_log)
 
 
 async def fastmcp_client(target, label: str):

@@ -36,11 +36,11 @@ def wait_listening(port: int, seconds: float = 20) -> bool:
     return False
 
 
-async def session_for(transport, era: str, run):
+async def session_for(transport, era: str, run, logging_callback=None):
     """Opens `transport`, starts a session in `era` ("modern": server/discover; else
     initialize) and returns what `run(session)` returns."""
     async with transport as streams:
-        async with ClientSession(streams[0], streams[1]) as session:
+        async with ClientSession(streams[0], streams[1], logging_callback=logging_callback) as session:
             if era == "modern":
                 await session.discover()
             else:

@@ -56,6 +56,14 @@ def set_value(key: str, value: str) -> str:
     return "ok"
 
 
+@mcp.tool(annotations={"readOnlyHint": False})
+async def log_twice(message: str, ctx: Context) -> str:
+    """Logs message at info and at warning."""
+    await ctx.info(f"info: {message}")
+    await ctx.warning(f"warning: {message}")
+    return "logged"
+
+
 waits_cancelled = 0
 
 

@@ -51,6 +51,10 @@ final class EngineRuntime: @unchecked Sendable {
     let warming = WarmingTracker()
     let pins = ContinuationPins()
     let progress = ProgressRelay()
+    /// Who hears servers' log messages (`notifications/message`), with the server's name.
+    private var logListener: (@Sendable (_ server: String, _ message: [UInt8]) -> Void)?   // guarded by lock
+    func setLogListener(_ l: (@Sendable (String, [UInt8]) -> Void)?) { lock.withLock { logListener = l } }
+    var currentLogListener: (@Sendable (String, [UInt8]) -> Void)? { lock.withLock { logListener } }
 
     private let lock = Lock()
     private var loop: EventLoop?                          // guarded by lock

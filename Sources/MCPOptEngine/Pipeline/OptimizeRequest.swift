@@ -99,6 +99,10 @@ extension Engine {
     /// before `start`; the host keeps and stops the loop.
     public func useEventLoop(_ loop: EventLoop) { runtime.use(loop) }
 
+    /// Calls `listener` with each log message a server sends (`notifications/message`, as the
+    /// server sent it) and the server's name; nil stops it. On an I/O thread: keep it short.
+    public func onServerLog(_ listener: (@Sendable (_ server: String, _ message: [UInt8]) -> Void)?) { runtime.setLogListener(listener) }
+
     /// Whether `start` has run (backends exist).
     public var isRunning: Bool { runtime.isStarted }
 
@@ -170,6 +174,10 @@ extension Engine {
 
     /// Notifications from backends (on the I/O thread: quick work only).
     func backendNotification(server: String, method: String, message: [UInt8]) {
+        if method == "notifications/message" {
+            runtime.currentLogListener?(server, message)
+            return
+        }
         guard config.caching.enableIntelligentInvalidation || method.hasSuffix("list_changed") || method == "notifications/progress" else { return }
         switch method {
         case "notifications/tools/list_changed", "notifications/prompts/list_changed", "notifications/resources/list_changed":
