@@ -183,12 +183,17 @@ public struct DemoReport: Sendable {
             return (0..<bins).map { counts[$0] == 0 ? nil : sums[$0] / Double(counts[$0]) }
         }
         let a = series(result.naive), b = series(result.engine)
-        let top = max(1, (a + b).compactMap { $0 }.max() ?? 1)
+        // Log scale: a crash's multi-second waits would flatten everything else.
+        let values = (a + b).compactMap { $0 }.map { max($0, 0.01) }
+        let lo = log10(values.min() ?? 0.01), hi = max(log10(values.max() ?? 1), lo + 1)
         func line(_ s: [Double?], _ color: String) -> String {
-            let points = s.enumerated().compactMap { i, v in v.map { fixed(50 + Double(i) / Double(bins - 1) * (width - 60), 1) + "," + fixed(height - 30 - $0 / top * (height - 50), 1) } }
+            let points = s.enumerated().compactMap { i, v in
+                v.map { fixed(50 + Double(i) / Double(bins - 1) * (width - 60), 1) + "," + fixed(height - 30 - (log10(max($0, 0.01)) - lo) / (hi - lo) * (height - 50), 1) }
+            }
             return "<polyline fill=\"none\" stroke=\"\(color)\" stroke-width=\"2\" points=\"\(points.joined(separator: " "))\"/>"
         }
-        return svg(width, height, axes(width, height, yLabel: fixed(top, 0) + " ms", xLabel: "time in run (mean latency per bin)") + line(a, naiveColor) + line(b, engineColor))
+        let yLabel = fixed(pow(10, hi), 0) + " ms (log scale, bottom " + fixed(pow(10, lo), 3) + " ms)"
+        return svg(width, height, axes(width, height, yLabel: yLabel, xLabel: "time in run (mean latency per bin)") + line(a, naiveColor) + line(b, engineColor))
     }
 
     private func cdfChart(naiveColor: String, engineColor: String) -> String {
