@@ -128,6 +128,13 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         var pending: [UInt8] = []
         var body: [UInt8] = []
         var busy = false
+        /// The answer became an SSE stream (a notification came before it): chunks follow.
+        var streaming = false
+        /// The answer was given: later notifications for the request are dropped.
+        var answered = false
+        /// Writes in order: one at a time, the rest wait here.
+        var outbox: [(bytes: [UInt8], then: ((Bool) -> Void)?)] = []
+        var writing = false
         init(fd: Int32) { self.fd = fd }
     }
 
@@ -234,7 +241,10 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         case .respond(let status, let headers, let bytes):
             send(c, status: status, headers: headers.map { ($0.name, $0.value) }, body: bytes)
         case .dispatch(let dispatch):
-            let caller = ServiceCaller(partition: parser.header("authorization").map { String(hash64Hex($0)) } ?? "", session: dispatch.sessionID)
+            // Progress about the request turns its answer into an SSE stream (the client accepts
+            // text/event-stream: the front door checked) with the notifications first.
+            let caller = ServiceCaller(partition: parser.header("authorization").map { String(hash64Hex($0)) } ?? "", session: dispatch.sessionID,
+                                       notify: { [weak self] message in _ = self?.loop.execute { [weak self] in self?.stream(c, message) } })
             // Cache hits and protocol answers are served here, on the loop thread; only work
             // that waits on a server goes to a task.
             switch service.handleImmediately(dispatch.message, caller: caller) {
@@ -249,7 +259,65 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         }
     }
 
+    /// A notification for the request in progress on `c`: the first one sends the head of an
+    /// SSE answer (chunked), each is an event.
+    private func stream(_ c: Connection, _ message: [UInt8]) {
+        guard connections[c.fd] === c, c.busy, !c.answered else { return }
+        if !c.streaming {
+            c.streaming = true
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n"
+            write(c, Array(head.utf8))
+        }
+        write(c, Self.chunk(Array("event: message\ndata: ".utf8) + message + Array("\n\n".utf8)))
+    }
+
+    static func chunk(_ bytes: [UInt8]) -> [UInt8] {
+        Array(String(bytes.count, radix: 16).utf8) + [13, 10] + bytes + [13, 10]
+    }
+
+    /// Queues bytes for `c`, written in order; `then` gets whether they all went out.
+    private func write(_ c: Connection, _ bytes: [UInt8], then: ((Bool) -> Void)? = nil) {
+        c.outbox.append((bytes, then))
+        guard !c.writing else { return }
+        pump(c)
+    }
+
+    private func pump(_ c: Connection) {
+        guard !c.outbox.isEmpty else {
+            c.writing = false
+            return
+        }
+        c.writing = true
+        let (bytes, then) = c.outbox.removeFirst()
+        loop.write(c.fd, bytes) { [self] result in
+            let ok: Bool
+            if case .success = result { ok = true } else { ok = false }
+            then?(ok)
+            if ok, connections[c.fd] === c {
+                pump(c)
+            } else {
+                c.outbox.removeAll()
+                c.writing = false
+            }
+        }
+    }
+
     private func reply(_ c: Connection, _ answer: [UInt8]?, era: ProtocolEra) {
+        c.answered = true
+        if c.streaming {
+            // The answer is the stream's last event; then the chunked body ends.
+            c.streaming = false
+            let last = Self.chunk(Array("event: message\ndata: ".utf8) + (answer ?? []) + Array("\n\n".utf8)) + Array("0\r\n\r\n".utf8)
+            let keepAlive = c.parser.keepAlive
+            write(c, last) { [self] ok in
+                guard ok, keepAlive, connections[c.fd] === c else {
+                    close(c)
+                    return
+                }
+                nextRequest(c)
+            }
+            return
+        }
         guard let answer else {
             send(c, status: 202, headers: [], body: [])
             return
@@ -276,16 +344,22 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         head += "Content-Length: \(body.count)\r\n"
         if !keepAlive { head += "Connection: close\r\n" }
         head += "\r\n"
-        loop.write(c.fd, Array(head.utf8) + body) { [self] result in
-            guard case .success = result, keepAlive, connections[c.fd] === c else {
+        write(c, Array(head.utf8) + body) { [self] ok in
+            guard ok, keepAlive, connections[c.fd] === c else {
                 close(c)
                 return
             }
-            c.parser.next()
-            c.body.removeAll(keepingCapacity: true)
-            c.busy = false
-            process(c)
+            nextRequest(c)
         }
+    }
+
+    /// The answer went out: the connection takes its next request.
+    private func nextRequest(_ c: Connection) {
+        c.answered = false
+        c.parser.next()
+        c.body.removeAll(keepingCapacity: true)
+        c.busy = false
+        process(c)
     }
 
     static func reason(_ status: Int) -> String {

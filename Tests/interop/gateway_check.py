@@ -93,14 +93,16 @@ async def through_gateway(transport, era: str, direct: dict, repo: Path, label: 
             check(f"{label}: unknown tool is a -32602 error", False, text_of(r))
         except Exception as e:  # the SDK raises the JSON-RPC error
             check(f"{label}: unknown tool is a -32602 error", getattr(e, "code", None) == -32602 or "-32602" in repr(e), repr(e))
-        if label.startswith("stdio"):
-            steps = []
+        steps = []
 
-            async def progress(done, total, message):
-                steps.append((done, total))
-            r = await session.call_tool("kv__count_up", {"n": 3}, progress_callback=progress)
-            check(f"{label}: progress notifications reach the client with its own token",
-                  steps == [(1, 3), (2, 3), (3, 3)] and r.content[0].text == "counted to 3", (steps, text_of(r)))
+        async def progress(done, total, message):
+            steps.append((done, total))
+        r = await session.call_tool("kv__count_up", {"n": 3}, progress_callback=progress)
+        check(f"{label}: progress notifications reach the client with its own token",
+              steps == [(1, 3), (2, 3), (3, 3)] and r.content[0].text == "counted to 3", (steps, text_of(r)))
+        r = await session.call_tool("convert_time", {"source_timezone": "UTC", "time": "12:00", "target_timezone": "Asia/Tokyo"})
+        check(f"{label}: the session carries on after a streamed answer", text_of(r) == direct["convert_time"], text_of(r))
+        if label.startswith("stdio"):
             before = (await session.call_tool("kv__cancelled_waits", {})).content[0].text
             waiting = asyncio.create_task(session.call_tool("kv__wait_ms", {"ms": 10000}))
             await asyncio.sleep(0.5)
