@@ -74,6 +74,11 @@ endforeach()
 add_test(NAME shared_cache COMMAND ${MCPOPT_PYTHON} ${CMAKE_SOURCE_DIR}/Tests/interop/shared_check.py ${CMAKE_BINARY_DIR}/bin/mcpopt)
 set_tests_properties(shared_cache PROPERTIES TIMEOUT 300)
 
+# Two-phase commit and fan-out across real participant servers (stdio and HTTP), crash recovery.
+add_test(NAME coordination COMMAND ${CMAKE_COMMAND} -E env MCPOPT_LIBRARY=${STAGE}/lib/libmcpopt.so.1
+         PYTHONPATH=${CMAKE_SOURCE_DIR}/bindings/python ${MCPOPT_PYTHON} ${CMAKE_SOURCE_DIR}/Tests/interop/coordination_check.py)
+set_tests_properties(coordination PROPERTIES TIMEOUT 300 FIXTURES_REQUIRED staged)
+
 # The mock server judged by real MCP clients, its faults, and a small run of the demo.
 add_test(NAME mock_and_demo COMMAND ${MCPOPT_PYTHON} ${CMAKE_SOURCE_DIR}/Tests/interop/mock_check.py ${CMAKE_BINARY_DIR}/bin/mcpopt)
 set_tests_properties(mock_and_demo PROPERTIES TIMEOUT 600)

@@ -74,6 +74,8 @@ typedef int32_t mcpopt_status;
 #define MCPOPT_ERR_TOO_LARGE         7  /* input over a documented limit */
 #define MCPOPT_ERR_UNSUPPORTED       8  /* valid, but not supported by this build */
 #define MCPOPT_ERR_BUFFER_TOO_SMALL  9  /* the caller's buffer is too small: the needed size is reported */
+#define MCPOPT_ERR_CONFLICT          10 /* a compare-and-set found another version */
+#define MCPOPT_ERR_UNAVAILABLE       11 /* a service the call needs (Redis) cannot be reached */
 #define MCPOPT_ERR_INTERNAL          99 /* a bug in mcpopt: please report it with the message */
 
 /* Length meaning "the text ends at its first NUL byte". */
@@ -160,9 +162,14 @@ mcpopt_status mcpopt_engine_describe(mcpopt_engine *engine, char **out_json, siz
  *
  * Versioned keys: every write is stamped with a hybrid logical clock ("<ms>.<counter>@<node>"),
  * concurrent versions resolve by last-writer-wins, and watchers hear every change under a key
- * prefix. In this version the state is local to the engine (single-instance mode); replication
- * between engine instances arrives with the shared (Redis) tier. Keys are UTF-8 text; values are
- * bytes, at most 64 MiB.
+ * prefix. Without coordination.enableStateSynchronization, or without a Redis
+ * (coordination.redisUrl, else caching.distributed.url), the state is local to the engine.
+ * With both, it is shared by every engine instance on that Redis (docs/COORDINATION.md):
+ * under consistencyModel "eventual" these calls stay local and never wait (writes reach the
+ * others asynchronously, conflicts resolve by last writer on the HLC stamp); under "strong"
+ * put, get, delete and compare-and-set are each one Redis round trip (linearizable per key;
+ * they start the engine if needed) and fail with MCPOPT_ERR_UNAVAILABLE when Redis is down.
+ * Keys are UTF-8 text; values are bytes, at most 64 MiB.
  * ------------------------------------------------------------------------------------------- */
 
 /* Stores `value` under `key`. On MCPOPT_OK and when out_version is not NULL, *out_version is
@@ -178,6 +185,15 @@ mcpopt_status mcpopt_state_get(mcpopt_engine *engine, const char *key, size_t ke
 
 /* Deletes `key` (a versioned tombstone). MCPOPT_ERR_NOT_FOUND when it has no value. */
 mcpopt_status mcpopt_state_delete(mcpopt_engine *engine, const char *key, size_t key_length);
+
+/* Stores `value` under `key` only if the key is still at version `expected_version` (a stamp
+ * from mcpopt_state_get or a previous write; NULL: the key must have no value). On MCPOPT_OK,
+ * *out_version (when not NULL; caller frees with mcpopt_free()) is the new stamp; otherwise
+ * MCPOPT_ERR_CONFLICT and nothing is written (read again and retry). Linearizable under
+ * "strong"; otherwise atomic within this engine only. */
+mcpopt_status mcpopt_state_compare_and_set(mcpopt_engine *engine, const char *key, size_t key_length,
+                                           const char *expected_version, const void *value, size_t value_length,
+                                           char **out_version);
 
 /* Called for every change of a watched key: the key, the new value (empty when `deleted`), and
  * its version stamp (NUL-terminated). All pointers are valid only during the call. It runs on
@@ -408,6 +424,42 @@ mcpopt_status mcpopt_events_subscribe(mcpopt_engine *engine, mcpopt_event_callba
 
 /* Ends a subscription. NOT_FOUND for an unknown one. */
 mcpopt_status mcpopt_events_unsubscribe(mcpopt_engine *engine, uint64_t subscription);
+
+/* ---------------------------------------------------------------------------------------------
+ * Coordination: one operation across many servers (docs/COORDINATION.md)
+ * ------------------------------------------------------------------------------------------- */
+
+/* Runs one operation across several servers and blocks until it is decided. `request_json`:
+ * {"operation": name (required: the tool to call, or the transaction's name),
+ *  "servers": [server names] with "data": the arguments for every server (default {}), or
+ *  "calls": [{"server", "tool" (default: operation), "arguments" (default: data)}],
+ *  "mode": "fanout" (default) | "transaction",
+ *  "policy": "all" (default) | "quorum" (with "quorum": n) | "first" (fan-out: when it has
+ *  succeeded; "quorum" and "first" cancel the calls still running once decided),
+ *  "concurrency": calls in flight (default coordination.fanOutConcurrency), "timeoutMs": per
+ *  server (fan-out; default optimization.requestTimeout) or for the prepare phase
+ *  (transaction; default coordination.transactionTimeout), "transactionId": string (default:
+ *  operation + a random suffix), "agent": the caller's agent profile}.
+ * A transaction is a two-phase commit: every server is a participant following the convention
+ * (tools tx_prepare, tx_commit, tx_abort) and `data`/`arguments` is its prepare payload; it
+ * needs coordination.enableDistributedTransactions (UNSUPPORTED otherwise), and decisions are
+ * made durable in coordination.transactionLog before any participant hears them.
+ * On MCPOPT_OK, *out_json (caller frees with mcpopt_free()) is {"operation", "mode", "success",
+ * "durationMs"} plus, for a fan-out, {"policy", "size", "succeeded", "failed", "results":
+ * {server: {"status": "success" | "error" | "timeout" | "cancelled", "success", "latencyMs",
+ * "result": the tool result, "error"}}}, or for a transaction {"transactionId", "committed",
+ * "reason": why it aborted or null, "unacknowledged": [participants not yet told]}.
+ * A failed call or an aborted transaction is MCPOPT_OK with "success": false; an unknown
+ * server, a bad request or a server named twice is INVALID_ARGUMENT. Thread-safe. */
+mcpopt_status mcpopt_coordinate_operation(mcpopt_engine *engine, const char *request_json, size_t length,
+                                          char **out_json, size_t *out_length);
+
+/* Finishes the transactions the decision log left unfinished (after a crash of a process that
+ * used the same log): undecided ones abort, decided ones are sent their decision again.
+ * mcpopt_engine_start does this by itself when transactions are enabled. On MCPOPT_OK,
+ * *out_json (caller frees with mcpopt_free()) is {"recovered": [{"transactionId", "committed",
+ * "unacknowledged"}]}. UNSUPPORTED when transactions are off. */
+mcpopt_status mcpopt_transactions_recover(mcpopt_engine *engine, char **out_json, size_t *out_length);
 
 #ifdef __cplusplus
 }

@@ -13,6 +13,8 @@ enum ABIStatus: Int32, CaseIterable {
     case tooLarge = 7
     case unsupported = 8
     case bufferTooSmall = 9
+    case conflict = 10
+    case unavailable = 11
     case `internal` = 99
 
     /// What mcpopt_status_string returns; static C strings, valid forever.
@@ -28,6 +30,8 @@ enum ABIStatus: Int32, CaseIterable {
         case .tooLarge: "too large"
         case .unsupported: "unsupported"
         case .bufferTooSmall: "buffer too small"
+        case .conflict: "conflict"
+        case .unavailable: "unavailable"
         case .internal: "internal error"
         }
     }

@@ -39,7 +39,15 @@ public func mcpopt_state_put(_ handle: OpaquePointer?, _ key: UnsafePointer<CCha
     guard valueLength >= 0, value != nil || valueLength == 0 else { return LastError.fail(.invalidArgument, "value is NULL or its length is not a size") }
     guard valueLength <= StateLimits.maxValueBytes else { return LastError.fail(.tooLarge, "value is \(valueLength) bytes, more than the \(StateLimits.maxValueBytes) accepted") }
     let bytes = Array(UnsafeRawBufferPointer(start: value, count: valueLength))
-    let stored = engine.state.put(key, bytes)
+    let stored: VersionedValue
+    if engine.stateIsStrong {
+        switch blockingState({ () async throws(StateSyncError) in try await engine.putState(key, bytes) }) {
+        case .success(let v): stored = v
+        case .failure(let e): return fail(e)
+        }
+    } else {
+        stored = engine.state.put(key, bytes)
+    }
     guard writeVersion(stored, to: outVersion) else { return LastError.fail(.internal, "out of memory") }
     return LastError.succeed()
 }
@@ -53,7 +61,14 @@ public func mcpopt_state_get(_ handle: OpaquePointer?, _ key: UnsafePointer<CCha
     outValue.pointee = nil
     outLength.pointee = 0
     guard let engine = liveEngine(handle), let key = keyArgument(key, keyLength, name: "key") else { return mcpopt_last_status() }
-    guard let version = engine.state.get(key) else { return LastError.fail(.notFound, "no state under key \"\(key)\"") }
+    var found = engine.state.get(key)
+    if engine.stateIsStrong {
+        switch blockingState({ () async throws(StateSyncError) in try await engine.getState(key) }) {
+        case .success(let v): found = v
+        case .failure(let e): return fail(e)
+        }
+    }
+    guard let version = found else { return LastError.fail(.notFound, "no state under key \"\(key)\"") }
     guard let copy = copyOut(version.value), writeVersion(version, to: outVersion) else { return LastError.fail(.internal, "out of memory") }
     outValue.pointee = copy
     outLength.pointee = version.value.count
@@ -63,9 +78,53 @@ public func mcpopt_state_get(_ handle: OpaquePointer?, _ key: UnsafePointer<CCha
 @_cdecl("mcpopt_state_delete")
 public func mcpopt_state_delete(_ handle: OpaquePointer?, _ key: UnsafePointer<CChar>?, _ keyLength: Int) -> Int32 {
     guard let engine = liveEngine(handle), let key = keyArgument(key, keyLength, name: "key") else { return mcpopt_last_status() }
+    if engine.stateIsStrong {
+        switch blockingState({ () async throws(StateSyncError) in try await engine.deleteState(key) }) {
+        case .success(let v?): _ = v
+        case .success(nil): return LastError.fail(.notFound, "no state under key \"\(key)\"")
+        case .failure(let e): return fail(e)
+        }
+        return LastError.succeed()
+    }
     guard engine.state.get(key) != nil else { return LastError.fail(.notFound, "no state under key \"\(key)\"") }
     engine.state.delete(key)
     return LastError.succeed()
+}
+
+@_cdecl("mcpopt_state_compare_and_set")
+public func mcpopt_state_compare_and_set(_ handle: OpaquePointer?, _ key: UnsafePointer<CChar>?, _ keyLength: Int,
+                                         _ expectedVersion: UnsafePointer<CChar>?, _ value: UnsafeRawPointer?, _ valueLength: Int,
+                                         _ outVersion: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
+    outVersion?.pointee = nil
+    guard let engine = liveEngine(handle), let key = keyArgument(key, keyLength, name: "key") else { return mcpopt_last_status() }
+    guard valueLength >= 0, value != nil || valueLength == 0 else { return LastError.fail(.invalidArgument, "value is NULL or its length is not a size") }
+    guard valueLength <= StateLimits.maxValueBytes else { return LastError.fail(.tooLarge, "value is \(valueLength) bytes, more than the \(StateLimits.maxValueBytes) accepted") }
+    var expected: HLCTimestamp?
+    if let expectedVersion {
+        let length = strlen(expectedVersion)
+        guard let text = keyArgument(expectedVersion, length, name: "expected_version") else { return mcpopt_last_status() }
+        guard let stamp = HLCTimestamp(text) else { return LastError.fail(.invalidArgument, "expected_version \"\(text)\" is not a version stamp (<ms>.<counter>@<node>)") }
+        expected = stamp
+    }
+    let bytes = Array(UnsafeRawBufferPointer(start: value, count: valueLength))
+    let expectedStamp = expected
+    switch blockingState({ () async throws(StateSyncError) in try await engine.compareAndSetState(key, expected: expectedStamp, bytes) }) {
+    case .success(let stored):
+        guard writeVersion(stored, to: outVersion) else { return LastError.fail(.internal, "out of memory") }
+        return LastError.succeed()
+    case .failure(let e): return fail(e)
+    }
+}
+
+/// Runs a state call that may wait on Redis, from a host thread.
+private func blockingState<T: Sendable>(_ work: @escaping @Sendable () async throws(StateSyncError) -> T) -> Result<T, StateSyncError> {
+    blocking { () async -> Result<T, StateSyncError> in
+        do throws(StateSyncError) { return .success(try await work()) } catch { return .failure(error) }
+    }
+}
+
+private func fail(_ error: StateSyncError) -> Int32 {
+    LastError.fail(error.kind == .conflict ? .conflict : .unavailable, error.description)
 }
 
 /// The C callback and its user data, carried into the Swift watcher.

@@ -249,6 +249,9 @@ struct ConfigDecoder {
         o.consistencyModel = r.enumeration("consistencyModel", default: o.consistencyModel)
         o.syncInterval = r.duration("syncInterval", default: o.syncInterval, in: .milliseconds(1)...(.seconds(3600)))
         o.transactionTimeout = r.duration("transactionTimeout", default: o.transactionTimeout, in: .milliseconds(1)...(.seconds(3600)))
+        o.transactionLog = r.nonEmptyString("transactionLog") ?? o.transactionLog
+        o.fanOutConcurrency = r.integer("fanOutConcurrency", default: o.fanOutConcurrency, in: 1...10_000)
+        o.redisUrl = r.nonEmptyString("redisUrl")
         r.finish()
         return o
     }

@@ -102,6 +102,9 @@ extension EngineConfig {
                 "consistencyModel": .string(coordination.consistencyModel.rawValue),
                 "syncInterval": ms(coordination.syncInterval),
                 "transactionTimeout": ms(coordination.transactionTimeout),
+                "transactionLog": .string(coordination.transactionLog),
+                "fanOutConcurrency": .int(Int64(coordination.fanOutConcurrency)),
+                "redisUrl": coordination.redisUrl.map { url in url.contains("@") ? secret(url) : .string(url) } ?? .null,
             ],
             "targets": [
                 "latencyReduction": .double(targets.latencyReduction),

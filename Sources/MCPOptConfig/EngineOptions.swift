@@ -108,6 +108,13 @@ public struct CoordinationOptions: Sendable, Equatable {
     public var consistencyModel: ConsistencyModel = .eventual
     public var syncInterval: Duration = .seconds(1)
     public var transactionTimeout: Duration = .seconds(30)
+    /// Where the two-phase-commit decision log lives: a SQLite file (WAL, fsynced decisions),
+    /// or "redis" to keep it in the shared Redis (`caching.distributed`) when instances share it.
+    public var transactionLog = "mcpopt-transactions.db"
+    /// Calls of one fan-out operation in flight at once.
+    public var fanOutConcurrency = 32
+    /// Redis for shared state when the cache has none (`caching.distributed.url` otherwise).
+    public var redisUrl: String?
     public init() {}
 }
 

@@ -21,12 +21,18 @@ public struct TransactionRecord: Sendable, Equatable {
 }
 
 /// The coordinator's durable decision log. `record` returns only once the state is on disk:
-/// a decision must survive a crash before any participant hears it.
+/// a decision must survive a crash before any participant hears it. A record written with
+/// `durable: false` may be lost in a crash (the final committed/aborted mark: losing it only
+/// means recovery tells the participants again, which they accept as a repeat).
 public protocol DecisionLog: Sendable {
-    func record(_ transaction: TransactionRecord) throws
+    func record(_ transaction: TransactionRecord, durable: Bool) throws
     /// Transactions not finished (preparing, committing, aborting), oldest first.
     func unfinished() throws -> [TransactionRecord]
     func find(_ id: String) throws -> TransactionRecord?
+}
+
+extension DecisionLog {
+    public func record(_ transaction: TransactionRecord) throws { try record(transaction, durable: true) }
 }
 
 public struct DecisionLogError: Error, Sendable, CustomStringConvertible {
@@ -69,8 +75,11 @@ public final class SQLiteDecisionLog: DecisionLog, @unchecked Sendable {
         }
     }
 
-    public func record(_ t: TransactionRecord) throws {
+    public func record(_ t: TransactionRecord, durable: Bool) throws {
         try lock.withLock { () throws(DecisionLogError) in
+            // synchronous is per connection: NORMAL in WAL mode skips this commit's fsync.
+            if !durable { try execute("PRAGMA synchronous=NORMAL") }
+            defer { if !durable { try? execute("PRAGMA synchronous=FULL") } }
             var statement: OpaquePointer?
             let sql = """
                 INSERT INTO transactions (id, participants, state) VALUES (?1, ?2, ?3)

@@ -34,6 +34,7 @@ public final class StateStore: @unchecked Sendable {
     private var entries: [String: VersionedValue] = [:]          // guarded by lock
     private var watchers: [(prefix: String, id: UInt64, fn: Watcher)] = []  // guarded by lock
     private var nextWatcher: UInt64 = 1                            // guarded by lock
+    private var localWriteHook: Watcher?                           // guarded by lock
 
     public init(clock: HybridLogicalClock, resolution: ConflictResolution = .lastWriterWins) {
         self.clock = clock
@@ -44,12 +45,45 @@ public final class StateStore: @unchecked Sendable {
     @discardableResult
     public func put(_ key: String, _ value: [UInt8]) -> VersionedValue {
         let version = VersionedValue(value: value, stamp: clock.tick())
-        return store(key, version)
+        return wrote(key, store(key, version))
     }
 
     @discardableResult
     public func delete(_ key: String) -> VersionedValue {
-        store(key, VersionedValue(value: [], stamp: clock.tick(), deleted: true))
+        wrote(key, store(key, VersionedValue(value: [], stamp: clock.tick(), deleted: true)))
+    }
+
+    /// Writes `value` only if the key is at `expected` (nil: absent or deleted); otherwise
+    /// returns nil and writes nothing. Local to this store (see the engine for the shared one).
+    public func compareAndPut(_ key: String, expected: HLCTimestamp?, _ value: [UInt8]) -> VersionedValue? {
+        let version = VersionedValue(value: value, stamp: clock.tick())
+        let stored = replace(key, with: version) { current in
+            guard let current, !current.deleted else { return expected == nil }
+            return current.stamp == expected
+        }
+        return stored.map { wrote(key, $0) }
+    }
+
+    /// Called after every local write (put, delete), not for versions applied from elsewhere:
+    /// how replication learns what to send. One hook; nil removes it.
+    public func onLocalWrite(_ hook: Watcher?) {
+        lock.withLock { localWriteHook = hook }
+    }
+
+    private func wrote(_ key: String, _ version: VersionedValue) -> VersionedValue {
+        if let hook = lock.withLock({ localWriteHook }) { hook(key, version) }
+        return version
+    }
+
+    /// Takes `version` if it is later than what the key holds, without merging: the
+    /// linearizable path, where the shared store already decided the order.
+    @discardableResult
+    public func adopt(_ key: String, _ version: VersionedValue) -> VersionedValue {
+        clock.observe(version.stamp)
+        while true {
+            if let stored = replace(key, with: version, when: { $0 == nil || $0!.stamp < version.stamp }) { return stored }
+            if let current = lock.withLock({ entries[key] }) { return current }
+        }
     }
 
     public func get(_ key: String) -> VersionedValue? {
@@ -60,25 +94,44 @@ public final class StateStore: @unchecked Sendable {
     @discardableResult
     public func apply(_ key: String, _ remote: VersionedValue) -> VersionedValue {
         clock.observe(remote.stamp)
-        let current = lock.withLock { entries[key] }
-        guard let current else { return store(key, remote) }
-        if current.stamp == remote.stamp { return current }
-        let winner: VersionedValue
-        switch resolution {
-        case .lastWriterWins:
-            winner = remote.stamp > current.stamp ? remote : current
-        case .merge(let merge):
-            if current.deleted || remote.deleted {
-                winner = remote.stamp > current.stamp ? remote : current
-            } else {
-                let later = max(current.stamp, remote.stamp)
-                // Merge in a fixed order (older, newer) so every instance computes the same value.
-                let (older, newer) = current.stamp < remote.stamp ? (current, remote) : (remote, current)
-                winner = VersionedValue(value: merge(older, newer), stamp: later)
+        // The merge callback runs outside the lock (it is the host's code): its result is
+        // stored only if the key did not change meanwhile, else it merges again.
+        while true {
+            guard let current = lock.withLock({ entries[key] }) else {
+                if let stored = replace(key, with: remote, when: { $0 == nil }) { return stored }
+                continue
             }
+            if current.stamp == remote.stamp { return current }
+            let winner: VersionedValue
+            switch resolution {
+            case .lastWriterWins:
+                winner = remote.stamp > current.stamp ? remote : current
+            case .merge(let merge):
+                if current.deleted || remote.deleted {
+                    winner = remote.stamp > current.stamp ? remote : current
+                } else {
+                    let later = max(current.stamp, remote.stamp)
+                    // Merge in a fixed order (older, newer) so every instance computes the same value.
+                    let (older, newer) = current.stamp < remote.stamp ? (current, remote) : (remote, current)
+                    winner = VersionedValue(value: merge(older, newer), stamp: later)
+                }
+            }
+            if winner == current { return current }
+            if let stored = replace(key, with: winner, when: { $0 == current }) { return stored }
         }
-        if winner == current { return current }
-        return store(key, winner)
+    }
+
+    /// Stores `version` if `condition` holds for what the key holds now (atomically), and
+    /// tells the watchers; nil when it did not hold.
+    private func replace(_ key: String, with version: VersionedValue, when condition: (VersionedValue?) -> Bool) -> VersionedValue? {
+        let interested = lock.withLock { () -> [Watcher]? in
+            guard condition(entries[key]) else { return nil }
+            entries[key] = version
+            return watchers.filter { key.hasPrefix($0.prefix) }.map(\.fn)
+        }
+        guard let interested else { return nil }
+        for watcher in interested { watcher(key, version) }
+        return version
     }
 
     /// Calls `watcher` for every change of a key starting with `prefix` (on the writer's thread).

@@ -49,16 +49,18 @@ public final class TransactionCoordinator: Sendable {
     }
 
     /// Runs one transaction across `participants`, each with its own payload.
-    public func run(id: String, participants: [any TransactionParticipant], payloads: [String: [UInt8]] = [:]) async throws -> TransactionOutcome {
+    /// `timeout` bounds the prepare phase (default: the coordinator's).
+    public func run(id: String, participants: [any TransactionParticipant], payloads: [String: [UInt8]] = [:],
+                    timeout: Duration? = nil) async throws -> TransactionOutcome {
         let ids = participants.map(\.id)
         try log.record(TransactionRecord(id: id, participants: ids, state: .preparing))
-        let failure = await prepareAll(id, participants, payloads)
+        let failure = await prepareAll(id, participants, payloads, timeout: timeout ?? self.timeout)
         let commit = failure == nil
         try log.record(TransactionRecord(id: id, participants: ids, state: commit ? .committing : .aborting))
         try afterDecision?(id)
         let pending = await deliver(id, commit: commit, to: participants)
         if pending.isEmpty {
-            try log.record(TransactionRecord(id: id, participants: ids, state: commit ? .committed : .aborted))
+            try log.record(TransactionRecord(id: id, participants: ids, state: commit ? .committed : .aborted), durable: false)
         }
         return TransactionOutcome(id: id, committed: commit, reason: failure, unacknowledged: pending)
     }
@@ -87,8 +89,7 @@ public final class TransactionCoordinator: Sendable {
     }
 
     /// Nil when everyone voted yes in time; otherwise why not.
-    private func prepareAll(_ id: String, _ participants: [any TransactionParticipant], _ payloads: [String: [UInt8]]) async -> String? {
-        let timeout = self.timeout
+    private func prepareAll(_ id: String, _ participants: [any TransactionParticipant], _ payloads: [String: [UInt8]], timeout: Duration) async -> String? {
         return await withTaskGroup(of: String?.self) { group in
             for p in participants {
                 group.addTask {

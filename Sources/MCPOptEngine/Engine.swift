@@ -23,6 +23,8 @@ public final class Engine: Sendable {
     let runtime: EngineRuntime
     /// Periodic and state events (metricsUpdate, targetMet, routingOptimized, stateUpdated).
     let monitor = EngineMonitor()
+    /// Fan-out operations and two-phase commits across servers.
+    let coordination: EngineCoordination
 
     public init(config: EngineConfig) {
         self.config = config
@@ -32,6 +34,7 @@ public final class Engine: Sendable {
         self.cache = Self.makeCache(config.caching)
         self.router = Self.makeRouter(config)
         self.runtime = EngineRuntime(config: config)
+        self.coordination = EngineCoordination(config.coordination)
     }
 
     private static func makeCache(_ caching: CachingOptions) -> MemoryCache {

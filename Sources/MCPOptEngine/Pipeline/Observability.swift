@@ -43,6 +43,8 @@ extension Engine {
     /// would have cost the call it was merged into.
     public func getOptimizationMetrics() -> JSONValue {
         let m = runtime.metrics
+        let decided = coordination.transactionsCommitted.load() + coordination.transactionsAborted.load()
+        let transactionSuccessRate: JSONValue = decided == 0 ? .null : .double(Double(coordination.transactionsCommitted.load()) / Double(decided))
         let latency = m.latency.summary, upstream = m.upstreamLatency.summary, decisions = m.decisionLatency.summary
         let requests = m.requests.load(), succeeded = m.succeeded.load()
         let hits = m.cacheHits.load(), misses = m.cacheMisses.load()
@@ -97,8 +99,18 @@ extension Engine {
             "coordination": [
                 "activeServers": .int(Int64(active)),
                 "configuredServers": .int(Int64(config.activeServers.count)),
-                "syncOperations": .int(0),
-                "transactionSuccessRate": .null,
+                "syncOperations": .int(Int64(coordination.fanOuts.load() + coordination.transactionsStarted.load())),
+                "fanOutOperations": .int(Int64(coordination.fanOuts.load())),
+                "fanOutCalls": .int(Int64(coordination.fanOutCalls.load())),
+                "transactions": [
+                    "started": .int(Int64(coordination.transactionsStarted.load())),
+                    "committed": .int(Int64(coordination.transactionsCommitted.load())),
+                    "aborted": .int(Int64(coordination.transactionsAborted.load())),
+                    "inDoubt": .int(Int64(coordination.transactionsInDoubt.load())),
+                    "recovered": .int(Int64(coordination.recovered.load())),
+                ],
+                "transactionSuccessRate": transactionSuccessRate,
+                "stateSync": coordination.replicator?.status ?? ["consistencyModel": .string("local")],
             ],
         ]
     }

@@ -91,6 +91,8 @@ extension Engine {
         await runtime.start { [self] in
             await bringUp()
             monitor.start(self)
+            // A crash may have left transactions in doubt: finish them before new work.
+            if config.coordination.enableDistributedTransactions { _ = try? await recoverTransactions() }
         }
     }
 
@@ -109,6 +111,8 @@ extension Engine {
     /// Stops every backend (stdio servers are asked to exit; HTTP sessions are ended).
     public func stop() async {
         monitor.stop(self)
+        coordination.replicator?.stop()
+        coordination.setReplicator(nil)
         await runtime.stop()
     }
 
@@ -152,6 +156,7 @@ extension Engine {
             runtime.setShared(shared)
             shared.start()
         }
+        await startStateReplication()
         for backend in backends {
             let name = backend.name
             backend.start(onNotification: { [weak self] method, message in self?.backendNotification(server: name, method: method, message: message) })
