@@ -67,6 +67,9 @@ public struct MockProfile: Sendable, Equatable {
     public var hangAfter = 0
     public var hangMs = 10_000.0
     public var degrade: Degrade?
+    /// Also a two-phase-commit participant (docs/COORDINATION.md): tools tx_prepare, tx_commit,
+    /// tx_abort, kept in memory, answered at once (for coordinator benchmarks; votes yes).
+    public var participant = false
 
     public init(name: String, tools: [Tool]) {
         self.name = name

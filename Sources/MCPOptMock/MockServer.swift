@@ -31,6 +31,8 @@ public final class MockServer: MCPService, @unchecked Sendable {
     private var hangEndsNanos: UInt64?    // guarded by lock
     /// When each worker is next free (capacity > 0): a call takes the earliest.
     private var workerFreeNanos: [UInt64]  // guarded by lock
+    /// Participant mode: transaction id -> "prepared" | "committed" | "aborted".
+    private var transactions: [String: String] = [:]   // guarded by lock
     /// Seals this process's requestStates (another instance, even of the same profile, has another).
     private let secret: String
 
@@ -39,7 +41,7 @@ public final class MockServer: MCPService, @unchecked Sendable {
         identity = GatewayFront.Identity(name: profile.name, version: profile.version, instructions: nil, capabilities: ["tools": ["listChanged": false]])
         answers = ProtocolAnswers(identity: identity, cacheHints: { $0 == "tools/list" ? (60_000, "public") : $0 == "server/discover" ? (60_000, "public") : nil })
         toolsByName = Dictionary(profile.tools.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
-        toolList = .array(profile.tools.map(Self.definition))
+        toolList = .array(profile.tools.map(Self.definition) + (profile.participant ? Self.participantTools : []))
         random = SeededRandom(seed: SeededRandom.seed(profile.seed, profile.name))
         workerFreeNanos = Array(repeating: 0, count: profile.capacity)
         var system = SystemRandomNumberGenerator()
@@ -85,6 +87,9 @@ public final class MockServer: MCPService, @unchecked Sendable {
         case "tools/list":
             return .answered(answers.result(["tools": toolList], id: id, method: method, modern: modern))
         case "tools/call":
+            if profile.participant, let name = view.name.string, name.hasPrefix("tx_") {
+                return .answered(transaction(name, view: view, id: id, modern: modern))
+            }
             guard let name = view.name.string, let tool = toolsByName[name] else {
                 return .answered(answers.error(id: id, code: RPCErrorCode.invalidParams, "Unknown tool: \(view.name.string ?? "(no name)")"))
             }
@@ -152,6 +157,44 @@ public final class MockServer: MCPService, @unchecked Sendable {
         }
         let delay = UInt64(max(0, latencyMs) * 1e6) + waitNanos
         return delay < 20_000 ? .answered(answer) : .pending(Pending(delayNanos: delay, answer: answer))
+    }
+
+    static let participantTools: [JSONValue] = ["tx_prepare", "tx_commit", "tx_abort"].map { name in
+        ["name": .string(name), "description": .string("two-phase commit: \(name.dropFirst(3)) a transaction"),
+         "inputSchema": ["type": "object", "properties": ["transaction_id": ["type": "string"], "payload": [:]], "required": ["transaction_id"]]]
+    }
+
+    /// The participant convention, in memory: prepare votes yes; commit needs a prepare;
+    /// commit and abort are idempotent.
+    private func transaction(_ tool: String, view: MessageView, id: [UInt8], modern: Bool) -> [UInt8] {
+        let arguments = view.arguments.isPresent ? (try? JSONParser.parse(view.arguments.buffer)) : nil
+        guard let tx = arguments?["transaction_id"]?.stringValue else {
+            return answers.error(id: id, code: RPCErrorCode.invalidParams, "\(tool) needs the string argument \"transaction_id\"")
+        }
+        let outcome: (answer: JSONValue?, refusal: String?) = lock.withLock {
+            let state = transactions[tx]
+            switch tool {
+            case "tx_prepare":
+                guard state == nil || state == "prepared" else { return (["vote": "no", "reason": .string("transaction already \(state!)")], nil) }
+                transactions[tx] = "prepared"
+                return (["vote": "yes"], nil)
+            case "tx_commit":
+                guard state == "prepared" || state == "committed" else { return (nil, "cannot commit \(tx): it is \(state ?? "unknown") here") }
+                transactions[tx] = "committed"
+                return (["state": "committed"], nil)
+            case "tx_abort":
+                guard state != "committed" else { return (nil, "cannot abort \(tx): it is committed") }
+                transactions[tx] = "aborted"
+                return (["state": "aborted"], nil)
+            default:
+                return (nil, "Unknown tool: \(tool)")
+            }
+        }
+        if let answer = outcome.answer {
+            return answers.result(["content": [["type": "text", "text": .string(answer.jsonString)]], "structuredContent": answer, "isError": false],
+                                  id: id, method: "tools/call", modern: modern)
+        }
+        return answers.result(["content": [["type": "text", "text": .string(outcome.refusal ?? "refused")]], "isError": true], id: id, method: "tools/call", modern: modern)
     }
 
     /// 1 until the degradation starts, then growing linearly with time, capped.

@@ -47,6 +47,9 @@ struct MockServerCommand: ParsableCommand {
     @Option(help: "...growing by this factor per second (1: twice as slow after one second).")
     var degradeRate: Double?
 
+    @Flag(help: "Also be a two-phase-commit participant (tools tx_prepare, tx_commit, tx_abort; in memory).")
+    var participant = false
+
     @Flag(help: "With --http: exit when stdin ends (a parent that dies takes its servers with it).")
     var exitOnEof = false
 
@@ -83,6 +86,7 @@ struct MockServerCommand: ParsableCommand {
         if degradeAfterMs != nil || degradeRate != nil {
             loaded.degrade = MockProfile.Degrade(afterMs: degradeAfterMs ?? 0, ratePerSecond: degradeRate ?? 1)
         }
+        if participant { loaded.participant = true }
         let server = MockServer(profile: loaded)
         guard let http else {
             blockOn { await StdioFront(service: server).run() }
