@@ -250,6 +250,7 @@ struct ConfigDecoder {
         o.syncInterval = r.duration("syncInterval", default: o.syncInterval, in: .milliseconds(1)...(.seconds(3600)))
         o.transactionTimeout = r.duration("transactionTimeout", default: o.transactionTimeout, in: .milliseconds(1)...(.seconds(3600)))
         o.transactionLog = r.nonEmptyString("transactionLog") ?? o.transactionLog
+        o.coordinatorId = r.nonEmptyString("coordinatorId")
         o.fanOutConcurrency = r.integer("fanOutConcurrency", default: o.fanOutConcurrency, in: 1...10_000)
         o.redisUrl = r.nonEmptyString("redisUrl")
         r.finish()

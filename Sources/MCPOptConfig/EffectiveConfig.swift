@@ -103,6 +103,7 @@ extension EngineConfig {
                 "syncInterval": ms(coordination.syncInterval),
                 "transactionTimeout": ms(coordination.transactionTimeout),
                 "transactionLog": .string(coordination.transactionLog),
+                "coordinatorId": coordination.coordinatorId.map { .string($0) } ?? .null,
                 "fanOutConcurrency": .int(Int64(coordination.fanOutConcurrency)),
                 "redisUrl": coordination.redisUrl.map { url in url.contains("@") ? secret(url) : .string(url) } ?? .null,
             ],

@@ -111,6 +111,9 @@ public struct CoordinationOptions: Sendable, Equatable {
     /// Where the two-phase-commit decision log lives: a SQLite file (WAL, fsynced decisions),
     /// or "redis" to keep it in the shared Redis (`caching.distributed`) when instances share it.
     public var transactionLog = "mcpopt-transactions.db"
+    /// Whose transactions these are in a shared (Redis) decision log: a coordinator recovers
+    /// only its own. Nil: the host's name.
+    public var coordinatorId: String?
     /// Calls of one fan-out operation in flight at once.
     public var fanOutConcurrency = 32
     /// Redis for shared state when the cache has none (`caching.distributed.url` otherwise).

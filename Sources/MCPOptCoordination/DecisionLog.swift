@@ -18,6 +18,11 @@ public struct TransactionRecord: Sendable, Equatable {
     public var id: String
     public var participants: [String]
     public var state: TransactionState
+    public init(id: String, participants: [String], state: TransactionState) {
+        self.id = id
+        self.participants = participants
+        self.state = state
+    }
 }
 
 /// The coordinator's durable decision log. `record` returns only once the state is on disk:
@@ -25,18 +30,19 @@ public struct TransactionRecord: Sendable, Equatable {
 /// `durable: false` may be lost in a crash (the final committed/aborted mark: losing it only
 /// means recovery tells the participants again, which they accept as a repeat).
 public protocol DecisionLog: Sendable {
-    func record(_ transaction: TransactionRecord, durable: Bool) throws
+    func record(_ transaction: TransactionRecord, durable: Bool) async throws
     /// Transactions not finished (preparing, committing, aborting), oldest first.
-    func unfinished() throws -> [TransactionRecord]
-    func find(_ id: String) throws -> TransactionRecord?
+    func unfinished() async throws -> [TransactionRecord]
+    func find(_ id: String) async throws -> TransactionRecord?
 }
 
 extension DecisionLog {
-    public func record(_ transaction: TransactionRecord) throws { try record(transaction, durable: true) }
+    public func record(_ transaction: TransactionRecord) async throws { try await record(transaction, durable: true) }
 }
 
 public struct DecisionLogError: Error, Sendable, CustomStringConvertible {
     public let description: String
+    public init(description: String) { self.description = description }
 }
 
 /// The decision log in SQLite, WAL mode with `synchronous=FULL`: every commit is fsynced.

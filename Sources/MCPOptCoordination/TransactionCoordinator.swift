@@ -53,14 +53,14 @@ public final class TransactionCoordinator: Sendable {
     public func run(id: String, participants: [any TransactionParticipant], payloads: [String: [UInt8]] = [:],
                     timeout: Duration? = nil) async throws -> TransactionOutcome {
         let ids = participants.map(\.id)
-        try log.record(TransactionRecord(id: id, participants: ids, state: .preparing))
+        try await log.record(TransactionRecord(id: id, participants: ids, state: .preparing))
         let failure = await prepareAll(id, participants, payloads, timeout: timeout ?? self.timeout)
         let commit = failure == nil
-        try log.record(TransactionRecord(id: id, participants: ids, state: commit ? .committing : .aborting))
+        try await log.record(TransactionRecord(id: id, participants: ids, state: commit ? .committing : .aborting))
         try afterDecision?(id)
         let pending = await deliver(id, commit: commit, to: participants)
         if pending.isEmpty {
-            try log.record(TransactionRecord(id: id, participants: ids, state: commit ? .committed : .aborted), durable: false)
+            try await log.record(TransactionRecord(id: id, participants: ids, state: commit ? .committed : .aborted), durable: false)
         }
         return TransactionOutcome(id: id, committed: commit, reason: failure, unacknowledged: pending)
     }
@@ -68,11 +68,11 @@ public final class TransactionCoordinator: Sendable {
     /// Finishes every transaction the log left unfinished (call at start).
     public func recover() async throws -> [TransactionOutcome] {
         var outcomes: [TransactionOutcome] = []
-        for record in try log.unfinished() {
+        for record in try await log.unfinished() {
             let commit = record.state == .committing
             if record.state == .preparing {
                 // No decision was made: presumed abort, made durable before anyone hears it.
-                try log.record(TransactionRecord(id: record.id, participants: record.participants, state: .aborting))
+                try await log.record(TransactionRecord(id: record.id, participants: record.participants, state: .aborting))
             }
             var missing: [String] = []
             var found: [any TransactionParticipant] = []
@@ -81,7 +81,7 @@ public final class TransactionCoordinator: Sendable {
             }
             let pending = await deliver(record.id, commit: commit, to: found) + missing
             if pending.isEmpty {
-                try log.record(TransactionRecord(id: record.id, participants: record.participants, state: commit ? .committed : .aborted))
+                try await log.record(TransactionRecord(id: record.id, participants: record.participants, state: commit ? .committed : .aborted))
             }
             outcomes.append(TransactionOutcome(id: record.id, committed: commit, reason: commit ? nil : "recovered after a crash: aborted", unacknowledged: pending))
         }

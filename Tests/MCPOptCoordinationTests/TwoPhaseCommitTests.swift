@@ -76,7 +76,8 @@ final class TwoPhaseCommitTests: XCTestCase {
             XCTAssertTrue(outcome.committed)
             XCTAssertEqual(outcome.unacknowledged, [])
             for p in ps { XCTAssertEqual(p.committed["tx\(count)"], Array(p.id.utf8)) }
-            XCTAssertEqual(try coordinator(ps).log.find("tx\(count)")?.state, .committed)
+            let found = try await coordinator(ps).log.find("tx\(count)")
+            XCTAssertEqual(found?.state, .committed)
         }
     }
 
@@ -111,22 +112,26 @@ final class TwoPhaseCommitTests: XCTestCase {
         } catch is SimulatedCrash {}
         for p in ps { XCTAssertEqual(p.state.committed, [], "nobody heard the decision before the crash") }
         let restarted = try coordinator(ps)
-        XCTAssertEqual(try restarted.log.unfinished().map(\.state), [.committing])
+        let unfinished = try await restarted.log.unfinished()
+        XCTAssertEqual(unfinished.map(\.state), [.committing])
         let outcomes = try await restarted.recover()
         XCTAssertEqual(outcomes.map(\.committed), [true])
         XCTAssertEqual(ps.map { $0.committed["t"] ?? [] }, [[1], [2], [3]])
-        XCTAssertEqual(try restarted.log.find("t")?.state, .committed)
-        XCTAssertEqual(try restarted.log.unfinished(), [])
+        let final = try await restarted.log.find("t")
+        XCTAssertEqual(final?.state, .committed)
+        let left = try await restarted.log.unfinished()
+        XCTAssertEqual(left, [])
     }
 
     func testCrashBeforeDecisionRecoversToAborted() async throws {
         let ps = (0..<2).map { MemoryParticipant("p\($0)") }
         let log = try SQLiteDecisionLog(path: directory.appendingPathComponent("decisions.db").path)
-        try log.record(TransactionRecord(id: "t", participants: ["p0", "p1"], state: .preparing))
+        try await log.record(TransactionRecord(id: "t", participants: ["p0", "p1"], state: .preparing))
         let outcomes = try await coordinator(ps).recover()
         XCTAssertEqual(outcomes.map(\.committed), [false])
         for p in ps { XCTAssertEqual(p.state.aborted, ["t"]) }
-        XCTAssertEqual(try log.find("t")?.state, .aborted)
+        let found = try await log.find("t")
+        XCTAssertEqual(found?.state, .aborted)
     }
 
     func testUnreachableParticipantStaysInDoubtUntilRecovery() async throws {
@@ -135,12 +140,14 @@ final class TwoPhaseCommitTests: XCTestCase {
         let outcome = try await coordinator(ps).run(id: "t", participants: ps)
         XCTAssertTrue(outcome.committed)
         XCTAssertEqual(outcome.unacknowledged, ["p1"])
-        XCTAssertEqual(try coordinator(ps).log.find("t")?.state, .committing)
+        let inDoubt = try await coordinator(ps).log.find("t")
+        XCTAssertEqual(inDoubt?.state, .committing)
         ps[1].failCommits = 0
         let recovered = try await coordinator(ps).recover()
         XCTAssertEqual(recovered.first?.unacknowledged, [])
         XCTAssertEqual(ps[1].state.committed, ["t"])
-        XCTAssertEqual(try coordinator(ps).log.find("t")?.state, .committed)
+        let done = try await coordinator(ps).log.find("t")
+        XCTAssertEqual(done?.state, .committed)
     }
 
     func testLogRefusesAnUnwritablePath() {

@@ -11,7 +11,9 @@ final class SharedCacheTests: XCTestCase, @unchecked Sendable {
     final class Redis {
         let port: Int
         private var process: Process?
-        init() throws {
+        private let extra: [String]
+        init(_ extra: [String] = []) throws {
+            self.extra = extra
             guard FileManager.default.isExecutableFile(atPath: "/usr/bin/redis-server") else {
                 if ProcessInfo.processInfo.environment["CI"] != nil { XCTFail("redis-server is missing: run scripts/setup"); throw CancellationError() }
                 throw XCTSkip("redis-server is missing: run scripts/setup")
@@ -22,7 +24,7 @@ final class SharedCacheTests: XCTestCase, @unchecked Sendable {
         func start() throws {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
-            p.arguments = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning"]
+            p.arguments = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning"] + extra
             p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
             try p.run()

@@ -106,21 +106,44 @@ final class EngineCoordination: @unchecked Sendable {
             guard options.enableDistributedTransactions else {
                 throw CoordinationError(kind: .disabled, description: "distributed transactions are off: set coordination.enableDistributedTransactions to true")
             }
-            let log: any DecisionLog
-            do {
-                log = try SQLiteDecisionLog(path: options.transactionLog)
-            } catch {
-                throw CoordinationError(kind: .log, description: "\(error)")
-            }
-            let crash = crashAfterDecision
-            weak let weakEngine = engine
             let made = TransactionCoordinator(
-                log: log, timeout: options.transactionTimeout,
-                participants: { id in weakEngine.flatMap { $0.config.activeServers.contains { $0.name == id } ? ServerParticipant(engine: $0, server: id) : nil } },
-                afterDecision: crash ? { @Sendable _ in _exit(70) } : nil)
+                log: try makeLog(engine), timeout: options.transactionTimeout,
+                participants: { [weak engine] id in
+                    guard let engine, engine.config.activeServers.contains(where: { $0.name == id }) else { return nil }
+                    return ServerParticipant(engine: engine, server: id)
+                },
+                afterDecision: crashAfterDecision ? { @Sendable _ in _exit(70) } : nil)
             coordinator = made
             return made
         }
+    }
+
+    /// SQLite at `transactionLog`, or the shared Redis when it says "redis".
+    private func makeLog(_ engine: Engine) throws(CoordinationError) -> any DecisionLog {
+        guard options.transactionLog == "redis" else {
+            do {
+                return try SQLiteDecisionLog(path: options.transactionLog)
+            } catch {
+                throw CoordinationError(kind: .log, description: "\(error)")
+            }
+        }
+        guard let url = engine.stateRedisURL else {
+            throw CoordinationError(kind: .log, description: "coordination.transactionLog is \"redis\" but no Redis is configured (coordination.redisUrl or caching.distributed)")
+        }
+        guard let loop = engine.runtime.eventLoop else {
+            throw CoordinationError(kind: .log, description: "the engine's I/O loop is not running (start the engine first)")
+        }
+        let id = options.coordinatorId ?? Self.hostName()
+        guard let log = RedisDecisionLog(url: url, keyPrefix: engine.config.caching.distributed?.keyPrefix ?? "mcpopt:", coordinatorId: id, loop: loop) else {
+            throw CoordinationError(kind: .log, description: "the Redis URL \"\(url)\" does not parse")
+        }
+        return log
+    }
+
+    static func hostName() -> String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count - 1) == 0 else { return "localhost" }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
 
