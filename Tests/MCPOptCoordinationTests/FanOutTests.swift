@@ -13,7 +13,7 @@ final class FanOutTests: XCTestCase {
         func leave() { lock.withLock { now -= 1 } }
     }
 
-    func testAllSucceedWithBoundedConcurrency() async {
+    func testConcurrentCallsAllSucceedWithinTheBound() async {
         let gauge = Gauge()
         let targets = (0..<100).map { "s\($0)" }
         let result = await FanOut.run(targets: targets, policy: .all, concurrency: 8, timeout: .seconds(10)) { target in
@@ -41,7 +41,7 @@ final class FanOutTests: XCTestCase {
         XCTAssertEqual(result.failed, 1)
     }
 
-    func testQuorumStopsOnceReachedAndFailsOnceUnreachable() async {
+    func testConcurrentQuorumStopsOnceReachedAndFailsOnceUnreachable() async {
         // Two fast successes reach a quorum of 2: the slow third is cancelled, not awaited.
         let clock = ContinuousClock()
         let started = clock.now

@@ -80,7 +80,7 @@ final class StateSyncTests: XCTestCase, @unchecked Sendable {
         await eventually("b receives what a wrote while Redis was away", seconds: 10) { text(b.state.get("offline")) == "written while away" }
     }
 
-    func testStrongReadModifyWriteIsSerialized() async throws {
+    func testConcurrentStrongReadModifyWriteIsSerialized() async throws {
         let redis = try Redis()
         addTeardownBlock { redis.kill() }
         let a = try makeEngine("strong", redisPort: redis.port), b = try makeEngine("strong", redisPort: redis.port)
