@@ -456,7 +456,8 @@ mcpopt_status mcpopt_coordinate_operation(mcpopt_engine *engine, const char *req
 
 /* Finishes the transactions the decision log left unfinished (after a crash of a process that
  * used the same log): undecided ones abort, decided ones are sent their decision again.
- * mcpopt_engine_start does this by itself when transactions are enabled. On MCPOPT_OK,
+ * mcpopt_engine_start does this by itself when transactions are enabled (this call starts the
+ * engine if needed); what it finished is reported by the next call of this one. On MCPOPT_OK,
  * *out_json (caller frees with mcpopt_free()) is {"recovered": [{"transactionId", "committed",
  * "unacknowledged"}]}. UNSUPPORTED when transactions are off. */
 mcpopt_status mcpopt_transactions_recover(mcpopt_engine *engine, char **out_json, size_t *out_length);

@@ -98,8 +98,9 @@ public enum FanOut {
             for await (index, entry) in group {
                 entries[index] = entry
                 if entry.status == .success { successes += 1 } else { failures += 1 }
-                // Decided either way: stop launching, cancel what runs.
-                if successes >= needed || targets.count - failures < needed {
+                // Decided either way: stop launching, cancel what runs. `all` runs every call
+                // to the end, so its result map is complete.
+                if policy != .all, successes >= needed || targets.count - failures < needed {
                     group.cancelAll()
                     break
                 }

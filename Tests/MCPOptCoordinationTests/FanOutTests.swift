@@ -33,8 +33,12 @@ final class FanOutTests: XCTestCase {
 
     func testAllFailsWhenOneFailsAndReportsWhy() async {
         let result = await FanOut.run(targets: ["a", "b", "c"], policy: .all, concurrency: 3, timeout: .seconds(10)) { target in
-            target == "b" ? FanOutAnswer(success: false, error: "b is broken") : FanOutAnswer(success: true)
+            if target == "b" { return FanOutAnswer(success: false, error: "b is broken") }
+            try? await Task.sleep(for: .milliseconds(50))   // slower than b's failure
+            return FanOutAnswer(success: true)
         }
+        XCTAssertEqual(result["a"]?.status, .success, "all runs every call to the end, even after a failure")
+        XCTAssertEqual(result["c"]?.status, .success)
         XCTAssertFalse(result.success)
         XCTAssertEqual(result["b"]?.status, .error)
         XCTAssertEqual(result["b"]?.error, "b is broken")

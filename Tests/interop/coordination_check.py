@@ -154,6 +154,9 @@ def main() -> int:
             check("after recovery every participant committed",
                   all(store(state, n).get("crash") == "after-decision" for n in crash_servers), {n: store(state, n) for n in crash_servers})
             check("participants say committed", all(tx_status(engine, n, "tx-crash") == "committed" for n in crash_servers))
+            reported = engine.recover_transactions()
+            check("the start's recovery is reported once",
+                  reported == [{"transactionId": "tx-crash", "committed": True, "unacknowledged": []}], reported)
             check("nothing is left to recover", engine.recover_transactions() == [])
     finally:
         for p in procs:

@@ -102,6 +102,66 @@ export declare class Router {
   stats(): Record<string, unknown>;
 }
 
+export interface CoordinationOptions {
+  /** 'fanout' (default): call the tool on every server; 'transaction': a two-phase commit. */
+  mode?: 'fanout' | 'transaction';
+  /** Fan-out: when it has succeeded. 'quorum' needs `quorum`; 'quorum' and 'first' cancel the rest once decided. */
+  policy?: 'all' | 'quorum' | 'first';
+  quorum?: number;
+  /** Calls in flight at once (default coordination.fanOutConcurrency). */
+  concurrency?: number;
+  /** Per server (fan-out), or for the prepare phase (transaction). */
+  timeoutMs?: number;
+  /** Default: the operation's name and a random suffix. */
+  transactionId?: string;
+  agent?: string;
+}
+
+/** One call of a multi-server operation. */
+export interface ServerCall {
+  server: string;
+  /** Default: the operation's name. */
+  tool?: string;
+  /** Default: {}. In transaction mode, the participant's prepare payload. */
+  arguments?: unknown;
+}
+
+export interface FanOutEntry {
+  status: 'success' | 'error' | 'timeout' | 'cancelled';
+  success: boolean;
+  latencyMs: number;
+  /** The tool result (a tools/call result object), when the server answered. */
+  result?: Record<string, unknown> | null;
+  error?: string;
+}
+
+export interface CoordinationResult {
+  operation: string;
+  mode: 'fanout' | 'transaction';
+  /** False for a failed fan-out or an aborted transaction. */
+  success: boolean;
+  durationMs: number;
+  /** Fan-out: "all", "quorum(n)" or "first". */
+  policy?: string;
+  size?: number;
+  succeeded?: number;
+  failed?: number;
+  results?: Record<string, FanOutEntry>;
+  /** Transaction. */
+  transactionId?: string;
+  committed?: boolean;
+  /** Why it aborted, or null. */
+  reason?: string | null;
+  /** Participants not yet told the decision. */
+  unacknowledged?: string[];
+}
+
+export interface RecoveredTransaction {
+  transactionId: string;
+  committed: boolean;
+  unacknowledged: string[];
+}
+
 export declare class Engine {
   /** @throws ConfigError when the configuration is invalid. */
   constructor(config: Config);
@@ -112,6 +172,17 @@ export declare class Engine {
   /** Shorthand for engine.router.route. */
   route(request: string | Record<string, unknown>, requirements?: RouteRequirements, options?: { agent?: string }): RoutingDecision;
   describe(): EngineDescription;
+  /**
+   * Runs `operation` on every one of `servers` with the same arguments (`data`): a fan-out, or a
+   * two-phase commit (mode 'transaction') whose participants get `data` as prepare payload.
+   * @throws MCPOptError (rejects) with status INVALID_ARGUMENT for an unknown server or a bad
+   * option, UNSUPPORTED for a transaction when coordination.enableDistributedTransactions is off.
+   */
+  coordinateOperation(operation: string, servers: string[], data?: unknown, options?: CoordinationOptions): Promise<CoordinationResult>;
+  /** Like coordinateOperation, with a tool and arguments per server. */
+  coordinateMultiServerOperation(operation: string, calls: ServerCall[], options?: CoordinationOptions): Promise<CoordinationResult>;
+  /** Finishes the transactions the decision log left unfinished; rejects with UNSUPPORTED when transactions are off. */
+  recoverTransactions(): Promise<RecoveredTransaction[]>;
   /** Releases the engine; closing twice is harmless. */
   close(): void;
   [Symbol.dispose](): void;

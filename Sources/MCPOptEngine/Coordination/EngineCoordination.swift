@@ -100,6 +100,32 @@ final class EngineCoordination: @unchecked Sendable {
 
     init(_ options: CoordinationOptions) { self.options = options }
 
+    private var startRecovery: Task<Void, Never>?       // guarded by lock
+    private var startOutcomes: [TransactionOutcome] = [] // guarded by lock: not yet reported
+
+    /// Recovery when the engine starts: once; later callers wait for the same run. What it
+    /// finished is kept for the next `recoverTransactions` to report.
+    func recoverAtStart(_ engine: Engine) async {
+        let task = lock.withLock { () -> Task<Void, Never> in
+            if let startRecovery { return startRecovery }
+            let made = Task { [self] in
+                let outcomes = (try? await engine.recoverUnfinished()) ?? []
+                lock.withLock { startOutcomes += outcomes }
+            }
+            startRecovery = made
+            return made
+        }
+        await task.value
+    }
+
+    /// What the start's recovery finished, once.
+    func takeStartOutcomes() -> [TransactionOutcome] {
+        lock.withLock {
+            defer { startOutcomes = [] }
+            return startOutcomes
+        }
+    }
+
     func coordinator(_ engine: Engine) throws(CoordinationError) -> TransactionCoordinator {
         try lock.withLock { () throws(CoordinationError) -> TransactionCoordinator in
             if let coordinator { return coordinator }
@@ -188,9 +214,16 @@ extension Engine {
     }
 
     /// Finishes the transactions the decision log left unfinished (after a crash): undecided
-    /// ones abort, decided ones are told again. `start` runs it when transactions are enabled.
+    /// ones abort, decided ones are told again. `start` runs it when transactions are enabled;
+    /// what that run finished is included in the first answer after it.
     @discardableResult
     public func recoverTransactions() async throws(CoordinationError) -> [TransactionOutcome] {
+        guard config.coordination.enableDistributedTransactions else { _ = try coordination.coordinator(self); return [] }
+        await start()   // which recovers once
+        return coordination.takeStartOutcomes() + (try await recoverUnfinished())
+    }
+
+    fileprivate func recoverUnfinished() async throws(CoordinationError) -> [TransactionOutcome] {
         let coordinator = try coordination.coordinator(self)
         let outcomes: [TransactionOutcome]
         do {

@@ -91,9 +91,10 @@ extension Engine {
         await runtime.start { [self] in
             await bringUp()
             monitor.start(self)
-            // A crash may have left transactions in doubt: finish them before new work.
-            if config.coordination.enableDistributedTransactions { _ = try? await recoverTransactions() }
         }
+        // A crash may have left transactions in doubt: finish them before new work. After the
+        // start proper, because recovery's own calls go through the (then ready) request path.
+        if config.coordination.enableDistributedTransactions { await coordination.recoverAtStart(self) }
     }
 
     /// Runs the backends' I/O on `loop` (a host's, e.g. the gateway's HTTP loop) instead of a

@@ -26,6 +26,9 @@ function validateConfig(config) {
 const EVENT_NAMES = new Set(['metricsUpdate', 'targetMet', 'routingOptimized', 'routingError', 'cacheHit', 'cacheMiss',
   'optimizationError', 'serverUp', 'serverDown', 'circuitOpened', 'circuitClosed', 'stateUpdated']);
 
+// What coordinateOperation and coordinateMultiServerOperation take as arguments, not options.
+const COORDINATION_ARGUMENTS = new Set(['operation', 'servers', 'calls', 'data']);
+
 /** Settles what an async native call resolved with: [status, text]. */
 function settle([status, text]) {
   if (status === Status.OK) return text;
@@ -126,6 +129,57 @@ class Engine extends EventEmitter {
   /** Probes every server: {status: 'healthy' | 'degraded' | 'unhealthy', servers: [...]}. */
   async performHealthCheck() {
     return JSON.parse(settle(await native.healthCheck(this.#live())));
+  }
+
+  /**
+   * Runs `operation` on every one of `servers` with the same arguments (`data`, default {}).
+   * Options: {mode: 'fanout' (default) | 'transaction', policy: 'all' (default) | 'quorum' |
+   * 'first', quorum, concurrency, timeoutMs, transactionId, agent}. A fan-out calls the tool
+   * `operation` on each server; a transaction is a two-phase commit (needs
+   * coordination.enableDistributedTransactions) whose participants get `data` as their prepare
+   * payload. Resolves to {operation, mode, success, durationMs} plus, for a fan-out, {policy,
+   * size, succeeded, failed, results: {server: {status, success, latencyMs, result, error}}}, or
+   * for a transaction {transactionId, committed, reason, unacknowledged}; a failed call or an
+   * aborted transaction resolves with success false. Rejects with an MCPOptError: status
+   * INVALID_ARGUMENT for an unknown server or a bad option, UNSUPPORTED when transactions are off.
+   */
+  async coordinateOperation(operation, servers, data, options) {
+    if (!Array.isArray(servers)) throw new TypeError('servers must be an array of server names');
+    const request = { operation, servers };
+    if (data !== undefined && data !== null) request.data = data;
+    return this.#coordinate(request, options);
+  }
+
+  /**
+   * Like coordinateOperation, with a call per server: `calls` is [{server, tool (default:
+   * operation), arguments (default {})}]. In transaction mode the tools are ignored and each
+   * call's arguments are that participant's prepare payload.
+   */
+  async coordinateMultiServerOperation(operation, calls, options) {
+    if (!Array.isArray(calls)) throw new TypeError('calls must be an array of {server, tool, arguments}');
+    return this.#coordinate({ operation, calls }, options);
+  }
+
+  async #coordinate(request, options) {
+    if (options !== undefined && options !== null && typeof options !== 'object') throw new TypeError('options must be an object');
+    // Options the library does not know are passed on: it rejects them (INVALID_ARGUMENT).
+    const fields = { ...request };
+    for (const [key, value] of Object.entries(options || {})) {
+      if (COORDINATION_ARGUMENTS.has(key)) throw new TypeError(`'${key}' is an argument, not an option`);
+      if (value !== undefined && value !== null) fields[key] = value;
+    }
+    return JSON.parse(settle(await native.coordinateOperation(this.#live(), JSON.stringify(fields))));
+  }
+
+  /**
+   * Finishes the transactions the decision log left unfinished (after a crash of a process that
+   * used the same log): undecided ones abort, decided ones are sent their decision again.
+   * start() does this by itself when transactions are enabled. Resolves to the recovered
+   * transactions [{transactionId, committed, unacknowledged}]; rejects with status UNSUPPORTED
+   * when transactions are off.
+   */
+  async recoverTransactions() {
+    return JSON.parse(settle(await native.recoverTransactions(this.#live()))).recovered;
   }
 
   /** Releases the engine (stopping its servers); closing twice is harmless. */

@@ -1,12 +1,13 @@
-/* The request path of the addon: start, stop, optimizeRequest and healthCheck block in the
- * library, so they run as N-API async work (on libuv's thread pool) and settle a Promise with
- * [status, text]: the JSON answer, or the error message (lib/engine.js turns it into an
- * MCPOptError). Events reach JS through a thread-safe function, like state watches. */
+/* The request path of the addon: start, stop, optimizeRequest, healthCheck, coordinateOperation
+ * and recoverTransactions block in the library, so they run as N-API async work (on libuv's
+ * thread pool) and settle a Promise with [status, text]: the JSON answer, or the error message
+ * (lib/engine.js turns it into an MCPOptError). Events reach JS through a thread-safe function,
+ * like state watches. */
 #include "addon.h"
 #include <stdlib.h>
 #include <string.h>
 
-enum job_kind { JOB_START, JOB_STOP, JOB_REQUEST, JOB_HEALTH };
+enum job_kind { JOB_START, JOB_STOP, JOB_REQUEST, JOB_HEALTH, JOB_COORDINATE, JOB_RECOVER };
 
 typedef struct job {
     enum job_kind kind;
@@ -29,6 +30,10 @@ static void execute(napi_env env, void *data) {
     case JOB_START: j->status = mcpopt_engine_start(j->engine); break;
     case JOB_STOP: j->status = mcpopt_engine_stop(j->engine); break;
     case JOB_HEALTH: j->status = mcpopt_health_check(j->engine, &j->text, &j->text_length); break;
+    case JOB_RECOVER: j->status = mcpopt_transactions_recover(j->engine, &j->text, &j->text_length); break;
+    case JOB_COORDINATE:
+        j->status = mcpopt_coordinate_operation(j->engine, j->request, j->request_length, &j->text, &j->text_length);
+        break;
     case JOB_REQUEST:
         j->status = mcpopt_optimize_request(j->engine, j->request, j->request_length, j->options, j->options_length,
                                             &j->text, &j->text_length);
@@ -86,6 +91,7 @@ static napi_value simple(napi_env env, napi_callback_info info, enum job_kind ki
 static napi_value start(napi_env env, napi_callback_info info) { return simple(env, info, JOB_START); }
 static napi_value stop(napi_env env, napi_callback_info info) { return simple(env, info, JOB_STOP); }
 static napi_value health(napi_env env, napi_callback_info info) { return simple(env, info, JOB_HEALTH); }
+static napi_value recover(napi_env env, napi_callback_info info) { return simple(env, info, JOB_RECOVER); }
 
 /* optimizeRequest(engine, request, options|null) -> Promise<[status, text]> */
 static napi_value optimize(napi_env env, napi_callback_info info) {
@@ -103,6 +109,20 @@ static napi_value optimize(napi_env env, napi_callback_info info) {
     if (type != napi_undefined && type != napi_null) {
         if (!mcpopt_node_bytes(env, info, 2, &j->options, &j->options_length)) { free(j->request); free(j); return NULL; }
     }
+    return queue(env, j);
+}
+
+/* coordinateOperation(engine, request) -> Promise<[status, text]> */
+static napi_value coordinate(napi_env env, napi_callback_info info) {
+    size_t argc = 2;
+    napi_value argv[2];
+    mcpopt_engine *engine = mcpopt_node_engine_arg(env, info, &argc, argv);
+    if (!engine) return NULL;
+    job *j = calloc(1, sizeof *j);
+    if (!j) return mcpopt_node_throw(env, "out of memory");
+    j->kind = JOB_COORDINATE;
+    j->engine = engine;
+    if (!mcpopt_node_bytes(env, info, 1, &j->request, &j->request_length)) { free(j); return NULL; }
     return queue(env, j);
 }
 
@@ -201,6 +221,8 @@ void mcpopt_node_requests_init(napi_env env, napi_value exports) {
         {"engineStop", NULL, stop, NULL, NULL, NULL, napi_default, NULL},
         {"optimizeRequest", NULL, optimize, NULL, NULL, NULL, napi_default, NULL},
         {"healthCheck", NULL, health, NULL, NULL, NULL, napi_default, NULL},
+        {"coordinateOperation", NULL, coordinate, NULL, NULL, NULL, napi_default, NULL},
+        {"recoverTransactions", NULL, recover, NULL, NULL, NULL, napi_default, NULL},
         {"metrics", NULL, metrics, NULL, NULL, NULL, napi_default, NULL},
         {"metricsPrometheus", NULL, prometheus, NULL, NULL, NULL, napi_default, NULL},
         {"subscribeEvents", NULL, subscribe, NULL, NULL, NULL, napi_default, NULL},

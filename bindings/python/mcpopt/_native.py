@@ -97,6 +97,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         "mcpopt_health_check": ([vp, c.POINTER(vp), c.POINTER(size)], status),
         "mcpopt_events_subscribe": ([vp, EVENT_CALLBACK, vp, c.POINTER(c.c_uint64)], status),
         "mcpopt_events_unsubscribe": ([vp, c.c_uint64], status),
+        "mcpopt_coordinate_operation": ([vp, c.c_char_p, size, c.POINTER(vp), c.POINTER(size)], status),
+        "mcpopt_transactions_recover": ([vp, c.POINTER(vp), c.POINTER(size)], status),
     }
     for name, (args, res) in sigs.items():
         fn = getattr(lib, name)

@@ -118,6 +118,69 @@ class Engine:
         check(_native.lib().mcpopt_health_check(self._live(), ctypes.byref(out), ctypes.byref(length)))
         return json.loads(_native.take_text(out, length))
 
+    def coordinate_operation(self, operation: str, servers: List[str], data: Any = None, *, mode: str = "fanout",
+                             policy: str = "all", quorum: Optional[int] = None, concurrency: Optional[int] = None,
+                             timeout_ms: Optional[float] = None, transaction_id: Optional[str] = None,
+                             agent: Optional[str] = None) -> dict:
+        """Runs `operation` on every one of `servers` with the same arguments (`data`, default {})
+        and blocks until it is decided (without holding the GIL; from asyncio, use
+        `await asyncio.to_thread(engine.coordinate_operation, ...)`).
+
+        mode "fanout" calls the tool `operation` on each server; policy "all", "quorum" (with
+        `quorum`: n successes) or "first" decides success. mode "transaction" is a two-phase
+        commit (needs coordination.enableDistributedTransactions): every server is a participant
+        (tools tx_prepare/tx_commit/tx_abort) and `data` is its prepare payload. `timeout_ms` is
+        per server (fan-out) or for the prepare phase (transaction).
+
+        Returns {"operation", "mode", "success", "durationMs"} plus, for a fan-out, {"policy",
+        "size", "succeeded", "failed", "results": {server: {"status", "success", "latencyMs",
+        "result", "error"}}}, or for a transaction {"transactionId", "committed", "reason",
+        "unacknowledged"}. A failed call or an aborted transaction is "success": False.
+
+        Raises MCPOptError with status INVALID_ARGUMENT for an unknown server, a server named
+        twice or a bad option, and UNSUPPORTED for a transaction when transactions are off."""
+        if isinstance(servers, (str, bytes)):
+            raise TypeError("servers must be a list of server names, not a single string")
+        request: dict = {"operation": operation, "servers": list(servers)}
+        if data is not None:
+            request["data"] = data
+        return self._coordinate(request, mode, policy, quorum, concurrency, timeout_ms, transaction_id, agent)
+
+    def coordinate_multi_server_operation(self, operation: str, calls: List[Mapping[str, Any]], *, mode: str = "fanout",
+                                          policy: str = "all", quorum: Optional[int] = None,
+                                          concurrency: Optional[int] = None, timeout_ms: Optional[float] = None,
+                                          transaction_id: Optional[str] = None, agent: Optional[str] = None) -> dict:
+        """Like coordinate_operation, with a call per server: `calls` is a list of {"server",
+        "tool" (default: operation), "arguments" (default {})}. In transaction mode the tools are
+        ignored and each call's arguments are that participant's prepare payload."""
+        if isinstance(calls, Mapping) or isinstance(calls, (str, bytes)):
+            raise TypeError("calls must be a list of {'server', 'tool', 'arguments'} mappings")
+        request: dict = {"operation": operation, "calls": [dict(call) for call in calls]}
+        return self._coordinate(request, mode, policy, quorum, concurrency, timeout_ms, transaction_id, agent)
+
+    def _coordinate(self, request: dict, mode: Optional[str], policy: Optional[str], quorum: Optional[int],
+                    concurrency: Optional[int], timeout_ms: Optional[float], transaction_id: Optional[str],
+                    agent: Optional[str]) -> dict:
+        for key, value in (("mode", mode), ("policy", policy), ("quorum", quorum), ("concurrency", concurrency),
+                           ("timeoutMs", timeout_ms), ("transactionId", transaction_id), ("agent", agent)):
+            if value is not None:
+                request[key] = value
+        data = json.dumps(request).encode("utf-8")
+        out, length = ctypes.c_void_p(), ctypes.c_size_t()
+        check(_native.lib().mcpopt_coordinate_operation(self._live(), data, len(data), ctypes.byref(out), ctypes.byref(length)))
+        return json.loads(_native.take_text(out, length))
+
+    def recover_transactions(self) -> list:
+        """Finishes the transactions the decision log left unfinished (after a crash of a process
+        that used the same log): undecided ones abort, decided ones are sent their decision
+        again. start() does this by itself when transactions are enabled. Returns the
+        "recovered" list: [{"transactionId", "committed", "unacknowledged"}]. Blocks.
+
+        Raises MCPOptError with status UNSUPPORTED when transactions are off."""
+        out, length = ctypes.c_void_p(), ctypes.c_size_t()
+        check(_native.lib().mcpopt_transactions_recover(self._live(), ctypes.byref(out), ctypes.byref(length)))
+        return json.loads(_native.take_text(out, length))["recovered"]
+
     def on(self, event: Optional[str], callback: Callable[[str, dict], None]) -> Callable[[], None]:
         """Calls `callback(name, data)` for each event named `event` (None: every event):
         cacheHit, cacheMiss, routingError, optimizationError, serverUp, serverDown,
