@@ -41,10 +41,11 @@ public func mcpopt_state_put(_ handle: OpaquePointer?, _ key: UnsafePointer<CCha
     let bytes = Array(UnsafeRawBufferPointer(start: value, count: valueLength))
     let stored: VersionedValue
     if engine.stateIsStrong {
-        switch blockingState({ () async throws(StateSyncError) in try await engine.putState(key, bytes) }) {
-        case .success(let v): stored = v
-        case .failure(let e): return fail(e)
-        }
+        let result = blocking({ () async -> StateOutcome in
+            do throws(StateSyncError) { return StateOutcome(version: try await engine.putState(key, bytes)) } catch { return StateOutcome(error) }
+        })
+        guard let v = result.version, result.status == .ok else { return LastError.fail(result.status, result.message) }
+        stored = v
     } else {
         stored = engine.state.put(key, bytes)
     }
@@ -63,10 +64,11 @@ public func mcpopt_state_get(_ handle: OpaquePointer?, _ key: UnsafePointer<CCha
     guard let engine = liveEngine(handle), let key = keyArgument(key, keyLength, name: "key") else { return mcpopt_last_status() }
     var found = engine.state.get(key)
     if engine.stateIsStrong {
-        switch blockingState({ () async throws(StateSyncError) in try await engine.getState(key) }) {
-        case .success(let v): found = v
-        case .failure(let e): return fail(e)
-        }
+        let result = blocking({ () async -> StateOutcome in
+            do throws(StateSyncError) { return StateOutcome(version: try await engine.getState(key)) } catch { return StateOutcome(error) }
+        })
+        guard result.status == .ok else { return LastError.fail(result.status, result.message) }
+        found = result.version
     }
     guard let version = found else { return LastError.fail(.notFound, "no state under key \"\(key)\"") }
     guard let copy = copyOut(version.value), writeVersion(version, to: outVersion) else { return LastError.fail(.internal, "out of memory") }
@@ -79,11 +81,11 @@ public func mcpopt_state_get(_ handle: OpaquePointer?, _ key: UnsafePointer<CCha
 public func mcpopt_state_delete(_ handle: OpaquePointer?, _ key: UnsafePointer<CChar>?, _ keyLength: Int) -> Int32 {
     guard let engine = liveEngine(handle), let key = keyArgument(key, keyLength, name: "key") else { return mcpopt_last_status() }
     if engine.stateIsStrong {
-        switch blockingState({ () async throws(StateSyncError) in try await engine.deleteState(key) }) {
-        case .success(let v?): _ = v
-        case .success(nil): return LastError.fail(.notFound, "no state under key \"\(key)\"")
-        case .failure(let e): return fail(e)
-        }
+        let result = blocking({ () async -> StateOutcome in
+            do throws(StateSyncError) { return StateOutcome(version: try await engine.deleteState(key)) } catch { return StateOutcome(error) }
+        })
+        guard result.status == .ok else { return LastError.fail(result.status, result.message) }
+        guard result.version != nil else { return LastError.fail(.notFound, "no state under key \"\(key)\"") }
         return LastError.succeed()
     }
     guard engine.state.get(key) != nil else { return LastError.fail(.notFound, "no state under key \"\(key)\"") }
@@ -108,23 +110,24 @@ public func mcpopt_state_compare_and_set(_ handle: OpaquePointer?, _ key: Unsafe
     }
     let bytes = Array(UnsafeRawBufferPointer(start: value, count: valueLength))
     let expectedStamp = expected
-    switch blockingState({ () async throws(StateSyncError) in try await engine.compareAndSetState(key, expected: expectedStamp, bytes) }) {
-    case .success(let stored):
-        guard writeVersion(stored, to: outVersion) else { return LastError.fail(.internal, "out of memory") }
-        return LastError.succeed()
-    case .failure(let e): return fail(e)
-    }
+    let result = blocking({ () async -> StateOutcome in
+        do throws(StateSyncError) { return StateOutcome(version: try await engine.compareAndSetState(key, expected: expectedStamp, bytes)) } catch { return StateOutcome(error) }
+    })
+    guard let stored = result.version, result.status == .ok else { return LastError.fail(result.status, result.message) }
+    guard writeVersion(stored, to: outVersion) else { return LastError.fail(.internal, "out of memory") }
+    return LastError.succeed()
 }
 
-/// Runs a state call that may wait on Redis, from a host thread.
-private func blockingState<T: Sendable>(_ work: @escaping @Sendable () async throws(StateSyncError) -> T) -> Result<T, StateSyncError> {
-    blocking { () async -> Result<T, StateSyncError> in
-        do throws(StateSyncError) { return .success(try await work()) } catch { return .failure(error) }
+/// A state call's outcome in plain values: the error mapped to its status at once.
+private struct StateOutcome: Sendable {
+    var version: VersionedValue?
+    var status = ABIStatus.ok
+    var message = ""
+    init(version: VersionedValue?) { self.version = version }
+    init(_ error: StateSyncError) {
+        status = error.kind == .conflict ? .conflict : .unavailable
+        message = error.description
     }
-}
-
-private func fail(_ error: StateSyncError) -> Int32 {
-    LastError.fail(error.kind == .conflict ? .conflict : .unavailable, error.description)
 }
 
 /// The C callback and its user data, carried into the Swift watcher.

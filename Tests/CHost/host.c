@@ -217,6 +217,26 @@ static void test_state(const char *config) {
     CHECK(mcpopt_state_get(engine, "k", 1, NULL, &length, NULL) == MCPOPT_ERR_INVALID_ARGUMENT);
     CHECK(mcpopt_state_watch(engine, "", 0, NULL, NULL, &watch) == MCPOPT_ERR_INVALID_ARGUMENT);
     CHECK(mcpopt_state_put(NULL, "k", 1, "x", 1, NULL) == MCPOPT_ERR_INVALID_ARGUMENT);
+
+    /* compare-and-set: NULL expects no value; a stale or malformed version is refused */
+    char *c1 = NULL, *c2 = NULL;
+    CHECK(mcpopt_state_compare_and_set(engine, "cas", 3, NULL, "a", 1, &c1) == MCPOPT_OK && c1 != NULL);
+    CHECK(mcpopt_state_compare_and_set(engine, "cas", 3, NULL, "b", 1, NULL) == MCPOPT_ERR_CONFLICT);
+    CHECK(mcpopt_state_compare_and_set(engine, "cas", 3, c1, "b", 1, &c2) == MCPOPT_OK && c2 != NULL);
+    CHECK(mcpopt_state_compare_and_set(engine, "cas", 3, c1, "c", 1, NULL) == MCPOPT_ERR_CONFLICT);
+    CHECK(mcpopt_state_compare_and_set(engine, "cas", 3, "garbage", "c", 1, NULL) == MCPOPT_ERR_INVALID_ARGUMENT);
+    CHECK(mcpopt_state_compare_and_set(engine, "cas", 3, "\xff", "c", 1, NULL) == MCPOPT_ERR_INVALID_UTF8);
+    CHECK(strcmp(mcpopt_status_string(MCPOPT_ERR_CONFLICT), "conflict") == 0);
+    mcpopt_free(c1);
+    mcpopt_free(c2);
+
+    /* coordination requests that are wrong never reach a server */
+    char *out = NULL;
+    CHECK(mcpopt_coordinate_operation(engine, NULL, 0, &out, NULL) == MCPOPT_ERR_INVALID_ARGUMENT && out == NULL);
+    CHECK(mcpopt_coordinate_operation(engine, "{\"operation\":", MCPOPT_NUL_TERMINATED, &out, NULL) == MCPOPT_ERR_MALFORMED_JSON);
+    CHECK(mcpopt_coordinate_operation(engine, "{\"operation\":\"t\",\"servers\":[\"nope\"]}", MCPOPT_NUL_TERMINATED, &out, NULL) == MCPOPT_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(mcpopt_last_error_message(), "unknown server") != NULL);
+    CHECK(mcpopt_transactions_recover(engine, &out, NULL) == MCPOPT_ERR_UNSUPPORTED && out == NULL);
     CHECK(mcpopt_engine_destroy(engine) == MCPOPT_OK);
     CHECK(mcpopt_state_put(engine, "k", 1, "x", 1, NULL) == MCPOPT_ERR_INVALID_HANDLE);
 }
