@@ -4,7 +4,8 @@ export declare const ABI_VERSION: number;
 
 export declare const Status: Readonly<{
   OK: 0; INVALID_ARGUMENT: 1; INVALID_UTF8: 2; MALFORMED_JSON: 3; INVALID_CONFIG: 4;
-  INVALID_HANDLE: 5; NOT_FOUND: 6; TOO_LARGE: 7; UNSUPPORTED: 8; BUFFER_TOO_SMALL: 9; INTERNAL: 99;
+  INVALID_HANDLE: 5; NOT_FOUND: 6; TOO_LARGE: 7; UNSUPPORTED: 8; BUFFER_TOO_SMALL: 9;
+  CONFLICT: 10; UNAVAILABLE: 11; INTERNAL: 99;
 }>;
 
 /** One problem in a configuration: the JSON path of the field and what is wrong with it. */
@@ -35,6 +36,13 @@ export declare class State {
   /** Stores a value; returns its version stamp ("<ms>.<counter>@<node>"). */
   put(key: string, value: string | Buffer): string;
   get(key: string): Versioned | null;
+  /**
+   * Stores a value only if the key is still at `expectedVersion` (null/undefined: it must have no
+   * value); returns the new version stamp.
+   * @throws MCPOptError with status CONFLICT when the key is at another version (nothing written),
+   * INVALID_ARGUMENT for a version that is not a stamp, UNAVAILABLE (strong consistency) when Redis is down.
+   */
+  compareAndSet(key: string, value: string | Buffer, expectedVersion: string | null | undefined): string;
   /** False when the key had no value. */
   delete(key: string): boolean;
   /** Calls listener for every change under prefix (asynchronously, on the JS thread); returns a stop function. */

@@ -255,7 +255,7 @@ public struct StateSyncError: Error, Sendable, CustomStringConvertible {
 
 /// Writes `ARGV[2]` under field `ARGV[1]` of hash `KEYS[1]` if it is later than what is there
 /// (HLC order: milliseconds, logical counter, node) and, in "cas" mode, only if the stored
-/// stamp is `ARGV[5]` ("" for none); publishes `<len>:<field><version>` on `ARGV[3]`.
+/// stamp is `ARGV[5]` ("" for none or a tombstone); publishes `<len>:<field><version>` on `ARGV[3]`.
 /// Returns {1, ""} when written, {0, what is stored} otherwise.
 private let writeScript = Array("""
     local function parse(v)
@@ -271,8 +271,12 @@ private let writeScript = Array("""
     end
     local cur = redis.call('HGET', KEYS[1], ARGV[1])
     if ARGV[4] == 'cas' then
+      -- A deleted key (a tombstone) counts as absent: its expected stamp is "".
       local stamp = ''
-      if cur then stamp = string.match(cur, "^([^\\n]*)\\n") end
+      if cur then
+        local s, deleted = string.match(cur, "^([^\\n]*)\\n(%d)\\n")
+        if deleted ~= '1' then stamp = s end
+      end
       if stamp ~= ARGV[5] then return {0, cur or ''} end
     end
     if cur and not later(ARGV[2], cur) then return {0, cur} end

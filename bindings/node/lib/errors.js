@@ -11,6 +11,8 @@ const Status = Object.freeze({
   TOO_LARGE: 7,
   UNSUPPORTED: 8,
   BUFFER_TOO_SMALL: 9,
+  CONFLICT: 10,
+  UNAVAILABLE: 11,
   INTERNAL: 99,
 });
 

@@ -18,6 +18,17 @@ class State {
     return call(() => native.stateGet(this.#engine.handle(), key));
   }
 
+  /**
+   * Stores a value only if the key is still at `expectedVersion` (a stamp from get() or a
+   * previous write; null or undefined: the key must have no value); returns the new version
+   * stamp. Throws MCPOptError with status CONFLICT (nothing written) when the key is at another
+   * version: read it again and retry. Under "strong" consistency it is one Redis round trip
+   * (linearizable; it blocks, and throws UNAVAILABLE when Redis is down).
+   */
+  compareAndSet(key, value, expectedVersion) {
+    return call(() => native.stateCompareAndSet(this.#engine.handle(), key, value, expectedVersion));
+  }
+
   /** Deletes a key; false when it had no value. */
   delete(key) {
     return call(() => native.stateDelete(this.#engine.handle(), key));

@@ -113,6 +113,46 @@ static napi_value get(napi_env env, napi_callback_info info) {
     return result;
 }
 
+/* compareAndSet(engine, key, value, expectedVersion | null | undefined) -> version. Throws the
+ * library's error (status CONFLICT when the key is at another version). */
+static napi_value compare_and_set(napi_env env, napi_callback_info info) {
+    size_t argc = 4;
+    napi_value argv[4];
+    mcpopt_engine *engine = mcpopt_node_engine_arg(env, info, &argc, argv);
+    if (!engine) return NULL;
+    char *key, *value, *expected = NULL;
+    size_t key_length, value_length, expected_length = 0;
+    if (!mcpopt_node_bytes(env, info, 1, &key, &key_length)) return NULL;
+    if (!mcpopt_node_bytes(env, info, 2, &value, &value_length)) { free(key); return NULL; }
+    napi_valuetype type = napi_undefined;
+    if (argc >= 4) napi_typeof(env, argv[3], &type);
+    if (type != napi_undefined && type != napi_null) {
+        if (type != napi_string) {
+            free(key);
+            free(value);
+            return mcpopt_node_throw(env, "expected version is a string, null or undefined");
+        }
+        if (!mcpopt_node_bytes(env, info, 3, &expected, &expected_length)) { free(key); free(value); return NULL; }
+        if (memchr(expected, '\0', expected_length)) {
+            free(key);
+            free(value);
+            free(expected);
+            return mcpopt_node_throw_status(env, MCPOPT_ERR_INVALID_ARGUMENT, "expected version contains a NUL character");
+        }
+        expected[expected_length] = '\0';
+    }
+    char *version = NULL;
+    mcpopt_status status = mcpopt_state_compare_and_set(engine, key, key_length, expected, value, value_length, &version);
+    free(key);
+    free(value);
+    free(expected);
+    if (status != MCPOPT_OK) return mcpopt_node_throw_last(env);
+    napi_value result;
+    napi_create_string_utf8(env, version, NAPI_AUTO_LENGTH, &result);
+    mcpopt_free(version);
+    return result;
+}
+
 /* remove(engine, key) -> boolean */
 static napi_value remove_key(napi_env env, napi_callback_info info) {
     size_t argc = 2;
@@ -188,6 +228,7 @@ void mcpopt_node_state_init(napi_env env, napi_value exports) {
         {"statePut", NULL, put, NULL, NULL, NULL, napi_default, NULL},
         {"stateGet", NULL, get, NULL, NULL, NULL, napi_default, NULL},
         {"stateDelete", NULL, remove_key, NULL, NULL, NULL, napi_default, NULL},
+        {"stateCompareAndSet", NULL, compare_and_set, NULL, NULL, NULL, napi_default, NULL},
         {"stateWatch", NULL, watch, NULL, NULL, NULL, napi_default, NULL},
         {"stateUnwatch", NULL, unwatch, NULL, NULL, NULL, napi_default, NULL},
     };

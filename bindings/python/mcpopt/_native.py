@@ -71,6 +71,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "mcpopt_state_put": ([vp, c.c_char_p, size, c.c_char_p, size, c.POINTER(vp)], status),
         "mcpopt_state_get": ([vp, c.c_char_p, size, c.POINTER(vp), c.POINTER(size), c.POINTER(vp)], status),
         "mcpopt_state_delete": ([vp, c.c_char_p, size], status),
+        "mcpopt_state_compare_and_set": ([vp, c.c_char_p, size, c.c_char_p, c.c_char_p, size, c.POINTER(vp)], status),
         "mcpopt_state_watch": ([vp, c.c_char_p, size, STATE_CALLBACK, vp, c.POINTER(c.c_uint64)], status),
         "mcpopt_state_unwatch": ([vp, c.c_uint64], status),
         "mcpopt_cache_set": ([vp, c.c_char_p, size, c.c_char_p, size, c.POINTER(CacheOptions)], status),

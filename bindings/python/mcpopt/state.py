@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Union
 
 from . import _native
-from .errors import NOT_FOUND, MCPOptError, check
+from .errors import INVALID_ARGUMENT, NOT_FOUND, MCPOptError, check
 
 Value = Union[bytes, bytearray, memoryview, str]
 Listener = Callable[[str, bytes, str, bool], None]
@@ -75,6 +75,26 @@ class State:
         check(status)
         stamp = _native.take_cstring(version)
         return Versioned(_native.take_bytes(out, length.value), stamp)
+
+    def compare_and_set(self, key: str, value: Value, expected_version: Optional[str]) -> str:
+        """Stores a value only if the key is still at `expected_version` (a stamp from get() or a
+        previous write; None: the key must have no value). Returns the new version stamp; raises
+        MCPOptError with status CONFLICT (nothing written) when the key is at another version: read
+        it again and retry. Linearizable under the "strong" consistency model; otherwise atomic
+        within this engine only. Under "strong" it may raise UNAVAILABLE when Redis is down."""
+        k, v = _key(key), _value(value)
+        if expected_version is None:
+            expected = None
+        elif isinstance(expected_version, str):
+            expected = expected_version.encode("utf-8", "surrogatepass")
+            if b"\0" in expected:
+                raise MCPOptError(INVALID_ARGUMENT, "expected_version contains a NUL character")
+        else:
+            raise TypeError(f"expected_version is a str or None, not {type(expected_version).__name__}")
+        version = ctypes.c_void_p()
+        check(_native.lib().mcpopt_state_compare_and_set(self._engine._live(), k, len(k), expected, v, len(v),
+                                                         ctypes.byref(version)))
+        return _native.take_cstring(version)
 
     def delete(self, key: str) -> bool:
         """Deletes a key; False when it had no value."""
