@@ -195,6 +195,28 @@ mcpopt_status mcpopt_state_compare_and_set(mcpopt_engine *engine, const char *ke
                                            const char *expected_version, const void *value, size_t value_length,
                                            char **out_version);
 
+/* Where a merge callback leaves its answer. Valid only during the callback. */
+typedef struct mcpopt_merge_result mcpopt_merge_result;
+
+/* Inside a merge callback: the merged value (copied). Not calling it keeps the newer value. */
+mcpopt_status mcpopt_merge_result_set(mcpopt_merge_result *result, const void *value, size_t length);
+
+/* Merges two concurrent versions of `key` (the older and the newer, by version stamp) into the
+ * value to keep, through mcpopt_merge_result_set(). It must be deterministic: every instance
+ * merges the same two versions in the same order and must reach the same value. It runs on an
+ * engine thread when a version arrives from another instance (shared state, eventual); all
+ * pointers are valid only during the call; it must not call blocking mcpopt functions. */
+typedef void (*mcpopt_state_merge_callback)(void *user_data, const char *key, size_t key_length,
+                                            const void *older, size_t older_length,
+                                            const void *newer, size_t newer_length,
+                                            mcpopt_merge_result *result);
+
+/* Resolves conflicting versions from other instances with `callback` instead of last writer
+ * wins; NULL goes back to last writer wins. `user_data` is passed back untouched and must stay
+ * valid until the callback is replaced or the engine destroyed. A merged value carries the
+ * newer stamp. Deletes are never merged: the later of a delete and a write wins. */
+mcpopt_status mcpopt_state_set_merge(mcpopt_engine *engine, mcpopt_state_merge_callback callback, void *user_data);
+
 /* Called for every change of a watched key: the key, the new value (empty when `deleted`), and
  * its version stamp (NUL-terminated). All pointers are valid only during the call. It runs on
  * the thread that made the change, before that thread's call returns; it may call mcpopt

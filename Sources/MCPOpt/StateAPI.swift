@@ -170,3 +170,51 @@ public func mcpopt_state_unwatch(_ handle: OpaquePointer?, _ watch: UInt64) -> I
 enum StateLimits {
     static let maxValueBytes = 64 << 20
 }
+
+/// Where a host's merge callback puts its answer (`mcpopt_merge_result_set`).
+final class MergeResult {
+    var value: [UInt8]?
+}
+
+private struct MergeCallback: @unchecked Sendable {
+    let function: @convention(c) (UnsafeMutableRawPointer?, UnsafePointer<CChar>?, Int, UnsafeRawPointer?, Int, UnsafeRawPointer?, Int, OpaquePointer?) -> Void
+    let userData: UnsafeMutableRawPointer?
+}
+
+@_cdecl("mcpopt_merge_result_set")
+public func mcpopt_merge_result_set(_ result: OpaquePointer?, _ value: UnsafeRawPointer?, _ length: Int) -> Int32 {
+    guard let result else { return LastError.fail(.invalidArgument, "result is NULL") }
+    guard length >= 0, value != nil || length == 0 else { return LastError.fail(.invalidArgument, "value is NULL or its length is not a size") }
+    guard length <= StateLimits.maxValueBytes else { return LastError.fail(.tooLarge, "value is \(length) bytes, more than the \(StateLimits.maxValueBytes) accepted") }
+    Unmanaged<MergeResult>.fromOpaque(UnsafeRawPointer(result)).takeUnretainedValue().value = Array(UnsafeRawBufferPointer(start: value, count: length))
+    return LastError.succeed()
+}
+
+@_cdecl("mcpopt_state_set_merge")
+public func mcpopt_state_set_merge(_ handle: OpaquePointer?,
+                                   _ callback: (@convention(c) (UnsafeMutableRawPointer?, UnsafePointer<CChar>?, Int, UnsafeRawPointer?, Int, UnsafeRawPointer?, Int, OpaquePointer?) -> Void)?,
+                                   _ userData: UnsafeMutableRawPointer?) -> Int32 {
+    guard let engine = liveEngine(handle) else { return mcpopt_last_status() }
+    guard let callback else {
+        engine.setStateMerge(nil)
+        return LastError.succeed()
+    }
+    let target = MergeCallback(function: callback, userData: userData)
+    engine.setStateMerge { key, older, newer in
+        let result = MergeResult()
+        var key = key
+        key.withUTF8 { k in
+            k.withMemoryRebound(to: CChar.self) { kc in
+                older.value.withUnsafeBytes { o in
+                    newer.value.withUnsafeBytes { n in
+                        target.function(target.userData, kc.baseAddress, kc.count, o.baseAddress, o.count, n.baseAddress, n.count,
+                                        OpaquePointer(Unmanaged.passUnretained(result).toOpaque()))
+                    }
+                }
+            }
+        }
+        // No answer from the host: the newer value stands (last writer wins for this merge).
+        return result.value ?? newer.value
+    }
+    return LastError.succeed()
+}

@@ -18,8 +18,9 @@ public struct VersionedValue: Sendable, Equatable {
 public enum ConflictResolution: Sendable {
     /// The later HLC stamp wins (ties cannot happen: stamps carry the node id).
     case lastWriterWins
-    /// A host-supplied merge of (local, remote) into the value to keep; its stamp is the later one.
-    case merge(@Sendable (VersionedValue, VersionedValue) -> [UInt8])
+    /// A host-supplied merge of a key's (older, newer) versions into the value to keep; its
+    /// stamp is the later one. Every instance merges in the same order, so all agree.
+    case merge(@Sendable (_ key: String, _ older: VersionedValue, _ newer: VersionedValue) -> [UInt8])
 }
 
 /// The in-process, single-instance state store: versioned keys, HLC stamps, conflict resolution,
@@ -29,7 +30,12 @@ public final class StateStore: @unchecked Sendable {
     public typealias Watcher = @Sendable (String, VersionedValue) -> Void
 
     public let clock: HybridLogicalClock
-    public let resolution: ConflictResolution
+    /// How concurrent versions from other instances are resolved; may be changed at any time.
+    public var resolution: ConflictResolution {
+        get { lock.withLock { resolutionStorage } }
+        set { lock.withLock { resolutionStorage = newValue } }
+    }
+    private var resolutionStorage: ConflictResolution               // guarded by lock
     private let lock = Lock()
     private var entries: [String: VersionedValue] = [:]          // guarded by lock
     private var watchers: [(prefix: String, id: UInt64, fn: Watcher)] = []  // guarded by lock
@@ -38,7 +44,7 @@ public final class StateStore: @unchecked Sendable {
 
     public init(clock: HybridLogicalClock, resolution: ConflictResolution = .lastWriterWins) {
         self.clock = clock
-        self.resolution = resolution
+        self.resolutionStorage = resolution
     }
 
     /// Writes locally; returns the stored version.
@@ -102,22 +108,29 @@ public final class StateStore: @unchecked Sendable {
                 continue
             }
             if current.stamp == remote.stamp { return current }
-            let winner: VersionedValue
+            var winner: VersionedValue
+            var merged = false
             switch resolution {
             case .lastWriterWins:
                 winner = remote.stamp > current.stamp ? remote : current
             case .merge(let merge):
-                if current.deleted || remote.deleted {
-                    winner = remote.stamp > current.stamp ? remote : current
-                } else {
-                    let later = max(current.stamp, remote.stamp)
-                    // Merge in a fixed order (older, newer) so every instance computes the same value.
-                    let (older, newer) = current.stamp < remote.stamp ? (current, remote) : (remote, current)
-                    winner = VersionedValue(value: merge(older, newer), stamp: later)
+                // Merge in a fixed order (older, newer) so every instance computes the same value.
+                let (older, newer) = current.stamp < remote.stamp ? (current, remote) : (remote, current)
+                winner = newer
+                if !current.deleted && !remote.deleted {
+                    let value = merge(key, older, newer)
+                    // Something neither side had: a new write of this instance (a later stamp,
+                    // sent on like any write), so the others take it in and everyone converges.
+                    // A merge that is a join (commutative, associative, idempotent) settles at
+                    // once: merging the merged value again changes nothing.
+                    if value != newer.value {
+                        winner = VersionedValue(value: value, stamp: clock.tick())
+                        merged = true
+                    }
                 }
             }
             if winner == current { return current }
-            if let stored = replace(key, with: winner, when: { $0 == current }) { return stored }
+            if let stored = replace(key, with: winner, when: { $0 == current }) { return merged ? wrote(key, stored) : stored }
         }
     }
 

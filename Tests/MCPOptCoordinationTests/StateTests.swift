@@ -47,7 +47,7 @@ final class StateStoreTests: XCTestCase {
     }
 
     func testMergeCallbackIsDeterministic() {
-        let union: ConflictResolution = .merge { older, newer in Array(Set(older.value + newer.value)).sorted() }
+        let union: ConflictResolution = .merge { _, older, newer in Array(Set(older.value + newer.value)).sorted() }
         let a = StateStore(clock: HybridLogicalClock(node: "a"), resolution: union)
         let b = StateStore(clock: HybridLogicalClock(node: "b"), resolution: union)
         let va = a.put("set", [1, 2])
@@ -55,7 +55,15 @@ final class StateStoreTests: XCTestCase {
         a.apply("set", vb)
         b.apply("set", va)
         XCTAssertEqual(a.get("set")?.value, [1, 2, 3])
+        XCTAssertEqual(b.get("set")?.value, [1, 2, 3])
+        // Each merge is a new write of its instance; once exchanged, both settle on one version
+        // (merging it again changes nothing).
+        let ma = a.get("set")!, mb = b.get("set")!
+        XCTAssertGreaterThan(ma.stamp, max(va.stamp, vb.stamp))
+        a.apply("set", mb)
+        b.apply("set", ma)
         XCTAssertEqual(a.get("set"), b.get("set"))
+        XCTAssertEqual(a.get("set")?.value, [1, 2, 3])
     }
 
     func testWatchersSeeChangesUnderTheirPrefix() {

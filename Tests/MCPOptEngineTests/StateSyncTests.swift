@@ -65,6 +65,31 @@ final class StateSyncTests: XCTestCase, @unchecked Sendable {
         XCTAssertGreaterThan(a.getOptimizationMetrics()["coordination"]?["stateSync"]?["received"]?.doubleValue ?? 0, 0)
     }
 
+    func testConcurrentWritesMergeWithTheHostsMerge() async throws {
+        let redis = try Redis()
+        addTeardownBlock { redis.kill() }
+        let a = try makeEngine("eventual", redisPort: redis.port), b = try makeEngine("eventual", redisPort: redis.port)
+        // A set union of comma-separated items: deterministic, so both reach the same value.
+        let union: @Sendable (String, VersionedValue, VersionedValue) -> [UInt8] = { _, older, newer in
+            let items = Set((String(decoding: older.value, as: UTF8.self) + "," + String(decoding: newer.value, as: UTF8.self)).split(separator: ","))
+            return Array(items.sorted().joined(separator: ",").utf8)
+        }
+        a.setStateMerge(union)
+        b.setStateMerge(union)
+        await a.start()
+        await b.start()
+        addTeardownBlock { await a.stop(); await b.stop() }
+        await withTaskGroup(of: Void.self) { group in
+            for (engine, name) in [(a, "a"), (b, "b")] {
+                group.addTask { for i in 0..<20 { engine.state.put("tags", Array("\(name)\(i)".utf8)) } }
+            }
+        }
+        await eventually("both agree") { a.state.get("tags") != nil && a.state.get("tags") == b.state.get("tags") }
+        let merged = Set(text(a.state.get("tags"))!.split(separator: ",").map(String.init))
+        // Each side's last write survives the merge (earlier local writes were overwritten locally).
+        XCTAssertTrue(merged.contains("a19") && merged.contains("b19"), "\(merged)")
+    }
+
     func testEventualCatchesUpAfterRedisWasAway() async throws {
         let redis = try Redis()
         addTeardownBlock { redis.kill() }

@@ -17,6 +17,13 @@ extension Engine {
         config.coordination.enableStateSynchronization && config.coordination.consistencyModel == .strong && stateRedisURL != nil
     }
 
+    /// How versions from other instances that conflict with this one's are resolved: nil for
+    /// last writer wins (the default), or a merge of a key's (older, newer) values, which must
+    /// be deterministic (every instance computes it, and must agree).
+    public func setStateMerge(_ merge: (@Sendable (_ key: String, _ older: VersionedValue, _ newer: VersionedValue) -> [UInt8])?) {
+        state.resolution = merge.map { .merge($0) } ?? .lastWriterWins
+    }
+
     /// Writes `value` under `key`; returns the stored version.
     @discardableResult
     public func putState(_ key: String, _ value: [UInt8]) async throws(StateSyncError) -> VersionedValue {

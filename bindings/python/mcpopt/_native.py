@@ -15,6 +15,11 @@ NUL_TERMINATED = ctypes.c_size_t(-1).value
 STATE_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.POINTER(ctypes.c_char), ctypes.c_size_t,
                                   ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_int)
 
+# void (*)(void *user_data, const char *key, size_t key_length, const void *older, size_t older_length,
+#          const void *newer, size_t newer_length, mcpopt_merge_result *result)
+MERGE_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.POINTER(ctypes.c_char), ctypes.c_size_t,
+                                  ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
+
 
 # void (*)(void *user_data, const char *name, const char *data_json, size_t data_length)
 EVENT_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_char), ctypes.c_size_t)
@@ -74,6 +79,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         "mcpopt_state_compare_and_set": ([vp, c.c_char_p, size, c.c_char_p, c.c_char_p, size, c.POINTER(vp)], status),
         "mcpopt_state_watch": ([vp, c.c_char_p, size, STATE_CALLBACK, vp, c.POINTER(c.c_uint64)], status),
         "mcpopt_state_unwatch": ([vp, c.c_uint64], status),
+        "mcpopt_state_set_merge": ([vp, MERGE_CALLBACK, vp], status),
+        "mcpopt_merge_result_set": ([vp, c.c_char_p, size], status),
         "mcpopt_cache_set": ([vp, c.c_char_p, size, c.c_char_p, size, c.POINTER(CacheOptions)], status),
         "mcpopt_cache_get": ([vp, c.c_char_p, size, vp, size, c.POINTER(size)], status),
         "mcpopt_cache_get_copy": ([vp, c.c_char_p, size, c.POINTER(vp), c.POINTER(size)], status),

@@ -57,6 +57,7 @@ class State:
     def __init__(self, engine):
         self._engine = engine
         self._watches: Dict[int, Watch] = {}
+        self._merges: list = []
         self._lock = threading.Lock()
 
     def put(self, key: str, value: Value) -> str:
@@ -95,6 +96,33 @@ class State:
         check(_native.lib().mcpopt_state_compare_and_set(self._engine._live(), k, len(k), expected, v, len(v),
                                                          ctypes.byref(version)))
         return _native.take_cstring(version)
+
+    def set_merge(self, merge: Optional[Callable[[str, bytes, bytes], Optional[bytes]]]) -> None:
+        """Resolves conflicting versions from other engine instances (shared state, eventual)
+        with merge(key, older, newer) -> merged bytes (None keeps newer) instead of last writer
+        wins; None goes back to last writer wins. The merge must be deterministic, and to
+        converge it should be a join (commutative, associative, idempotent: a set union, a
+        maximum). It runs on an engine thread: keep it quick, and do not call the engine."""
+        if merge is None:
+            check(_native.lib().mcpopt_state_set_merge(self._engine._live(), _native.MERGE_CALLBACK(), None))
+            return
+
+        def trampoline(_user, key, key_length, older, older_length, newer, newer_length, result):
+            try:
+                merged = merge(ctypes.string_at(key, key_length).decode("utf-8", "replace"),
+                               ctypes.string_at(older, older_length) if older_length else b"",
+                               ctypes.string_at(newer, newer_length) if newer_length else b"")
+                if merged is not None:
+                    value = _value(merged)
+                    _native.lib().mcpopt_merge_result_set(result, value, len(value))
+            except Exception:  # an exception must not cross into C: the newer value stands
+                import traceback
+                traceback.print_exc()
+
+        callback = _native.MERGE_CALLBACK(trampoline)
+        check(_native.lib().mcpopt_state_set_merge(self._engine._live(), callback, None))
+        # Kept alive for the engine's life: a merge already running may still be in an old one.
+        self._merges.append(callback)
 
     def delete(self, key: str) -> bool:
         """Deletes a key; False when it had no value."""

@@ -329,3 +329,40 @@ def test_eventual_writes_reach_the_other_engine_and_converge(redis_port):
         # A delete travels too.
         assert b.state.delete(prefix + "one") is True
         assert _wait_for(lambda: a.state.get(prefix + "one") is None), "b's delete did not reach a within 5 s"
+
+
+def test_eventual_concurrent_writes_merge_with_a_host_merge(redis_port):
+    """A set union as the merge: concurrent writes from two engines end as one value in both,
+    holding each engine's last write."""
+    key = f"merge/{uuid.uuid4().hex}"
+
+    def union(_key, older, newer):
+        items = set(filter(None, older.decode().split(","))) | set(filter(None, newer.decode().split(",")))
+        return ",".join(sorted(items)).encode()
+
+    with mcpopt.Engine(_shared(redis_port, "eventual")) as a, mcpopt.Engine(_shared(redis_port, "eventual")) as b:
+        a.state.set_merge(union)
+        b.state.set_merge(union)
+        a.start()
+        b.start()
+        start = threading.Barrier(2, timeout=10)
+
+        def writer(name, engine):
+            start.wait()
+            for i in range(30):
+                engine.state.put(key, f"{name}{i}")
+
+        threads = [threading.Thread(target=writer, args=pair) for pair in (("a", a), ("b", b))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+
+        def converged():
+            x, y = a.state.get(key), b.state.get(key)
+            return x is not None and x == y
+
+        assert _wait_for(converged), (a.state.get(key), b.state.get(key))
+        items = set(a.state.get(key).value.decode().split(","))
+        assert {"a29", "b29"} <= items, items
+        a.state.set_merge(None)  # back to last writer wins
