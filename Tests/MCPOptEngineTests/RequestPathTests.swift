@@ -392,7 +392,7 @@ extension RequestPathTests {
 extension RequestPathTests {
     func testStaleIfErrorServesAnExpiredResultOnlyWhenEveryServerFails() async throws {
         let engine = try makeEngine([try Self.kvServer("kv")],
-                                    extra: #", "caching": {"tools": {"get": "100ms"}, "staleIfError": "60s"}, "optimization": {"requestTimeout": "2s"}"#)
+                                    extra: #", "caching": {"tools": {"get": "100ms"}, "staleIfError": "60s"}, "optimization": {"requestTimeout": "15s"}"#)
         addTeardownBlock { await engine.stop() }
         await engine.start()
         _ = await call(engine, "put", #"{"key":"s","value":"kept"}"#)
