@@ -423,3 +423,27 @@ final class LockedList: @unchecked Sendable {
     func append(_ s: String) { lock.lock(); storage.append(s); lock.unlock() }
     var items: [String] { lock.lock(); defer { lock.unlock() }; return storage }
 }
+
+extension RequestPathTests {
+    /// A server slower to start than the first listing's timeout is listed again later and
+    /// joins: nothing stays left out for having been slow once.
+    func testASlowStartingServerJoinsOnceItAnswers() async throws {
+        let python = try Self.venvTool("python")
+        let script = Self.repository.appendingPathComponent("Tests/interop/kv_server.py").path
+        let slow = #""kv": {"command": "/bin/sh", "args": ["-c", "sleep 2; exec \#(python) \#(script) --name kv"], "trustAnnotations": true}"#
+        let engine = try makeEngine([slow], extra: #", "optimization": {"requestTimeout": "1s"}"#)
+        let ups = LockedList()
+        engine.events.subscribe { event in if event.name == .serverUp { ups.append(event.data["server"]?.stringValue ?? "") } }
+        await engine.start()
+        addTeardownBlock { await engine.stop() }
+        XCTAssertNotNil(engine.catalogs.first { $0.server == "kv" }?.error, "not up within the first listing's 1 s")
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline, engine.catalogs.first(where: { $0.server == "kv" })?.error != nil {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        XCTAssertEqual(ups.items, ["kv"], "listed again, and up")
+        let r = await call(engine, "whoami", "{}")
+        XCTAssertTrue(r.success, r.error ?? "")
+        XCTAssertEqual(try text(r), "kv")
+    }
+}

@@ -162,6 +162,7 @@ final class EngineRuntime: @unchecked Sendable {
     /// Set once the first start has finished (every server listed or failed).
     private var ready = false                             // guarded by lock
     var isReady: Bool { lock.withLock { ready } }
+    var isStopped: Bool { lock.withLock { stopped } }
 
     /// Creates the loop and the backends (not yet started). Throws when the loop cannot start.
     func makeBackends(_ servers: [ServerConfig]) throws(IOError) -> [Backend] {

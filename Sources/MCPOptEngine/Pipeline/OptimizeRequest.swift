@@ -167,7 +167,7 @@ extension Engine {
         }
     }
 
-    func refreshCatalog(_ backend: Backend) async {
+    func refreshCatalog(_ backend: Backend, attempt: Int = 0) async {
         let catalog = await ServerCatalog.fetch(from: backend, timeout: min(config.optimization.requestTimeout, .seconds(20)))
         runtime.setCatalog(catalog)
         _ = router.setTools(server: backend.name, catalog.toolInfos)
@@ -175,6 +175,16 @@ extension Engine {
         _ = router.setHealth(server: backend.name, up ? .healthy : .unhealthy)
         if runtime.markUp(backend.name, up) {
             runtime.events.emit(up ? .serverUp : .serverDown, ["server": .string(backend.name), "reason": catalog.error.map { .string($0) } ?? .null])
+        }
+        // A server that could not be listed (slow to start, down, broken) is tried again with
+        // backoff (1 s doubling to 30 s) until it answers or the engine stops: it joins when up.
+        if !up {
+            Task { [weak self] in
+                try? await Task.sleep(for: .seconds(min(30, 1 << min(attempt, 5))))
+                guard let self, !self.runtime.isStopped, let current = self.runtime.backend(backend.name), current === backend,
+                      self.catalogs.first(where: { $0.server == backend.name })?.error != nil else { return }
+                await self.refreshCatalog(backend, attempt: attempt + 1)
+            }
         }
     }
 
