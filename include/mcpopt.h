@@ -394,7 +394,8 @@ mcpopt_status mcpopt_route_stats(mcpopt_engine *engine, char **out_json, size_t 
 
 /* Starts the engine's servers and lists them (in parallel). Returns once every server has
  * answered or failed; a server that fails is left out (see mcpopt_health_check) and the rest
- * work. Calling it again does nothing; mcpopt_optimize_request calls it if needed. */
+ * work; it is listed again with backoff (1 s doubling to 30 s) and joins once it answers.
+ * Calling it again does nothing; mcpopt_optimize_request calls it if needed. */
 mcpopt_status mcpopt_engine_start(mcpopt_engine *engine);
 
 /* Stops the engine's servers (stdio servers are asked to exit, then signalled). Requests in
