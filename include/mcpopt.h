@@ -418,6 +418,22 @@ mcpopt_status mcpopt_optimize_request(mcpopt_engine *engine, const char *request
                                       const char *options_json, size_t options_length,
                                       char **out_json, size_t *out_length);
 
+/* Called once with the answer of mcpopt_optimize_request_async: `status` is MCPOPT_OK and
+ * `json` (valid only during the call; copy what you keep) is what mcpopt_optimize_request would
+ * have returned in *out_json. It runs on one of the engine's threads: return quickly, and do
+ * not call blocking mcpopt functions from it. */
+typedef void (*mcpopt_request_callback)(void *user_data, mcpopt_status status, const char *json, size_t length);
+
+/* mcpopt_optimize_request without blocking: checks the request and returns at once. On
+ * MCPOPT_OK, `callback` is called exactly once with the answer (possibly before this call
+ * returns, on another thread); otherwise (the same input errors as mcpopt_optimize_request) it
+ * is never called. Any number may be in flight: a host's threads are not held while servers
+ * work. `user_data` is passed back untouched. Destroying the engine fails the requests in
+ * flight; their callbacks are still called, once each. */
+mcpopt_status mcpopt_optimize_request_async(mcpopt_engine *engine, const char *request_json, size_t length,
+                                            const char *options_json, size_t options_length,
+                                            mcpopt_request_callback callback, void *user_data);
+
 /* The engine's figures as JSON: {"routing": {decision time p50/p99 in µs, accuracy,
  * fallbackRate, errors}, "cache": {hitRate, hits, misses, coalesced, invalidations,
  * coherenceConflicts, ...}, "system": {requests, successRate, latencyMs, latencyReduction,

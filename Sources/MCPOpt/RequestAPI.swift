@@ -75,17 +75,17 @@ private func requestOptions(_ pointer: UnsafePointer<CChar>?, _ length: Int) -> 
     return options
 }
 
-@_cdecl("mcpopt_optimize_request")
-public func mcpopt_optimize_request(_ handle: OpaquePointer?, _ request: UnsafePointer<CChar>?, _ length: Int,
-                                    _ optionsJSON: UnsafePointer<CChar>?, _ optionsLength: Int,
-                                    _ out: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?, _ outLength: UnsafeMutablePointer<Int>?) -> Int32 {
-    guard let out else { return LastError.fail(.invalidArgument, "out_json is NULL") }
-    out.pointee = nil
-    guard let engine = liveEngine(handle) else { return mcpopt_last_status() }
-    guard let raw = TextInput.bytes(request, length, name: "request_json") else { return mcpopt_last_status() }
-    guard let options = requestOptions(optionsJSON, optionsLength) else { return mcpopt_last_status() }
+/// A request that passed the checks, ready to run (shared by the blocking and the callback forms).
+private func checkedRequest(_ handle: OpaquePointer?, _ request: UnsafePointer<CChar>?, _ length: Int,
+                            _ optionsJSON: UnsafePointer<CChar>?, _ optionsLength: Int) -> (Engine, [UInt8], OptimizeOptions)? {
+    guard let engine = liveEngine(handle) else { return nil }
+    guard let raw = TextInput.bytes(request, length, name: "request_json") else { return nil }
+    guard let options = requestOptions(optionsJSON, optionsLength) else { return nil }
     // Input that is not a JSON-RPC request is the caller's mistake: a status, not a response.
-    guard JSONParser.isValidUTF8(raw) else { return LastError.fail(.invalidUTF8, "request_json is not valid UTF-8") }
+    guard JSONParser.isValidUTF8(raw) else {
+        _ = LastError.fail(.invalidUTF8, "request_json is not valid UTF-8")
+        return nil
+    }
     let problem: (ABIStatus, String)? = MessageDecoder.withPooled { decoder -> (ABIStatus, String)? in
         do {
             let view = try decoder.decode(raw)
@@ -96,16 +96,53 @@ public func mcpopt_optimize_request(_ handle: OpaquePointer?, _ request: UnsafeP
             return (.invalidArgument, "request_json: \(error)")
         }
     }
-    if let (status, message) = problem { return LastError.fail(status, message) }
-    let bytes = Array(raw)
-    let response = blocking { await engine.optimizeRequest(bytes, options) }
+    if let (status, message) = problem {
+        _ = LastError.fail(status, message)
+        return nil
+    }
+    return (engine, Array(raw), options)
+}
+
+/// The answer of mcpopt_optimize_request as the header describes it.
+private func answerJSON(_ response: OptimizedResponse) -> String {
     var summary = response.summary
     if case .object(var o) = summary {
         let message = (try? JSONParser.parse(response.message)) ?? .null
         o.members.insert((key: "response", value: message), at: 0)
         summary = .object(o)
     }
-    return TextOutput.write(summary.jsonString, to: out, length: outLength)
+    return summary.jsonString
+}
+
+private struct RequestCallback: @unchecked Sendable {
+    let function: @convention(c) (UnsafeMutableRawPointer?, Int32, UnsafePointer<CChar>?, Int) -> Void
+    let userData: UnsafeMutableRawPointer?
+}
+
+@_cdecl("mcpopt_optimize_request_async")
+public func mcpopt_optimize_request_async(_ handle: OpaquePointer?, _ request: UnsafePointer<CChar>?, _ length: Int,
+                                          _ optionsJSON: UnsafePointer<CChar>?, _ optionsLength: Int,
+                                          _ callback: (@convention(c) (UnsafeMutableRawPointer?, Int32, UnsafePointer<CChar>?, Int) -> Void)?,
+                                          _ userData: UnsafeMutableRawPointer?) -> Int32 {
+    guard let callback else { return LastError.fail(.invalidArgument, "callback is NULL") }
+    guard let (engine, bytes, options) = checkedRequest(handle, request, length, optionsJSON, optionsLength) else { return mcpopt_last_status() }
+    let target = RequestCallback(function: callback, userData: userData)
+    Task {
+        let text = answerJSON(await engine.optimizeRequest(bytes, options))
+        text.withCString { target.function(target.userData, ABIStatus.ok.rawValue, $0, text.utf8.count) }
+    }
+    return LastError.succeed()
+}
+
+@_cdecl("mcpopt_optimize_request")
+public func mcpopt_optimize_request(_ handle: OpaquePointer?, _ request: UnsafePointer<CChar>?, _ length: Int,
+                                    _ optionsJSON: UnsafePointer<CChar>?, _ optionsLength: Int,
+                                    _ out: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?, _ outLength: UnsafeMutablePointer<Int>?) -> Int32 {
+    guard let out else { return LastError.fail(.invalidArgument, "out_json is NULL") }
+    out.pointee = nil
+    guard let (engine, bytes, options) = checkedRequest(handle, request, length, optionsJSON, optionsLength) else { return mcpopt_last_status() }
+    let response = blocking { await engine.optimizeRequest(bytes, options) }
+    return TextOutput.write(answerJSON(response), to: out, length: outLength)
 }
 
 @_cdecl("mcpopt_metrics")

@@ -1,3 +1,5 @@
+import Dispatch
+import Foundation
 import XCTest
 @testable import MCPOpt
 
@@ -112,5 +114,47 @@ final class CoordinationABITests: XCTestCase {
         XCTAssertEqual(version.map { String(cString: $0) }, v2)
         mcpopt_free(value)
         mcpopt_free(version)
+    }
+}
+
+/// mcpopt_optimize_request_async: bad input is a status and no callback; a request is answered
+/// once through the callback.
+final class AsyncRequestABITests: XCTestCase {
+    final class Answers: @unchecked Sendable {
+        let lock = NSLock()
+        var texts: [String] = []
+        let done = DispatchSemaphore(value: 0)
+    }
+
+    func testCallbackFormAnswersOnceAndRefusesBadInput() throws {
+        var engine: OpaquePointer?
+        XCTAssertEqual(#"{"mcpServers": {}}"#.withCString { mcpopt_engine_create($0, -1, &engine) }, 0)
+        defer { mcpopt_engine_destroy(engine) }
+        let answers = Answers()
+        let box = Unmanaged.passRetained(answers)
+        defer { box.release() }
+        let callback: @convention(c) (UnsafeMutableRawPointer?, Int32, UnsafePointer<CChar>?, Int) -> Void = { user, status, json, length in
+            let a = Unmanaged<Answers>.fromOpaque(user!).takeUnretainedValue()
+            let text = String(decoding: UnsafeRawBufferPointer(start: json, count: length), as: UTF8.self)
+            a.lock.lock()
+            a.texts.append("\(status) \(text)")
+            a.lock.unlock()
+            a.done.signal()
+        }
+        let ping = #"{"jsonrpc":"2.0","id":7,"method":"ping"}"#
+        XCTAssertEqual(ping.withCString { mcpopt_optimize_request_async(engine, $0, -1, nil, 0, callback, box.toOpaque()) }, 0)
+        XCTAssertEqual(answers.done.wait(timeout: .now() + 10), .success)
+        // Bad input: statuses, and no callback.
+        XCTAssertEqual("{".withCString { mcpopt_optimize_request_async(engine, $0, -1, nil, 0, callback, box.toOpaque()) }, ABIStatus.malformedJSON.rawValue)
+        XCTAssertEqual(#"{"jsonrpc":"2.0","method":"x"}"#.withCString { mcpopt_optimize_request_async(engine, $0, -1, nil, 0, callback, box.toOpaque()) }, ABIStatus.invalidArgument.rawValue)
+        XCTAssertEqual(ping.withCString { mcpopt_optimize_request_async(engine, $0, -1, nil, 0, nil, nil) }, ABIStatus.invalidArgument.rawValue)
+        XCTAssertEqual(ping.withCString { mcpopt_optimize_request_async(engine, $0, -1, "{\"bogus\":1}", -1, callback, box.toOpaque()) }, ABIStatus.invalidArgument.rawValue)
+        XCTAssertEqual(ping.withCString { mcpopt_optimize_request_async(OpaquePointer(bitPattern: 0x99), $0, -1, nil, 0, callback, nil) }, ABIStatus.invalidHandle.rawValue)
+        XCTAssertEqual(answers.done.wait(timeout: .now() + 0.3), .timedOut, "no callback for refused input")
+        answers.lock.lock()
+        defer { answers.lock.unlock() }
+        XCTAssertEqual(answers.texts.count, 1)
+        XCTAssertTrue(answers.texts[0].hasPrefix("0 {\"response\":"), answers.texts[0])
+        XCTAssertTrue(answers.texts[0].contains("\"id\":7"), answers.texts[0])
     }
 }

@@ -1,21 +1,20 @@
-/* The request path of the addon: start, stop, optimizeRequest, healthCheck, coordinateOperation
- * and recoverTransactions block in the library, so they run as N-API async work (on libuv's
- * thread pool) and settle a Promise with [status, text]: the JSON answer, or the error message
+/* The request path of the addon: start, stop, healthCheck, coordinateOperation and
+ * recoverTransactions block in the library, so they run as N-API async work (on libuv's thread
+ * pool); optimizeRequest uses the library's callback form instead. Each settles a Promise with
+ * [status, text]: the JSON answer, or the error message
  * (lib/engine.js turns it into an MCPOptError). Events reach JS through a thread-safe function,
  * like state watches. */
 #include "addon.h"
 #include <stdlib.h>
 #include <string.h>
 
-enum job_kind { JOB_START, JOB_STOP, JOB_REQUEST, JOB_HEALTH, JOB_COORDINATE, JOB_RECOVER };
+enum job_kind { JOB_START, JOB_STOP, JOB_HEALTH, JOB_COORDINATE, JOB_RECOVER };
 
 typedef struct job {
     enum job_kind kind;
     mcpopt_engine *engine;
     char *request;
     size_t request_length;
-    char *options;
-    size_t options_length;
     mcpopt_status status;
     char *text;          /* the answer (library memory) or NULL */
     size_t text_length;
@@ -33,10 +32,6 @@ static void execute(napi_env env, void *data) {
     case JOB_RECOVER: j->status = mcpopt_transactions_recover(j->engine, &j->text, &j->text_length); break;
     case JOB_COORDINATE:
         j->status = mcpopt_coordinate_operation(j->engine, j->request, j->request_length, &j->text, &j->text_length);
-        break;
-    case JOB_REQUEST:
-        j->status = mcpopt_optimize_request(j->engine, j->request, j->request_length, j->options, j->options_length,
-                                            &j->text, &j->text_length);
         break;
     }
     /* The last error is per thread: read it here, on the thread that failed. */
@@ -62,14 +57,13 @@ static void complete(napi_env env, napi_status status, void *data) {
     if (j->text) mcpopt_free(j->text);
     free(j->message);
     free(j->request);
-    free(j->options);
     free(j);
 }
 
 /* Queues a job; returns its Promise. */
 static napi_value queue(napi_env env, job *j) {
     napi_value promise, name;
-    if (napi_create_promise(env, &j->deferred, &promise) != napi_ok) { free(j->request); free(j->options); free(j); return NULL; }
+    if (napi_create_promise(env, &j->deferred, &promise) != napi_ok) { free(j->request); free(j); return NULL; }
     napi_create_string_utf8(env, "mcpopt request", NAPI_AUTO_LENGTH, &name);
     napi_create_async_work(env, NULL, name, execute, complete, j, &j->work);
     napi_queue_async_work(env, j->work);
@@ -93,23 +87,90 @@ static napi_value stop(napi_env env, napi_callback_info info) { return simple(en
 static napi_value health(napi_env env, napi_callback_info info) { return simple(env, info, JOB_HEALTH); }
 static napi_value recover(napi_env env, napi_callback_info info) { return simple(env, info, JOB_RECOVER); }
 
+/* optimizeRequest does not take a libuv pool thread (there are 4 by default, and each would be
+ * held for the whole upstream call): mcpopt_optimize_request_async answers on an engine thread,
+ * and a thread-safe function carries the answer to the JS thread, where the Promise settles.
+ * The thread-safe function also keeps Node's loop alive while the request is in flight. */
+typedef struct pending_request {
+    napi_deferred deferred;
+    napi_threadsafe_function tsfn;
+    char *text;
+    size_t text_length;
+} pending_request;
+
+static void settle_request(napi_env env, napi_value js_callback, void *context, void *data) {
+    pending_request *p = data;
+    if (env) {
+        napi_value result, code, text;
+        napi_create_array_with_length(env, 2, &result);
+        napi_create_int32(env, p->text ? MCPOPT_OK : MCPOPT_ERR_INTERNAL, &code);
+        napi_set_element(env, result, 0, code);
+        if (p->text) napi_create_string_utf8(env, p->text, p->text_length, &text);
+        else napi_create_string_utf8(env, "out of memory copying the answer", NAPI_AUTO_LENGTH, &text);
+        napi_set_element(env, result, 1, text);
+        napi_resolve_deferred(env, p->deferred, result);
+    }
+    napi_release_threadsafe_function(p->tsfn, napi_tsfn_release);
+    free(p->text);
+    free(p);
+}
+
+static void on_answer(void *user_data, mcpopt_status status, const char *json, size_t length) {
+    pending_request *p = user_data;
+    p->text = malloc(length + 1);
+    if (p->text) {
+        memcpy(p->text, json, length);
+        p->text[length] = 0;
+        p->text_length = length;
+    }
+    /* Blocking: the queue is unbounded, so this never waits; the answer must not be dropped. */
+    napi_call_threadsafe_function(p->tsfn, p, napi_tsfn_blocking);
+}
+
 /* optimizeRequest(engine, request, options|null) -> Promise<[status, text]> */
 static napi_value optimize(napi_env env, napi_callback_info info) {
     size_t argc = 3;
     napi_value argv[3];
     mcpopt_engine *engine = mcpopt_node_engine_arg(env, info, &argc, argv);
     if (!engine) return NULL;
-    job *j = calloc(1, sizeof *j);
-    if (!j) return mcpopt_node_throw(env, "out of memory");
-    j->kind = JOB_REQUEST;
-    j->engine = engine;
-    if (!mcpopt_node_bytes(env, info, 1, &j->request, &j->request_length)) { free(j); return NULL; }
+    char *request = NULL, *options = NULL;
+    size_t request_length = 0, options_length = 0;
+    if (!mcpopt_node_bytes(env, info, 1, &request, &request_length)) return NULL;
     napi_valuetype type = napi_undefined;
     if (argc >= 3) napi_typeof(env, argv[2], &type);
     if (type != napi_undefined && type != napi_null) {
-        if (!mcpopt_node_bytes(env, info, 2, &j->options, &j->options_length)) { free(j->request); free(j); return NULL; }
+        if (!mcpopt_node_bytes(env, info, 2, &options, &options_length)) { free(request); return NULL; }
     }
-    return queue(env, j);
+    pending_request *p = calloc(1, sizeof *p);
+    napi_value promise, name;
+    if (!p || napi_create_promise(env, &p->deferred, &promise) != napi_ok) {
+        free(p); free(request); free(options);
+        return mcpopt_node_throw(env, "out of memory");
+    }
+    napi_create_string_utf8(env, "mcpopt request", NAPI_AUTO_LENGTH, &name);
+    if (napi_create_threadsafe_function(env, NULL, NULL, name, 0, 1, NULL, NULL, NULL, settle_request, &p->tsfn) != napi_ok) {
+        napi_value error;
+        napi_create_string_utf8(env, "cannot create a thread-safe function", NAPI_AUTO_LENGTH, &error);
+        napi_reject_deferred(env, p->deferred, error);
+        free(p); free(request); free(options);
+        return promise;
+    }
+    mcpopt_status status = mcpopt_optimize_request_async(engine, request, request_length, options, options_length, on_answer, p);
+    free(request);
+    free(options);
+    if (status != MCPOPT_OK) {
+        /* Bad input: settle at once with the status and message, as the blocking form did. */
+        napi_value result, code, text;
+        napi_create_array_with_length(env, 2, &result);
+        napi_create_int32(env, status, &code);
+        napi_set_element(env, result, 0, code);
+        napi_create_string_utf8(env, mcpopt_last_error_message(), NAPI_AUTO_LENGTH, &text);
+        napi_set_element(env, result, 1, text);
+        napi_resolve_deferred(env, p->deferred, result);
+        napi_release_threadsafe_function(p->tsfn, napi_tsfn_release);
+        free(p);
+    }
+    return promise;
 }
 
 /* coordinateOperation(engine, request) -> Promise<[status, text]> */

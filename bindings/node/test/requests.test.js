@@ -63,3 +63,25 @@ test('requests are served, cached, merged and reported', { skip: !available && '
   }
   await assert.rejects(engine.callTool('get', { key: 'a' }), (err) => err.status === Status.INVALID_HANDLE);
 });
+
+test('requests in flight do not hold libuv pool threads', { skip: !available && 'no .venv python' }, async () => {
+  // Eight 1.5 s calls in flight (more than libuv's 4 pool threads): a file read, which needs a
+  // pool thread, still completes before any of them. With blocking calls on the pool it would
+  // wait for one to finish.
+  const engine = new Engine(config());
+  try {
+    await engine.start();
+    const order = [];
+    const calls = [];
+    for (let i = 0; i < 8; i++) {
+      calls.push(engine.callTool('wait_ms', { ms: 1500 }, { bypassCache: true }).then((r) => { order.push('call'); return r; }));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));   // let them all start
+    await fs.promises.readFile(__filename).then(() => order.push('file'));
+    const results = await Promise.all(calls);
+    assert.strictEqual(order[0], 'file', `the file read waited for a call: ${order}`);
+    for (const r of results) assert.strictEqual(r.success, true, r.error);
+  } finally {
+    engine.close();
+  }
+});
