@@ -120,6 +120,12 @@ public final class EventLoop: @unchecked Sendable {
     }
 
     private func run() {
+        // A host may leave SIGPIPE at its default (terminate): on this thread a write to a peer
+        // that went away must only fail with EPIPE. Children reset it (spawn.c).
+        var pipeSignal = sigset_t()
+        sigemptyset(&pipeSignal)
+        sigaddset(&pipeSignal, SIGPIPE)
+        pthread_sigmask(SIG_BLOCK, &pipeSignal, nil)
         loopThread = pthread_self()
         started.signal()
         var completions = [mco_completion](repeating: mco_completion(), count: 64)

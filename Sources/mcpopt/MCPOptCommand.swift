@@ -1,4 +1,5 @@
 import ArgumentParser
+import Glibc
 import MCPOptConfig
 import MCPOptEngine
 import MCPOptJSON
@@ -11,6 +12,13 @@ struct MCPOptCommand: ParsableCommand {
         version: MCPOptVersion.string,
         subcommands: [Validate.self, Describe.self, Serve.self, Stdio.self, MockServerCommand.self, Demo.self, Bench.self]
     )
+
+    /// A write to a peer that went away (a server that crashed, a client that hung up) must
+    /// be an EPIPE error for that one connection, not a SIGPIPE that ends the whole program.
+    static func main() {
+        signal(SIGPIPE, SIG_IGN)
+        main(nil)
+    }
 }
 
 /// Reads a configuration file, turning I/O failures into a clean exit.
