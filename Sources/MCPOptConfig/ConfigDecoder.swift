@@ -144,6 +144,8 @@ struct ConfigDecoder {
         o.coherenceTimeout = r.duration("coherenceTimeout", default: o.coherenceTimeout, in: .zero...(.seconds(86400)))
         o.defaultTTL = r.duration("defaultTTL", default: o.defaultTTL, in: .milliseconds(1)...(.seconds(86400 * 30)))
         o.warmingStrategy = r.enumeration("warmingStrategy", default: o.warmingStrategy)
+        o.hotSetFile = r.nonEmptyString("hotSetFile")
+        o.hotSetSize = r.integer("hotSetSize", default: o.hotSetSize, in: 1...100_000)
         o.enableIntelligentInvalidation = r.bool("enableIntelligentInvalidation", default: o.enableIntelligentInvalidation)
         if let v = r.value("distributed") { o.distributed = decodeDistributed(v, at: r.path.appending("distributed")) }
         if let tools = r.child("tools") { o.tools = decodeToolRules(tools) }

@@ -73,6 +73,8 @@ extension EngineConfig {
                 "coherenceTimeout": ms(caching.coherenceTimeout),
                 "defaultTTL": ms(caching.defaultTTL),
                 "warmingStrategy": .string(caching.warmingStrategy.rawValue),
+                "hotSetFile": caching.hotSetFile.map { .string($0) } ?? .null,
+                "hotSetSize": .int(Int64(caching.hotSetSize)),
                 "enableIntelligentInvalidation": .bool(caching.enableIntelligentInvalidation),
                 "tools": .object(JSONObject(caching.tools.map { rule in
                     switch rule.policy {

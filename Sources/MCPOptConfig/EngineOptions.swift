@@ -41,6 +41,12 @@ public struct CachingOptions: Sendable, Equatable {
     /// Time to live of cached results when nothing more specific applies.
     public var defaultTTL: Duration = .seconds(300)
     public var warmingStrategy: WarmingStrategy = .adaptive
+    /// Where the hot set (the most used cached requests, not their results) is saved when the
+    /// engine stops and read back when it starts, to fetch those again: warm after a restart.
+    /// Nil: not kept.
+    public var hotSetFile: String?
+    /// How many requests the hot set keeps.
+    public var hotSetSize = 1000
     /// Writes invalidate the reads they affect (coherence groups, rules).
     public var enableIntelligentInvalidation = true
     public var distributed: DistributedCacheOptions?

@@ -447,3 +447,39 @@ extension RequestPathTests {
         XCTAssertEqual(try text(r), "kv")
     }
 }
+
+extension RequestPathTests {
+    /// The hot set kept across restarts: what was read most is fetched again when the next
+    /// engine starts, so its first client read is a cache hit.
+    func testTheHotSetIsWarmAfterARestart() async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("mcpopt-hot-\(UUID().uuidString).json").path
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: file) }
+        let extra = #", "caching": {"hotSetFile": "\#(file)", "hotSetSize": 10}"#
+        let first = try makeEngine([try Self.kvServer("kv")], extra: extra)
+        await first.start()
+        // A write (first: it invalidates the group's reads): never cached, never kept.
+        _ = await call(first, "put", #"{"key":"w","value":"1"}"#)
+        var sources: [OptimizedResponse.Source] = []
+        for key in ["a", "a", "a", "b"] { sources.append(await call(first, "get", #"{"key":"\#(key)"}"#).source) }
+        XCTAssertEqual(sources, [.origin, .memory, .memory, .origin])
+        await first.stop()
+        let saved = try String(contentsOfFile: file, encoding: .utf8)
+        XCTAssertTrue(saved.contains(#""method":"tools/call""#) && saved.contains(#""name":"get""#), saved)
+        XCTAssertFalse(saved.contains(#""name":"put""#), saved)
+        XCTAssertTrue(saved.contains(#"{\"key\":\"a\"}"#), saved)
+        XCTAssertFalse(saved.contains(#"{\"key\":\"b\"}"#), "read once, never again: not hot; \(saved)")
+
+        let second = try makeEngine([try Self.kvServer("kv")], extra: extra)
+        await second.start()
+        addTeardownBlock { await second.stop() }
+        let deadline = ContinuousClock.now + .seconds(15)
+        while ContinuousClock.now < deadline, second.metrics.hotSetRestored.load() < 1 {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        XCTAssertEqual(second.metrics.hotSetRestored.load(), 1)
+        let a = await call(second, "get", #"{"key":"a"}"#)
+        XCTAssertEqual(a.source, .memory, "warm before the first read")
+        let never = await call(second, "get", #"{"key":"c"}"#)
+        XCTAssertEqual(never.source, .origin)
+    }
+}

@@ -8,6 +8,15 @@ final class WarmingTracker: @unchecked Sendable {
     private var inFlight: Set<[UInt8]> = []        // guarded by lock
     private var awaitingHit: Set<[UInt8]> = []     // guarded by lock
     private let limit = 10_000
+    private var hotSetClaimed = false              // guarded by lock
+
+    /// True once: the saved hot set is restored by the first start only.
+    func claimHotSetRestore() -> Bool {
+        lock.withLock {
+            defer { hotSetClaimed = true }
+            return !hotSetClaimed
+        }
+    }
 
     /// Claims the refresh of `key`; false when one is already running (or too many are).
     func begin(_ key: [UInt8]) -> Bool {

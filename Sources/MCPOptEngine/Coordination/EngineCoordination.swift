@@ -101,6 +101,7 @@ final class EngineCoordination: @unchecked Sendable {
     init(_ options: CoordinationOptions) { self.options = options }
 
     private var startRecovery: Task<Void, Never>?       // guarded by lock
+
     private var startOutcomes: [TransactionOutcome] = [] // guarded by lock: not yet reported
 
     /// Recovery when the engine starts: once; later callers wait for the same run. What it

@@ -29,6 +29,8 @@ public final class EngineMetrics: @unchecked Sendable {
     public let hedgeWins = AtomicCounter()
     /// Expired results served because every server failed (staleIfError).
     public let staleServed = AtomicCounter()
+    /// Requests of the saved hot set fetched again at start (caching.hotSetFile).
+    public let hotSetRestored = AtomicCounter()
     /// Estimated nanoseconds each request would have cost without the engine, and what it cost.
     public let baselineNanos = AtomicCounter()
     public let actualNanos = AtomicCounter()

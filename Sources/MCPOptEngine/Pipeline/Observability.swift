@@ -78,6 +78,7 @@ extension Engine {
                 "warmingEfficiency": runtime.warming.efficiency.map { .double($0) } ?? .null,
                 "refreshes": .int(Int64(runtime.warming.started.load())),
                 "refreshesFailed": .int(Int64(runtime.warming.failed.load())),
+                "hotSetRestored": .int(Int64(m.hotSetRestored.load())),
                 // The shared tier in Redis (null when not configured).
                 "l2": runtime.shared?.summary ?? .null,
             ],

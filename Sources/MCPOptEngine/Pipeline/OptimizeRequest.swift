@@ -95,6 +95,10 @@ extension Engine {
         // A crash may have left transactions in doubt: finish them before new work. After the
         // start proper, because recovery's own calls go through the (then ready) request path.
         if config.coordination.enableDistributedTransactions { await coordination.recoverAtStart(self) }
+        // Warm the cache with what was hot before the last stop, without holding up the start.
+        if config.caching.hotSetFile != nil, runtime.warming.claimHotSetRestore() {
+            Task { [weak self] in await self?.restoreHotSet() }
+        }
     }
 
     /// Runs the backends' I/O on `loop` (a host's, e.g. the gateway's HTTP loop) instead of a
@@ -111,6 +115,7 @@ extension Engine {
 
     /// Stops every backend (stdio servers are asked to exit; HTTP sessions are ended).
     public func stop() async {
+        if runtime.isReady { saveHotSet() }
         monitor.stop(self)
         coordination.replicator?.stop()
         coordination.setReplicator(nil)
