@@ -40,6 +40,9 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
     public let loop: EventLoop
     private var listener: Int32 = -1
     private var connections: [Int32: Connection] = [:]   // loop thread only
+    /// Requests waiting on a server, by session and request id, so that a client's
+    /// `notifications/cancelled` (a POST of its own) can stop one. Loop thread only.
+    private var running: [String: (task: Task<Void, Never>, cancelled: Bool)] = [:]
     private var stopped = false                          // loop thread only
 
     public init(service: Service, settings: Settings) throws(IOError) {
@@ -239,6 +242,11 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         let action = MessageDecoder.withPooled { front.handle(parser, body: body, decoder: $0) }
         switch action {
         case .respond(let status, let headers, let bytes):
+            // A session's notifications are accepted (202) here; a cancellation also stops the
+            // request it names.
+            if status == 202, let session = parser.header("mcp-session-id"), ByteSearch.contains(body, cancelledWord) {
+                cancel(body, session: session)
+            }
             send(c, status: status, headers: headers.map { ($0.name, $0.value) }, body: bytes)
         case .dispatch(let dispatch):
             // Progress about the request turns its answer into an SSE stream (the client accepts
@@ -251,11 +259,50 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
             case .answered(let answer):
                 reply(c, answer, era: dispatch.era)
             case .pending(let pending):
-                Task(executorPreference: loop) { [self] in
+                // Cancellation needs a session (a handshake-era client); a modern-era client
+                // ends its request by closing the connection.
+                let key = dispatch.sessionID.flatMap { session in StdioFront<Service>.requestKey(dispatch.message).map { session + "\u{0}" + $0 } }
+                let task = Task(executorPreference: loop) { [self] in
                     let answer = await service.complete(pending)
-                    _ = loop.execute { [self] in reply(c, answer, era: dispatch.era) }
+                    _ = loop.execute { [self] in
+                        let cancelled = key.flatMap { running.removeValue(forKey: $0)?.cancelled } ?? false
+                        // A cancelled request gets no answer (the client has moved on): an
+                        // event stream that ends without one.
+                        if cancelled { endWithoutAnswer(c) } else { reply(c, answer, era: dispatch.era) }
+                    }
                 }
+                if let key { running[key] = (task, false) }
             }
+        }
+    }
+
+    /// `notifications/cancelled` from a session: its request that names stops (its server is
+    /// told where that is safe: see Engine) and gets no answer.
+    private func cancel(_ message: [UInt8], session: String) {
+        guard case .object(let o)? = try? JSONParser.parse(message), o["method"]?.stringValue == "notifications/cancelled",
+              let id = o["params"]?["requestId"], var entry = running[session + "\u{0}" + id.jsonString] else { return }
+        entry.cancelled = true
+        running[session + "\u{0}" + id.jsonString] = entry
+        entry.task.cancel()
+    }
+
+    /// Ends the answer to a cancelled request: an SSE stream with no response in it.
+    private func endWithoutAnswer(_ c: Connection) {
+        c.answered = true
+        let keepAlive = c.parser.keepAlive
+        let bytes: [UInt8]
+        if c.streaming {
+            c.streaming = false
+            bytes = Array("0\r\n\r\n".utf8)
+        } else {
+            bytes = Array("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nContent-Length: 0\r\n\r\n".utf8)
+        }
+        write(c, bytes) { [self] ok in
+            guard ok, keepAlive, connections[c.fd] === c else {
+                close(c)
+                return
+            }
+            nextRequest(c)
         }
     }
 
@@ -384,3 +431,5 @@ func hash64Hex(_ text: String) -> String {
     var copy = text
     return String(copy.withUTF8 { hash64(UnsafeRawBufferPointer($0)) }, radix: 16)
 }
+
+private let cancelledWord = Array("notifications/cancelled".utf8)
