@@ -27,15 +27,31 @@ public final class Gateway: MCPService, @unchecked Sendable {
     }
 
     static let logLevels = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
-    private var clientLogLevel: Int?                                   // guarded by lock
-    private var clientNotifier: (@Sendable ([UInt8]) -> Void)?        // guarded by lock
+    /// Per client session ("" for the one client of stdio): the log level it chose and where
+    /// messages outside of requests go (stdio's output, an HTTP session's GET stream).
+    private var logLevels: [String: Int] = [:]                              // guarded by lock
+    private var sessionStreams: [String: @Sendable ([UInt8]) -> Void] = [:]  // guarded by lock
+    private var relayingLogs = false                                         // guarded by lock
 
     /// Relays servers' log messages to a front that can send notifications at any time (stdio),
     /// once its client chose a level (`logging/setLevel`): messages at that level or above, the
     /// logger named after the server ("kv" or "kv/<logger>").
     public func relayServerLogs(_ notify: @escaping @Sendable ([UInt8]) -> Void) {
-        lock.withLock { clientNotifier = notify }
-        engine.onServerLog { [weak self] server, message in self?.relayLog(server: server, message: message) }
+        setSessionStream("", notify)
+    }
+
+    public var sendsSessionMessages: Bool { true }
+
+    /// An HTTP session's GET stream (or stdio's output, as session ""): servers' log messages
+    /// at the level the session chose go there. Backend sessions are shared, so a server's log
+    /// message goes to every client session that asked for logs.
+    public func setSessionStream(_ session: String, _ send: (@Sendable ([UInt8]) -> Void)?) {
+        let start = lock.withLock { () -> Bool in
+            sessionStreams[session] = send
+            defer { if send != nil { relayingLogs = true } }
+            return send != nil && !relayingLogs
+        }
+        if start { engine.onServerLog { [weak self] server, message in self?.relayLog(server: server, message: message) } }
     }
 
     static func withLogLevel(_ message: [UInt8], _ level: String) -> [UInt8] {
@@ -49,15 +65,13 @@ public final class Gateway: MCPService, @unchecked Sendable {
     }
 
     private func relayLog(server: String, message: [UInt8]) {
-        guard let (threshold, notify) = lock.withLock({ () -> (Int, @Sendable ([UInt8]) -> Void)? in
-            guard let level = clientLogLevel, let notify = clientNotifier else { return nil }
-            return (level, notify)
-        }) else { return }
-        guard case .object(var o)? = try? JSONParser.parse(message), case .object(var params)? = o["params"],
-              let level = params["level"]?.stringValue, let rank = Self.logLevels.firstIndex(of: level), rank >= threshold else { return }
+        let targets = lock.withLock { sessionStreams.compactMap { session, send in logLevels[session].map { (level: $0, send: send) } } }
+        guard !targets.isEmpty, case .object(var o)? = try? JSONParser.parse(message), case .object(var params)? = o["params"],
+              let level = params["level"]?.stringValue, let rank = Self.logLevels.firstIndex(of: level) else { return }
         params["logger"] = .string(params["logger"]?.stringValue.map { server + "/" + $0 } ?? server)
         o["params"] = .object(params)
-        notify(Array(JSONValue.object(o).jsonString.utf8))
+        let relayed = Array(JSONValue.object(o).jsonString.utf8)
+        for target in targets where rank >= target.level { target.send(relayed) }
     }
 
     /// Starts every backend and lists them; returns a warning per server left out.
@@ -107,13 +121,13 @@ public final class Gateway: MCPService, @unchecked Sendable {
     /// Answers at once what needs no I/O (protocol messages, lists, cache hits), on the
     /// caller's thread; otherwise the routed, planned request to finish with `complete`.
     public func handleImmediately(_ message: [UInt8], caller: Caller = .init()) -> ServiceAnswer<Pending> {
-        switch route(message) {
+        switch route(message, session: caller.session ?? "") {
         case .none: return .answered(nil)
         case .answer(let bytes): return .answered(bytes)
         case .engine(var request, let method, let servers, let modern):
             // A client that chose a log level (handshake era) gets servers' logs: modern-era
             // servers send them only to requests that opt in, so each request carries the level.
-            if caller.notify != nil, let level = lock.withLock({ clientLogLevel }), !modern {
+            if let level = lock.withLock({ logLevels[caller.session ?? ""] }), !modern {
                 request = Self.withLogLevel(request, Self.logLevels[level])
             }
             var options = OptimizeOptions(agent: caller.agent, partition: caller.partition, servers: servers, session: caller.session)
@@ -137,15 +151,19 @@ public final class Gateway: MCPService, @unchecked Sendable {
     }
 
     public func sessionEnded(_ session: String) {
+        lock.withLock {
+            logLevels.removeValue(forKey: session)
+            sessionStreams.removeValue(forKey: session)
+        }
         let engine = engine
         Task { await engine.endSession(session) }
     }
 
-    private func route(_ message: [UInt8]) -> Route {
-        message.withUnsafeBytes { bytes in MessageDecoder.withPooled { decoder in route(bytes, decoder) } }
+    private func route(_ message: [UInt8], session: String) -> Route {
+        message.withUnsafeBytes { bytes in MessageDecoder.withPooled { decoder in route(bytes, decoder, session: session) } }
     }
 
-    private func route(_ bytes: UnsafeRawBufferPointer, _ decoder: MessageDecoder) -> Route {
+    private func route(_ bytes: UnsafeRawBufferPointer, _ decoder: MessageDecoder, session: String) -> Route {
         let view: MessageView
         do {
             view = try decoder.decode(bytes)
@@ -162,7 +180,7 @@ public final class Gateway: MCPService, @unchecked Sendable {
             guard let level, let rank = Self.logLevels.firstIndex(of: level) else {
                 return error(RPCErrorCode.invalidParams, "logging/setLevel needs params.level, one of \(Self.logLevels.joined(separator: ", "))")
             }
-            lock.withLock { clientLogLevel = rank }
+            lock.withLock { logLevels[session] = rank }
         }
         if let answer = answers.answer(view, method: method, id: id, modern: modern) { return .answer(answer) }
 

@@ -40,6 +40,9 @@ public final class GatewayFront: @unchecked Sendable {
     public enum Action: Sendable {
         case respond(status: Int, headers: [FrontDoor.Header], body: [UInt8])
         case dispatch(Dispatch)
+        /// A GET for the session's stream of server messages (handshake era): the front keeps
+        /// the response open as an SSE stream.
+        case openStream(sessionID: String)
     }
 
     struct Session {
@@ -72,9 +75,9 @@ public final class GatewayFront: @unchecked Sendable {
         if let verdict = FrontDoor.checkHostAndOrigin(request, policy: policy) { return Self.action(verdict) }
         switch request.method {
         case "DELETE": return endSession(request)
-        case "GET": return .respond(status: 405, headers: [FrontDoor.Header("Allow", "POST, DELETE")], body: [])
+        case "GET": return openStream(request)
         case "POST": break
-        default: return .respond(status: 405, headers: [FrontDoor.Header("Allow", "POST, DELETE")], body: [])
+        default: return .respond(status: 405, headers: [FrontDoor.Header("Allow", "GET, POST, DELETE")], body: [])
         }
         let verdict = body.withUnsafeBytes { FrontDoor.check(request, body: $0, decoder: decoder, policy: policy, knownMethods: knownMethods) }
         switch verdict {
@@ -169,6 +172,19 @@ public final class GatewayFront: @unchecked Sendable {
         let text = Array(JSONValue.object(result).jsonString.utf8)
         let body = text.withUnsafeBytes { MessageEncoder.result(idJSON: view.idRaw.buffer, result: $0) }
         return .respond(status: 200, headers: [FrontDoor.Header("Content-Type", "application/json"), FrontDoor.Header("Mcp-Session-Id", sid)], body: body)
+    }
+
+    /// GET: a session's stream of server messages (log messages); it needs the session and an
+    /// Accept that takes text/event-stream.
+    private func openStream(_ request: HTTPParser) -> Action {
+        guard (request.header("accept") ?? "").contains("text/event-stream") else {
+            return .respond(status: 406, headers: [], body: Array("Not Acceptable: the stream is text/event-stream".utf8))
+        }
+        guard let sid = request.header("mcp-session-id") else {
+            return .respond(status: 400, headers: [], body: Array("Bad Request: Mcp-Session-Id header is required".utf8))
+        }
+        guard lock.withLock({ sessions[sid] != nil }) else { return .respond(status: 404, headers: [], body: Array("Session not found".utf8)) }
+        return .openStream(sessionID: sid)
     }
 
     private func endSession(_ request: HTTPParser) -> Action {

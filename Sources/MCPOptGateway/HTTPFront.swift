@@ -43,6 +43,8 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
     /// Requests waiting on a server, by session and request id, so that a client's
     /// `notifications/cancelled` (a POST of its own) can stop one. Loop thread only.
     private var running: [String: (task: Task<Void, Never>, cancelled: Bool)] = [:]
+    /// Each session's GET stream (one; a new one replaces it). Loop thread only.
+    private var sessionStreams: [String: Connection] = [:]
     private var stopped = false                          // loop thread only
 
     public init(service: Service, settings: Settings) throws(IOError) {
@@ -77,6 +79,8 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
             stopped = true
             for fd in connections.keys { Glibc.close(fd) }
             connections.removeAll()
+            for session in sessionStreams.keys { service.setSessionStream(session, nil) }
+            sessionStreams.removeAll()
             if listener >= 0 { Glibc.close(listener) }
             listener = -1
         }
@@ -138,6 +142,8 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         /// Writes in order: one at a time, the rest wait here.
         var outbox: [(bytes: [UInt8], then: ((Bool) -> Void)?)] = []
         var writing = false
+        /// The session whose GET stream this connection carries, if it is one.
+        var streamOf: String?
         init(fd: Int32) { self.fd = fd }
     }
 
@@ -179,7 +185,36 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
 
     private func close(_ c: Connection) {
         guard connections.removeValue(forKey: c.fd) != nil else { return }
+        if let session = c.streamOf, sessionStreams[session] === c {
+            sessionStreams.removeValue(forKey: session)
+            service.setSessionStream(session, nil)
+        }
         Glibc.close(c.fd)
+    }
+
+    /// Keeps `c` open as `session`'s stream of server messages (SSE, chunked); a stream the
+    /// session had before is closed. Nothing more is read from `c`: a client that goes away is
+    /// noticed at the next write.
+    private func openStream(_ c: Connection, session: String) {
+        guard service.sendsSessionMessages else {
+            send(c, status: 405, headers: [("Allow", "POST, DELETE")], body: [])
+            return
+        }
+        if let old = sessionStreams[session] { close(old) }
+        c.streamOf = session
+        c.streaming = true
+        sessionStreams[session] = c
+        write(c, Array("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n".utf8)) { [self] ok in
+            if !ok { close(c) }
+        }
+        service.setSessionStream(session) { [weak self] message in
+            _ = self?.loop.execute { [weak self] in
+                guard let self, self.sessionStreams[session] === c, self.connections[c.fd] === c else { return }
+                self.write(c, Self.chunk(Array("event: message\ndata: ".utf8) + message + Array("\n\n".utf8))) { [weak self] ok in
+                    if !ok { self?.close(c) }
+                }
+            }
+        }
     }
 
     /// Parses what has arrived; serves a complete request; reads more otherwise.
@@ -241,6 +276,8 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         }
         let action = MessageDecoder.withPooled { front.handle(parser, body: body, decoder: $0) }
         switch action {
+        case .openStream(let session):
+            openStream(c, session: session)
         case .respond(let status, let headers, let bytes):
             // A session's notifications are accepted (202) here; a cancellation also stops the
             // request it names.

@@ -37,9 +37,17 @@ public protocol MCPService: AnyObject, Sendable {
     func complete(_ pending: Pending) async -> [UInt8]
     /// A client ended its session (HTTP DELETE).
     func sessionEnded(_ session: String)
+    /// Whether the service sends messages outside of requests (a GET stream is worth opening).
+    var sendsSessionMessages: Bool { get }
+    /// Where messages for `session` that belong to no request go (its GET stream); nil: the
+    /// stream ended.
+    func setSessionStream(_ session: String, _ send: (@Sendable ([UInt8]) -> Void)?)
 }
 
 extension MCPService {
+    public var sendsSessionMessages: Bool { false }
+    public func setSessionStream(_ session: String, _ send: (@Sendable ([UInt8]) -> Void)?) {}
+
     /// Handles one message; nil for notifications and responses.
     public func handle(_ message: [UInt8], caller: ServiceCaller = .init()) async -> [UInt8]? {
         switch handleImmediately(message, caller: caller) {

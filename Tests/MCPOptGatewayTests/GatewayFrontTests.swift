@@ -56,7 +56,14 @@ final class GatewayFrontTests: XCTestCase {
         XCTAssertEqual(response(try send(headers: [("Mcp-Session-Id", sid), ("MCP-Protocol-Version", "2024-01-01")], body: #"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#)).status, 400)
         XCTAssertEqual(response(try send(headers: [("Mcp-Session-Id", sid)], body: #"[{"jsonrpc":"2.0","id":2,"method":"tools/list"}]"#)).json?["error"]?["code"], -32600)
         XCTAssertEqual(response(try send(headers: [("Mcp-Session-Id", sid)], body: "{")).json?["error"]?["code"], -32700)
-        XCTAssertEqual(response(try send("GET", headers: [("Mcp-Session-Id", sid)])).status, 405)
+        // GET: the session's event stream, for a known session (406 without the Accept: the
+        // interop check).
+        XCTAssertEqual(response(try send("GET")).status, 400)
+        XCTAssertEqual(response(try send("GET", headers: [("Mcp-Session-Id", "nope")])).status, 404)
+        guard case .openStream(let streamed) = try send("GET", headers: [("Mcp-Session-Id", sid)]) else {
+            return XCTFail("a GET with the session and Accept opens its stream")
+        }
+        XCTAssertEqual(streamed, sid)
         XCTAssertEqual(response(try send("PUT")).status, 405)
     }
 

@@ -120,7 +120,7 @@ async def through_gateway(transport, era: str, direct: dict, repo: Path, label: 
                     break
                 await asyncio.sleep(0.05)
             check(f"{label}: a cancelled call is cancelled at the server", int(seen) == int(before) + 1, (before, seen))
-            if era == "legacy" and label.startswith("stdio"):
+            if era == "legacy":  # over HTTP the SDK client's GET stream carries them
                 await session.set_logging_level("warning")
                 await session.call_tool("kv__log_twice", {"message": "hello"})
                 for _ in range(40):  # bounded: 2 s
@@ -192,6 +192,16 @@ def http_checks(port: int) -> None:
     call(alice, "kv3__put", {"key": "s", "value": "alice's"})
     check("http: a stateful server keeps each client session's own state",
           (call(alice, "kv3__get", {"key": "s"}), call(bob, "kv3__get", {"key": "s"})) == ("alice's", ""))
+    # The GET stream of a session (server messages outside of requests).
+    status, _ = fetch("/mcp", "GET", {"Accept": "text/event-stream"})
+    check("http: GET without a session is 400", status == 400, status)
+    status, _ = fetch("/mcp", "GET", {"Accept": "text/event-stream", "Mcp-Session-Id": "nope"})
+    check("http: GET for an unknown session is 404", status == 404, status)
+    status, _ = fetch("/mcp", "GET", {"Accept": "application/json", "Mcp-Session-Id": alice})
+    check("http: GET that does not accept an event stream is 406", status == 406, status)
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/mcp", method="GET", headers={"Accept": "text/event-stream", "Mcp-Session-Id": bob})
+    with urllib.request.urlopen(req, timeout=20) as r:
+        check("http: GET opens the session's event stream", r.status == 200 and r.headers["Content-Type"] == "text/event-stream", r.headers)
     status, _ = fetch("/mcp", "DELETE", {"Mcp-Session-Id": alice})
     check("http: DELETE ends the session", status == 200, status)
 
