@@ -109,11 +109,13 @@ struct ConfigDecoder {
         let trust = r.bool("trustAnnotations", default: false)
         let stateful = r.bool("stateful", default: false)
         let concurrency = r.object["maxConcurrency"] != nil ? r.integer("maxConcurrency", default: 16, in: 1...100_000) : nil
-        r.finish(known: Self.stdioKeys + Self.httpKeys + ["type", "group", "weight", "tags", "disabled", "trustAnnotations", "stateful", "maxConcurrency"])
+        let era = r.enumeration("protocol", default: ProtocolPreference.auto)
+        r.finish(known: Self.stdioKeys + Self.httpKeys + ["type", "group", "weight", "tags", "disabled", "trustAnnotations", "stateful", "maxConcurrency", "protocol"])
         guard let transport else { return nil }
         var server = ServerConfig(name: name, transport: transport, group: group, weight: weight, tags: tags, disabled: disabled)
         server.trustAnnotations = trust
         server.stateful = stateful
+        server.protocolEra = era
         if let concurrency { server.maxConcurrency = concurrency }
         return server
     }
@@ -239,6 +241,7 @@ struct ConfigDecoder {
         o.batchTimeout = r.duration("batchTimeout", default: o.batchTimeout, in: .zero...(.seconds(60)))
         o.enableConnectionPooling = r.bool("enableConnectionPooling", default: o.enableConnectionPooling)
         o.enableAdaptiveTimeouts = r.bool("enableAdaptiveTimeouts", default: o.enableAdaptiveTimeouts)
+        o.relayServerRequests = r.bool("relayServerRequests", default: o.relayServerRequests)
         o.requestTimeout = r.duration("requestTimeout", default: o.requestTimeout, in: .milliseconds(1)...(.seconds(3600)))
         r.finish()
         return o

@@ -29,6 +29,7 @@ extension EngineConfig {
             o["disabled"] = .bool(s.disabled)
             o["trustAnnotations"] = .bool(s.trustAnnotations)
             o["stateful"] = .bool(s.stateful)
+            o["protocol"] = .string(s.protocolEra.rawValue)
             o["maxConcurrency"] = .int(Int64(s.maxConcurrency))
             serverObject[s.name] = .object(o)
         }
@@ -96,6 +97,7 @@ extension EngineConfig {
                 "batchTimeout": ms(optimization.batchTimeout),
                 "enableConnectionPooling": .bool(optimization.enableConnectionPooling),
                 "enableAdaptiveTimeouts": .bool(optimization.enableAdaptiveTimeouts),
+                "relayServerRequests": .bool(optimization.relayServerRequests),
                 "requestTimeout": ms(optimization.requestTimeout),
             ],
             "coordination": [

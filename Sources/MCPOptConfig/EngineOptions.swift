@@ -99,6 +99,9 @@ public struct OptimizationOptions: Sendable, Equatable {
     public var enableConnectionPooling = true
     /// Timeouts follow observed latency percentiles instead of one fixed value.
     public var enableAdaptiveTimeouts = true
+    /// Servers' requests to the client (sampling, elicitation, roots) go to the client whose
+    /// request is running on that server; backend sessions then declare those capabilities.
+    public var relayServerRequests = true
     /// Upper bound for one upstream request.
     public var requestTimeout: Duration = .seconds(30)
     public init() {}

@@ -42,6 +42,10 @@ public struct ServerConfig: Sendable, Equatable {
     public var stateful = false
     /// Requests sent to this server at once; more wait in a bounded queue.
     public var maxConcurrency: Int
+    /// Which protocol era to speak with it: `auto` (like the official SDKs: discovery, then
+    /// initialize), or one era only (a server whose discovery misbehaves; a handshake-era
+    /// session is also what servers need to send requests to the client).
+    public var protocolEra: ProtocolPreference = .auto
 
     public init(name: String, transport: Transport, group: String? = nil, weight: Double = 1, tags: [String] = [], disabled: Bool = false) {
         self.name = name
@@ -120,4 +124,8 @@ public struct HTTPURL: Sendable, Equatable, CustomStringConvertible {
             }
         }
     }
+}
+
+public enum ProtocolPreference: String, Sendable, CaseIterable {
+    case auto, handshake, modern
 }

@@ -132,6 +132,7 @@ public final class Gateway: MCPService, @unchecked Sendable {
             }
             var options = OptimizeOptions(agent: caller.agent, partition: caller.partition, servers: servers, session: caller.session)
             options.onNotification = caller.notify
+            options.onServerRequest = caller.ask
             switch engine.prepareRequest(request, options) {
             case .answered(let response)?: return .answered(modern ? Self.completingModernResult(response.message, method: method) : response.message)
             case .pending(let prepared)?: return .pending(Pending(work: .prepared(prepared), method: method, modern: modern))

@@ -43,6 +43,8 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
     /// Requests waiting on a server, by session and request id, so that a client's
     /// `notifications/cancelled` (a POST of its own) can stop one. Loop thread only.
     private var running: [String: (task: Task<Void, Never>, cancelled: Bool)] = [:]
+    /// Servers' requests to clients, sent on the stream of the request they came during.
+    private let asker = ClientAsker()
     /// Each session's GET stream (one; a new one replaces it). Loop thread only.
     private var sessionStreams: [String: Connection] = [:]
     private var stopped = false                          // loop thread only
@@ -281,15 +283,23 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         case .respond(let status, let headers, let bytes):
             // A session's notifications are accepted (202) here; a cancellation also stops the
             // request it names.
-            if status == 202, let session = parser.header("mcp-session-id"), ByteSearch.contains(body, cancelledWord) {
-                cancel(body, session: session)
+            if status == 202, let session = parser.header("mcp-session-id") {
+                if ByteSearch.contains(body, cancelledWord) { cancel(body, session: session) }
+                // The client's answer to a server's request.
+                _ = asker.answer(body, owner: session)
             }
             send(c, status: status, headers: headers.map { ($0.name, $0.value) }, body: bytes)
         case .dispatch(let dispatch):
             // Progress about the request turns its answer into an SSE stream (the client accepts
             // text/event-stream: the front door checked) with the notifications first.
-            let caller = ServiceCaller(partition: parser.header("authorization").map { String(hash64Hex($0)) } ?? "", session: dispatch.sessionID,
-                                       notify: { [weak self] message in _ = self?.loop.execute { [weak self] in self?.stream(c, message) } })
+            // So are servers' requests to the client (a handshake-era session answers them in
+            // POSTs of their own).
+            let notify: @Sendable ([UInt8]) -> Void = { [weak self] message in _ = self?.loop.execute { [weak self] in self?.stream(c, message) } }
+            var caller = ServiceCaller(partition: parser.header("authorization").map { String(hash64Hex($0)) } ?? "", session: dispatch.sessionID,
+                                       notify: notify)
+            if let session = dispatch.sessionID {
+                caller.ask = { [weak self] request in await self?.asker.ask(request, owner: session, send: notify) }
+            }
             // Cache hits and protocol answers are served here, on the loop thread; only work
             // that waits on a server goes to a task.
             switch service.handleImmediately(dispatch.message, caller: caller) {

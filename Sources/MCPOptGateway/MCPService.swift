@@ -10,11 +10,16 @@ public struct ServiceCaller: Sendable {
     /// Sends a notification to this client while its request runs (progress); nil where the
     /// transport has no way to (plain JSON answers over HTTP).
     public var notify: (@Sendable ([UInt8]) -> Void)?
-    public init(partition: String = "", agent: String? = nil, session: String? = nil, notify: (@Sendable ([UInt8]) -> Void)? = nil) {
+    /// Sends a server's request (sampling, elicitation, roots) to this client while its request
+    /// runs and returns the client's response; nil where the transport cannot.
+    public var ask: (@Sendable ([UInt8]) async -> [UInt8]?)?
+    public init(partition: String = "", agent: String? = nil, session: String? = nil, notify: (@Sendable ([UInt8]) -> Void)? = nil,
+                ask: (@Sendable ([UInt8]) async -> [UInt8]?)? = nil) {
         self.partition = partition
         self.agent = agent
         self.session = session
         self.notify = notify
+        self.ask = ask
     }
 }
 

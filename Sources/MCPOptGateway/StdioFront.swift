@@ -17,6 +17,8 @@ public final class StdioFront<Service: MCPService>: @unchecked Sendable {
     private let inFlight = AtomicCounter()
     private let tasksLock = Lock()
     private var tasks: [String: (task: Task<Void, Never>, cancelled: Bool)] = [:]   // guarded by tasksLock
+    /// Servers' requests to the client and the answers coming back.
+    private let asker = ClientAsker()
 
     public init(service: Service, input: Int32 = 0, output: Int32 = 1) {
         self.service = service
@@ -79,8 +81,16 @@ public final class StdioFront<Service: MCPService>: @unchecked Sendable {
         var line = line
         if line.last == UInt8(ascii: "\r") { line.removeLast() }
         guard line.contains(where: { $0 != 0x20 && $0 != 0x09 }) else { return }
-        // Progress about a request goes to stdout between the answers, as a line of its own.
-        switch service.handleImmediately(line, caller: ServiceCaller(notify: { [weak self] message in self?.send(message) })) {
+        // The client's answer to a server's request (sampling, elicitation, roots).
+        if asker.answer(line) { return }
+        // Progress about a request goes to stdout between the answers, as a line of its own;
+        // so do servers' requests to the client.
+        let caller = ServiceCaller(notify: { [weak self] message in self?.send(message) },
+                                   ask: { [weak self] request in
+                                       guard let self else { return nil }
+                                       return await self.asker.ask(request) { [weak self] message in self?.send(message) }
+                                   })
+        switch service.handleImmediately(line, caller: caller) {
         case .answered(let answer):
             if let answer {
                 send(answer)

@@ -18,6 +18,7 @@ public final class HTTPUpstream: @unchecked Sendable {
 
     private let shared = Lock()
     private var notificationHandler: (@Sendable (String, [UInt8]) -> Void)?   // guarded by shared
+    private var serverRequestHandler: ServerRequestHandler?                   // guarded by shared
     private var opened = 0
     private var sharedVersion: ProtocolVersion?
     private var logLines: [String] = []
@@ -52,14 +53,18 @@ public final class HTTPUpstream: @unchecked Sendable {
     }
 
     public init(endpoint: StreamableHTTPSession.Endpoint, headers: [(String, String)] = [], loop: EventLoop,
-                mode: ClientSession.Mode = .auto, maxConnections: Int = 8) {
+                mode: ClientSession.Mode = .auto, maxConnections: Int = 8, identity: ClientSession.Identity = .init()) {
+        self.identity = identity
         self.endpoint = endpoint
         self.loop = loop
         self.maxConnections = max(1, maxConnections)
         self.headers = headers
         self.mode = mode
-        session = StreamableHTTPSession(endpoint: endpoint, headers: headers, mode: mode)
+        session = StreamableHTTPSession(endpoint: endpoint, headers: headers, mode: mode, identity: identity)
     }
+
+    /// Who this client says it is, and what it can do for the server (its capabilities).
+    public let identity: ClientSession.Identity
 
     /// Connections opened so far (a keep-alive pool opens few).
     public var connectionsOpened: Int { shared.withLock { opened } }
@@ -71,6 +76,10 @@ public final class HTTPUpstream: @unchecked Sendable {
     /// list changes, resource updates, progress, log messages.
     public func onNotification(_ handler: (@Sendable (_ method: String, _ message: [UInt8]) -> Void)?) {
         shared.withLock { notificationHandler = handler }
+    }
+
+    public func onServerRequest(_ handler: ServerRequestHandler?) {
+        shared.withLock { serverRequestHandler = handler }
     }
 
     private func log(_ line: String) {
@@ -146,7 +155,7 @@ public final class HTTPUpstream: @unchecked Sendable {
         if session.phase == .closed {
             // The last session failed (server down, negotiation refused): try a new one, so a
             // server that comes back is found, and this request gets the new attempt's error.
-            session = StreamableHTTPSession(endpoint: endpoint, headers: headers, mode: mode)
+            session = StreamableHTTPSession(endpoint: endpoint, headers: headers, mode: mode, identity: identity)
             started = false
         }
         begin()
@@ -174,8 +183,19 @@ public final class HTTPUpstream: @unchecked Sendable {
             case .notification(let method, let message):
                 let handler = shared.withLock { notificationHandler }
                 handler?(method, message)
-            case .serverRequest(let method, _):
-                log("server request \(method) not supported over HTTP yet; ignored")
+            case .serverRequest(let method, let message):
+                // The reply is POSTed back in the same session (the server answers 202).
+                let reply: @Sendable ([UInt8]) -> Void = { [weak self] bytes in
+                    _ = self?.loop.execute { [weak self] in
+                        guard let self else { return }
+                        self.handle(self.session.reply(bytes))
+                    }
+                }
+                if let handler = shared.withLock({ serverRequestHandler }) {
+                    handler(method, message, reply)
+                } else if let answer = methodNotFound(message, method: method) {
+                    reply(answer)
+                }
             case .violation(let text):
                 log("protocol violation: \(text)")
             }

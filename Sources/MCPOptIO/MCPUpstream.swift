@@ -13,8 +13,21 @@ public protocol MCPUpstream: AnyObject, Sendable {
     func shutdown(grace: Duration) async
     /// Called with each notification the server sends.
     func onNotification(_ handler: (@Sendable (_ method: String, _ message: [UInt8]) -> Void)?)
+    /// Called with each request the server sends (sampling, elicitation, roots): the handler
+    /// must call `reply` once with the JSON-RPC response (the server's id). Without a handler
+    /// the server gets "method not found".
+    func onServerRequest(_ handler: ServerRequestHandler?)
     /// The protocol version agreed with the server.
     var version: ProtocolVersion? { get }
+}
+
+/// (method, the server's request, reply): see `MCPUpstream.onServerRequest`.
+public typealias ServerRequestHandler = @Sendable (_ method: String, _ message: [UInt8], _ reply: @escaping @Sendable ([UInt8]) -> Void) -> Void
+
+/// The answer to a server request nobody here can serve.
+func methodNotFound(_ message: [UInt8], method: String) -> [UInt8]? {
+    guard let view = try? MessageDecoder().decodeOwned(message), let id = view.id else { return nil }
+    return Array(#"{"jsonrpc":"2.0","id":\#(id.json),"error":{"code":-32601,"message":"method not found: \#(method)"}}"#.utf8)
 }
 
 extension StdioUpstream: MCPUpstream {}

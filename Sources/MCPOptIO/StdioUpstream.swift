@@ -35,6 +35,7 @@ public final class StdioUpstream: @unchecked Sendable {
     // Visible from any thread.
     private let shared = Lock()
     private var notificationHandler: (@Sendable (String, [UInt8]) -> Void)?   // guarded by shared
+    private var serverRequestHandler: ServerRequestHandler?                   // guarded by shared
     private var sharedState = State.idle
     private var sharedRestarts = 0
     private var sharedVersion: ProtocolVersion?
@@ -57,10 +58,15 @@ public final class StdioUpstream: @unchecked Sendable {
     private var startError: String?
     private var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
 
-    public init(command: StdioCommand, loop: EventLoop, mode: ClientSession.Mode = .auto, policy: RestartPolicy = .init()) {
+    /// Who this client says it is, and what it can do for the server (its capabilities).
+    public let identity: ClientSession.Identity
+
+    public init(command: StdioCommand, loop: EventLoop, mode: ClientSession.Mode = .auto, policy: RestartPolicy = .init(),
+                identity: ClientSession.Identity = .init()) {
         self.command = command
         self.loop = loop
         self.mode = mode
+        self.identity = identity
         self.policy = policy
         backoff = policy.initialBackoff
     }
@@ -81,6 +87,10 @@ public final class StdioUpstream: @unchecked Sendable {
     /// list changes, resource updates, progress, log messages.
     public func onNotification(_ handler: (@Sendable (_ method: String, _ message: [UInt8]) -> Void)?) {
         shared.withLock { notificationHandler = handler }
+    }
+
+    public func onServerRequest(_ handler: ServerRequestHandler?) {
+        shared.withLock { serverRequestHandler = handler }
     }
 
     /// Starts the server (requests sent before it is ready wait in the session's queue).
@@ -133,7 +143,7 @@ public final class StdioUpstream: @unchecked Sendable {
         let current = generation
         setState(.starting)
         // A session created while restarting already holds the requests that came meanwhile.
-        let session = self.session ?? ClientSession(mode: mode)
+        let session = self.session ?? ClientSession(mode: mode, identity: identity)
         self.session = session
         stdoutBuffer.removeAll()
         stderrBuffer.removeAll()
@@ -265,7 +275,7 @@ public final class StdioUpstream: @unchecked Sendable {
         }
         setState(.restarting)
         // Requests that come before the restart wait in the next session's queue.
-        session = ClientSession(mode: mode)
+        session = ClientSession(mode: mode, identity: identity)
         let delay = backoff
         backoff = min(backoff * 2, policy.maxBackoff)
         loop.after(delay) { [self] _ in
@@ -324,16 +334,23 @@ public final class StdioUpstream: @unchecked Sendable {
         }
     }
 
-    /// Requests from the server: `ping` is answered; anything else gets "method not found"
-    /// (this client declares no capabilities a server could call back on).
+    /// Requests from the server (`ping` is answered by the session): to the handler, whose
+    /// reply goes back to this same process; "method not found" without one.
     private func answerServerRequest(method: String, message: [UInt8]) {
-        guard let view = try? MessageDecoder().decodeOwned(message), let id = view.id else { return }
-        let idText = id.json
-        let reply = method == "ping"
-            ? #"{"jsonrpc":"2.0","id":\#(idText),"result":{}}"#
-            : #"{"jsonrpc":"2.0","id":\#(idText),"error":{"code":-32601,"message":"method not found: \#(method)"}}"#
-        writeQueue.append(Array(reply.utf8) + [UInt8(ascii: "\n")])
-        pumpWrites()
+        let current = generation
+        let reply: @Sendable ([UInt8]) -> Void = { [weak self] bytes in
+            _ = self?.loop.execute { [weak self] in
+                // A reply for a process that has since died is dropped (its request died with it).
+                guard let self, self.generation == current else { return }
+                self.writeQueue.append(bytes + [UInt8(ascii: "\n")])
+                self.pumpWrites()
+            }
+        }
+        if let handler = shared.withLock({ serverRequestHandler }) {
+            handler(method, message, reply)
+        } else if let answer = methodNotFound(message, method: method) {
+            reply(answer)
+        }
     }
 
     private func pumpWrites() {

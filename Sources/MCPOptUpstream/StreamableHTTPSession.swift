@@ -81,6 +81,9 @@ public final class StreamableHTTPSession {
 
     public func cancel(token: UInt64, reason: String) -> [Event] { translate(session.cancel(token: token, reason: reason)) }
 
+    /// Sends the client's response to a server request (POST; the server answers 202).
+    public func reply(_ response: [UInt8]) -> [Event] { [post(response)] }
+
     public func close(reason: String) -> [Event] {
         exchanges.removeAll()
         return translate(session.close(reason: reason))

@@ -127,3 +127,45 @@ final class HTTPUpstreamTests: XCTestCase {
         await upstream.shutdown()
     }
 }
+
+extension HTTPUpstreamTests {
+    /// A server's request to the client arrives on the stream of the call it came during; the
+    /// handler's reply is POSTed back in the same session, and the call completes with it.
+    func testServerRequestsReachTheHandlerAndItsReplyTheServer() async throws {
+        // SSE answers only: a server answering in plain JSON has no stream to ask on.
+        for json in [false] {
+            let port = try startServer(json: json)
+            let loop = try EventLoop()
+            let upstream = HTTPUpstream(endpoint: .init(host: "127.0.0.1", port: port, path: "/mcp"), loop: loop, mode: .handshake,
+                                        identity: .init(capabilities: ["sampling": [:]]))
+            let asked = LockedStrings()
+            upstream.onServerRequest { method, message, reply in
+                asked.append(method)
+                let id = (try? JSONParser.parse(message))?["id"] ?? .null
+                let answer: JSONValue = ["jsonrpc": "2.0", "id": id,
+                                         "result": ["role": "assistant", "model": "test", "content": ["type": "text", "text": "forty-two"]]]
+                reply(Array(answer.jsonString.utf8))
+            }
+            upstream.start()
+            let answer: JSONValue
+            do {
+                answer = try result(try await upstream.request(call("ask_client", #"{"question":"six times seven?"}"#), timeout: .seconds(20)))
+            } catch {
+                XCTFail("json \(json): \(error); asked \(asked.items); events \(upstream.events)")
+                throw error
+            }
+            XCTAssertEqual(answer["content"]?.arrayValue?.first?["text"], "the model said: forty-two", "json \(json): \(answer)")
+            XCTAssertEqual(asked.items, ["sampling/createMessage"])
+            await upstream.shutdown()
+            loop.shutdown()
+            stopServer()
+        }
+    }
+}
+
+final class LockedStrings: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: [String] = []
+    func append(_ s: String) { lock.lock(); stored.append(s); lock.unlock() }
+    var items: [String] { lock.lock(); defer { lock.unlock() }; return stored }
+}

@@ -27,6 +27,16 @@ async def slow(n: int, ctx: Context) -> str:
     return f"done {n}"
 
 
+@mcp.tool
+async def ask_client(question: str, ctx: Context) -> str:
+    """Asks the client's model (sampling/createMessage): a server-to-client request."""
+    import mcp.types as types
+    result = await ctx.session.create_message(
+        messages=[types.SamplingMessage(role="user", content=types.TextContent(type="text", text=question))], max_tokens=50,
+        related_request_id=ctx.request_id)  # over HTTP: on the stream of this call
+    return f"the model said: {result.content.text}"
+
+
 @mcp.resource("data://greeting")
 def greeting() -> str:
     return "hello from fastmcp"

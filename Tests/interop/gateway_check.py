@@ -10,6 +10,8 @@ Prints one line per check and "gateway (<transport>): N passed, M failed"; exits
 """
 import asyncio
 import json
+
+import mcp.types as types
 import os
 import socket
 import subprocess
@@ -44,6 +46,8 @@ def servers(repo: Path) -> dict:
         "kv": {"command": str(BIN / "python"), "args": [kv, "--name", "kv"], "trustAnnotations": True},
         "kv2": {"command": str(BIN / "python"), "args": [kv, "--name", "kv2"]},
         "kv3": {"command": str(BIN / "python"), "args": [kv, "--name", "kv3"], "stateful": True},
+        # A handshake-era session: the only kind in which a server sends requests to the client.
+        "ask": {"command": str(BIN / "python"), "args": [kv, "--name", "ask"], "protocol": "handshake"},
         "time": {"command": str(BIN / "mcp-server-time"), "args": ["--local-timezone", "UTC"]},
         "git": {"command": str(BIN / "mcp-server-git"), "args": ["--repository", str(repo)]},
         "broken": {"command": "/nonexistent/mcp-server"},
@@ -130,13 +134,28 @@ async def through_gateway(transport, era: str, direct: dict, repo: Path, label: 
                 got = [(p.level, str(p.logger), str(p.data)) for p in logs]
                 check(f"{label}: servers' log messages reach the client at its level, named after the server",
                       len(got) == 1 and got[0][0] == "warning" and got[0][1].startswith("kv") and "hello" in got[0][2], got)
+        if era == "legacy":
+            # A server's requests to the client during a call reach this client and come back.
+            r = await session.call_tool("ask__ask_client", {"question": "ping?"})
+            check(f"{label}: a server's sampling request reaches the client and its answer the server",
+                  r.content[0].text == "the model said: echo ping?", text_of(r))
+            r = await session.call_tool("ask__client_roots", {})
+            check(f"{label}: a server's roots/list reaches the client", r.content[0].text == "file:///work/a,file:///work/b", text_of(r))
         prompts = sorted(p.name for p in (await session.list_prompts()).prompts)
         check(f"{label}: prompts listed and namespaced", {"kv__describe", "kv2__describe"} <= set(prompts), prompts)
         p = await session.get_prompt("kv__describe", {"key": "q"})
         check(f"{label}: prompts/get", "q" in json.dumps(p.model_dump(mode="json")), p)
         res = await session.read_resource("kv://k")
         check(f"{label}: resources/read", any(era in json.dumps(c.model_dump(mode="json")) for c in res.contents), res)
-    await session_for(transport, era, run, logging_callback=on_log)
+    # The client answers servers' requests: a model that echoes, and two roots.
+    async def on_sampling(context, params):
+        asked = params.messages[0].content.text
+        return types.CreateMessageResult(role="assistant", content=types.TextContent(type="text", text=f"echo {asked}"), model="test-model")
+
+    async def on_roots(context):
+        return types.ListRootsResult(roots=[types.Root(uri="file:///work/a"), types.Root(uri="file:///work/b")])
+
+    await session_for(transport, era, run, logging_callback=on_log, sampling_callback=on_sampling, list_roots_callback=on_roots)
 
 
 async def fastmcp_client(target, label: str):

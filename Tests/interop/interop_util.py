@@ -36,11 +36,12 @@ def wait_listening(port: int, seconds: float = 20) -> bool:
     return False
 
 
-async def session_for(transport, era: str, run, logging_callback=None):
+async def session_for(transport, era: str, run, logging_callback=None, **callbacks):
     """Opens `transport`, starts a session in `era` ("modern": server/discover; else
-    initialize) and returns what `run(session)` returns."""
+    initialize) and returns what `run(session)` returns. `callbacks`: the SDK client's others
+    (sampling_callback, list_roots_callback, elicitation_callback)."""
     async with transport as streams:
-        async with ClientSession(streams[0], streams[1], logging_callback=logging_callback) as session:
+        async with ClientSession(streams[0], streams[1], logging_callback=logging_callback, **callbacks) as session:
             if era == "modern":
                 await session.discover()
             else:

@@ -120,6 +120,22 @@ async def whoami() -> str:
 
 
 @mcp.tool(annotations={"readOnlyHint": False})
+async def ask_client(question: str, ctx: Context) -> str:
+    """Asks the client's model (sampling/createMessage) and returns its answer."""
+    result = await ctx.session.create_message(
+        messages=[types.SamplingMessage(role="user", content=types.TextContent(type="text", text=question))], max_tokens=50,
+        related_request_id=ctx.request_id)  # over HTTP: on the stream of this call
+    return f"the model said: {result.content.text}"
+
+
+@mcp.tool(annotations={"readOnlyHint": False})
+async def client_roots(ctx: Context) -> str:
+    """The client's roots (roots/list), comma-separated."""
+    roots = await ctx.session.list_roots()
+    return ",".join(str(r.uri) for r in roots.roots)
+
+
+@mcp.tool(annotations={"readOnlyHint": False})
 async def add_tool(tool_name: str, ctx: Context) -> str:
     """Adds a tool named tool_name (answering its own name) and announces the new list."""
     def made() -> str:

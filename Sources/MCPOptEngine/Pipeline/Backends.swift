@@ -1,5 +1,6 @@
 import MCPOptConfig
 import MCPOptIO
+import MCPOptJSON
 import MCPOptProtocol
 import MCPOptSync
 import MCPOptUpstream
@@ -14,18 +15,28 @@ final class Backend: @unchecked Sendable {
     /// Bumped for each request refused because the queue was full.
     private let overloads: AtomicCounter
 
-    init(server: ServerConfig, loop: EventLoop, overloads: AtomicCounter) {
+    /// What a backend session can do for its server when requests are relayed to clients.
+    static let relayedCapabilities: JSONValue = ["sampling": [:], "elicitation": [:], "roots": ["listChanged": false]]
+
+    init(server: ServerConfig, loop: EventLoop, overloads: AtomicCounter, relayServerRequests: Bool = false) {
         self.server = server
         self.overloads = overloads
+        let identity = ClientSession.Identity(capabilities: relayServerRequests ? Self.relayedCapabilities : [:])
+        let mode: ClientSession.Mode = switch server.protocolEra {
+        case .auto: .auto
+        case .handshake: .handshake
+        case .modern: .modern
+        }
         switch server.transport {
         case .stdio(let command, let args, let env, let cwd):
             var environment: [String: String] = [:]
             for variable in env { environment[variable.name] = variable.value }
-            upstream = StdioUpstream(command: StdioCommand(command: command, arguments: args, environment: environment, workingDirectory: cwd), loop: loop)
+            upstream = StdioUpstream(command: StdioCommand(command: command, arguments: args, environment: environment, workingDirectory: cwd), loop: loop,
+                                     mode: mode, identity: identity)
         case .http(let url, let headers):
             upstream = HTTPUpstream(endpoint: .init(host: url.host, port: url.port, path: url.path),
                                     headers: headers.map { ($0.name, $0.value) }, loop: loop,
-                                    maxConnections: min(server.maxConcurrency, 32))
+                                    mode: mode, maxConnections: min(server.maxConcurrency, 32), identity: identity)
         }
         limiter = ConcurrencyLimiter(limit: server.maxConcurrency, queueLimit: server.maxConcurrency * 64)
     }
@@ -33,8 +44,9 @@ final class Backend: @unchecked Sendable {
     var name: String { server.name }
     var version: ProtocolVersion? { upstream.version }
 
-    func start(onNotification: @escaping @Sendable (String, [UInt8]) -> Void) {
+    func start(onNotification: @escaping @Sendable (String, [UInt8]) -> Void, onServerRequest: ServerRequestHandler? = nil) {
         upstream.onNotification(onNotification)
+        upstream.onServerRequest(onServerRequest)
         upstream.start()
     }
 

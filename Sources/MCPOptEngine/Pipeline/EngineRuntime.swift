@@ -29,6 +29,8 @@ public final class EngineMetrics: @unchecked Sendable {
     public let hedgeWins = AtomicCounter()
     /// Expired results served because every server failed (staleIfError).
     public let staleServed = AtomicCounter()
+    /// Server requests (sampling, elicitation, roots) sent on to a client.
+    public let serverRequestsRelayed = AtomicCounter()
     /// Requests of the saved hot set fetched again at start (caching.hotSetFile).
     public let hotSetRestored = AtomicCounter()
     /// Estimated nanoseconds each request would have cost without the engine, and what it cost.
@@ -51,6 +53,9 @@ final class EngineRuntime: @unchecked Sendable {
     let metrics = EngineMetrics()
     let events = EventBus()
     let warming = WarmingTracker()
+    /// Who can answer a server's requests, per backend (optimization.relayServerRequests).
+    let serverRequestRoutes = ServerRequestRoutes()
+    let relayServerRequests: Bool
     let pins = ContinuationPins()
     let progress = ProgressRelay()
     /// Who hears servers' log messages (`notifications/message`), with the server's name.
@@ -76,6 +81,7 @@ final class EngineRuntime: @unchecked Sendable {
     private var upState: [String: Bool] = [:]             // guarded by lock
 
     init(config: EngineConfig) {
+        relayServerRequests = config.optimization.relayServerRequests
         var policy = CachePolicy(defaultTTL: config.caching.defaultTTL)
         for rule in config.caching.tools {
             switch rule.policy {
@@ -103,7 +109,7 @@ final class EngineRuntime: @unchecked Sendable {
             let key = name + "\u{0}" + session
             if let mine = sessionBackends[key] { return (mine, false) }
             guard sessionBackends.count < Self.maxSessionBackends, !stopped else { return (nil, false) }
-            let made = Backend(server: shared.server, loop: loop, overloads: metrics.overloads)
+            let made = Backend(server: shared.server, loop: loop, overloads: metrics.overloads, relayServerRequests: relayServerRequests)
             sessionBackends[key] = made
             return (made, true)
         }
@@ -171,7 +177,7 @@ final class EngineRuntime: @unchecked Sendable {
         if lock.withLock({ stopped }) { throw IOError(message: "the engine was stopped: create a new one") }
         let loop: EventLoop
         if let given = lock.withLock({ givenLoop }) { loop = given } else { loop = try EventLoop(name: "mcpopt-engine") }
-        let made = servers.map { Backend(server: $0, loop: loop, overloads: metrics.overloads) }
+        let made = servers.map { Backend(server: $0, loop: loop, overloads: metrics.overloads, relayServerRequests: relayServerRequests) }
         lock.withLock {
             self.loop = loop
             for b in made { backendsByName[b.name] = b }

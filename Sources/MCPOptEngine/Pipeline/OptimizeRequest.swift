@@ -27,6 +27,9 @@ public struct OptimizeOptions: Sendable {
     /// Where notifications about this request go while it runs (`notifications/progress` for
     /// its `_meta.progressToken`, with the caller's own token). Nil: they are dropped.
     public var onNotification: (@Sendable ([UInt8]) -> Void)?
+    /// Asks the caller's client a server's request (sampling, elicitation, roots) while this
+    /// request runs; returns the client's response, or nil. Nil: the caller cannot be asked.
+    public var onServerRequest: (@Sendable ([UInt8]) async -> [UInt8]?)?
 
     public init(agent: String? = nil, partition: String? = nil, servers: [String]? = nil, bypassCache: Bool = false, timeout: Duration? = nil,
                 session: String? = nil) {
@@ -133,7 +136,11 @@ extension Engine {
         runtime.backend(server, session: session) { [weak self] backend in
             let name = backend.name
             weak let engine = self
-            backend.start(onNotification: { method, message in engine?.backendNotification(server: name, method: method, message: message) })
+            backend.start(onNotification: { method, message in engine?.backendNotification(server: name, method: method, message: message) },
+                          onServerRequest: { [weak backend] method, message, reply in
+                              guard let backend, let engine else { return }
+                              engine.serverRequest(backend: backend, method: method, message: message, reply: reply)
+                          })
         }
     }
 
@@ -165,7 +172,11 @@ extension Engine {
         await startStateReplication()
         for backend in backends {
             let name = backend.name
-            backend.start(onNotification: { [weak self] method, message in self?.backendNotification(server: name, method: method, message: message) })
+            backend.start(onNotification: { [weak self] method, message in self?.backendNotification(server: name, method: method, message: message) },
+                          onServerRequest: { [weak self, weak backend] method, message, reply in
+                              guard let self, let backend else { return }
+                              self.serverRequest(backend: backend, method: method, message: message, reply: reply)
+                          })
         }
         await withTaskGroup(of: Void.self) { group in
             for backend in backends { group.addTask { await self.refreshCatalog(backend) } }
@@ -315,6 +326,9 @@ extension Engine {
         /// The engine's own progress token sent upstream in place of the caller's (unique
         /// across callers); its notifications go back to the caller with the caller's token.
         var progressToken: String?
+        /// How to ask the caller's client (server requests), and who that client is.
+        var askClient: ServerRequestRoutes.Ask?
+        var caller = ""
 
         /// Latency statistics key: this tool (or method) on this group.
         var latencyKey: String { group + "/" + (tool ?? method) }
@@ -467,6 +481,10 @@ extension Engine {
             plan.progressToken = token
         }
         plan.tenant = options.partition ?? options.agent ?? ""
+        if runtime.relayServerRequests, let ask = options.onServerRequest {
+            plan.askClient = ask
+            plan.caller = options.session ?? plan.tenant
+        }
         plan.priority = options.agent.flatMap { a in config.agents.first(where: { $0.id == a })?.priority } ?? .normal
         if let refreshing, let lookup {
             plan.refresh = true
@@ -711,6 +729,9 @@ extension Engine {
         let before = router.circuitState(server: server)
         let started = monotonicNanos()
         runtime.metrics.upstreamCalls.add()
+        // While it runs, this caller answers what the server asks its client.
+        let route = plan.askClient.map { runtime.serverRequestRoutes.register(backend, caller: plan.caller, ask: $0) }
+        defer { if let route { runtime.serverRequestRoutes.unregister(backend, route) } }
         do {
             // A caller that gives up cancels its upstream call, unless others may be waiting on
             // it (a cacheable request can be merged with identical ones; its result fills the cache).

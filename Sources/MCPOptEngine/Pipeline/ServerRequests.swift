@@ -1,0 +1,82 @@
+import MCPOptJSON
+import MCPOptProtocol
+import MCPOptSync
+
+/// Requests a server sends its client (sampling, elicitation, roots) belong to the client whose
+/// request the server is working on. Backend sessions are shared, so the engine keeps, per
+/// backend, who has a request running there and can be asked; a server request goes to that
+/// caller when there is exactly one (several requests of one client session count as one).
+final class ServerRequestRoutes: @unchecked Sendable {
+    /// Forwards the server's request to the client; the client's response, or nil.
+    typealias Ask = @Sendable (_ request: [UInt8]) async -> [UInt8]?
+
+    private struct Route {
+        let token: UInt64
+        let caller: String
+        let ask: Ask
+    }
+
+    private let lock = Lock()
+    private var routes: [ObjectIdentifier: [Route]] = [:]   // guarded by lock
+    private var next: UInt64 = 0                             // guarded by lock
+
+    /// `caller` has a request running on `backend` and can be asked through `ask`.
+    func register(_ backend: AnyObject, caller: String, ask: @escaping Ask) -> UInt64 {
+        lock.withLock {
+            next += 1
+            routes[ObjectIdentifier(backend), default: []].append(Route(token: next, caller: caller, ask: ask))
+            return next
+        }
+    }
+
+    func unregister(_ backend: AnyObject, _ token: UInt64) {
+        lock.withLock {
+            let key = ObjectIdentifier(backend)
+            routes[key]?.removeAll { $0.token == token }
+            if routes[key]?.isEmpty == true { routes.removeValue(forKey: key) }
+        }
+    }
+
+    /// Whom to ask for a request from `backend`'s server, or why nobody can be.
+    func route(_ backend: AnyObject) -> Result<Ask, RouteError> {
+        let running = lock.withLock { routes[ObjectIdentifier(backend)] ?? [] }
+        guard let latest = running.last else { return .failure(RouteError(reason: "no client request is running on this server to answer it")) }
+        guard running.allSatisfy({ $0.caller == latest.caller }) else {
+            return .failure(RouteError(reason: "requests of several clients are running on this server: which one should answer is unknown"))
+        }
+        return .success(latest.ask)
+    }
+
+    struct RouteError: Error {
+        let reason: String
+    }
+}
+
+extension Engine {
+    /// A backend's server asked its client something: the caller whose request runs there
+    /// answers (through its front), under the server's own request id.
+    func serverRequest(backend: Backend, method: String, message: [UInt8], reply: @escaping @Sendable ([UInt8]) -> Void) {
+        guard let id = (try? JSONParser.parse(message))?["id"] else { return }
+        switch runtime.serverRequestRoutes.route(backend) {
+        case .failure(let error):
+            reply(Self.errorResponse(id: id, code: RPCErrorCode.methodNotFound, "\(method) cannot be relayed: \(error.reason)"))
+        case .success(let ask):
+            runtime.metrics.serverRequestsRelayed.add()
+            Task {
+                guard let answer = await ask(message), case .object(var o)? = try? JSONParser.parse(answer),
+                      o["result"] != nil || o["error"] != nil else {
+                    reply(Self.errorResponse(id: id, code: RPCErrorCode.internalError, "the client gave no answer to \(method)"))
+                    return
+                }
+                o["id"] = id
+                o["jsonrpc"] = "2.0"
+                reply(Array(JSONValue.object(o).jsonString.utf8))
+            }
+        }
+    }
+
+    static func errorResponse(id: JSONValue, code: Int64, _ message: String) -> [UInt8] {
+        let response: JSONValue = ["jsonrpc": "2.0", "id": id, "error": ["code": .int(code), "message": .string(message)]]
+        return Array(response.jsonString.utf8)
+    }
+}
