@@ -39,6 +39,8 @@ public final class HTTPUpstream: @unchecked Sendable {
     private lazy var waiters = RequestWaiters(loop: loop)
     private var started = false
     private var stopping = false
+    /// How long before the GET stream is opened again after it ended (doubles to 30 s).
+    private var streamBackoff: Duration = .seconds(1)
 
     /// One keep-alive connection and the exchange it carries.
     private final class Connection {
@@ -176,6 +178,14 @@ public final class HTTPUpstream: @unchecked Sendable {
             case .ready:
                 let version = session.version
                 shared.withLock { sharedVersion = version }
+                // A handshake-era server sends what belongs to no request on the GET stream.
+                streamBackoff = .seconds(1)
+                handle(session.openStream())
+            case .streamEnded(let retry):
+                guard retry, !stopping else { break }
+                let wait = streamBackoff
+                streamBackoff = min(streamBackoff * 2, .seconds(30))
+                _ = loop.after(wait) { [self] _ in if !stopping { handle(session.openStream()) } }
             case .response(let token, let message):
                 waiters.finish(token, .success(message))
             case .failed(let token, let error):

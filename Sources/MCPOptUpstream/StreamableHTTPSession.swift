@@ -38,6 +38,9 @@ public final class StreamableHTTPSession {
         case notification(method: String, message: [UInt8])
         case serverRequest(method: String, message: [UInt8])
         case violation(String)
+        /// The session's GET stream ended; `retry`: open it again later (false: the server
+        /// does not offer one).
+        case streamEnded(retry: Bool)
     }
 
     public let endpoint: Endpoint
@@ -49,6 +52,9 @@ public final class StreamableHTTPSession {
     public private(set) var sessionID: String?
     private var nextExchange: ExchangeID = 1
     private var exchanges: [ExchangeID: Exchange] = [:]
+    /// The GET stream: open now, or refused by the server for this session (405).
+    private var streamOpen = false
+    private var streamRefused = false
     /// Tool name -> arguments mirrored into Mcp-Param-* headers, learned from tools/list.
     private var parameterHeaders: [String: [(argument: String, header: String)]] = [:]
 
@@ -57,6 +63,8 @@ public final class StreamableHTTPSession {
         var requestID: Int64?
         var isInitialize = false
         var isNotification = false
+        /// The GET stream of server messages outside of requests.
+        var isStream = false
         var status = 0
         var sse: SSEParser?
         var body: [UInt8] = []
@@ -81,11 +89,28 @@ public final class StreamableHTTPSession {
 
     public func cancel(token: UInt64, reason: String) -> [Event] { translate(session.cancel(token: token, reason: reason)) }
 
+    /// Opens the session's GET stream, where a handshake-era server sends what belongs to no
+    /// request (resource updates, list changes, log messages, requests to the client). Nothing
+    /// when it is open, refused, or the session is not a handshake-era one with an id.
+    public func openStream() -> [Event] {
+        guard !streamOpen, !streamRefused, session.era == .handshake, let sessionID else { return [] }
+        let id = nextExchange
+        nextExchange += 1
+        var exchange = Exchange()
+        exchange.isStream = true
+        exchanges[id] = exchange
+        streamOpen = true
+        var headers = extraHeaders + [("Accept", "text/event-stream"), ("Mcp-Session-Id", sessionID)]
+        if let version = session.version { headers.append(("MCP-Protocol-Version", version.rawValue)) }
+        return [.request(id: id, bytes: HTTPRequestWriter.request(method: "GET", path: endpoint.path, host: endpoint.authority, headers: headers))]
+    }
+
     /// Sends the client's response to a server request (POST; the server answers 202).
     public func reply(_ response: [UInt8]) -> [Event] { [post(response)] }
 
     public func close(reason: String) -> [Event] {
         exchanges.removeAll()
+        streamOpen = false
         return translate(session.close(reason: reason))
     }
 
@@ -110,6 +135,13 @@ public final class StreamableHTTPSession {
                 return [.violation("the server sent an invalid Mcp-Session-Id")]
             }
             sessionID = sid
+        }
+        if exchange.isStream, status != 200 {
+            // No stream here (405: the server offers none; others: try again later).
+            exchanges[id] = nil
+            streamOpen = false
+            if status == 405 { streamRefused = true }
+            return status == 404 && sessionID != nil && session.era == .handshake ? expire() : [.streamEnded(retry: status >= 500)]
         }
         if status == 404, sessionID != nil, session.era == .handshake {
             exchanges[id] = nil
@@ -141,6 +173,10 @@ public final class StreamableHTTPSession {
 
     public func responseEnd(_ id: ExchangeID) -> [Event] {
         guard let exchange = exchanges.removeValue(forKey: id) else { return [] }
+        if exchange.isStream {
+            streamOpen = false
+            return [.streamEnded(retry: true)]
+        }
         if exchange.sse != nil || exchange.isNotification { return [] }
         if exchange.body.isEmpty {
             // 202 Accepted answers notifications and responses; anything else without a body is
@@ -154,6 +190,10 @@ public final class StreamableHTTPSession {
     /// The connection carrying the exchange failed before a complete response.
     public func exchangeFailed(_ id: ExchangeID, reason: String) -> [Event] {
         guard let exchange = exchanges.removeValue(forKey: id) else { return [] }
+        if exchange.isStream {
+            streamOpen = false
+            return [.streamEnded(retry: true)]
+        }
         return abandon(exchange, UpstreamError(.closed, "the connection failed: \(reason)"))
     }
 
@@ -170,6 +210,8 @@ public final class StreamableHTTPSession {
         var events = translate(session.close(reason: "the server ended the session (HTTP 404): negotiating a new one"))
         sessionID = nil
         exchanges.removeAll()
+        streamOpen = false
+        streamRefused = false
         session = ClientSession(mode: mode, identity: identity)
         events += translate(session.open())
         return events

@@ -169,3 +169,30 @@ final class LockedStrings: @unchecked Sendable {
     func append(_ s: String) { lock.lock(); stored.append(s); lock.unlock() }
     var items: [String] { lock.lock(); defer { lock.unlock() }; return stored }
 }
+
+extension HTTPUpstreamTests {
+    /// What a handshake-era server sends outside of any request (here a resource update after
+    /// the call answered) arrives on the session's GET stream, which the upstream keeps open.
+    func testNotificationsOutsideRequestsArriveOnTheGetStream() async throws {
+        let port = try startServer(json: false)
+        let loop = try EventLoop()
+        let upstream = HTTPUpstream(endpoint: .init(host: "127.0.0.1", port: port, path: "/mcp"), loop: loop, mode: .handshake)
+        let seen = LockedStrings()
+        upstream.onNotification { method, message in
+            if method == "notifications/resources/updated" { seen.append(String(decoding: message, as: UTF8.self)) }
+        }
+        upstream.start()
+        let answer = try result(try await upstream.request(call("touch_later", #"{"uri":"data://greeting"}"#), timeout: .seconds(20)))
+        XCTAssertEqual(answer["content"]?.arrayValue?.first?["text"], "scheduled")
+        let deadline = Date().addingTimeInterval(10)
+        while seen.items.isEmpty, Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        XCTAssertEqual(seen.items.count, 1, "events: \(upstream.events)")
+        XCTAssertTrue(seen.items.first?.contains("data://greeting") == true, "\(seen.items)")
+        // Requests still flow beside the open stream.
+        let sum = try result(try await upstream.request(call("add", #"{"a":1,"b":2}"#)))
+        XCTAssertEqual(sum["content"]?.arrayValue?.first?["text"], "3")
+        await upstream.shutdown()
+        loop.shutdown()
+        stopServer()
+    }
+}

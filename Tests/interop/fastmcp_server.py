@@ -37,6 +37,24 @@ async def ask_client(question: str, ctx: Context) -> str:
     return f"the model said: {result.content.text}"
 
 
+_background = set()
+
+
+@mcp.tool
+async def touch_later(uri: str, ctx: Context) -> str:
+    """Reports `uri` updated 200 ms after answering: a notification that belongs to no request,
+    so it travels on the session's GET stream."""
+    session = ctx.session
+
+    async def later():
+        await asyncio.sleep(0.2)
+        await session.send_resource_updated(uri)
+    task = asyncio.get_running_loop().create_task(later())
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return "scheduled"
+
+
 @mcp.resource("data://greeting")
 def greeting() -> str:
     return "hello from fastmcp"
