@@ -42,7 +42,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
     private var connections: [Int32: Connection] = [:]   // loop thread only
     /// Requests waiting on a server, by session and request id, so that a client's
     /// `notifications/cancelled` (a POST of its own) can stop one. Loop thread only.
-    private var running: [String: (task: Task<Void, Never>, cancelled: Bool)] = [:]
+    private var running: [String: Connection] = [:]
     /// Servers' requests to clients, sent on the stream of the request they came during.
     private let asker = ClientAsker()
     /// Each session's GET stream (one; a new one replaces it). Loop thread only.
@@ -146,6 +146,13 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         var writing = false
         /// The session whose GET stream this connection carries, if it is one.
         var streamOf: String?
+        /// A read is outstanding (one at a time: while a request runs, it watches for the
+        /// client going away).
+        var reading = false
+        var readToken: UInt64 = 0
+        /// The request waiting on a server, and whether the client cancelled it.
+        var task: Task<Void, Never>?
+        var cancelled = false
         init(fd: Int32) { self.fd = fd }
     }
 
@@ -173,13 +180,22 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
     }
 
     private func readMore(_ c: Connection) {
-        loop.read(c.fd) { [self] result in
+        guard !c.reading else { return }
+        c.reading = true
+        c.readToken = loop.read(c.fd) { [self] result in
+            c.reading = false
             guard connections[c.fd] === c else { return }
             switch result {
             case .success(let bytes) where !bytes.isEmpty:
                 c.pending.append(contentsOf: bytes)
-                process(c)
+                // While a request runs, what comes next waits for its answer.
+                if !c.busy { process(c) }
             default:
+                // The client went away; a request still running for it is cancelled.
+                if let task = c.task, !c.cancelled {
+                    c.cancelled = true
+                    task.cancel()
+                }
                 close(c)
             }
         }
@@ -190,6 +206,12 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         if let session = c.streamOf, sessionStreams[session] === c {
             sessionStreams.removeValue(forKey: session)
             service.setSessionStream(session, nil)
+        }
+        // A read still waiting would outlive the descriptor (and could read from a connection
+        // that gets the same number): cancelled first.
+        if c.reading {
+            c.reading = false
+            loop.cancel(c.readToken)
         }
         Glibc.close(c.fd)
     }
@@ -209,6 +231,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         write(c, Array("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n".utf8)) { [self] ok in
             if !ok { close(c) }
         }
+        readMore(c)   // to notice the client going away
         service.setSessionStream(session) { [weak self] message in
             _ = self?.loop.execute { [weak self] in
                 guard let self, self.sessionStreams[session] === c, self.connections[c.fd] === c else { return }
@@ -306,19 +329,23 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
             case .answered(let answer):
                 reply(c, answer, era: dispatch.era)
             case .pending(let pending):
-                // Cancellation needs a session (a handshake-era client); a modern-era client
-                // ends its request by closing the connection.
+                // A handshake-era session may cancel it by a notification (by session and id);
+                // any client, by closing the connection (watched while it runs).
                 let key = dispatch.sessionID.flatMap { session in StdioFront<Service>.requestKey(dispatch.message).map { session + "\u{0}" + $0 } }
-                let task = Task(executorPreference: loop) { [self] in
+                c.cancelled = false
+                c.task = Task(executorPreference: loop) { [self] in
                     let answer = await service.complete(pending)
                     _ = loop.execute { [self] in
-                        let cancelled = key.flatMap { running.removeValue(forKey: $0)?.cancelled } ?? false
+                        if let key, running[key] === c { running.removeValue(forKey: key) }
+                        c.task = nil
+                        guard connections[c.fd] === c else { return }   // the client is gone
                         // A cancelled request gets no answer (the client has moved on): an
                         // event stream that ends without one.
-                        if cancelled { endWithoutAnswer(c) } else { reply(c, answer, era: dispatch.era) }
+                        if c.cancelled { endWithoutAnswer(c) } else { reply(c, answer, era: dispatch.era) }
                     }
                 }
-                if let key { running[key] = (task, false) }
+                if let key { running[key] = c }
+                if c.pending.isEmpty { readMore(c) }
             }
         }
     }
@@ -327,10 +354,9 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
     /// told where that is safe: see Engine) and gets no answer.
     private func cancel(_ message: [UInt8], session: String) {
         guard case .object(let o)? = try? JSONParser.parse(message), o["method"]?.stringValue == "notifications/cancelled",
-              let id = o["params"]?["requestId"], var entry = running[session + "\u{0}" + id.jsonString] else { return }
-        entry.cancelled = true
-        running[session + "\u{0}" + id.jsonString] = entry
-        entry.task.cancel()
+              let id = o["params"]?["requestId"], let c = running[session + "\u{0}" + id.jsonString], let task = c.task, !c.cancelled else { return }
+        c.cancelled = true
+        task.cancel()
     }
 
     /// Ends the answer to a cancelled request: an SSE stream with no response in it.

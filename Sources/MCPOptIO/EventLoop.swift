@@ -182,7 +182,11 @@ public final class EventLoop: @unchecked Sendable {
     public func adopt(_ fd: Int32) { _ = mco_loop_adopt(loop, fd) }
 
     /// Reads up to `maxBytes`: the bytes ([] at end of file), or an error.
-    public func read(_ fd: Int32, maxBytes: Int = 65_536, _ done: @escaping (Result<[UInt8], IOError>) -> Void) {
+    /// Reads what is there (waiting until something is). Returns a token for `cancel`: a read
+    /// still waiting must be cancelled before its descriptor is closed, or it may later read
+    /// from another connection that reuses the number.
+    @discardableResult
+    public func read(_ fd: Int32, maxBytes: Int = 65_536, _ done: @escaping (Result<[UInt8], IOError>) -> Void) -> UInt64 {
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: maxBytes, alignment: 16)
         let token = token { result in
             defer { buffer.deallocate() }
@@ -191,6 +195,7 @@ public final class EventLoop: @unchecked Sendable {
             }
         }
         submitted(mco_loop_read(loop, fd, buffer, UInt32(maxBytes), token), token, "read")
+        return token
     }
 
     /// Writes all of `bytes` (continuing after partial writes).
