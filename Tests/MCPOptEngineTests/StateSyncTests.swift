@@ -24,15 +24,22 @@ final class StateSyncTests: XCTestCase, @unchecked Sendable {
         XCTFail("not within \(seconds) s: \(what)")
     }
 
-    func text(_ v: VersionedValue?) -> String? { v.map { String(decoding: $0.value, as: UTF8.self) } }
-
-    func testEventualConcurrentWritesConverge() async throws {
+    /// A real Redis and two started engines sharing state through it, all stopped at the end.
+    func twoEngines(_ model: String, prepare: (Engine, Engine) -> Void = { _, _ in }) async throws -> (Engine, Engine, Redis) {
         let redis = try Redis()
         addTeardownBlock { redis.kill() }
-        let a = try makeEngine("eventual", redisPort: redis.port), b = try makeEngine("eventual", redisPort: redis.port)
+        let a = try makeEngine(model, redisPort: redis.port), b = try makeEngine(model, redisPort: redis.port)
+        prepare(a, b)
         await a.start()
         await b.start()
         addTeardownBlock { await a.stop(); await b.stop() }
+        return (a, b, redis)
+    }
+
+    func text(_ v: VersionedValue?) -> String? { v.map { String(decoding: $0.value, as: UTF8.self) } }
+
+    func testEventualConcurrentWritesConverge() async throws {
+        let (a, b, redis) = try await twoEngines("eventual")
 
         // A write in one reaches the other, with its version.
         let written = a.state.put("greeting", Array("hello".utf8))
@@ -66,19 +73,15 @@ final class StateSyncTests: XCTestCase, @unchecked Sendable {
     }
 
     func testConcurrentWritesMergeWithTheHostsMerge() async throws {
-        let redis = try Redis()
-        addTeardownBlock { redis.kill() }
-        let a = try makeEngine("eventual", redisPort: redis.port), b = try makeEngine("eventual", redisPort: redis.port)
         // A set union of comma-separated items: deterministic, so both reach the same value.
         let union: @Sendable (String, VersionedValue, VersionedValue) -> [UInt8] = { _, older, newer in
             let items = Set((String(decoding: older.value, as: UTF8.self) + "," + String(decoding: newer.value, as: UTF8.self)).split(separator: ","))
             return Array(items.sorted().joined(separator: ",").utf8)
         }
-        a.setStateMerge(union)
-        b.setStateMerge(union)
-        await a.start()
-        await b.start()
-        addTeardownBlock { await a.stop(); await b.stop() }
+        let (a, b, _) = try await twoEngines("eventual") { a, b in
+            a.setStateMerge(union)
+            b.setStateMerge(union)
+        }
         await withTaskGroup(of: Void.self) { group in
             for (engine, name) in [(a, "a"), (b, "b")] {
                 group.addTask { for i in 0..<20 { engine.state.put("tags", Array("\(name)\(i)".utf8)) } }
@@ -91,12 +94,7 @@ final class StateSyncTests: XCTestCase, @unchecked Sendable {
     }
 
     func testEventualCatchesUpAfterRedisWasAway() async throws {
-        let redis = try Redis()
-        addTeardownBlock { redis.kill() }
-        let a = try makeEngine("eventual", redisPort: redis.port), b = try makeEngine("eventual", redisPort: redis.port)
-        await a.start()
-        await b.start()
-        addTeardownBlock { await a.stop(); await b.stop() }
+        let (a, b, redis) = try await twoEngines("eventual")
         redis.kill()
         // Written while Redis is down: kept locally, sent by anti-entropy once Redis is back.
         a.state.put("offline", Array("written while away".utf8))
@@ -106,12 +104,7 @@ final class StateSyncTests: XCTestCase, @unchecked Sendable {
     }
 
     func testConcurrentStrongReadModifyWriteIsSerialized() async throws {
-        let redis = try Redis()
-        addTeardownBlock { redis.kill() }
-        let a = try makeEngine("strong", redisPort: redis.port), b = try makeEngine("strong", redisPort: redis.port)
-        await a.start()
-        await b.start()
-        addTeardownBlock { await a.stop(); await b.stop() }
+        let (a, b, redis) = try await twoEngines("strong")
 
         // Two instances each add 1 to a counter 100 times with compare-and-set: every increment
         // lands (an unserialized read-modify-write would lose some).

@@ -70,17 +70,21 @@ static napi_value queue(napi_env env, job *j) {
     return promise;
 }
 
-static napi_value simple(napi_env env, napi_callback_info info, enum job_kind kind) {
-    size_t argc = 1;
-    napi_value argv[1];
+/* A job on the engine (argument 0) and, with `with_text`, the text in argument 1. */
+static napi_value engine_job(napi_env env, napi_callback_info info, enum job_kind kind, int with_text) {
+    size_t argc = 2;
+    napi_value argv[2];
     mcpopt_engine *engine = mcpopt_node_engine_arg(env, info, &argc, argv);
     if (!engine) return NULL;
     job *j = calloc(1, sizeof *j);
     if (!j) return mcpopt_node_throw(env, "out of memory");
     j->kind = kind;
     j->engine = engine;
+    if (with_text && !mcpopt_node_bytes(env, info, 1, &j->request, &j->request_length)) { free(j); return NULL; }
     return queue(env, j);
 }
+
+static napi_value simple(napi_env env, napi_callback_info info, enum job_kind kind) { return engine_job(env, info, kind, 0); }
 
 static napi_value start(napi_env env, napi_callback_info info) { return simple(env, info, JOB_START); }
 static napi_value stop(napi_env env, napi_callback_info info) { return simple(env, info, JOB_STOP); }
@@ -174,18 +178,7 @@ static napi_value optimize(napi_env env, napi_callback_info info) {
 }
 
 /* coordinateOperation(engine, request) -> Promise<[status, text]> */
-static napi_value coordinate(napi_env env, napi_callback_info info) {
-    size_t argc = 2;
-    napi_value argv[2];
-    mcpopt_engine *engine = mcpopt_node_engine_arg(env, info, &argc, argv);
-    if (!engine) return NULL;
-    job *j = calloc(1, sizeof *j);
-    if (!j) return mcpopt_node_throw(env, "out of memory");
-    j->kind = JOB_COORDINATE;
-    j->engine = engine;
-    if (!mcpopt_node_bytes(env, info, 1, &j->request, &j->request_length)) { free(j); return NULL; }
-    return queue(env, j);
-}
+static napi_value coordinate(napi_env env, napi_callback_info info) { return engine_job(env, info, JOB_COORDINATE, 1); }
 
 static napi_value metrics(napi_env env, napi_callback_info info) { return mcpopt_node_text_call(env, info, mcpopt_metrics); }
 static napi_value prometheus(napi_env env, napi_callback_info info) { return mcpopt_node_text_call(env, info, mcpopt_metrics_prometheus); }
