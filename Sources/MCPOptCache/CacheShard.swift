@@ -239,8 +239,9 @@ final class CacheShard: @unchecked Sendable {
         }
     }
 
-    /// The sketch's size: 2 bytes (four 4-bit counters) per index slot, rounded up to a power
-    /// of two; 4 to 8 counters per item. (The same memory as the ghost filter it replaced.)
+    /// The sketch's size: 2 bytes per index slot (two 4-bit counters and 8 doorkeeper bits),
+    /// the slots rounded up to a power of two: 2.5 to 5 bytes per item, the memory of the
+    /// ghost filter it replaced.
     static func sketchBytes(indexCapacity: Int) -> Int {
         var slots = 512
         while slots < indexCapacity { slots *= 2 }
