@@ -5,9 +5,12 @@ import MCPOptSync
 
 /// "No item" in queue links and free lists.
 let noRef: UInt32 = .max
-/// Item flags (mco_item.flags): the chunk holds a live item; the item is in the main queue.
+/// Item flags (mco_item.flags): the chunk holds a live item; the item is in the main queue; the
+/// item earned its place in main (admitted by the filter, or read while there), unlike items
+/// put there while the cache was filling (what `hotKeys` counts as hot).
 let itemLive: UInt8 = 1
 let itemMain: UInt8 = 2
+let itemEarned: UInt8 = 4
 
 /// A doubly linked list of items through their headers: newest at `head`, oldest at `tail`.
 /// `prev` points towards newer items, `next` towards older ones.
@@ -447,7 +450,7 @@ final class CacheShard: @unchecked Sendable {
         if admit {
             unlink(&classes[sizeClass].small, victim)
             entry.pointee.freq = 0
-            entry.pointee.flags |= itemMain
+            entry.pointee.flags |= itemMain | itemEarned
             pushHead(&classes[sizeClass].main, victim)
         } else {
             remove(victim, reason: .evicted)
@@ -468,6 +471,7 @@ final class CacheShard: @unchecked Sendable {
             if expiry != 0 && expiry <= now { return victim }
             guard entry.pointee.freq > 0 else { return victim }
             entry.pointee.freq -= 1
+            entry.pointee.flags |= itemEarned
             countAccess(hash(of: victim))
             unlink(&classes[sizeClass].main, victim)
             pushHead(&classes[sizeClass].main, victim)
@@ -483,6 +487,7 @@ final class CacheShard: @unchecked Sendable {
             remove(victim, reason: .expired)
         } else if entry.pointee.freq > 0 {
             entry.pointee.freq -= 1
+            entry.pointee.flags |= itemEarned
             countAccess(hash(of: victim))
             unlink(&classes[sizeClass].main, victim)
             pushHead(&classes[sizeClass].main, victim)
@@ -641,8 +646,8 @@ final class CacheShard: @unchecked Sendable {
                     var ref = list.head
                     while ref != noRef {
                         let entry = item(ref)
-                        let isMain = entry.pointee.flags & itemMain != 0
-                        let score = Int(entry.pointee.freq) + (isMain ? 4 : 0)
+                        let earned = entry.pointee.flags & itemEarned != 0
+                        let score = Int(entry.pointee.freq) + (earned ? 4 : 0)
                         if score > 0 { result.append(HotKey(key: Array(keyBytes(entry)), accessCount: score)) }
                         ref = entry.pointee.next
                     }
