@@ -30,6 +30,8 @@ struct SizeClass {
     var payloadBytes = 0
     /// Recent allocations (halved now and then): where the writes go, pages should follow.
     var demand = 0
+    /// The class has had to evict since the cache started or was cleared (it has filled).
+    var hasEvicted = false
     var items: Int { small.count + main.count }
 }
 
@@ -332,6 +334,7 @@ final class CacheShard: @unchecked Sendable {
             if movePage(to: sizeClass) { return popFree(sizeClass) }
         }
         var budget = 4 * classes[sizeClass].items + 4
+        if classes[sizeClass].items > 0 { classes[sizeClass].hasEvicted = true }
         while classes[sizeClass].free.count == 0 && classes[sizeClass].items > 0 && budget > 0 {
             evictOne(sizeClass, now: now)
             budget -= 1
@@ -536,11 +539,14 @@ final class CacheShard: @unchecked Sendable {
             guard let chunk = allocate(sizeClass, now: now) else { return nil }
             var header = header
             countAccess(hash)
-            // New items enter the small queue, except while the class still has free chunks
-            // and small holds its share: then main (nothing needs evicting yet, and a cache
-            // filled only through small would keep most of its memory in a FIFO for long).
+            // New items enter the small queue, except while the class is first filling (it has
+            // never evicted, has free chunks left) and small holds its share: then main (a
+            // cache filled only through small would keep most of its memory in a FIFO for long;
+            // after the fill, chunks freed by expiry or deletes do not open a way round the
+            // filter).
             let cls = classes[sizeClass]
-            let toMain = cls.free.count > 0 && cls.small.count * 10 >= cls.pages * (geometry.pageSize / cls.chunkSize)
+            let toMain = !cls.hasEvicted && cls.free.count > 0
+                && cls.small.count * 10 >= cls.pages * (geometry.pageSize / cls.chunkSize)
             header.flags = itemLive | (toMain ? itemMain : 0)
             let entry = item(chunk)
             let links = (entry.pointee.prev, entry.pointee.next)
