@@ -305,7 +305,7 @@ mcpopt_status mcpopt_cache_clear(mcpopt_engine *engine);
 /* Statistics as a JSON object: "hits", "misses", "hitRate", "sets", "items", "evictions",
  * "expirations", "invalidations", "rejectedFills", "rebalances" (pages moved between size
  * classes), "memoryBudget", "pageBytes" (never above the budget), "bytesUsed", "overheadBytes"
- * (index, ghost filter and tables beside the pages), "pageSize", "shards", "pageSource"
+ * (index, frequency sketch and tables beside the pages), "pageSize", "shards", "pageSource"
  * ("jemalloc" or "mmap") and "classes" (per size class in use: chunkSize, pages, items,
  * bytesUsed, payloadBytes). Caller frees *out_json with mcpopt_free(). */
 mcpopt_status mcpopt_cache_stats(mcpopt_engine *engine, char **out_json, size_t *out_length);

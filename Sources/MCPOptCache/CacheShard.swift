@@ -5,9 +5,12 @@ import MCPOptSync
 
 /// "No item" in queue links and free lists.
 let noRef: UInt32 = .max
-/// Item flags (mco_item.flags): the chunk holds a live item; the item is in the main queue.
+/// Item flags (mco_item.flags): the chunk holds a live item; the item is in the main queue; the
+/// item earned its place in main (admitted by the filter, or read while there), unlike items
+/// put there while the cache was filling (what `hotKeys` counts as hot).
 let itemLive: UInt8 = 1
 let itemMain: UInt8 = 2
+let itemEarned: UInt8 = 4
 
 /// A doubly linked list of items through their headers: newest at `head`, oldest at `tail`.
 /// `prev` points towards newer items, `next` towards older ones.
@@ -27,6 +30,8 @@ struct SizeClass {
     var payloadBytes = 0
     /// Recent allocations (halved now and then): where the writes go, pages should follow.
     var demand = 0
+    /// The class has had to evict since the cache started or was cleared (it has filled).
+    var hasEvicted = false
     var items: Int { small.count + main.count }
 }
 
@@ -63,8 +68,9 @@ final class CacheShard: @unchecked Sendable {
     private var entryCount = 0
     /// Replaced index tables and the epoch after which no reader can still hold them.
     private var retiredTables: [(table: UnsafeMutablePointer<UInt64>, epoch: UInt64, bytes: Int)] = []
-    private var ghost: UnsafeMutablePointer<UInt16>
-    private var ghostMask: Int
+    /// How often keys were asked for recently (misses, and hits counted as the queues consume
+    /// them): the admission filter into the main queues (see `evictOne`).
+    private var sketch: FrequencySketch
     private(set) var classes: [SizeClass]
     private var pageClass: [Int32]
     private var pageLive: [Int32]
@@ -94,9 +100,7 @@ final class CacheShard: @unchecked Sendable {
         capacity = 1024
         table = Self.newTable(capacity: capacity)
         indexCell.initialize(to: UnsafeMutableRawPointer(table))
-        ghostMask = 511
-        ghost = .allocate(capacity: ghostMask + 1)
-        ghost.initialize(repeating: 0, count: ghostMask + 1)
+        sketch = FrequencySketch(bytes: Self.sketchBytes(indexCapacity: capacity))
         classes = geometry.chunkSizes.map { SizeClass(chunkSize: $0) }
         pageClass = Array(repeating: -1, count: geometry.pagesPerShard)
         pageLive = Array(repeating: 0, count: geometry.pagesPerShard)
@@ -105,7 +109,7 @@ final class CacheShard: @unchecked Sendable {
     deinit {
         table.deallocate()
         for retired in retiredTables { retired.table.deallocate() }
-        ghost.deallocate()
+        sketch.deallocate()
         keyGenerations.deallocate()
         pageTable.deallocate()
         indexCell.deallocate()
@@ -129,11 +133,6 @@ final class CacheShard: @unchecked Sendable {
 
     @inline(__always)
     static func fingerprint(_ hash: UInt64) -> UInt32 { UInt32(truncatingIfNeeded: hash >> 20) | 1 }
-
-    /// What the ghost filter remembers of an evicted key: 16 fingerprint bits not used to
-    /// pick its slot (never 0, which marks an empty slot).
-    @inline(__always)
-    static func ghostTag(_ fingerprint: UInt32) -> UInt16 { UInt16(truncatingIfNeeded: fingerprint >> 16) | 1 }
 
     @inline(__always)
     func item(_ ref: UInt32) -> UnsafeMutablePointer<mco_item> {
@@ -236,18 +235,26 @@ final class CacheShard: @unchecked Sendable {
         capacity = newCapacity
         mco_store_pointer(indexCell, UnsafeMutableRawPointer(newTable))
         retiredTables.append((old, mco_epoch_advance(), oldBytes))
-        // The ghost filter follows the index's size (S3-FIFO keeps about as many ghosts as
-        // items): a power of two near half the slots, 16-bit tags.
-        var ghostSlots = 512
-        while ghostSlots < newCapacity { ghostSlots *= 2 }
-        if ghostSlots - 1 != ghostMask {
-            let newGhost = UnsafeMutablePointer<UInt16>.allocate(capacity: ghostSlots)
-            newGhost.initialize(repeating: 0, count: ghostSlots)
-            ghost.deallocate()
-            ghost = newGhost
-            ghostMask = ghostSlots - 1
+        // The sketch follows the index's size (it starts afresh: what it forgets is soon
+        // relearnt, and a larger cache needs more counters to tell keys apart).
+        let sketchBytes = Self.sketchBytes(indexCapacity: newCapacity)
+        if sketchBytes != sketch.bytes {
+            sketch.deallocate()
+            sketch = FrequencySketch(bytes: sketchBytes)
         }
     }
+
+    /// The sketch's size: 2 bytes per index slot (two 4-bit counters and 8 doorkeeper bits),
+    /// the slots rounded up to a power of two: 2.5 to 5 bytes per item, the memory of the
+    /// ghost filter it replaced.
+    static func sketchBytes(indexCapacity: Int) -> Int {
+        var slots = 512
+        while slots < indexCapacity { slots *= 2 }
+        return slots * 2
+    }
+
+    /// Counters are halved after ten accesses per item were counted (TinyLFU's sample).
+    private func countAccess(_ hash: UInt64) { sketch.add(hash, sampleSize: 10 * max(entryCount, 512)) }
 
     /// Frees replaced tables no reader can still be using (called by writers now and then).
     private func reclaimTables() {
@@ -259,7 +266,7 @@ final class CacheShard: @unchecked Sendable {
     }
 
     var overheadBytes: Int {
-        (capacity + 1) * 8 + retiredTables.reduce(0) { $0 + $1.bytes } + (ghostMask + 1) * 2 + geometry.pagesPerShard * (8 + 8)
+        (capacity + 1) * 8 + retiredTables.reduce(0) { $0 + $1.bytes } + sketch.bytes + geometry.pagesPerShard * (8 + 8)
             + Self.keyGenerationCount * 8 + 64 + classes.count * MemoryLayout<SizeClass>.stride
     }
 
@@ -327,6 +334,7 @@ final class CacheShard: @unchecked Sendable {
             if movePage(to: sizeClass) { return popFree(sizeClass) }
         }
         var budget = 4 * classes[sizeClass].items + 4
+        if classes[sizeClass].items > 0 { classes[sizeClass].hasEvicted = true }
         while classes[sizeClass].free.count == 0 && classes[sizeClass].items > 0 && budget > 0 {
             evictOne(sizeClass, now: now)
             budget -= 1
@@ -402,32 +410,88 @@ final class CacheShard: @unchecked Sendable {
         return true
     }
 
-    /// One S3-FIFO step in a class: the small queue's oldest item goes to the main queue if it
-    /// was read since it came in (else it is evicted and remembered as a ghost); the main
-    /// queue's oldest goes round again while it has credit, else it is evicted.
+    /// One eviction step in a class (S3-FIFO with a TinyLFU filter into main). When the small
+    /// queue holds its share (10%), its oldest item is a candidate for the main queue if it
+    /// was read since it came in, or if the sketch says its key was asked for before; a
+    /// candidate enters main only if its key was asked for more often than main's next victim
+    /// (which then leaves), else it is evicted. Otherwise main's oldest item goes round again
+    /// while it has credit (each read since it last went round counts in the sketch), else it
+    /// is evicted.
     private func evictOne(_ sizeClass: Int, now: UInt32) {
         let cls = classes[sizeClass]
         let fromSmall = cls.small.count > 0 && (cls.small.count * 10 >= cls.items || cls.main.count == 0)
-        let victim = fromSmall ? cls.small.tail : cls.main.tail
+        guard fromSmall else {
+            evictFromMain(sizeClass, now: now)
+            return
+        }
+        let victim = cls.small.tail
         let entry = item(victim)
         let expiry = entry.pointee.expiry
         if expiry != 0 && expiry <= now {
             remove(victim, reason: .expired)
             return
         }
-        if fromSmall {
-            if entry.pointee.freq > 0 {
-                unlink(&classes[sizeClass].small, victim)
-                entry.pointee.freq = 0
-                entry.pointee.flags |= itemMain
-                pushHead(&classes[sizeClass].main, victim)
-            } else {
-                let fingerprint = Self.fingerprint(hash(of: victim))
-                ghost[Int(fingerprint) & ghostMask] = Self.ghostTag(fingerprint)
-                remove(victim, reason: .evicted)
+        let victimHash = hash(of: victim)
+        let reads = Int(entry.pointee.freq)
+        for _ in 0..<reads { countAccess(victimHash) }
+        // Its own miss counted once; 2 or more: asked for before.
+        var admit = reads > 0 || sketch.frequency(victimHash) >= 2
+        if admit && cls.main.count > 0 && (cls.main.count + 2) * 10 >= cls.items * 9 {
+            // Main is full: the candidate must displace main's next victim.
+            if let other = mainVictim(sizeClass, now: now) {
+                let otherEntry = item(other)
+                let otherExpiry = otherEntry.pointee.expiry
+                if otherExpiry != 0 && otherExpiry <= now {
+                    remove(other, reason: .expired)
+                } else if sketch.frequency(victimHash) > sketch.frequency(hash(of: other)) {
+                    remove(other, reason: .evicted)
+                } else {
+                    admit = false
+                }
             }
+        }
+        if admit {
+            unlink(&classes[sizeClass].small, victim)
+            entry.pointee.freq = 0
+            entry.pointee.flags |= itemMain | itemEarned
+            pushHead(&classes[sizeClass].main, victim)
+        } else {
+            remove(victim, reason: .evicted)
+        }
+    }
+
+    /// Turns main's clock until its oldest item has no credit left (or has expired), and
+    /// returns it without removing it.
+    private func mainVictim(_ sizeClass: Int, now: UInt32) -> UInt32? {
+        // Credits are at most 3, so 4 turns of the queue always end.
+        var budget = 4 * classes[sizeClass].main.count + 4
+        while budget > 0 {
+            budget -= 1
+            let victim = classes[sizeClass].main.tail
+            guard victim != noRef else { return nil }
+            let entry = item(victim)
+            let expiry = entry.pointee.expiry
+            if expiry != 0 && expiry <= now { return victim }
+            guard entry.pointee.freq > 0 else { return victim }
+            entry.pointee.freq -= 1
+            entry.pointee.flags |= itemEarned
+            countAccess(hash(of: victim))
+            unlink(&classes[sizeClass].main, victim)
+            pushHead(&classes[sizeClass].main, victim)
+        }
+        return nil
+    }
+
+    private func evictFromMain(_ sizeClass: Int, now: UInt32) {
+        let victim = classes[sizeClass].main.tail
+        let entry = item(victim)
+        let expiry = entry.pointee.expiry
+        if expiry != 0 && expiry <= now {
+            remove(victim, reason: .expired)
         } else if entry.pointee.freq > 0 {
             entry.pointee.freq -= 1
+            entry.pointee.flags |= itemEarned
+            countAccess(hash(of: victim))
             unlink(&classes[sizeClass].main, victim)
             pushHead(&classes[sizeClass].main, victim)
         } else {
@@ -474,16 +538,22 @@ final class CacheShard: @unchecked Sendable {
             if let slot = findSlot(hash: hash, key: key) { remove(UInt32(truncatingIfNeeded: table[1 + slot]), reason: .replaced, slot: slot) }
             guard let chunk = allocate(sizeClass, now: now) else { return nil }
             var header = header
-            let fingerprint = Self.fingerprint(hash)
-            let wasGhost = ghost[Int(fingerprint) & ghostMask] == Self.ghostTag(fingerprint)
-            if wasGhost { ghost[Int(fingerprint) & ghostMask] = 0 }
-            header.flags = itemLive | (wasGhost ? itemMain : 0)
+            countAccess(hash)
+            // New items enter the small queue, except while the class is first filling (it has
+            // never evicted, has free chunks left) and small holds its share: then main (a
+            // cache filled only through small would keep most of its memory in a FIFO for long;
+            // after the fill, chunks freed by expiry or deletes do not open a way round the
+            // filter).
+            let cls = classes[sizeClass]
+            let toMain = !cls.hasEvicted && cls.free.count > 0
+                && cls.small.count * 10 >= cls.pages * (geometry.pageSize / cls.chunkSize)
+            header.flags = itemLive | (toMain ? itemMain : 0)
             let entry = item(chunk)
             let links = (entry.pointee.prev, entry.pointee.next)
             header.prev = links.0
             header.next = links.1
             mco_item_write(entry, &header, key.baseAddress, value.baseAddress)
-            if wasGhost { pushHead(&classes[sizeClass].main, chunk) } else { pushHead(&classes[sizeClass].small, chunk) }
+            if toMain { pushHead(&classes[sizeClass].main, chunk) } else { pushHead(&classes[sizeClass].small, chunk) }
             classes[sizeClass].payloadBytes += mco_item_value_offset(key.count) + value.count
             insertEntry(hash: hash, ref: chunk)
             sets += 1
@@ -569,7 +639,7 @@ final class CacheShard: @unchecked Sendable {
             }
             sparePages = Array((0..<pagesTaken).reversed())
             for index in classes.indices { classes[index] = SizeClass(chunkSize: classes[index].chunkSize) }
-            ghost.update(repeating: 0, count: ghostMask + 1)
+            sketch.clear()
         }
     }
 
@@ -582,8 +652,8 @@ final class CacheShard: @unchecked Sendable {
                     var ref = list.head
                     while ref != noRef {
                         let entry = item(ref)
-                        let isMain = entry.pointee.flags & itemMain != 0
-                        let score = Int(entry.pointee.freq) + (isMain ? 4 : 0)
+                        let earned = entry.pointee.flags & itemEarned != 0
+                        let score = Int(entry.pointee.freq) + (earned ? 4 : 0)
                         if score > 0 { result.append(HotKey(key: Array(keyBytes(entry)), accessCount: score)) }
                         ref = entry.pointee.next
                     }

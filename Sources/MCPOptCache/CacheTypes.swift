@@ -111,7 +111,7 @@ public struct CacheStats: Sendable, Equatable {
     public var pageBytes = 0
     /// Bytes of chunks holding items.
     public var bytesUsed = 0
-    /// Memory beside the pages: index tables, ghost filter, page tables, generations.
+    /// Memory beside the pages: index tables, frequency sketch, page tables, generations.
     public var overheadBytes = 0
     public var pageSize = 0
     public var shards = 0

@@ -7,8 +7,9 @@ import MCPOptSync
 ///
 /// Keys are hashed once (XXH3) and the hash picks the shard, the index slot and a fingerprint.
 /// Reads take no lock (see `CacheShard.read`) and copy the value out, so what a caller holds
-/// never changes under it. Writers lock one shard. Eviction is S3-FIFO per size class; memory
-/// is slab pages (see `SlabGeometry`) that move between size classes as the value sizes shift.
+/// never changes under it. Writers lock one shard. Eviction is S3-FIFO per size class, with a
+/// TinyLFU filter into the main queue; memory is slab pages (see `SlabGeometry`) that move
+/// between size classes as the value sizes shift.
 public final class MemoryCache: @unchecked Sendable {
     public let configuration: MemoryCacheConfiguration
     let shards: [CacheShard]

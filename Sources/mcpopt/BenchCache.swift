@@ -38,7 +38,7 @@ struct BenchCache: ParsableCommand {
         print("  gets/s              1 thread \(n(speed["getsPerSecond1"]))   2 threads \(n(speed["getsPerSecond2"]))   scaling \(n(speed["getScaling"]))x")
         print("  90/10 get/set ops/s 1 thread \(n(speed["mixedPerSecond1"]))   2 threads \(n(speed["mixedPerSecond2"]))")
         print("  sets/s              1 thread \(n(speed["setsPerSecond1"]))")
-        print("  metadata per item   \(n(speed["metadataBytesPerItem"])) bytes (header \(n(speed["headerBytes"])), index+ghost+tables \(n(speed["indexBytesPerItem"])));  slab rounding \(n(speed["slabRoundingBytesPerItem"])) bytes")
+        print("  metadata per item   \(n(speed["metadataBytesPerItem"])) bytes (header \(n(speed["headerBytes"])), index+sketch+tables \(n(speed["indexBytesPerItem"])));  slab rounding \(n(speed["slabRoundingBytesPerItem"])) bytes")
         print("")
         print("hit ratio at equal memory                budget  scans   mcpopt      LRU  difference   slab LRU  difference   non-scan: mcpopt     LRU  slab LRU")
         for row in quality.arrayValue ?? [] {

@@ -261,6 +261,14 @@ final class MemoryCacheTests: XCTestCase {
         XCTAssertEqual(fresh.get("hot"), bytes("h"))
     }
 
+    /// Items put straight into the main queue while the cache fills are not hot until read.
+    func testHotKeysAreReadKeysAfterAFill() throws {
+        let cache = try cache(budget: 1 << 20, shards: 1)
+        for index in 0..<2_000 { try cache.set("key-\(index)", [UInt8](repeating: 3, count: 200)) }
+        for _ in 0..<3 { XCTAssertNotNil(cache.get("key-5")) }
+        XCTAssertEqual(cache.hotKeys(limit: 100).map { String(decoding: $0.key, as: UTF8.self) }, ["key-5"])
+    }
+
     func testStatsDescribeMemory() throws {
         let cache = try cache(budget: 8 << 20)
         for index in 0..<1000 { try cache.set("k\(index)", [UInt8](repeating: 0, count: 256)) }
