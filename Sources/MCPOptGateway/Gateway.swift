@@ -18,12 +18,36 @@ public final class Gateway: MCPService, @unchecked Sendable {
     private var prompts = ToolNamespace(offers: [])     // guarded by lock
     private var builtFrom = -1                          // guarded by lock (catalog generation)
 
-    public static let capabilities: JSONValue = ["tools": ["listChanged": false], "prompts": ["listChanged": false], "resources": [:], "logging": [:]]
+    public static let capabilities: JSONValue = ["tools": ["listChanged": false], "prompts": ["listChanged": false], "resources": ["subscribe": true], "logging": [:]]
 
     public init(engine: Engine, identity: GatewayFront.Identity = .init(capabilities: Gateway.capabilities)) {
         self.engine = engine
         self.identity = identity
         answers = ProtocolAnswers(identity: identity, cacheHints: Gateway.cacheHints)
+        engine.onResourceUpdated { [weak self] uri, message in self?.resourceUpdated(uri, message) }
+    }
+
+    /// Resource subscriptions of client sessions ("" for stdio's one client), by URI. The
+    /// backend session is shared: the server is asked to subscribe when the first client
+    /// session subscribes and to unsubscribe when the last one leaves.
+    private var subscribers: [String: Set<String>] = [:]   // guarded by lock
+
+    /// A server said a resource changed: every client session subscribed to it hears it.
+    private func resourceUpdated(_ uri: String, _ message: [UInt8]) {
+        let targets = lock.withLock { (subscribers[uri] ?? []).compactMap { sessionStreams[$0] } }
+        for send in targets { send(message) }
+    }
+
+    /// Records (un)subscribing `session` to `uri`; true when the server must be told (the first
+    /// subscriber, or the last one leaving).
+    private func subscription(_ uri: String, session: String, subscribe: Bool) -> Bool {
+        lock.withLock {
+            var set = subscribers[uri] ?? []
+            let wasEmpty = set.isEmpty
+            if subscribe { set.insert(session) } else { set.remove(session) }
+            subscribers[uri] = set.isEmpty ? nil : set
+            return subscribe ? wasEmpty : (!wasEmpty && set.isEmpty)
+        }
     }
 
     static let logLevels = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
@@ -116,6 +140,8 @@ public final class Gateway: MCPService, @unchecked Sendable {
         fileprivate let work: Work
         fileprivate let method: String
         fileprivate let modern: Bool
+        /// A subscription the server was asked for: undone if it refuses.
+        fileprivate var subscription: (uri: String, session: String)?
     }
 
     /// Answers at once what needs no I/O (protocol messages, lists, cache hits), on the
@@ -134,9 +160,17 @@ public final class Gateway: MCPService, @unchecked Sendable {
             options.onNotification = caller.notify
             options.onServerRequest = caller.ask
             switch engine.prepareRequest(request, options) {
-            case .answered(let response)?: return .answered(modern ? Self.completingModernResult(response.message, method: method) : response.message)
-            case .pending(let prepared)?: return .pending(Pending(work: .prepared(prepared), method: method, modern: modern))
-            case nil: return .pending(Pending(work: .request(request, options), method: method, modern: modern))
+            case .answered(let response)?:
+                if method == "resources/subscribe" { undoRefusedSubscription(response.message, request: request, session: caller.session ?? "") }
+                return .answered(modern ? Self.completingModernResult(response.message, method: method) : response.message)
+            case .pending(let prepared)?:
+                var pending = Pending(work: .prepared(prepared), method: method, modern: modern)
+                if method == "resources/subscribe" { pending.subscription = Self.uri(request).map { ($0, caller.session ?? "") } }
+                return .pending(pending)
+            case nil:
+                var pending = Pending(work: .request(request, options), method: method, modern: modern)
+                if method == "resources/subscribe" { pending.subscription = Self.uri(request).map { ($0, caller.session ?? "") } }
+                return .pending(pending)
             }
         }
     }
@@ -148,13 +182,31 @@ public final class Gateway: MCPService, @unchecked Sendable {
         case .prepared(let prepared): response = await engine.completeRequest(prepared)
         case .request(let request, let options): response = await engine.optimizeRequest(request, options)
         }
+        if let (uri, session) = pending.subscription, !response.success || Self.isError(response.message) {
+            _ = subscription(uri, session: session, subscribe: false)
+        }
         return pending.modern ? Self.completingModernResult(response.message, method: pending.method) : response.message
     }
 
+    private func undoRefusedSubscription(_ answer: [UInt8], request: [UInt8], session: String) {
+        guard Self.isError(answer), let uri = Self.uri(request) else { return }
+        _ = subscription(uri, session: session, subscribe: false)
+    }
+
+    static func uri(_ request: [UInt8]) -> String? { (try? JSONParser.parse(request))?["params"]?["uri"]?.stringValue }
+    static func isError(_ message: [UInt8]) -> Bool { (try? JSONParser.parse(message))?["error"] != nil }
+
     public func sessionEnded(_ session: String) {
-        lock.withLock {
+        let abandoned = lock.withLock { () -> [String] in
             logLevels.removeValue(forKey: session)
             sessionStreams.removeValue(forKey: session)
+            return Array(subscribers.keys.filter { subscribers[$0]?.contains(session) == true })
+        }
+        // Its subscriptions end with it (the server is told when nobody else subscribes).
+        for uri in abandoned where subscription(uri, session: session, subscribe: false) {
+            let request: JSONValue = ["jsonrpc": "2.0", "id": "mcpopt-unsubscribe", "method": "resources/unsubscribe", "params": ["uri": .string(uri)]]
+            let engine = engine
+            Task { _ = await engine.optimizeRequest(Array(request.jsonString.utf8)) }
         }
         let engine = engine
         Task { await engine.endSession(session) }
@@ -211,7 +263,11 @@ public final class Gateway: MCPService, @unchecked Sendable {
         case "resources/read", "completion/complete":
             return .engine(Array(bytes), method: method, servers: nil, modern: modern)
         case "resources/subscribe", "resources/unsubscribe":
-            return modern ? error(RPCErrorCode.methodNotFound, "Method not found: \(method)") : result([:])
+            // Handshake era only (modern clients listen with subscriptions/listen).
+            if modern { return error(RPCErrorCode.methodNotFound, "Method not found: \(method)") }
+            guard let uri = view.uri.string else { return error(RPCErrorCode.invalidParams, "\(method) needs params.uri") }
+            let tell = subscription(uri, session: session, subscribe: method == "resources/subscribe")
+            return tell ? .engine(Array(bytes), method: method, servers: nil, modern: modern) : result([:])
         default:
             return error(RPCErrorCode.methodNotFound, "Method not found: \(method)")
         }

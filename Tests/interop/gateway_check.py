@@ -48,6 +48,8 @@ def servers(repo: Path) -> dict:
         "kv3": {"command": str(BIN / "python"), "args": [kv, "--name", "kv3"], "stateful": True},
         # A handshake-era session: the only kind in which a server sends requests to the client.
         "ask": {"command": str(BIN / "python"), "args": [kv, "--name", "ask"], "protocol": "handshake"},
+        # Resource subscriptions (the SDK's low-level server: FastMCP has none).
+        "subs": {"command": str(BIN / "python"), "args": [str(HERE / "subscribe_server.py")], "protocol": "handshake"},
         "time": {"command": str(BIN / "mcp-server-time"), "args": ["--local-timezone", "UTC"]},
         "git": {"command": str(BIN / "mcp-server-git"), "args": ["--repository", str(repo)]},
         "broken": {"command": "/nonexistent/mcp-server"},
@@ -78,6 +80,12 @@ async def through_gateway(transport, era: str, direct: dict, repo: Path, label: 
 
     async def on_log(params):
         logs.append(params)
+
+    updates = []
+
+    async def on_message(message):
+        if type(message).__name__ == "ResourceUpdatedNotification":
+            updates.append(str(message.params.uri))
 
     async def run(session):
         tools = sorted(t.name for t in (await session.list_tools()).tools)
@@ -139,6 +147,18 @@ async def through_gateway(transport, era: str, direct: dict, repo: Path, label: 
             r = await session.call_tool("ask__ask_client", {"question": "ping?"})
             check(f"{label}: a server's sampling request reaches the client and its answer the server",
                   r.content[0].text == "the model said: echo ping?", text_of(r))
+            # A subscription: the server is asked once, its updates reach this client, and
+            # unsubscribing (the last subscriber) tells the server.
+            await session.subscribe_resource("sub://doc")
+            await session.call_tool("touch", {})
+            for _ in range(40):  # bounded: 2 s
+                if updates:
+                    break
+                await asyncio.sleep(0.05)
+            check(f"{label}: a subscribed resource's update reaches the client", updates == ["sub://doc"], updates)
+            await session.unsubscribe_resource("sub://doc")
+            r = await session.call_tool("subscribers", {})
+            check(f"{label}: unsubscribing tells the server", r.content[0].text == "0", text_of(r))
             r = await session.call_tool("ask__client_roots", {})
             check(f"{label}: a server's roots/list reaches the client", r.content[0].text == "file:///work/a,file:///work/b", text_of(r))
         prompts = sorted(p.name for p in (await session.list_prompts()).prompts)
@@ -155,7 +175,8 @@ async def through_gateway(transport, era: str, direct: dict, repo: Path, label: 
     async def on_roots(context):
         return types.ListRootsResult(roots=[types.Root(uri="file:///work/a"), types.Root(uri="file:///work/b")])
 
-    await session_for(transport, era, run, logging_callback=on_log, sampling_callback=on_sampling, list_roots_callback=on_roots)
+    await session_for(transport, era, run, logging_callback=on_log, sampling_callback=on_sampling, list_roots_callback=on_roots,
+                      message_handler=on_message)
 
 
 async def fastmcp_client(target, label: str):
@@ -211,6 +232,19 @@ def http_checks(port: int) -> None:
     call(alice, "kv3__put", {"key": "s", "value": "alice's"})
     check("http: a stateful server keeps each client session's own state",
           (call(alice, "kv3__get", {"key": "s"}), call(bob, "kv3__get", {"key": "s"})) == ("alice's", ""))
+    # Subscriptions are counted per client session: the server is told once.
+    def rpc(sid, method, params):
+        body = json.dumps({"jsonrpc": "2.0", "id": 3, "method": method, "params": params}).encode()
+        status, text = fetch("/mcp", "POST", dict(accept, **{"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-06-18"}), body)
+        return json.loads(text) if status == 200 else {"status": status}
+
+    for sid in (alice, bob):
+        rpc(sid, "resources/subscribe", {"uri": "sub://doc"})
+    rpc(bob, "resources/unsubscribe", {"uri": "sub://doc"})
+    check("http: one session leaving a shared subscription leaves the server subscribed", call(alice, "subscribers", {}) == "1")
+    rpc(alice, "resources/unsubscribe", {"uri": "sub://doc"})
+    check("http: the last session leaving ends the server's subscription", call(alice, "subscribers", {}) == "0")
+
     # The GET stream of a session (server messages outside of requests).
     status, _ = fetch("/mcp", "GET", {"Accept": "text/event-stream"})
     check("http: GET without a session is 400", status == 400, status)

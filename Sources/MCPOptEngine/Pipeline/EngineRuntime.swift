@@ -62,6 +62,9 @@ final class EngineRuntime: @unchecked Sendable {
     private var logListener: (@Sendable (_ server: String, _ message: [UInt8]) -> Void)?   // guarded by lock
     func setLogListener(_ l: (@Sendable (String, [UInt8]) -> Void)?) { lock.withLock { logListener = l } }
     var currentLogListener: (@Sendable (String, [UInt8]) -> Void)? { lock.withLock { logListener } }
+    private var resourceListener: (@Sendable (_ uri: String, _ message: [UInt8]) -> Void)?   // guarded by lock
+    func setResourceListener(_ l: (@Sendable (String, [UInt8]) -> Void)?) { lock.withLock { resourceListener = l } }
+    var currentResourceListener: (@Sendable (String, [UInt8]) -> Void)? { lock.withLock { resourceListener } }
 
     private let lock = Lock()
     private var loop: EventLoop?                          // guarded by lock

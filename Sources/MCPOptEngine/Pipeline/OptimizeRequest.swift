@@ -113,6 +113,10 @@ extension Engine {
     /// server sent it) and the server's name; nil stops it. On an I/O thread: keep it short.
     public func onServerLog(_ listener: (@Sendable (_ server: String, _ message: [UInt8]) -> Void)?) { runtime.setLogListener(listener) }
 
+    /// Calls `listener` with each `notifications/resources/updated` a server sends (the URI and
+    /// the message as sent); nil stops it. On an I/O thread: keep it short.
+    public func onResourceUpdated(_ listener: (@Sendable (_ uri: String, _ message: [UInt8]) -> Void)?) { runtime.setResourceListener(listener) }
+
     /// Whether `start` has run (backends exist).
     public var isRunning: Bool { runtime.isStarted }
 
@@ -209,6 +213,10 @@ extension Engine {
         if method == "notifications/message" {
             runtime.currentLogListener?(server, message)
             return
+        }
+        if method == "notifications/resources/updated", let listener = runtime.currentResourceListener,
+           let uri = (try? JSONParser.parse(message))?["params"]?["uri"]?.stringValue {
+            listener(uri, message)
         }
         guard config.caching.enableIntelligentInvalidation || method.hasSuffix("list_changed") || method == "notifications/progress" else { return }
         switch method {
@@ -390,8 +398,8 @@ extension Engine {
                                        unknown ? "Unknown tool: \(name)" : "no server can take tool \"\(name)\" now: \(decision.reasoning)"))
             }
             candidates = [server] + decision.fallbacks
-        case "resources/read":
-            guard let uri = view.uri.string else { return .answer(failure(id: id, code: RPCErrorCode.invalidParams, "resources/read needs params.uri")) }
+        case "resources/read", "resources/subscribe", "resources/unsubscribe":
+            guard let uri = view.uri.string else { return .answer(failure(id: id, code: RPCErrorCode.invalidParams, "\(method) needs params.uri")) }
             candidates = owners(allowed: allowed) { $0.resourceURISet.contains(uri) }
             if candidates.isEmpty { candidates = owners(allowed: allowed) { $0.templateMatches(uri) } }
             if candidates.isEmpty { return .answer(failure(id: id, code: RPCErrorCode.resourceNotFound, "Resource not found: \(uri)")) }
