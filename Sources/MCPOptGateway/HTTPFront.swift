@@ -79,8 +79,9 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
     public func stopServing() -> Bool {
         loop.execute { [self] in
             stopped = true
-            for fd in connections.keys { Glibc.close(fd) }
-            connections.removeAll()
+            // Closed at once: the loop may stop before waiting reads end (their descriptors
+            // would stay open), and nothing new is accepted to reuse the numbers.
+            for c in Array(connections.values) { close(c, immediately: true) }
             for session in sessionStreams.keys { service.setSessionStream(session, nil) }
             sessionStreams.removeAll()
             if listener >= 0 { Glibc.close(listener) }
@@ -150,6 +151,8 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         /// client going away).
         var reading = false
         var readToken: UInt64 = 0
+        /// Closed while a read was waiting: the descriptor is closed when that read ends.
+        var closeAfterRead = false
         /// The request waiting on a server, and whether the client cancelled it.
         var task: Task<Void, Never>?
         var cancelled = false
@@ -184,6 +187,10 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         c.reading = true
         c.readToken = loop.read(c.fd) { [self] result in
             c.reading = false
+            if c.closeAfterRead {
+                Glibc.close(c.fd)
+                return
+            }
             guard connections[c.fd] === c else { return }
             switch result {
             case .success(let bytes) where !bytes.isEmpty:
@@ -201,24 +208,27 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         }
     }
 
-    private func close(_ c: Connection) {
+    private func close(_ c: Connection, immediately: Bool = false) {
         guard connections.removeValue(forKey: c.fd) != nil else { return }
         if let session = c.streamOf, sessionStreams[session] === c {
             sessionStreams.removeValue(forKey: session)
             service.setSessionStream(session, nil)
         }
-        // A read still waiting would outlive the descriptor (and could read from a connection
-        // that gets the same number): cancelled first.
-        if c.reading {
-            c.reading = false
+        // A read still waiting must end before the descriptor is closed: closed now, its
+        // number could go to a new connection the waiting read would then read from. So the
+        // socket is shut down (the read ends at once) and closed when the read has ended.
+        if c.reading && !immediately {
+            c.closeAfterRead = true
+            shutdown(c.fd, Int32(SHUT_RDWR))
             loop.cancel(c.readToken)
+            return
         }
+        if c.reading { loop.cancel(c.readToken) }
         Glibc.close(c.fd)
     }
 
     /// Keeps `c` open as `session`'s stream of server messages (SSE, chunked); a stream the
-    /// session had before is closed. Nothing more is read from `c`: a client that goes away is
-    /// noticed at the next write.
+    /// session had before is closed. A read stays posted on `c` to notice the client going away.
     private func openStream(_ c: Connection, session: String) {
         guard service.sendsSessionMessages else {
             send(c, status: 405, headers: [("Allow", "POST, DELETE")], body: [])
