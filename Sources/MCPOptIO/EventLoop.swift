@@ -148,13 +148,14 @@ public final class EventLoop: @unchecked Sendable {
                 if let callback = callbacks.removeValue(forKey: completion.token) { callback(completion.result) }
             }
         }
-        callbacks.removeAll()
-        deferred.removeAll()
-        // The kernel resources go with the thread: the ring (or epoll fd) and the wake-up fd.
+        // The kernel resources go with the thread: the ring (or epoll fd) and the wake-up fd;
+        // then the callbacks of what was still pending, and the buffers they own.
         lock.withLock {
             mco_loop_free(loop)
             loop = nil
         }
+        callbacks.removeAll()
+        deferred.removeAll()
         finished.signal()
     }
 
@@ -187,40 +188,38 @@ public final class EventLoop: @unchecked Sendable {
     /// from another connection that reuses the number.
     @discardableResult
     public func read(_ fd: Int32, maxBytes: Int = 65_536, _ done: @escaping (Result<[UInt8], IOError>) -> Void) -> UInt64 {
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: maxBytes, alignment: 16)
+        // Owned by the callback: freed with it, also when a stopping loop drops it uncalled.
+        let buffer = IOBuffer(byteCount: maxBytes)
         let token = token { result in
-            defer { buffer.deallocate() }
             if result < 0 { done(.failure(IOError(-result, "read"))) } else {
-                done(.success(Array(UnsafeRawBufferPointer(start: buffer, count: Int(result)))))
+                done(.success(Array(UnsafeRawBufferPointer(start: buffer.pointer, count: Int(result)))))
             }
         }
-        submitted(mco_loop_read(loop, fd, buffer, UInt32(maxBytes), token), token, "read")
+        submitted(mco_loop_read(loop, fd, buffer.pointer, UInt32(maxBytes), token), token, "read")
         return token
     }
 
     /// Writes all of `bytes` (continuing after partial writes).
     public func write(_ fd: Int32, _ bytes: [UInt8], _ done: @escaping (Result<Void, IOError>) -> Void) {
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: max(bytes.count, 1), alignment: 16)
-        bytes.withUnsafeBytes { if let base = $0.baseAddress { buffer.copyMemory(from: base, byteCount: $0.count) } }
+        let buffer = IOBuffer(byteCount: max(bytes.count, 1))
+        bytes.withUnsafeBytes { if let base = $0.baseAddress { buffer.pointer.copyMemory(from: base, byteCount: $0.count) } }
         writeRemaining(fd, buffer, offset: 0, total: bytes.count, done)
     }
 
-    private func writeRemaining(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, offset: Int, total: Int,
+    private func writeRemaining(_ fd: Int32, _ buffer: IOBuffer, offset: Int, total: Int,
                                 _ done: @escaping (Result<Void, IOError>) -> Void) {
         guard offset < total else {
-            buffer.deallocate()
             done(.success(()))
             return
         }
         let token = token { [unowned self] result in
             if result < 0 {
-                buffer.deallocate()
                 done(.failure(IOError(-result, "write")))
             } else {
                 writeRemaining(fd, buffer, offset: offset + Int(result), total: total, done)
             }
         }
-        submitted(mco_loop_write(loop, fd, buffer + offset, UInt32(total - offset), token), token, "write")
+        submitted(mco_loop_write(loop, fd, buffer.pointer + offset, UInt32(total - offset), token), token, "write")
     }
 
     /// Accepts a connection: the new fd (close-on-exec).
@@ -231,13 +230,13 @@ public final class EventLoop: @unchecked Sendable {
 
     /// Connects a socket to an IPv4 or IPv6 address (`sockaddr_in` / `sockaddr_in6` bytes).
     public func connect(_ fd: Int32, address: [UInt8], _ done: @escaping (Result<Void, IOError>) -> Void) {
-        let storage = UnsafeMutableRawPointer.allocate(byteCount: address.count, alignment: 8)
-        address.withUnsafeBytes { storage.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        let storage = IOBuffer(byteCount: address.count)
+        address.withUnsafeBytes { storage.pointer.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
         let token = token { result in
-            storage.deallocate()
+            withExtendedLifetime(storage) {}
             done(result < 0 ? .failure(IOError(-result, "connect")) : .success(()))
         }
-        submitted(mco_loop_connect(loop, fd, storage.assumingMemoryBound(to: sockaddr.self), socklen_t(address.count), token), token, "connect")
+        submitted(mco_loop_connect(loop, fd, storage.pointer.assumingMemoryBound(to: sockaddr.self), socklen_t(address.count), token), token, "connect")
     }
 
     /// Calls `done` when `fd` becomes readable.
@@ -303,4 +302,12 @@ extension EventLoop: TaskExecutor {
             globalConcurrentExecutor.enqueue(ExecutorJob(job))
         }
     }
+}
+
+/// Memory an operation's buffer lives in, owned by the operation's callback: freed when the
+/// callback is, whether it ran or a stopping loop dropped it.
+final class IOBuffer {
+    let pointer: UnsafeMutableRawPointer
+    init(byteCount: Int) { pointer = .allocate(byteCount: byteCount, alignment: 16) }
+    deinit { pointer.deallocate() }
 }

@@ -32,7 +32,10 @@ final class EngineMonitor: @unchecked Sendable {
         }
     }
 
-    func stop(_ engine: Engine) {
+    /// Stops the ticks; returns the task, which a caller can await so that nothing of it
+    /// (its weak references to the engine) outlives the stop.
+    @discardableResult
+    func stop(_ engine: Engine) -> Task<Void, Never>? {
         let (t, w) = lock.withLock { () -> (Task<Void, Never>?, UInt64?) in
             defer {
                 task = nil
@@ -42,6 +45,7 @@ final class EngineMonitor: @unchecked Sendable {
         }
         t?.cancel()
         if let w { _ = engine.state.unwatch(w) }
+        return t
     }
 
     /// One look at the engine (tests call it directly rather than wait for the interval).

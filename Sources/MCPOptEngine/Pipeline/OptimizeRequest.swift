@@ -123,7 +123,8 @@ extension Engine {
     /// Stops every backend (stdio servers are asked to exit; HTTP sessions are ended).
     public func stop() async {
         if runtime.isReady { saveHotSet() }
-        monitor.stop(self)
+        // The ticking task has ended when stop returns (a host may exit right after).
+        await monitor.stop(self)?.value
         coordination.replicator?.stop()
         coordination.setReplicator(nil)
         await runtime.stop()
