@@ -173,11 +173,6 @@ public final class StateStore: @unchecked Sendable {
     }
 
     private func store(_ key: String, _ version: VersionedValue) -> VersionedValue {
-        let interested = lock.withLock { () -> [Watcher] in
-            entries[key] = version
-            return watchers.filter { key.hasPrefix($0.prefix) }.map(\.fn)
-        }
-        for watcher in interested { watcher(key, version) }
-        return version
+        replace(key, with: version) { _ in true }!
     }
 }

@@ -35,6 +35,8 @@ public final class GatewayFront: @unchecked Sendable {
         public var clientCapabilities: JSONValue
         /// The JSON-RPC request, as the client sent it.
         public var message: [UInt8]
+        /// The request's id as sent (handshake era: what a cancellation names it by).
+        public var requestID: [UInt8]? = nil
     }
 
     public enum Action: Sendable {
@@ -146,7 +148,8 @@ public final class GatewayFront: @unchecked Sendable {
                 let empty = Array("{}".utf8)
                 return Self.json(200, empty.withUnsafeBytes { MessageEncoder.result(idJSON: view.idRaw.buffer, result: $0) })
             }
-            return .dispatch(Dispatch(era: .handshake, version: session.version, sessionID: sid, clientCapabilities: session.clientCapabilities, message: body))
+            return .dispatch(Dispatch(era: .handshake, version: session.version, sessionID: sid, clientCapabilities: session.clientCapabilities, message: body,
+                                      requestID: view.idRaw.isPresent ? Array(view.idRaw.buffer) : nil))
         }
     }
 

@@ -341,7 +341,10 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
             case .pending(let pending):
                 // A handshake-era session may cancel it by a notification (by session and id);
                 // any client, by closing the connection (watched while it runs).
-                let key = dispatch.sessionID.flatMap { session in StdioFront<Service>.requestKey(dispatch.message).map { session + "\u{0}" + $0 } }
+                // The id canonical, as the cancellation's requestId is read.
+                let key = dispatch.sessionID.flatMap { session in
+                    dispatch.requestID.flatMap { try? JSONParser.parse($0) }.map { session + "\u{0}" + $0.jsonString }
+                }
                 c.cancelled = false
                 c.task = Task(executorPreference: loop) { [self] in
                     let answer = await service.complete(pending)

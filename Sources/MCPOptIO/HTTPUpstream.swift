@@ -201,11 +201,7 @@ public final class HTTPUpstream: @unchecked Sendable {
                         self.handle(self.session.reply(bytes))
                     }
                 }
-                if let handler = shared.withLock({ serverRequestHandler }) {
-                    handler(method, message, reply)
-                } else if let answer = methodNotFound(message, method: method) {
-                    reply(answer)
-                }
+                dispatchServerRequest(shared.withLock { serverRequestHandler }, method: method, message: message, reply: reply)
             case .violation(let text):
                 log("protocol violation: \(text)")
             }

@@ -24,10 +24,11 @@ public protocol MCPUpstream: AnyObject, Sendable {
 /// (method, the server's request, reply): see `MCPUpstream.onServerRequest`.
 public typealias ServerRequestHandler = @Sendable (_ method: String, _ message: [UInt8], _ reply: @escaping @Sendable ([UInt8]) -> Void) -> Void
 
-/// The answer to a server request nobody here can serve.
-func methodNotFound(_ message: [UInt8], method: String) -> [UInt8]? {
-    guard let view = try? MessageDecoder().decodeOwned(message), let id = view.id else { return nil }
-    return Array(#"{"jsonrpc":"2.0","id":\#(id.json),"error":{"code":-32601,"message":"method not found: \#(method)"}}"#.utf8)
+/// Hands a server's request to `handler`; without one, the server is told "method not found".
+func dispatchServerRequest(_ handler: ServerRequestHandler?, method: String, message: [UInt8], reply: @escaping @Sendable ([UInt8]) -> Void) {
+    if let handler { return handler(method, message, reply) }
+    guard let id = (try? MessageDecoder().decodeOwned(message))?.id else { return }
+    reply(MessageEncoder.error(idJSON: Array(id.json.utf8), code: RPCErrorCode.methodNotFound, message: "method not found: \(method)"))
 }
 
 extension StdioUpstream: MCPUpstream {}

@@ -346,11 +346,7 @@ public final class StdioUpstream: @unchecked Sendable {
                 self.pumpWrites()
             }
         }
-        if let handler = shared.withLock({ serverRequestHandler }) {
-            handler(method, message, reply)
-        } else if let answer = methodNotFound(message, method: method) {
-            reply(answer)
-        }
+        dispatchServerRequest(shared.withLock { serverRequestHandler }, method: method, message: message, reply: reply)
     }
 
     private func pumpWrites() {

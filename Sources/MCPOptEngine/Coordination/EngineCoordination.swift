@@ -319,8 +319,9 @@ struct ServerParticipant: TransactionParticipant {
         let payloadValue = payload.flatMap { try? JSONParser.parse($0) } ?? .null
         let a = await engine.callTool("tx_prepare", arguments: ["transaction_id": .string(transaction), "payload": payloadValue], on: server, timeout: timeout)
         guard a.success else { throw Refused(description: a.error ?? "tx_prepare failed") }
-        guard let vote = Self.answer(a)?["vote"]?.stringValue else { throw Refused(description: "tx_prepare answered without a vote") }
-        return vote == "yes" ? .yes : .no(Self.answer(a)?["reason"]?.stringValue ?? "no reason given")
+        let answer = Self.answer(a)
+        guard let vote = answer?["vote"]?.stringValue else { throw Refused(description: "tx_prepare answered without a vote") }
+        return vote == "yes" ? .yes : .no(answer?["reason"]?.stringValue ?? "no reason given")
     }
 
     func commit(transaction: String) async throws { try await decide("tx_commit", transaction, expect: "committed") }

@@ -81,8 +81,7 @@ extension Engine {
 
     /// The replicator when the state is strong and shared (starting the engine if needed).
     private func strongReplicator() async throws(StateSyncError) -> StateReplicator? {
-        let sync = config.coordination
-        guard sync.enableStateSynchronization, sync.consistencyModel == .strong, stateRedisURL != nil else { return nil }
+        guard stateIsStrong else { return nil }
         if !runtime.isReady { await start() }
         guard let r = stateReplicator else {
             throw StateSyncError(kind: .unavailable, description: "shared state: the Redis URL does not parse")

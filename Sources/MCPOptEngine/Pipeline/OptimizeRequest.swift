@@ -138,15 +138,17 @@ extension Engine {
 
     /// The backend for `server` in `session` (a stateful server's own per session).
     func backend(_ server: String, session: String?) -> Backend? {
-        runtime.backend(server, session: session) { [weak self] backend in
-            let name = backend.name
-            weak let engine = self
-            backend.start(onNotification: { method, message in engine?.backendNotification(server: name, method: method, message: message) },
-                          onServerRequest: { [weak backend] method, message, reply in
-                              guard let backend, let engine else { return }
-                              engine.serverRequest(backend: backend, method: method, message: message, reply: reply)
-                          })
-        }
+        runtime.backend(server, session: session) { [weak self] backend in self?.startBackend(backend) }
+    }
+
+    /// Starts a backend, the engine hearing its server's notifications and requests.
+    private func startBackend(_ backend: Backend) {
+        let name = backend.name
+        backend.start(onNotification: { [weak self] method, message in self?.backendNotification(server: name, method: method, message: message) },
+                      onServerRequest: { [weak self, weak backend] method, message, reply in
+                          guard let self, let backend else { return }
+                          self.serverRequest(backend: backend, method: method, message: message, reply: reply)
+                      })
     }
 
     /// What each server offers (after `start`), in configuration order.
@@ -175,14 +177,7 @@ extension Engine {
             shared.start()
         }
         await startStateReplication()
-        for backend in backends {
-            let name = backend.name
-            backend.start(onNotification: { [weak self] method, message in self?.backendNotification(server: name, method: method, message: message) },
-                          onServerRequest: { [weak self, weak backend] method, message, reply in
-                              guard let self, let backend else { return }
-                              self.serverRequest(backend: backend, method: method, message: message, reply: reply)
-                          })
-        }
+        for backend in backends { startBackend(backend) }
         await withTaskGroup(of: Void.self) { group in
             for backend in backends { group.addTask { await self.refreshCatalog(backend) } }
         }
@@ -215,10 +210,8 @@ extension Engine {
             runtime.currentLogListener?(server, message)
             return
         }
-        if method == "notifications/resources/updated", let listener = runtime.currentResourceListener,
-           let uri = (try? JSONParser.parse(message))?["params"]?["uri"]?.stringValue {
-            listener(uri, message)
-        }
+        let updatedURI = method == "notifications/resources/updated" ? (try? JSONParser.parse(message))?["params"]?["uri"]?.stringValue : nil
+        if let uri = updatedURI { runtime.currentResourceListener?(uri, message) }
         guard config.caching.enableIntelligentInvalidation || method.hasSuffix("list_changed") || method == "notifications/progress" else { return }
         switch method {
         case "notifications/tools/list_changed", "notifications/prompts/list_changed", "notifications/resources/list_changed":
@@ -228,7 +221,7 @@ extension Engine {
         case "notifications/progress":
             runtime.progress.relay(message)
         case "notifications/resources/updated":
-            if let uri = (try? JSONParser.parse(message))?["params"]?["uri"]?.stringValue {
+            if let uri = updatedURI {
                 let removed = cache.invalidateTag("r:" + uri)
                 runtime.metrics.invalidations.add(UInt64(removed))
                 runtime.shared?.invalidate(tags: ["r:" + uri])

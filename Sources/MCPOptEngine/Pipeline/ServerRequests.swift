@@ -76,7 +76,6 @@ extension Engine {
     }
 
     static func errorResponse(id: JSONValue, code: Int64, _ message: String) -> [UInt8] {
-        let response: JSONValue = ["jsonrpc": "2.0", "id": id, "error": ["code": .int(code), "message": .string(message)]]
-        return Array(response.jsonString.utf8)
+        MessageEncoder.error(idJSON: Array(id.jsonString.utf8), code: code, message: message)
     }
 }
