@@ -74,15 +74,6 @@ final class SharedCacheTests: XCTestCase, @unchecked Sendable {
     func l2(_ engine: Engine) -> JSONValue { engine.getOptimizationMetrics()["cache"]?["l2"] ?? .null }
 
     /// Polls (bounded) until `condition` holds.
-    func eventually(_ what: String, seconds: Double = 5, _ condition: () async -> Bool) async {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if await condition() { return }
-            try? await Task.sleep(for: .milliseconds(20))
-        }
-        XCTFail("not within \(seconds) s: \(what)")
-    }
-
     /// A Redis and two engine instances connected to it (all stopped at teardown).
     func twoInstances() async throws -> (Redis, Engine, Engine) {
         let redis = try Redis()

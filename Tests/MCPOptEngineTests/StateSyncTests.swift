@@ -15,15 +15,6 @@ final class StateSyncTests: XCTestCase, @unchecked Sendable {
         try Engine(json: #"{"mcpServers": {}, "coordination": {"enableStateSynchronization": true, "consistencyModel": "\#(model)", "syncInterval": "\#(interval)", "redisUrl": "redis://127.0.0.1:\#(redisPort)"}}"#)
     }
 
-    func eventually(_ what: String, seconds: Double = 5, _ condition: () async -> Bool) async {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if await condition() { return }
-            try? await Task.sleep(for: .milliseconds(10))
-        }
-        XCTFail("not within \(seconds) s: \(what)")
-    }
-
     /// A real Redis and two started engines sharing state through it, all stopped at the end.
     func twoEngines(_ model: String, prepare: (Engine, Engine) -> Void = { _, _ in }) async throws -> (Engine, Engine, Redis) {
         let redis = try Redis()
