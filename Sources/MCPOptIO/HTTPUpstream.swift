@@ -51,6 +51,9 @@ public final class HTTPUpstream: @unchecked Sendable {
         var headReported = false
         var receivedAny = false
         var reused = false
+        /// Shut down while its read waits: the descriptor is closed when that read ends (closed
+        /// at once, its number could go to a new connection the waiting read would then read).
+        var closing = false
         init(fd: Int32) { self.fd = fd }
     }
 
@@ -178,7 +181,8 @@ public final class HTTPUpstream: @unchecked Sendable {
             case .ready:
                 let version = session.version
                 shared.withLock { sharedVersion = version }
-                // A handshake-era server sends what belongs to no request on the GET stream.
+                // A handshake-era server sends what belongs to no request on the GET stream; a
+                // modern one on a subscriptions/listen stream.
                 streamBackoff = .seconds(1)
                 handle(session.openStream())
             case .streamEnded(let retry):
@@ -186,6 +190,14 @@ public final class HTTPUpstream: @unchecked Sendable {
                 let wait = streamBackoff
                 streamBackoff = min(streamBackoff * 2, .seconds(30))
                 _ = loop.after(wait) { [self] _ in if !stopping { handle(session.openStream()) } }
+            case .closeExchange(let id):
+                // A listen stream replaced by a newer one.
+                guard let connection = connections.values.first(where: { $0.exchange == id }) else { break }
+                connections.removeValue(forKey: ObjectIdentifier(connection))
+                connection.exchange = nil
+                connection.closing = true
+                Glibc.shutdown(connection.fd, Int32(SHUT_RDWR))
+                drainWaiting()
             case .response(let token, let message):
                 waiters.finish(token, .success(message))
             case .failed(let token, let error):
@@ -262,6 +274,10 @@ public final class HTTPUpstream: @unchecked Sendable {
 
     private func receive(on connection: Connection) {
         loop.read(connection.fd) { [self] result in
+            if connection.closing {
+                close(connection.fd)
+                return
+            }
             guard let id = connection.exchange else { return }
             guard case .success(let bytes) = result, !bytes.isEmpty else {
                 // End of stream: a body delimited by the close ends here; else the exchange failed.

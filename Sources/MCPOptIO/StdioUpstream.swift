@@ -54,6 +54,8 @@ public final class StdioUpstream: @unchecked Sendable {
     private var backoff: Duration
     private var startedAt: UInt64 = 0
     private var stopping = false
+    /// How long before a modern server's listen stream is opened again after it ended.
+    private var listenBackoff: Duration = .seconds(1)
     /// Why the last start failed (reported to requests while no session can take them).
     private var startError: String?
     private var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
@@ -274,8 +276,11 @@ public final class StdioUpstream: @unchecked Sendable {
             return
         }
         setState(.restarting)
-        // Requests that come before the restart wait in the next session's queue.
+        // Requests that come before the restart wait in the next session's queue; resource
+        // subscriptions carry over to it (it subscribes again once ready).
+        let subscribed = session?.subscribedURIs ?? []
         session = ClientSession(mode: mode, identity: identity)
+        session?.restoreSubscriptions(subscribed)
         let delay = backoff
         backoff = min(backoff * 2, policy.maxBackoff)
         loop.after(delay) { [self] _ in
@@ -319,6 +324,20 @@ public final class StdioUpstream: @unchecked Sendable {
                 setState(.ready)
                 let version = session?.version
                 shared.withLock { sharedVersion = version }
+                // A modern server sends list changes and resource updates on a listen stream.
+                listenBackoff = .seconds(1)
+                if let session { handle(session.startListening()) }
+            case .listenEnded(let retry):
+                guard retry, !stopping else { break }
+                let wait = listenBackoff, current = generation
+                listenBackoff = min(listenBackoff * 2, .seconds(30))
+                _ = loop.after(wait) { [self] _ in
+                    guard !stopping, current == generation, let session else { return }
+                    handle(session.startListening())
+                }
+            case .stopListen(_, let cancel):
+                writeQueue.append(cancel + [UInt8(ascii: "\n")])
+                pumpWrites()
             case .response(let token, let message):
                 waiters.finish(token, .success(message))
             case .failed(let token, let error):

@@ -56,6 +56,8 @@ public enum MetaKey {
     public static let clientInfo = "io.modelcontextprotocol/clientInfo"
     public static let serverInfo = "io.modelcontextprotocol/serverInfo"
     public static let logLevel = "io.modelcontextprotocol/logLevel"
+    /// On every frame of a `subscriptions/listen` stream: the listen request's id.
+    public static let subscriptionID = "io.modelcontextprotocol/subscriptionId"
 }
 
 /// JSON-RPC and MCP error codes, with the HTTP status the modern era maps each to.

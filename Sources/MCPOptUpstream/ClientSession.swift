@@ -35,6 +35,12 @@ public final class ClientSession {
         case serverRequest(method: String, message: [UInt8])
         /// Something the server sent that breaks the protocol; the session carries on.
         case violation(String)
+        /// Modern era: the session's `subscriptions/listen` stream ended (the server closed it or
+        /// refused it). `retry`: listen again later (false: the server does not offer listening).
+        case listenEnded(retry: Bool)
+        /// Modern era: a listen stream replaced by a newer one is no longer wanted: over stdio,
+        /// send `cancel`; over HTTP, close the stream that carries request `id`.
+        case stopListen(id: Int64, cancel: [UInt8])
     }
 
     public struct Identity: Sendable {
@@ -68,6 +74,20 @@ public final class ClientSession {
     private var negotiationID: Int64?
     private var queued: [(token: UInt64, request: UpstreamRequest)] = []
 
+    // Modern era: what a handshake-era server sends on its own (list changes, updates of
+    // subscribed resources) comes on a `subscriptions/listen` stream the session keeps open.
+    // Its filter names the subscribed URIs, so a change of subscriptions opens a new stream;
+    // the old one is stopped once the new one is acknowledged (no gap in between).
+    /// The listen stream in use (its request id), and the one it replaces.
+    public private(set) var listenID: Int64?
+    private var retiringListen: Int64?
+    /// The owner wants the stream (it asked with `startListening`).
+    private var listenWanted = false
+    /// The server refused `subscriptions/listen` (method not found).
+    private var listenRefused = false
+    /// URIs subscribed with `resources/subscribe` (answered here in the modern era).
+    public private(set) var subscribedURIs: Set<String> = []
+
     public init(mode: Mode = .auto, identity: Identity = Identity()) {
         self.mode = mode
         self.identity = identity
@@ -88,7 +108,7 @@ public final class ClientSession {
     public func send(_ request: UpstreamRequest, token: UInt64) -> [Event] {
         switch phase {
         case .closed: return [.failed(token: token, error: UpstreamError(.closed, "the session is closed"))]
-        case .ready: return [encode(request, token: token)]
+        case .ready: return encode(request, token: token)
         default:
             queued.append((token, request))
             return []
@@ -123,6 +143,8 @@ public final class ClientSession {
     /// The session ended: every waiting request fails.
     public func close(reason: String) -> [Event] {
         phase = .closed
+        listenID = nil
+        retiringListen = nil
         let waiting = pending.values.sorted() + queued.map(\.token)
         pending.removeAll()
         queued.removeAll()
@@ -149,11 +171,13 @@ public final class ClientSession {
         case .result, .error:
             guard case .int(let id)? = view.id else { return [.violation("a response with an id this client never sent: \(view.idRaw.string ?? "none")")] }
             if id == negotiationID { return negotiated(view) }
+            if id == listenID { return listenEnded(view) }
             guard let token = pending.removeValue(forKey: id) else {
                 return []  // cancelled or timed out earlier: a late answer is dropped
             }
             return [.response(token: token, message: Array(bytes))]
         case .notification:
+            if view.method.equals("notifications/subscriptions/acknowledged") { return listenAcknowledged(view) }
             return [.notification(method: view.method.string ?? "", message: Array(bytes))]
         case .request:
             if view.method.equals("ping") {
@@ -232,9 +256,16 @@ public final class ClientSession {
         self.instructions = instructions
         phase = .ready
         var events: [Event] = [.ready]
+        if version.era == .handshake {
+            // Subscriptions restored from an earlier session; their answers are not awaited.
+            for uri in subscribedURIs.sorted() {
+                let params = Array(JSONValue.object(["uri": .string(uri)]).jsonString.utf8)
+                events.append(.send(params.withUnsafeBytes { MessageEncoder.request(id: .int(takeID()), method: "resources/subscribe", params: $0) }))
+            }
+        }
         let waiting = queued
         queued.removeAll()
-        for (token, request) in waiting { events.append(encode(request, token: token)) }
+        for (token, request) in waiting { events += encode(request, token: token) }
         return events
     }
 
@@ -252,7 +283,24 @@ public final class ClientSession {
         return nextID
     }
 
-    private func encode(_ request: UpstreamRequest, token: UInt64) -> Event {
+    private func encode(_ request: UpstreamRequest, token: UInt64) -> [Event] {
+        if request.method == "resources/subscribe" || request.method == "resources/unsubscribe" {
+            if era == .modern { return bridgeSubscription(request, token: token) }
+            // Remembered, to subscribe again in a new session (a restarted server).
+            if let uri = request.params.flatMap({ try? JSONParser.parse($0) })?["uri"]?.stringValue {
+                if request.method == "resources/subscribe" { subscribedURIs.insert(uri) } else { subscribedURIs.remove(uri) }
+            }
+        }
+        return [encodeOne(request, token: token)]
+    }
+
+    /// A new session for a server whose last one ended (a restart) keeps its subscriptions:
+    /// once ready it subscribes again (handshake era) or listens for them (modern).
+    public func restoreSubscriptions(_ uris: Set<String>) {
+        subscribedURIs = uris
+    }
+
+    private func encodeOne(_ request: UpstreamRequest, token: UInt64) -> Event {
         let id = takeID()
         pending[id] = token
         if era == .modern, let version {
@@ -261,6 +309,101 @@ public final class ClientSession {
         }
         guard let params = request.params else { return .send(MessageEncoder.request(id: .int(id), method: request.method, params: nil)) }
         return .send(params.withUnsafeBytes { MessageEncoder.request(id: .int(id), method: request.method, params: $0) })
+    }
+
+    // MARK: listening (modern era)
+
+    /// Opens the session's listen stream if there is anything to listen for (the server
+    /// announces list changes, or resources are subscribed); nothing in the handshake era, when
+    /// one is open, or when the server refused. Call again after `listenEnded(retry: true)`.
+    public func startListening() -> [Event] {
+        listenWanted = true
+        guard phase == .ready, era == .modern, listenID == nil, !listenRefused, let filter = listenFilter() else { return [] }
+        return [sendListen(filter)]
+    }
+
+    /// The filter of the stream to open; nil when there is nothing to hear.
+    private func listenFilter() -> JSONValue? {
+        var filter = JSONObject()
+        for (capability, key) in [("tools", "toolsListChanged"), ("prompts", "promptsListChanged"), ("resources", "resourcesListChanged")]
+        where serverCapabilities?[capability]?["listChanged"]?.boolValue == true {
+            filter[key] = true
+        }
+        if !subscribedURIs.isEmpty { filter["resourceSubscriptions"] = .array(subscribedURIs.sorted().map { .string($0) }) }
+        return filter.isEmpty ? nil : .object(filter)
+    }
+
+    private func sendListen(_ filter: JSONValue) -> Event {
+        let id = takeID()
+        listenID = id
+        let params = modernEnvelope(params: Array(JSONValue.object(["notifications": filter]).jsonString.utf8), version: version ?? .latestModern)
+        return .send(params.withUnsafeBytes { MessageEncoder.request(id: .int(id), method: "subscriptions/listen", params: $0) })
+    }
+
+    /// `resources/subscribe` and `unsubscribe` do not exist in the modern era: the URI joins (or
+    /// leaves) the listen stream's filter, and a new stream replaces the one open. Answered
+    /// here at once; refused when the server does not listen.
+    private func bridgeSubscription(_ request: UpstreamRequest, token: UInt64) -> [Event] {
+        let id = takeID()
+        let uri = request.params.flatMap { try? JSONParser.parse($0) }?["uri"]?.stringValue
+        guard let uri else {
+            return [.response(token: token, message: MessageEncoder.error(idJSON: Array(String(id).utf8), code: RPCErrorCode.invalidParams, message: "\(request.method) needs params.uri"))]
+        }
+        if listenRefused {
+            return [.response(token: token, message: MessageEncoder.error(idJSON: Array(String(id).utf8), code: RPCErrorCode.methodNotFound,
+                                                                          message: "the server offers no resource subscriptions (it refused subscriptions/listen)"))]
+        }
+        let changed = request.method == "resources/subscribe" ? subscribedURIs.insert(uri).inserted : subscribedURIs.remove(uri) != nil
+        let empty: StaticString = "{}"
+        var events: [Event] = [.response(token: token, message: MessageEncoder.result(idJSON: Array(String(id).utf8), result: UnsafeRawBufferPointer(start: empty.utf8Start, count: 2)))]
+        guard changed, listenWanted else { return events }
+        if let open = listenID {
+            // The stream open now is stopped when its successor is acknowledged; one waiting
+            // to be stopped already (a successor never acknowledged) is stopped now.
+            if let older = retiringListen { events.append(stopListen(older)) }
+            retiringListen = open
+            listenID = nil
+        }
+        if let filter = listenFilter() {
+            events.append(sendListen(filter))
+        } else if let open = retiringListen {
+            retiringListen = nil
+            events.append(stopListen(open))
+        }
+        return events
+    }
+
+    private func stopListen(_ id: Int64) -> Event {
+        let params = Array(JSONValue.object(["requestId": .int(id), "reason": "replaced by a new subscription"]).jsonString.utf8)
+        return .stopListen(id: id, cancel: params.withUnsafeBytes { MessageEncoder.notification(method: "notifications/cancelled", params: $0) })
+    }
+
+    /// The answer to the open listen request: the stream is over.
+    private func listenEnded(_ view: MessageView) -> [Event] {
+        listenID = nil
+        if view.kind == .error, view.errorCode == RPCErrorCode.methodNotFound {
+            listenRefused = true
+            return [.violation("the server refused subscriptions/listen: \(view.errorMessage.string ?? "")"), .listenEnded(retry: false)]
+        }
+        return [.listenEnded(retry: true)]
+    }
+
+    /// The stream carrying listen request `id` broke off before its answer (HTTP: the
+    /// connection ended): the owner listens again later.
+    public func listenLost(id: Int64) -> [Event] {
+        if id == retiringListen { retiringListen = nil }
+        guard id == listenID else { return [] }
+        listenID = nil
+        return [.listenEnded(retry: true)]
+    }
+
+    /// A stream's acknowledgment: the one it replaces can stop.
+    private func listenAcknowledged(_ view: MessageView) -> [Event] {
+        guard let retiring = retiringListen, let listenID,
+              let meta = view.meta.isPresent ? try? JSONParser.parse(view.meta.buffer) : nil,
+              meta[MetaKey.subscriptionID] == .int(listenID) else { return [] }
+        retiringListen = nil
+        return [stopListen(retiring)]
     }
 
     /// Params with the modern `_meta` envelope of this session.

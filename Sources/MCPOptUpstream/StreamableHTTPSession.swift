@@ -38,9 +38,12 @@ public final class StreamableHTTPSession {
         case notification(method: String, message: [UInt8])
         case serverRequest(method: String, message: [UInt8])
         case violation(String)
-        /// The session's GET stream ended; `retry`: open it again later (false: the server
-        /// does not offer one).
+        /// The session's stream of server messages (the GET stream, or in the modern era the
+        /// `subscriptions/listen` stream) ended; `retry`: open it again later (false: the
+        /// server does not offer one).
         case streamEnded(retry: Bool)
+        /// Close the connection carrying this exchange (a listen stream no longer wanted).
+        case closeExchange(ExchangeID)
     }
 
     public let endpoint: Endpoint
@@ -65,6 +68,8 @@ public final class StreamableHTTPSession {
         var isNotification = false
         /// The GET stream of server messages outside of requests.
         var isStream = false
+        /// A modern `subscriptions/listen` stream (the id of its request).
+        var listenID: Int64?
         var status = 0
         var sse: SSEParser?
         var body: [UInt8] = []
@@ -90,9 +95,11 @@ public final class StreamableHTTPSession {
     public func cancel(token: UInt64, reason: String) -> [Event] { translate(session.cancel(token: token, reason: reason)) }
 
     /// Opens the session's GET stream, where a handshake-era server sends what belongs to no
-    /// request (resource updates, list changes, log messages, requests to the client). Nothing
-    /// when it is open, refused, or the session is not a handshake-era one with an id.
+    /// request (resource updates, list changes, log messages, requests to the client), or in
+    /// the modern era its `subscriptions/listen` stream (list changes, resource updates).
+    /// Nothing when it is open, refused, or there is nothing to open.
     public func openStream() -> [Event] {
+        if session.era == .modern { return translate(session.startListening()) }
         guard !streamOpen, !streamRefused, session.era == .handshake, let sessionID else { return [] }
         let id = nextExchange
         nextExchange += 1
@@ -177,6 +184,11 @@ public final class StreamableHTTPSession {
             streamOpen = false
             return [.streamEnded(retry: true)]
         }
+        if let listen = exchange.listenID {
+            // Its answer (the graceful end) came in the body, or the stream broke off.
+            let events = exchange.sse == nil && !exchange.body.isEmpty ? receive(exchange.body) : []
+            return events + translate(session.listenLost(id: listen))
+        }
         if exchange.sse != nil || exchange.isNotification { return [] }
         if exchange.body.isEmpty {
             // 202 Accepted answers notifications and responses; anything else without a body is
@@ -194,6 +206,7 @@ public final class StreamableHTTPSession {
             streamOpen = false
             return [.streamEnded(retry: true)]
         }
+        if let listen = exchange.listenID { return translate(session.listenLost(id: listen)) }
         return abandon(exchange, UpstreamError(.closed, "the connection failed: \(reason)"))
     }
 
@@ -220,7 +233,7 @@ public final class StreamableHTTPSession {
     // MARK: requests
 
     private func translate(_ events: [ClientSession.Event]) -> [Event] {
-        events.map { event in
+        events.compactMap { event in
             switch event {
             case .send(let bytes): return post(bytes)
             case .ready: return .ready
@@ -231,6 +244,12 @@ public final class StreamableHTTPSession {
             case .notification(let method, let message): return .notification(method: method, message: message)
             case .serverRequest(let method, let message): return .serverRequest(method: method, message: message)
             case .violation(let text): return .violation(text)
+            case .listenEnded(let retry): return .streamEnded(retry: retry)
+            case .stopListen(let listen, _):
+                // Over HTTP a stream ends when its connection closes.
+                guard let exchange = exchanges.first(where: { $0.value.listenID == listen })?.key else { return nil }
+                exchanges[exchange] = nil
+                return .closeExchange(exchange)
             }
         }
     }
@@ -249,7 +268,10 @@ public final class StreamableHTTPSession {
         message.withUnsafeBytes { bytes in
             guard let view = try? decoder.decode(bytes) else { return }
             exchange.isInitialize = view.method.equals("initialize")
-            if view.kind == .request, case .int(let requestID)? = view.id { exchange.requestID = requestID }
+            if view.kind == .request, case .int(let requestID)? = view.id {
+                exchange.requestID = requestID
+                if view.method.equals("subscriptions/listen") { exchange.listenID = requestID }
+            }
             exchange.isNotification = view.kind == .notification || view.kind == .result || view.kind == .error
             if let version = session.version {
                 let mapping = view.name.string.flatMap { parameterHeaders[$0] } ?? []

@@ -140,6 +140,102 @@ final class ClientSessionTests: XCTestCase {
         guard case .violation? = receive(session, #"{"jsonrpc":"2.0","id":"zz","result":{}}"#).first else { return XCTFail() }
         XCTAssertTrue(receive(session, #"{"jsonrpc":"2.0","id":999,"result":{}}"#).isEmpty)
     }
+
+    // MARK: subscriptions/listen (modern era)
+
+    func modernReady(capabilities: String) -> ClientSession {
+        let session = ClientSession(mode: .auto)
+        _ = session.open()
+        _ = receive(session, #"{"jsonrpc":"2.0","id":1,"result":{"supportedVersions":["2026-07-28"],"capabilities":\#(capabilities),"resultType":"complete"}}"#)
+        return session
+    }
+
+    func testModernSessionListensForWhatTheServerAnnounces() throws {
+        let session = modernReady(capabilities: #"{"tools":{"listChanged":true},"resources":{"subscribe":true,"listChanged":false}}"#)
+        let listen = sent(session.startListening())
+        XCTAssertEqual(listen.map(\.method), ["subscriptions/listen"])
+        let params = try JSONParser.parse(listen[0].params!)
+        XCTAssertEqual(params["notifications"], ["toolsListChanged": true])
+        XCTAssertEqual(params["_meta"]?[MetaKey.protocolVersion], "2026-07-28")
+        XCTAssertTrue(session.startListening().isEmpty, "one stream at a time")
+        // The ack is the session's business; the change notification is the owner's.
+        let id = try XCTUnwrap(listen[0].id)
+        XCTAssertTrue(receive(session, #"{"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged","params":{"notifications":{"toolsListChanged":true},"_meta":{"io.modelcontextprotocol/subscriptionId":\#(id.json)}}}"#).isEmpty)
+        let change = receive(session, #"{"jsonrpc":"2.0","method":"notifications/tools/list_changed","params":{"_meta":{"io.modelcontextprotocol/subscriptionId":\#(id.json)}}}"#)
+        guard case .notification(let method, _)? = change.first else { return XCTFail("\(change)") }
+        XCTAssertEqual(method, "notifications/tools/list_changed")
+        // The server closes the stream gracefully: listen again later.
+        XCTAssertEqual(receive(session, #"{"jsonrpc":"2.0","id":\#(id.json),"result":{"_meta":{}}}"#), [.listenEnded(retry: true)])
+        XCTAssertEqual(sent(session.startListening()).map(\.method), ["subscriptions/listen"])
+    }
+
+    func testNothingToListenForAndRefusal() throws {
+        let quiet = modernReady(capabilities: #"{"tools":{}}"#)
+        XCTAssertTrue(quiet.startListening().isEmpty, "no list changes announced, nothing subscribed")
+        let session = modernReady(capabilities: #"{"prompts":{"listChanged":true}}"#)
+        let id = try XCTUnwrap(sent(session.startListening()).first?.id)
+        let refused = receive(session, #"{"jsonrpc":"2.0","id":\#(id.json),"error":{"code":-32601,"message":"Method not found"}}"#)
+        XCTAssertTrue(refused.contains(.listenEnded(retry: false)))
+        XCTAssertTrue(session.startListening().isEmpty, "not asked again")
+        // Subscriptions cannot be bridged either: a clear error, not a silent success.
+        let answer = session.send(UpstreamRequest(method: "resources/subscribe", paramsJSON: #"{"uri":"file:///a"}"#), token: 9)
+        guard case .response(9, let bytes)? = answer.first else { return XCTFail("\(answer)") }
+        XCTAssertEqual(try decoder.decodeOwned(bytes).errorCode, RPCErrorCode.methodNotFound)
+    }
+
+    func testModernSubscribeRelistensAndStopsTheOldStreamOnceTheNewOneIsAcknowledged() throws {
+        let session = modernReady(capabilities: #"{"resources":{"subscribe":true,"listChanged":true}}"#)
+        let first = try XCTUnwrap(sent(session.startListening()).first?.id)
+        // resources/subscribe does not exist in the modern era: answered here, a new stream opens.
+        let events = session.send(UpstreamRequest(method: "resources/subscribe", paramsJSON: #"{"uri":"file:///a.txt"}"#), token: 3)
+        guard case .response(3, let ok)? = events.first else { return XCTFail("\(events)") }
+        XCTAssertEqual(try decoder.decodeOwned(ok).kind, .result)
+        let relisten = sent(events)
+        XCTAssertEqual(relisten.map(\.method), ["subscriptions/listen"])
+        XCTAssertEqual(try JSONParser.parse(relisten[0].params!)["notifications"], ["resourcesListChanged": true, "resourceSubscriptions": ["file:///a.txt"]])
+        let second = try XCTUnwrap(relisten[0].id)
+        XCTAssertNotEqual(second, first)
+        XCTAssertFalse(events.contains { if case .stopListen = $0 { true } else { false } }, "the old stream stays until the new one is acknowledged")
+        // An ack for the old stream stops nothing; the new stream's ack stops the old one.
+        XCTAssertTrue(receive(session, #"{"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged","params":{"notifications":{},"_meta":{"io.modelcontextprotocol/subscriptionId":\#(first.json)}}}"#).isEmpty)
+        let acked = receive(session, #"{"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged","params":{"notifications":{},"_meta":{"io.modelcontextprotocol/subscriptionId":\#(second.json)}}}"#)
+        guard case .stopListen(let stopped, let cancel)? = acked.first else { return XCTFail("\(acked)") }
+        XCTAssertEqual(RequestID.int(stopped), first)
+        let cancelled = try decoder.decodeOwned(cancel)
+        XCTAssertEqual(cancelled.method, "notifications/cancelled")
+        XCTAssertEqual(try JSONParser.parse(cancelled.params!)["requestId"], .int(stopped))
+        // The old stream's late end is nobody's business; the new one's is.
+        XCTAssertTrue(receive(session, #"{"jsonrpc":"2.0","id":\#(first.json),"result":{}}"#).isEmpty)
+        XCTAssertEqual(session.subscribedURIs, ["file:///a.txt"])
+        // Unsubscribing the last URI keeps the stream for list changes (a new filter).
+        let after = sent(session.send(UpstreamRequest(method: "resources/unsubscribe", paramsJSON: #"{"uri":"file:///a.txt"}"#), token: 4))
+        XCTAssertEqual(try JSONParser.parse(after[0].params!)["notifications"], ["resourcesListChanged": true])
+        XCTAssertTrue(session.subscribedURIs.isEmpty)
+    }
+
+    func testHandshakeSubscriptionsAreRestoredInANewSession() throws {
+        let old = ClientSession(mode: .handshake)
+        _ = old.open()
+        _ = receive(old, #"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-11-25","capabilities":{"resources":{"subscribe":true}},"serverInfo":{"name":"x","version":"1"}}}"#)
+        _ = old.send(UpstreamRequest(method: "resources/subscribe", paramsJSON: #"{"uri":"file:///b"}"#), token: 1)
+        _ = old.send(UpstreamRequest(method: "resources/subscribe", paramsJSON: #"{"uri":"file:///c"}"#), token: 2)
+        _ = old.send(UpstreamRequest(method: "resources/unsubscribe", paramsJSON: #"{"uri":"file:///c"}"#), token: 3)
+        let fresh = ClientSession(mode: .handshake)
+        fresh.restoreSubscriptions(old.subscribedURIs)
+        _ = fresh.open()
+        let ready = sent(receive(fresh, #"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"x","version":"1"}}}"#))
+        XCTAssertEqual(ready.map(\.method), ["notifications/initialized", "resources/subscribe"])
+        XCTAssertEqual(try JSONParser.parse(ready[1].params!)["uri"], "file:///b")
+    }
+
+    func testModernSubscriptionsCarryOverIntoTheListenFilter() throws {
+        let fresh = ClientSession(mode: .auto)
+        fresh.restoreSubscriptions(["file:///z"])
+        _ = fresh.open()
+        _ = receive(fresh, #"{"jsonrpc":"2.0","id":1,"result":{"supportedVersions":["2026-07-28"],"capabilities":{},"resultType":"complete"}}"#)
+        let listen = sent(fresh.startListening())
+        XCTAssertEqual(try JSONParser.parse(listen[0].params!)["notifications"], ["resourceSubscriptions": ["file:///z"]])
+    }
 }
 
 enum Vectors {

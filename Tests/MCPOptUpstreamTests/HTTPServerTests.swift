@@ -62,7 +62,7 @@ final class HTTPServerTests: XCTestCase {
                 case .failed(let token, let error): XCTFail("\(token) failed: \(error)")
                 case .violation(let text): XCTFail("violation: \(text)")
                 case .notification(let method, _): if method == "notifications/progress" { outcome.progress += 1 }
-                case .ready, .serverRequest, .streamEnded: break
+                case .ready, .serverRequest, .streamEnded, .closeExchange: break
                 }
             }
         }
