@@ -18,14 +18,205 @@ public final class Gateway: MCPService, @unchecked Sendable {
     private var prompts = ToolNamespace(offers: [])     // guarded by lock
     private var builtFrom = -1                          // guarded by lock (catalog generation)
 
-    public static let capabilities: JSONValue = ["tools": ["listChanged": false], "prompts": ["listChanged": false], "resources": ["subscribe": true], "logging": [:]]
+    /// List changes are announced (to modern clients' listen streams, and to handshake-era
+    /// sessions with a stream of their own: stdio, an HTTP session's GET stream).
+    public static let capabilities: JSONValue = ["tools": ["listChanged": true], "prompts": ["listChanged": true],
+                                                 "resources": ["subscribe": true, "listChanged": true], "logging": [:]]
 
     public init(engine: Engine, identity: GatewayFront.Identity = .init(capabilities: Gateway.capabilities)) {
         self.engine = engine
         self.identity = identity
         answers = ProtocolAnswers(identity: identity, cacheHints: Gateway.cacheHints)
         engine.onResourceUpdated { [weak self] uri, message in self?.resourceUpdated(uri, message) }
+        engine.onListChanged { [weak self] method in self?.listChanged(method) }
     }
+
+    // MARK: listening
+
+    /// A modern client's `subscriptions/listen` stream: the request stays open, its frames are
+    /// notifications stamped with its id; it ends when the client cancels it (closing the
+    /// connection, or `notifications/cancelled`) or the gateway closes it (`closeStreams`).
+    final class ListenStream: @unchecked Sendable {
+        let id: [UInt8]
+        /// Its subscriptions' key among client sessions ("listen:<n>").
+        let key: String
+        let filter: ListenFilter
+        let send: @Sendable ([UInt8]) -> Void
+        private let lock = Lock()
+        private var ended = false                                  // guarded by lock
+        private var waiter: CheckedContinuation<Void, Never>?     // guarded by lock
+
+        init(id: [UInt8], key: String, filter: ListenFilter, send: @escaping @Sendable ([UInt8]) -> Void) {
+            self.id = id
+            self.key = key
+            self.filter = filter
+            self.send = send
+        }
+
+        /// The frame for `method` with this stream's id in `_meta` (and `params` kept).
+        func stamped(_ method: String, params: JSONObject = [:]) -> [UInt8] {
+            var params = params
+            var meta = params["_meta"]?.objectValue ?? [:]
+            meta[MetaKey.subscriptionID] = (try? JSONParser.parse(id)) ?? .null
+            params["_meta"] = .object(meta)
+            return Array(JSONValue.object(["jsonrpc": "2.0", "method": .string(method), "params": .object(params)]).jsonString.utf8)
+        }
+
+        func end() {
+            let w = lock.withLock { () -> CheckedContinuation<Void, Never>? in
+                ended = true
+                defer { waiter = nil }
+                return waiter
+            }
+            w?.resume()
+        }
+
+        func wait() async {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let now = lock.withLock { () -> Bool in
+                    if ended { return true }
+                    waiter = c
+                    return false
+                }
+                if now { c.resume() }
+            }
+        }
+    }
+
+    /// What a listen stream asked for (`params.notifications`): every kind asked for is
+    /// honored (a URI nobody offers simply never fires, as in the SDK).
+    struct ListenFilter: Sendable {
+        var tools = false, prompts = false, resources = false
+        var uris: [String] = []
+
+        init(_ value: JSONValue?) throws(ListenFilterError) {
+            guard case .object(let o)? = value else { throw ListenFilterError("subscriptions/listen needs params.notifications, an object") }
+            func flag(_ key: String) throws(ListenFilterError) -> Bool {
+                switch o[key] {
+                case nil, .null?: return false
+                case .bool(let b)?: return b
+                default: throw ListenFilterError("params.notifications.\(key) must be a boolean")
+                }
+            }
+            tools = try flag("toolsListChanged")
+            prompts = try flag("promptsListChanged")
+            resources = try flag("resourcesListChanged")
+            switch o["resourceSubscriptions"] {
+            case nil, .null?: break
+            case .array(let items)?:
+                for item in items {
+                    guard let uri = item.stringValue, !uri.isEmpty else { throw ListenFilterError("params.notifications.resourceSubscriptions must list URIs (strings)") }
+                    if !uris.contains(uri) { uris.append(uri) }
+                }
+            default: throw ListenFilterError("params.notifications.resourceSubscriptions must be an array of URIs")
+            }
+        }
+
+        /// The acknowledged subset, without false flags or an empty list (as the SDK sends it).
+        var honored: JSONValue {
+            var o = JSONObject()
+            if tools { o["toolsListChanged"] = true }
+            if prompts { o["promptsListChanged"] = true }
+            if resources { o["resourcesListChanged"] = true }
+            if !uris.isEmpty { o["resourceSubscriptions"] = .array(uris.map { .string($0) }) }
+            return .object(o)
+        }
+
+        func wants(_ method: String) -> Bool {
+            switch method {
+            case "notifications/tools/list_changed": tools
+            case "notifications/prompts/list_changed": prompts
+            case "notifications/resources/list_changed": resources
+            default: false
+            }
+        }
+    }
+
+    struct ListenFilterError: Error {
+        let message: String
+        init(_ message: String) { self.message = message }
+    }
+
+    private var listens: [String: ListenStream] = [:]   // guarded by lock
+    private var nextListen = 0                          // guarded by lock
+    /// Open listen streams at most (each holds a connection); more are refused.
+    public var maxListenStreams = 1024
+
+    /// A server's list changed (and the engine has listed it again): listen streams that asked
+    /// hear it, as does every handshake-era session with a stream (they read the gateway's
+    /// `listChanged` capability).
+    private func listChanged(_ method: String) {
+        let (streams, sessions) = lock.withLock { () -> ([ListenStream], [@Sendable ([UInt8]) -> Void]) in
+            (listens.values.filter { $0.filter.wants(method) },
+             sessionStreams.filter { !$0.key.hasPrefix(listenKeyPrefix) }.map(\.value))
+        }
+        for stream in streams { stream.send(stream.stamped(method)) }
+        guard !sessions.isEmpty else { return }
+        let plain = MessageEncoder.notification(method: method, params: nil)
+        for send in sessions { send(plain) }
+    }
+
+    /// Opens a listen stream: acknowledged at once (the ack is its first frame), its URIs
+    /// subscribed at their servers like a handshake-era session's.
+    private func openListen(id: [UInt8], params: JSONValue?, notify: (@Sendable ([UInt8]) -> Void)?) -> ServiceAnswer<Pending> {
+        guard let notify else {
+            return .answered(answers.error(id: id, code: RPCErrorCode.invalidRequest, "subscriptions/listen needs a transport that streams"))
+        }
+        let filter: ListenFilter
+        do {
+            filter = try ListenFilter(params?["notifications"])
+        } catch {
+            return .answered(answers.error(id: id, code: RPCErrorCode.invalidParams, error.message))
+        }
+        let stream = lock.withLock { () -> ListenStream? in
+            guard listens.count < maxListenStreams else { return nil }
+            nextListen += 1
+            let stream = ListenStream(id: id, key: listenKeyPrefix + String(nextListen), filter: filter, send: notify)
+            listens[stream.key] = stream
+            // Resource updates reach it through the subscriptions' session streams, stamped.
+            sessionStreams[stream.key] = { [weak stream] message in
+                guard let stream, case .object(let o)? = try? JSONParser.parse(message) else { return }
+                stream.send(stream.stamped("notifications/resources/updated", params: o["params"]?.objectValue ?? [:]))
+            }
+            return stream
+        }
+        guard let stream else {
+            return .answered(answers.error(id: id, code: RPCErrorCode.internalError, "Subscription limit reached: \(maxListenStreams) listen streams are open"))
+        }
+        notify(stream.stamped("notifications/subscriptions/acknowledged", params: ["notifications": filter.honored]))
+        for uri in filter.uris where subscription(uri, session: stream.key, subscribe: true) {
+            tellServer("resources/subscribe", uri: uri, undoFor: stream.key)
+        }
+        return .pending(Pending(work: .listen(stream), method: "subscriptions/listen", modern: true))
+    }
+
+    /// Asks the server owning `uri` to (un)subscribe, in the background; a refused subscribe is
+    /// forgotten for `undoFor`.
+    private func tellServer(_ method: String, uri: String, undoFor session: String? = nil) {
+        let request: JSONValue = ["jsonrpc": "2.0", "id": .string("mcpopt-" + method), "method": .string(method), "params": ["uri": .string(uri)]]
+        let engine = engine
+        Task { [weak self] in
+            let response = await engine.optimizeRequest(Array(request.jsonString.utf8))
+            if let session, !response.success || Self.isError(response.message) { _ = self?.subscription(uri, session: session, subscribe: false) }
+        }
+    }
+
+    /// Waits for the stream's end, then undoes its subscriptions; the answer is the graceful
+    /// close (a result with the stream's id in `_meta`).
+    private func runListen(_ stream: ListenStream) async -> [UInt8] {
+        await withTaskCancellationHandler { await stream.wait() } onCancel: { stream.end() }
+        dropSession(stream.key)
+        let result: JSONValue = ["_meta": [MetaKey.subscriptionID: (try? JSONParser.parse(stream.id)) ?? .null], "resultType": "complete"]
+        let text = Array(result.jsonString.utf8)
+        return text.withUnsafeBytes { MessageEncoder.result(idJSON: stream.id, result: $0) }
+    }
+
+    /// Ends every listen stream gracefully (the gateway stops, or stdin ended).
+    public func closeStreams() {
+        for stream in lock.withLock({ Array(listens.values) }) { stream.end() }
+    }
+
+    public var listenStreamCount: Int { lock.withLock { listens.count } }
 
     /// Resource subscriptions of client sessions ("" for stdio's one client), by URI. The
     /// backend session is shared: the server is asked to subscribe when the first client
@@ -49,6 +240,8 @@ public final class Gateway: MCPService, @unchecked Sendable {
             return subscribe ? wasEmpty : (!wasEmpty && set.isEmpty)
         }
     }
+
+    private let listenKeyPrefix = "listen:"
 
     static let logLevels = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
     /// Per client session ("" for the one client of stdio): the log level it chose and where
@@ -128,6 +321,7 @@ public final class Gateway: MCPService, @unchecked Sendable {
         case answer([UInt8])
         case none
         case engine([UInt8], method: String, servers: [String]?, modern: Bool)
+        case listen(id: [UInt8], params: JSONValue?)
     }
 
     /// A request routed and planned, waiting for its server.
@@ -136,6 +330,8 @@ public final class Gateway: MCPService, @unchecked Sendable {
             case prepared(Engine.PendingRequest)
             /// The engine was still starting: it plans the request itself once started.
             case request([UInt8], OptimizeOptions)
+            /// A modern client's listen stream, open until it ends.
+            case listen(ListenStream)
         }
         fileprivate let work: Work
         fileprivate let method: String
@@ -150,6 +346,7 @@ public final class Gateway: MCPService, @unchecked Sendable {
         switch route(message, session: caller.session ?? "") {
         case .none: return .answered(nil)
         case .answer(let bytes): return .answered(bytes)
+        case .listen(let id, let params): return openListen(id: id, params: params, notify: caller.notify)
         case .engine(var request, let method, let servers, let modern):
             // A client that chose a log level (handshake era) gets servers' logs: modern-era
             // servers send them only to requests that opt in, so each request carries the level.
@@ -181,6 +378,7 @@ public final class Gateway: MCPService, @unchecked Sendable {
         switch pending.work {
         case .prepared(let prepared): response = await engine.completeRequest(prepared)
         case .request(let request, let options): response = await engine.optimizeRequest(request, options)
+        case .listen(let stream): return await runListen(stream)
         }
         if let (uri, session) = pending.subscription, !response.success || Self.isError(response.message) {
             _ = subscription(uri, session: session, subscribe: false)
@@ -197,19 +395,23 @@ public final class Gateway: MCPService, @unchecked Sendable {
     static func isError(_ message: [UInt8]) -> Bool { (try? JSONParser.parse(message))?["error"] != nil }
 
     public func sessionEnded(_ session: String) {
+        dropSession(session)
+        let engine = engine
+        Task { await engine.endSession(session) }
+    }
+
+    /// Forgets a client session's (or listen stream's) level, stream and subscriptions; the
+    /// servers are told of subscriptions nobody else holds.
+    private func dropSession(_ session: String) {
         let abandoned = lock.withLock { () -> [String] in
             logLevels.removeValue(forKey: session)
             sessionStreams.removeValue(forKey: session)
+            listens.removeValue(forKey: session)
             return Array(subscribers.keys.filter { subscribers[$0]?.contains(session) == true })
         }
-        // Its subscriptions end with it (the server is told when nobody else subscribes).
         for uri in abandoned where subscription(uri, session: session, subscribe: false) {
-            let request: JSONValue = ["jsonrpc": "2.0", "id": "mcpopt-unsubscribe", "method": "resources/unsubscribe", "params": ["uri": .string(uri)]]
-            let engine = engine
-            Task { _ = await engine.optimizeRequest(Array(request.jsonString.utf8)) }
+            tellServer("resources/unsubscribe", uri: uri)
         }
-        let engine = engine
-        Task { await engine.endSession(session) }
     }
 
     private func route(_ message: [UInt8], session: String) -> Route {
@@ -262,6 +464,10 @@ public final class Gateway: MCPService, @unchecked Sendable {
             return .engine(rewritten, method: method, servers: [entry.group], modern: modern)
         case "resources/read", "completion/complete":
             return .engine(Array(bytes), method: method, servers: nil, modern: modern)
+        case "subscriptions/listen":
+            // Modern era only (handshake-era clients subscribe, and hear on their stream).
+            if !modern { return error(RPCErrorCode.methodNotFound, "Method not found: \(method)") }
+            return .listen(id: id, params: view.params.isPresent ? try? JSONParser.parse(view.params.buffer) : nil)
         case "resources/subscribe", "resources/unsubscribe":
             // Handshake era only (modern clients listen with subscriptions/listen).
             if modern { return error(RPCErrorCode.methodNotFound, "Method not found: \(method)") }

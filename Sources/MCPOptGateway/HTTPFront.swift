@@ -54,7 +54,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         self.settings = settings
         front = GatewayFront(identity: service.identity, knownMethods: [
             "initialize", "ping", "tools/list", "tools/call", "prompts/list", "prompts/get", "resources/list",
-            "resources/templates/list", "resources/read", "completion/complete", "logging/setLevel",
+            "resources/templates/list", "resources/read", "completion/complete", "logging/setLevel", "subscriptions/listen",
         ])
         front.policy = settings.policy
         front.onSessionEnded = { [service] sid in service.sessionEnded(sid) }
@@ -77,7 +77,8 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
     /// shares it can still stop its servers gracefully). Returns false if the loop was gone.
     @discardableResult
     public func stopServing() -> Bool {
-        loop.execute { [self] in
+        service.closeStreams()
+        return loop.execute { [self] in
             stopped = true
             // Closed at once: the loop may stop before waiting reads end (their descriptors
             // would stay open), and nothing new is accepted to reuse the numbers.

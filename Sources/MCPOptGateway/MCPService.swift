@@ -47,11 +47,15 @@ public protocol MCPService: AnyObject, Sendable {
     /// Where messages for `session` that belong to no request go (its GET stream); nil: the
     /// stream ended.
     func setSessionStream(_ session: String, _ send: (@Sendable ([UInt8]) -> Void)?)
+    /// Ends requests that stay open until the client leaves (`subscriptions/listen`), with
+    /// their graceful answer: the front is closing.
+    func closeStreams()
 }
 
 extension MCPService {
     public var sendsSessionMessages: Bool { false }
     public func setSessionStream(_ session: String, _ send: (@Sendable ([UInt8]) -> Void)?) {}
+    public func closeStreams() {}
 
     /// Handles one message; nil for notifications and responses.
     public func handle(_ message: [UInt8], caller: ServiceCaller = .init()) async -> [UInt8]? {

@@ -46,7 +46,9 @@ public final class StdioFront<Service: MCPService>: @unchecked Sendable {
                 pthread_detach(thread)
             }
         }
-        // Stdin ended: answer what is still in flight (bounded: each request has its timeout).
+        // Stdin ended: listen streams close; answer what is still in flight (bounded: each
+        // request has its timeout).
+        service.closeStreams()
         while inFlight.load() > 0 { try? await Task.sleep(for: .milliseconds(5)) }
     }
 

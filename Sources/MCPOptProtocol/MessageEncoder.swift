@@ -89,4 +89,17 @@ public enum MessageEncoder {
         let empty = rest.first == UInt8(ascii: "}")
         return Array(#"{"_meta":"#.utf8) + metaJSON + (empty ? [] : [UInt8(ascii: ",")]) + Array(params.dropFirst())
     }
+
+    /// Params for a handshake-era hop: without the modern envelope a modern caller's request
+    /// carried in `_meta` (a handshake-era server rejects it: -32600 over stdio); the caller's
+    /// other `_meta` keys (a progress token) stay. Unchanged when there is no envelope.
+    public static func handshakeParams(_ params: [UInt8]) -> [UInt8] {
+        guard ByteSearch.contains(params, envelopePrefix), case .object(var o)? = try? JSONParser.parse(params),
+              case .object(var meta)? = o["_meta"] else { return params }
+        for key in [MetaKey.protocolVersion, MetaKey.clientCapabilities, MetaKey.clientInfo, MetaKey.logLevel] { meta[key] = nil }
+        o["_meta"] = meta.isEmpty ? nil : .object(meta)
+        return Array(JSONValue.object(o).jsonString.utf8)
+    }
 }
+
+private let envelopePrefix = Array("io.modelcontextprotocol/".utf8)

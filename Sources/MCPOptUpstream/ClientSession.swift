@@ -307,7 +307,7 @@ public final class ClientSession {
             let params = modernEnvelope(params: request.params, version: version)
             return .send(params.withUnsafeBytes { MessageEncoder.request(id: .int(id), method: request.method, params: $0) })
         }
-        guard let params = request.params else { return .send(MessageEncoder.request(id: .int(id), method: request.method, params: nil)) }
+        guard let params = request.params.map(MessageEncoder.handshakeParams) else { return .send(MessageEncoder.request(id: .int(id), method: request.method, params: nil)) }
         return .send(params.withUnsafeBytes { MessageEncoder.request(id: .int(id), method: request.method, params: $0) })
     }
 

@@ -87,3 +87,43 @@ final class GatewayFrontTests: XCTestCase {
         XCTAssertEqual(response(front.handle(parser, body: parser.takeBody(), decoder: decoder)).status, 403)
     }
 }
+
+/// What a `subscriptions/listen` request may ask for, and the clear errors for the rest.
+final class ListenFilterTests: XCTestCase {
+    func filter(_ text: String) throws -> Gateway.ListenFilter {
+        try Gateway.ListenFilter(try JSONParser.parse(Array(text.utf8)))
+    }
+
+    func message(_ text: String) -> String? {
+        do {
+            _ = try filter(text)
+            return nil
+        } catch {
+            return (error as? Gateway.ListenFilterError)?.message
+        }
+    }
+
+    func testHonoredFilterEchoesWhatWasAskedWithoutFalseFlags() throws {
+        let f = try filter(#"{"toolsListChanged":true,"promptsListChanged":false,"resourceSubscriptions":["a://1","a://1","b://2"]}"#)
+        XCTAssertEqual(f.honored, ["toolsListChanged": true, "resourceSubscriptions": ["a://1", "b://2"]])
+        XCTAssertTrue(f.wants("notifications/tools/list_changed"))
+        XCTAssertFalse(f.wants("notifications/prompts/list_changed"))
+        XCTAssertFalse(f.wants("notifications/resources/updated"), "updates go by URI, not by flag")
+        XCTAssertEqual(try filter("{}").honored, [:])
+    }
+
+    func testBadFiltersGetClearErrors() throws {
+        XCTAssertEqual(message("[]"), "subscriptions/listen needs params.notifications, an object")
+        XCTAssertEqual(message(#"{"toolsListChanged":"yes"}"#), "params.notifications.toolsListChanged must be a boolean")
+        XCTAssertEqual(message(#"{"resourceSubscriptions":"a://1"}"#), "params.notifications.resourceSubscriptions must be an array of URIs")
+        XCTAssertEqual(message(#"{"resourceSubscriptions":[1]}"#), "params.notifications.resourceSubscriptions must list URIs (strings)")
+        XCTAssertEqual(message(#"{"resourceSubscriptions":[""]}"#), "params.notifications.resourceSubscriptions must list URIs (strings)")
+    }
+
+    func testStreamFramesCarryTheSubscriptionID() throws {
+        let stream = Gateway.ListenStream(id: Array(#""listen-7""#.utf8), key: "listen:1", filter: try filter("{}"), send: { _ in })
+        let frame = try JSONParser.parse(stream.stamped("notifications/resources/updated", params: ["uri": "a://1"]))
+        XCTAssertEqual(frame["params"]?["uri"], "a://1")
+        XCTAssertEqual(frame["params"]?["_meta"]?[MetaKey.subscriptionID], "listen-7")
+    }
+}

@@ -141,6 +141,17 @@ final class ClientSessionTests: XCTestCase {
         XCTAssertTrue(receive(session, #"{"jsonrpc":"2.0","id":999,"result":{}}"#).isEmpty)
     }
 
+    func testAModernCallersEnvelopeIsDroppedOnAHandshakeHop() throws {
+        let session = readySession()
+        let params = #"{"name":"t","arguments":{"a":1},"_meta":{"progressToken":"p","io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"c"}}}"#
+        let call = sent(session.send(UpstreamRequest(method: "tools/call", paramsJSON: params), token: 1))
+        let sentParams = try JSONParser.parse(call[0].params!)
+        XCTAssertEqual(sentParams["_meta"], ["progressToken": "p"], "the caller's own key stays, the envelope goes")
+        XCTAssertEqual(sentParams["arguments"], ["a": 1])
+        let bare = sent(session.send(UpstreamRequest(method: "tools/call", paramsJSON: #"{"name":"t","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}"#), token: 2))
+        XCTAssertNil(try JSONParser.parse(bare[0].params!)["_meta"])
+    }
+
     // MARK: subscriptions/listen (modern era)
 
     func modernReady(capabilities: String) -> ClientSession {

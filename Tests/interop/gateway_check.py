@@ -40,7 +40,7 @@ def make_repo(root: Path) -> Path:
     return repo
 
 
-def servers(repo: Path) -> dict:
+def servers(repo: Path, http_subs_port: int) -> dict:
     kv = str(HERE / "kv_server.py")
     return {
         "kv": {"command": str(BIN / "python"), "args": [kv, "--name", "kv"], "trustAnnotations": True},
@@ -50,6 +50,10 @@ def servers(repo: Path) -> dict:
         "ask": {"command": str(BIN / "python"), "args": [kv, "--name", "ask"], "protocol": "handshake"},
         # Resource subscriptions (the SDK's low-level server: FastMCP has none).
         "subs": {"command": str(BIN / "python"), "args": [str(HERE / "subscribe_server.py")], "protocol": "handshake"},
+        # The same in the modern era: subscriptions/listen behind the gateway's subscriptions.
+        "msubs": {"command": str(BIN / "python"), "args": [str(HERE / "subscribe_server.py"), "--prefix", "m"], "protocol": "modern"},
+        # And over Streamable HTTP (the listen stream is a POST answered with an event stream).
+        "hsubs": {"url": f"http://127.0.0.1:{http_subs_port}/mcp", "protocol": "modern"},
         "time": {"command": str(BIN / "mcp-server-time"), "args": ["--local-timezone", "UTC"]},
         "git": {"command": str(BIN / "mcp-server-git"), "args": ["--repository", str(repo)]},
         "broken": {"command": "/nonexistent/mcp-server"},
@@ -82,12 +86,30 @@ async def through_gateway(transport, era: str, direct: dict, repo: Path, label: 
         logs.append(params)
 
     updates = []
+    list_changes = []
 
     async def on_message(message):
         if type(message).__name__ == "ResourceUpdatedNotification":
             updates.append(str(message.params.uri))
+        if type(message).__name__ == "ToolListChangedNotification":
+            list_changes.append(message)
+
+    async def eventually(probe, seconds=5.0):
+        """Polls `probe` (async) until it is truthy; bounded in time."""
+        deadline = time.monotonic() + seconds
+        while True:
+            value = await probe()
+            if value or time.monotonic() > deadline:
+                return value
+            await asyncio.sleep(0.05)
+
+    async def count(tool):
+        return (await session_ref[0].call_tool(tool, {})).content[0].text
+
+    session_ref = []
 
     async def run(session):
+        session_ref.append(session)
         tools = sorted(t.name for t in (await session.list_tools()).tools)
         check(f"{label}: real servers' tools are listed", {"convert_time", "get_current_time", "git_status", "git_log"} <= set(tools), tools)
         check(f"{label}: colliding names are namespaced", {"kv__get", "kv2__get", "kv__put", "kv2__put"} <= set(tools) and "get" not in tools, tools)
@@ -161,12 +183,66 @@ async def through_gateway(transport, era: str, direct: dict, repo: Path, label: 
             check(f"{label}: unsubscribing tells the server", r.content[0].text == "0", text_of(r))
             r = await session.call_tool("ask__client_roots", {})
             check(f"{label}: a server's roots/list reaches the client", r.content[0].text == "file:///work/a,file:///work/b", text_of(r))
+        if era == "legacy":
+            # The gateway announces list changes (capability listChanged): a server adding a
+            # tool reaches a handshake-era client on its stream, and the new tool is listed.
+            added = (await session.call_tool("m_add_tool", {})).content[0].text
+            async def heard():
+                return bool(list_changes)
+            await eventually(heard)
+            names = [t.name for t in (await session.list_tools()).tools]
+            check(f"{label}: a server's tool list change reaches the client, the new tool listed", list_changes and added in names, (len(list_changes), added, names))
+        if era == "modern":
+            await listen_checks(session)
         prompts = sorted(p.name for p in (await session.list_prompts()).prompts)
         check(f"{label}: prompts listed and namespaced", {"kv__describe", "kv2__describe"} <= set(prompts), prompts)
         p = await session.get_prompt("kv__describe", {"key": "q"})
         check(f"{label}: prompts/get", "q" in json.dumps(p.model_dump(mode="json")), p)
         res = await session.read_resource("kv://k")
         check(f"{label}: resources/read", any(era in json.dumps(c.model_dump(mode="json")) for c in res.contents), res)
+    async def listen_checks(session):
+        """subscriptions/listen through the gateway: resource updates from a handshake-era
+        server (resources/subscribe behind it) and a modern one (its own listen stream), a tool
+        list change, and the servers told when the stream ends."""
+        from mcp.client.subscriptions import ResourceUpdated, ToolsListChanged, listen
+        uris = ["sub://doc", "sub://h/doc", "sub://m/doc"]
+        async with listen(session, tools_list_changed=True, resource_subscriptions=uris) as sub:
+            check(f"{label}: listen is acknowledged with the filter asked for",
+                  sub.honored.tools_list_changed is True and sorted(sub.honored.resource_subscriptions or []) == uris, sub.honored)
+            subscribed = await eventually(both_subscribed)
+            check(f"{label}: listening subscribes at every server (handshake, modern stdio, modern HTTP)", subscribed, subscribed)
+            for tool in ("touch", "m_touch", "h_touch"):
+                await session.call_tool(tool, {})
+            seen = set()
+            deadline = time.monotonic() + 10
+            while seen != set(uris) and time.monotonic() < deadline:
+                try:
+                    event = await asyncio.wait_for(sub.__anext__(), max(0.1, deadline - time.monotonic()))
+                except asyncio.TimeoutError:
+                    break
+                if isinstance(event, ResourceUpdated):
+                    seen.add(event.uri)
+            check(f"{label}: every server's resource updates arrive on the listen stream", seen == set(uris), seen)
+            added = (await session.call_tool("h_add_tool", {})).content[0].text
+            changed = False
+            deadline = time.monotonic() + 10
+            while not changed and time.monotonic() < deadline:
+                try:
+                    event = await asyncio.wait_for(sub.__anext__(), max(0.1, deadline - time.monotonic()))
+                except asyncio.TimeoutError:
+                    break
+                changed = isinstance(event, ToolsListChanged)
+            names = [t.name for t in (await session.list_tools()).tools]
+            check(f"{label}: a modern server's tool list change arrives on the listen stream, the new tool listed", changed and added in names, (changed, added))
+        left = await eventually(nobody_subscribed)
+        check(f"{label}: the listen stream's end unsubscribes at every server", left, left)
+
+    async def both_subscribed():
+        return (await count("subscribers"), await count("m_subscribers"), await count("h_subscribers")) == ("1", "1", "1")
+
+    async def nobody_subscribed():
+        return (await count("subscribers"), await count("m_subscribers"), await count("h_subscribers")) == ("0", "0", "0")
+
     # The client answers servers' requests: a model that echoes, and two roots.
     async def on_sampling(context, params):
         asked = params.messages[0].content.text
@@ -264,7 +340,10 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         repo = make_repo(root)
-        config = servers(repo)
+        subs_http = subprocess.Popen([str(BIN / "python"), str(HERE / "subscribe_server.py"), "--prefix", "h", "--http", "0"],
+                                     stdout=subprocess.PIPE, text=True)
+        line = subs_http.stdout.readline()  # "PORT <n>", or "" if it died
+        config = servers(repo, int(line.split()[1]) if line.startswith("PORT ") else 9)
         config_path = root / "mcpopt.json"
         config_path.write_text(json.dumps({"mcpServers": config}))
         direct = {era: await direct_results(config, era) for era in ("legacy",)}
@@ -302,6 +381,12 @@ async def main() -> None:
             except Exception as e:
                 check(f"{transport} fastmcp: session", False, repr(e))
         finally:
+            subs_http.terminate()
+            try:
+                subs_http.wait(5)
+            except subprocess.TimeoutExpired:  # uvicorn waits for streams to end: no need here
+                subs_http.kill()
+                subs_http.wait(5)
             if server:
                 server.terminate()
                 try:

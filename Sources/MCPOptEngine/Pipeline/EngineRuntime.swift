@@ -65,6 +65,9 @@ final class EngineRuntime: @unchecked Sendable {
     private var resourceListener: (@Sendable (_ uri: String, _ message: [UInt8]) -> Void)?   // guarded by lock
     func setResourceListener(_ l: (@Sendable (String, [UInt8]) -> Void)?) { lock.withLock { resourceListener = l } }
     var currentResourceListener: (@Sendable (String, [UInt8]) -> Void)? { lock.withLock { resourceListener } }
+    private var listChangeListener: (@Sendable (_ method: String) -> Void)?   // guarded by lock
+    func setListChangeListener(_ l: (@Sendable (String) -> Void)?) { lock.withLock { listChangeListener = l } }
+    var currentListChangeListener: (@Sendable (String) -> Void)? { lock.withLock { listChangeListener } }
 
     private let lock = Lock()
     private var loop: EventLoop?                          // guarded by lock

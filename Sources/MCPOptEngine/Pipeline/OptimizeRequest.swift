@@ -117,6 +117,11 @@ extension Engine {
     /// the message as sent); nil stops it. On an I/O thread: keep it short.
     public func onResourceUpdated(_ listener: (@Sendable (_ uri: String, _ message: [UInt8]) -> Void)?) { runtime.setResourceListener(listener) }
 
+    /// Calls `listener` with the method of a server's list-change notification
+    /// (`notifications/tools/list_changed`, prompts, resources) once the engine has listed that
+    /// server again, so what the listener's clients fetch next is the new list; nil stops it.
+    public func onListChanged(_ listener: (@Sendable (_ method: String) -> Void)?) { runtime.setListChangeListener(listener) }
+
     /// Whether `start` has run (backends exist).
     public var isRunning: Bool { runtime.isStarted }
 
@@ -217,7 +222,10 @@ extension Engine {
         case "notifications/tools/list_changed", "notifications/prompts/list_changed", "notifications/resources/list_changed":
             guard let backend = runtime.backend(server) else { return }
             _ = cache.invalidateTag("l:" + backend.server.group)
-            Task { await self.refreshCatalog(backend) }
+            Task {
+                await self.refreshCatalog(backend)
+                self.runtime.currentListChangeListener?(method)
+            }
         case "notifications/progress":
             runtime.progress.relay(message)
         case "notifications/resources/updated":
