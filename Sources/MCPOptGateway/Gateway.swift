@@ -242,6 +242,10 @@ public final class Gateway: MCPService, @unchecked Sendable {
     }
 
     private let listenKeyPrefix = "listen:"
+    private let inputRequiredWord = Array(#""input_required""#.utf8)
+    private let inputStatePrefix = Array(GatewayInputBridges.statePrefix.utf8)
+    /// Modern callers' calls waiting for input from them.
+    let inputBridges = GatewayInputBridges()
 
     static let logLevels = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
     /// Per client session ("" for the one client of stdio): the log level it chose and where
@@ -322,6 +326,8 @@ public final class Gateway: MCPService, @unchecked Sendable {
         case none
         case engine([UInt8], method: String, servers: [String]?, modern: Bool)
         case listen(id: [UInt8], params: JSONValue?)
+        /// A modern retry naming a call the gateway keeps waiting for input.
+        case resume(id: [UInt8], method: String, state: String, responses: JSONObject)
     }
 
     /// A request routed and planned, waiting for its server.
@@ -332,12 +338,22 @@ public final class Gateway: MCPService, @unchecked Sendable {
             case request([UInt8], OptimizeOptions)
             /// A modern client's listen stream, open until it ends.
             case listen(ListenStream)
+            /// A modern client's retry answering a handshake-era server's requests.
+            case resume(InputBridge, responses: JSONObject)
         }
         fileprivate let work: Work
         fileprivate let method: String
         fileprivate let modern: Bool
         /// A subscription the server was asked for: undone if it refuses.
         fileprivate var subscription: (uri: String, session: String)?
+        /// A handshake-era caller who can be asked (sampling, elicitation, roots), and its
+        /// request as sent to the engine: a modern server's `input_required` is fulfilled by
+        /// asking the caller, then the request is retried (see `fulfilInput`).
+        fileprivate var asker: (ask: @Sendable ([UInt8]) async -> [UInt8]?, request: [UInt8], options: OptimizeOptions)?
+        /// A modern-era caller's call whose server may ask for input (see `InputBridge`), and
+        /// the caller's request id.
+        fileprivate var bridge: InputBridge?
+        fileprivate var requestID: [UInt8] = []
     }
 
     /// Answers at once what needs no I/O (protocol messages, lists, cache hits), on the
@@ -347,6 +363,14 @@ public final class Gateway: MCPService, @unchecked Sendable {
         case .none: return .answered(nil)
         case .answer(let bytes): return .answered(bytes)
         case .listen(let id, let params): return openListen(id: id, params: params, notify: caller.notify)
+        case .resume(let id, let method, let state, let responses):
+            guard let bridge = inputBridges.take(state) else {
+                return .answered(answers.error(id: id, code: RPCErrorCode.invalidParams,
+                                               "unknown or expired requestState: a call waits for input \(inputBridges.expiry) at most, and each state is good for one retry"))
+            }
+            var pending = Pending(work: .resume(bridge, responses: responses), method: method, modern: true)
+            pending.requestID = id
+            return .pending(pending)
         case .engine(var request, let method, let servers, let modern):
             // A client that chose a log level (handshake era) gets servers' logs: modern-era
             // servers send them only to requests that opt in, so each request carries the level.
@@ -356,34 +380,130 @@ public final class Gateway: MCPService, @unchecked Sendable {
             var options = OptimizeOptions(agent: caller.agent, partition: caller.partition, servers: servers, session: caller.session)
             options.onNotification = caller.notify
             options.onServerRequest = caller.ask
-            switch engine.prepareRequest(request, options) {
-            case .answered(let response)?:
+            // A modern client cannot be sent requests: a server's are asked as input_required.
+            let bridge = modern && Self.asksForInput.contains(method) ? InputBridge() : nil
+            if let bridge { options.onServerRequest = { await bridge.ask($0) } }
+            let prepared = engine.prepareRequest(request, options)
+            if case .answered(let response)? = prepared {
                 if method == "resources/subscribe" { undoRefusedSubscription(response.message, request: request, session: caller.session ?? "") }
                 return .answered(modern ? Self.completingModernResult(response.message, method: method) : response.message)
-            case .pending(let prepared)?:
-                var pending = Pending(work: .prepared(prepared), method: method, modern: modern)
-                if method == "resources/subscribe" { pending.subscription = Self.uri(request).map { ($0, caller.session ?? "") } }
-                return .pending(pending)
-            case nil:
-                var pending = Pending(work: .request(request, options), method: method, modern: modern)
-                if method == "resources/subscribe" { pending.subscription = Self.uri(request).map { ($0, caller.session ?? "") } }
-                return .pending(pending)
             }
+            var pending: Pending
+            if case .pending(let planned)? = prepared {
+                pending = Pending(work: .prepared(planned), method: method, modern: modern)
+            } else {
+                pending = Pending(work: .request(request, options), method: method, modern: modern)
+            }
+            if method == "resources/subscribe" { pending.subscription = Self.uri(request).map { ($0, caller.session ?? "") } }
+            if !modern, let ask = caller.ask, Self.asksForInput.contains(method) { pending.asker = (ask, request, options) }
+            if let bridge {
+                pending.bridge = bridge
+                pending.requestID = Self.requestID(request)
+            }
+            return .pending(pending)
         }
     }
 
     /// Finishes a request `handleImmediately` could not answer.
     public func complete(_ pending: Pending) async -> [UInt8] {
+        if let bridge = pending.bridge {
+            let engine = engine
+            switch pending.work {
+            case .prepared(let prepared): bridge.start { await engine.completeRequest(prepared).message }
+            case .request(let request, let options): bridge.start { await engine.optimizeRequest(request, options).message }
+            default: break
+            }
+            return await nextRound(bridge, id: pending.requestID, method: pending.method)
+        }
         let response: OptimizedResponse
         switch pending.work {
         case .prepared(let prepared): response = await engine.completeRequest(prepared)
         case .request(let request, let options): response = await engine.optimizeRequest(request, options)
         case .listen(let stream): return await runListen(stream)
+        case .resume(let bridge, let responses):
+            bridge.answer(responses)
+            return await nextRound(bridge, id: pending.requestID, method: pending.method)
         }
         if let (uri, session) = pending.subscription, !response.success || Self.isError(response.message) {
             _ = subscription(uri, session: session, subscribe: false)
         }
+        if let asker = pending.asker, ByteSearch.contains(response.message, inputRequiredWord) {
+            return await fulfilInput(response.message, asker: asker)
+        }
         return pending.modern ? Self.completingModernResult(response.message, method: pending.method) : response.message
+    }
+
+    /// Waits for the bridged call's result (with the caller's id of this round) or for the
+    /// server's requests, which go to the client as `input_required` (the call stays open).
+    private func nextRound(_ bridge: InputBridge, id: [UInt8], method: String) async -> [UInt8] {
+        let outcome = await withTaskCancellationHandler { await bridge.next() } onCancel: { bridge.abandon() }
+        switch outcome {
+        case .finished(let message):
+            let answered = message.withUnsafeBytes { bytes in
+                MessageDecoder.withPooled { decoder in (try? decoder.decode(bytes)).map { MessageEncoder.replacingID(in: $0, with: id) } }
+            } ?? message
+            return Self.completingModernResult(answered, method: method)
+        case .needsInput(let requests):
+            if Task.isCancelled {
+                bridge.abandon()
+                return MessageEncoder.error(idJSON: id, code: RPCErrorCode.internalError, message: "cancelled")
+            }
+            let state = inputBridges.park(bridge)
+            var inputs = JSONObject()
+            for (key, request) in requests { inputs[key] = request }
+            let result: JSONValue = [
+                "resultType": "input_required", "inputRequests": .object(inputs), "requestState": .string(state),
+                "_meta": [MetaKey.serverInfo: ["name": .string(identity.name), "version": .string(identity.version)]],
+            ]
+            let text = Array(result.jsonString.utf8)
+            return text.withUnsafeBytes { MessageEncoder.result(idJSON: id, result: $0) }
+        }
+    }
+
+    static func requestID(_ request: [UInt8]) -> [UInt8] {
+        request.withUnsafeBytes { bytes in MessageDecoder.withPooled { decoder in (try? decoder.decode(bytes)).map { Array($0.idRaw.buffer) } } } ?? Array("null".utf8)
+    }
+
+    /// The methods whose results may be `input_required` (modern era).
+    static let asksForInput: Set<String> = ["tools/call", "prompts/get", "resources/read"]
+    /// Rounds of input one request may take before the gateway gives up.
+    static let maxInputRounds = 8
+
+    /// Bridges a modern-era server's multi-round-trip request for a handshake-era client: each
+    /// of the server's `inputRequests` goes to the client as the request it is (sampling,
+    /// elicitation, roots), and the request is retried with the answers (`inputResponses`) and
+    /// the server's `requestState` (the engine sends that retry to the server that sealed it),
+    /// until the result is complete. The client sees one call.
+    private func fulfilInput(_ first: [UInt8], asker: (ask: @Sendable ([UInt8]) async -> [UInt8]?, request: [UInt8], options: OptimizeOptions)) async -> [UInt8] {
+        var answer = first
+        guard case .object(var original)? = try? JSONParser.parse(asker.request) else { return answer }
+        let id = original["id"] ?? .null
+        func failure(_ text: String) -> [UInt8] {
+            MessageEncoder.error(idJSON: Array(id.jsonString.utf8), code: RPCErrorCode.internalError, message: text)
+        }
+        for _ in 0..<Self.maxInputRounds {
+            guard case .object(let o)? = try? JSONParser.parse(answer), case .object(let result)? = o["result"],
+                  result["resultType"]?.stringValue == "input_required" else { return answer }
+            var responses = JSONObject()
+            for (key, request) in (result["inputRequests"]?.objectValue ?? [:]).members {
+                guard let method = request["method"]?.stringValue else { return failure("the server asked for input without a method (inputRequests.\(key))") }
+                var ask: JSONObject = ["jsonrpc": "2.0", "id": 0, "method": .string(method)]
+                if let params = request["params"] { ask["params"] = params }
+                guard let reply = await asker.ask(Array(JSONValue.object(ask).jsonString.utf8)), case .object(let r)? = try? JSONParser.parse(reply) else {
+                    return failure("the server needs input (\(method)) and the client did not answer")
+                }
+                guard let value = r["result"] else {
+                    return failure("the server needs input (\(method)) and the client refused: \(r["error"]?["message"]?.stringValue ?? "an error")")
+                }
+                responses[key] = value
+            }
+            var params = original["params"]?.objectValue ?? [:]
+            params["inputResponses"] = .object(responses)
+            params["requestState"] = result["requestState"]
+            original["params"] = .object(params)
+            answer = await engine.optimizeRequest(Array(JSONValue.object(original).jsonString.utf8), asker.options).message
+        }
+        return ByteSearch.contains(answer, inputRequiredWord) ? failure("the server still needs input after \(Self.maxInputRounds) rounds") : answer
     }
 
     private func undoRefusedSubscription(_ answer: [UInt8], request: [UInt8], session: String) {
@@ -439,6 +559,12 @@ public final class Gateway: MCPService, @unchecked Sendable {
         }
         if let answer = answers.answer(view, method: method, id: id, modern: modern) { return .answer(answer) }
 
+        // A retry answering requests of a call the gateway keeps open (see InputBridge).
+        if modern, Self.asksForInput.contains(method), ByteSearch.contains(bytes, inputStatePrefix),
+           case .object(let params)? = try? JSONParser.parse(view.params.buffer),
+           let state = params["requestState"]?.stringValue, state.hasPrefix(GatewayInputBridges.statePrefix) {
+            return .resume(id: id, method: method, state: state, responses: params["inputResponses"]?.objectValue ?? [:])
+        }
         switch method {
         case "tools/list":
             refreshNamespaces()

@@ -6,21 +6,24 @@ import Glibc
 public enum ByteSearch {
     /// Whether `haystack` contains `needle` (memchr for the first byte, then memcmp).
     public static func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
+        haystack.withUnsafeBytes { contains($0, needle) }
+    }
+
+    /// Whether the bytes at `h` contain `needle`.
+    public static func contains(_ h: UnsafeRawBufferPointer, _ needle: [UInt8]) -> Bool {
         guard !needle.isEmpty else { return true }
-        return haystack.withUnsafeBytes { h in
-            needle.withUnsafeBytes { n in
-                guard h.count >= n.count, let hb = h.baseAddress, let nb = n.baseAddress else { return false }
-                let first = Int32(n[0])
-                var offset = 0
-                let last = h.count - n.count
-                while offset <= last {
-                    guard let hit = memchr(hb + offset, first, last - offset + 1) else { return false }
-                    let at = hb.distance(to: UnsafeRawPointer(hit))
-                    if memcmp(hb + at, nb, n.count) == 0 { return true }
-                    offset = at + 1
-                }
-                return false
+        return needle.withUnsafeBytes { n in
+            guard h.count >= n.count, let hb = h.baseAddress, let nb = n.baseAddress else { return false }
+            let first = Int32(n[0])
+            var offset = 0
+            let last = h.count - n.count
+            while offset <= last {
+                guard let hit = memchr(hb + offset, first, last - offset + 1) else { return false }
+                let at = hb.distance(to: UnsafeRawPointer(hit))
+                if memcmp(hb + at, nb, n.count) == 0 { return true }
+                offset = at + 1
             }
+            return false
         }
     }
 

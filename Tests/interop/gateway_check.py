@@ -52,6 +52,10 @@ def servers(repo: Path, http_subs_port: int) -> dict:
         "subs": {"command": str(BIN / "python"), "args": [str(HERE / "subscribe_server.py")], "protocol": "handshake"},
         # The same in the modern era: subscriptions/listen behind the gateway's subscriptions.
         "msubs": {"command": str(BIN / "python"), "args": [str(HERE / "subscribe_server.py"), "--prefix", "m"], "protocol": "modern"},
+        # A tool that asks the client for input, behind each era: the gateway bridges the
+        # server's way of asking (a request, or input_required) to the client's era.
+        "elicit_m": {"command": str(BIN / "python"), "args": [str(HERE / "elicit_server.py")], "protocol": "modern"},
+        "elicit_h": {"command": str(BIN / "python"), "args": [str(HERE / "elicit_server.py")], "protocol": "handshake"},
         # And over Streamable HTTP (the listen stream is a POST answered with an event stream).
         "hsubs": {"url": f"http://127.0.0.1:{http_subs_port}/mcp", "protocol": "modern"},
         "time": {"command": str(BIN / "mcp-server-time"), "args": ["--local-timezone", "UTC"]},
@@ -194,6 +198,7 @@ async def through_gateway(transport, era: str, direct: dict, repo: Path, label: 
             check(f"{label}: a server's tool list change reaches the client, the new tool listed", list_changes and added in names, (len(list_changes), added, names))
         if era == "modern":
             await listen_checks(session)
+        await input_checks(session)
         prompts = sorted(p.name for p in (await session.list_prompts()).prompts)
         check(f"{label}: prompts listed and namespaced", {"kv__describe", "kv2__describe"} <= set(prompts), prompts)
         p = await session.get_prompt("kv__describe", {"key": "q"})
@@ -237,6 +242,25 @@ async def through_gateway(transport, era: str, direct: dict, repo: Path, label: 
         left = await eventually(nobody_subscribed)
         check(f"{label}: the listen stream's end unsubscribes at every server", left, left)
 
+    async def input_checks(session):
+        """A server asking the client for input, across eras: a handshake-era client is sent
+        requests whatever the server's era; a modern-era client gets input_required and retries."""
+        for tool in ("elicit_m__ask_name", "elicit_h__ask_name"):
+            server_era = "modern" if tool.startswith("elicit_m") else "handshake"
+            if era == "legacy":
+                r = await session.call_tool(tool, {})
+                check(f"{label}: a {server_era}-era server's question reaches this client as a request", text_of(r) == [{"type": "text", "text": "hello Ada"}], text_of(r))
+                continue
+            first = await session.call_tool(tool, {}, allow_input_required=True)
+            asks = list((first.input_requests or {}).items())
+            ok = len(asks) == 1 and asks[0][1].method == "elicitation/create" and first.request_state
+            check(f"{label}: a {server_era}-era server's question reaches this client as input_required", ok, first)
+            if not ok:
+                continue
+            r = await session.call_tool(tool, {}, input_responses={asks[0][0]: {"action": "accept", "content": {"name": "Ada"}}},
+                                        request_state=first.request_state)
+            check(f"{label}: the retry with the answer completes the call ({server_era}-era server)", text_of(r) == [{"type": "text", "text": "hello Ada"}], r)
+
     async def both_subscribed():
         return (await count("subscribers"), await count("m_subscribers"), await count("h_subscribers")) == ("1", "1", "1")
 
@@ -251,8 +275,11 @@ async def through_gateway(transport, era: str, direct: dict, repo: Path, label: 
     async def on_roots(context):
         return types.ListRootsResult(roots=[types.Root(uri="file:///work/a"), types.Root(uri="file:///work/b")])
 
+    async def on_elicit(context, params):
+        return types.ElicitResult(action="accept", content={"name": "Ada"})
+
     await session_for(transport, era, run, logging_callback=on_log, sampling_callback=on_sampling, list_roots_callback=on_roots,
-                      message_handler=on_message)
+                      elicitation_callback=on_elicit, message_handler=on_message)
 
 
 async def fastmcp_client(target, label: str):
