@@ -1,3 +1,4 @@
+import MCPOptSync
 import MCPOptProtocol
 import MCPOptUpstream
 
@@ -19,6 +20,30 @@ public protocol MCPUpstream: AnyObject, Sendable {
     func onServerRequest(_ handler: ServerRequestHandler?)
     /// The protocol version agreed with the server.
     var version: ProtocolVersion? { get }
+    /// Sends requests together (a batch of low-priority work): each gets its own response or
+    /// error, in order. Not cancellable one by one.
+    func requestBatch(_ requests: [UpstreamRequest], timeout: Duration) async -> [Result<[UInt8], UpstreamError>]
+}
+
+extension MCPUpstream {
+    /// Side by side: over HTTP each request is an exchange of its own on the pool (JSON-RPC
+    /// batches exist only in 2025-03-26, so they are not used).
+    public func requestBatch(_ requests: [UpstreamRequest], timeout: Duration) async -> [Result<[UInt8], UpstreamError>] {
+        await withTaskGroup(of: (Int, Result<[UInt8], UpstreamError>).self) { group in
+            for (index, request) in requests.enumerated() {
+                group.addTask {
+                    do throws(UpstreamError) {
+                        return (index, .success(try await self.request(request, timeout: timeout, cancellable: false)))
+                    } catch {
+                        return (index, .failure(error))
+                    }
+                }
+            }
+            var results = [Result<[UInt8], UpstreamError>](repeating: .failure(UpstreamError(.closed, "not sent")), count: requests.count)
+            for await (index, result) in group { results[index] = result }
+            return results
+        }
+    }
 }
 
 /// (method, the server's request, reply): see `MCPUpstream.onServerRequest`.
@@ -33,3 +58,20 @@ func dispatchServerRequest(_ handler: ServerRequestHandler?, method: String, mes
 
 extension StdioUpstream: MCPUpstream {}
 extension HTTPUpstream: MCPUpstream {}
+
+/// Continuations of a batch's requests, gathered until the last one is in.
+final class ContinuationGathering<T>: @unchecked Sendable {
+    private let lock = Lock()
+    private var items: [(Int, CheckedContinuation<T, Never>)] = []   // guarded by lock
+    private let count: Int
+
+    init(count: Int) { self.count = count }
+
+    /// Adds one; all of them (by index) when this was the last.
+    func add(_ index: Int, _ continuation: CheckedContinuation<T, Never>) -> [(Int, CheckedContinuation<T, Never>)]? {
+        lock.withLock {
+            items.append((index, continuation))
+            return items.count == count ? items.sorted { $0.0 < $1.0 } : nil
+        }
+    }
+}

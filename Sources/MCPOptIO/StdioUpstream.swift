@@ -39,6 +39,7 @@ public final class StdioUpstream: @unchecked Sendable {
     private var sharedState = State.idle
     private var sharedRestarts = 0
     private var sharedVersion: ProtocolVersion?
+    private var writesIssued = 0
     private var stderrLines: [String] = []
     private var logLines: [String] = []
 
@@ -50,6 +51,8 @@ public final class StdioUpstream: @unchecked Sendable {
     private var stderrBuffer: [UInt8] = []
     private var writeQueue: [[UInt8]] = []
     private var writing = false
+    /// A batch is being queued: its lines wait to go out together.
+    private var holdingWrites = false
     private lazy var waiters = RequestWaiters(loop: loop)
     private var backoff: Duration
     private var startedAt: UInt64 = 0
@@ -110,6 +113,36 @@ public final class StdioUpstream: @unchecked Sendable {
         try await cancellableRequest(loop, cancellable: cancellable, enqueue: { [self] box, continuation in enqueue(request, timeout: timeout, box: box, continuation) },
                                      cancel: { [self] box in cancelRequest(box) }).get()
     }
+
+    /// Sends requests together: one hop to the loop, and their lines go out in one write.
+    public func requestBatch(_ requests: [UpstreamRequest], timeout: Duration) async -> [Result<[UInt8], UpstreamError>] {
+        guard !requests.isEmpty else { return [] }
+        let gathering = ContinuationGathering<Result<[UInt8], UpstreamError>>(count: requests.count)
+        return await withTaskGroup(of: (Int, Result<[UInt8], UpstreamError>).self) { group in
+            for index in requests.indices {
+                group.addTask { [self] in
+                    let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<[UInt8], UpstreamError>, Never>) in
+                        // The last one in sends them all.
+                        guard let all = gathering.add(index, continuation) else { return }
+                        let accepted = loop.execute { [self] in
+                            holdingWrites = true
+                            for (i, c) in all { enqueue(requests[i], timeout: timeout, box: nil, c) }
+                            holdingWrites = false
+                            pumpWrites()
+                        }
+                        if !accepted { for (_, c) in all { c.resume(returning: .failure(UpstreamError(.closed, "the upstream is stopped"))) } }
+                    }
+                    return (index, result)
+                }
+            }
+            var results = [Result<[UInt8], UpstreamError>](repeating: .failure(UpstreamError(.closed, "not sent")), count: requests.count)
+            for await (index, result) in group { results[index] = result }
+            return results
+        }
+    }
+
+    /// Writes to the server's stdin so far (a batch's lines share one).
+    public var writeCount: Int { shared.withLock { writesIssued } }
 
     /// The caller gave up: the server is told (notifications/cancelled) and the caller answered.
     private func cancelRequest(_ box: CancelBox) {
@@ -369,9 +402,12 @@ public final class StdioUpstream: @unchecked Sendable {
     }
 
     private func pumpWrites() {
-        guard !writing, let child = process, child.stdin >= 0, !writeQueue.isEmpty else { return }
+        guard !writing, !holdingWrites, let child = process, child.stdin >= 0, !writeQueue.isEmpty else { return }
         writing = true
-        let bytes = writeQueue.removeFirst()
+        // Everything queued goes in one write (lines that came while the last one was out).
+        let bytes = writeQueue.count == 1 ? writeQueue[0] : Array(writeQueue.joined())
+        writeQueue.removeAll(keepingCapacity: true)
+        shared.withLock { writesIssued += 1 }
         let current = generation
         loop.write(child.stdin, bytes) { [self] result in
             guard current == generation else { return }

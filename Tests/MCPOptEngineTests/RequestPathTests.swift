@@ -148,6 +148,31 @@ final class RequestPathTests: XCTestCase, @unchecked Sendable {
         }
     }
 
+    func testALowPriorityAgentsCallsGoInBatchesAndEachGetsItsOwnAnswer() async throws {
+        let engine = try makeEngine([try Self.kvServer("kv")], extra: #", "agents": {"crawler": {"priority": "low"}}, "optimization": {"maxBatchSize": 8, "batchTimeout": "50ms"}"#)
+        await engine.start()
+        addTeardownBlock { await engine.stop() }
+        let answers = await withTaskGroup(of: (Int, String?).self) { group in
+            for i in 0..<16 {
+                group.addTask {
+                    let r = await self.call(engine, "slow_get", #"{"key":"k\#(i)","ms":1}"#, id: i, OptimizeOptions(agent: "crawler", bypassCache: true))
+                    return (i, (try? self.message(r))?["id"]?.jsonString)
+                }
+            }
+            var all: [Int: String?] = [:]
+            for await (i, id) in group { all[i] = id }
+            return all
+        }
+        for i in 0..<16 { XCTAssertEqual(answers[i] ?? nil, "\(i)", "each caller gets its own answer") }
+        let system = engine.getOptimizationMetrics()["system"]
+        XCTAssertEqual(system?["batchedRequests"], 16)
+        let batches = Int(system?["batches"]?.integerValue ?? 0)
+        XCTAssertTrue((2...15).contains(batches), "16 requests in batches of at most 8: \(batches)")
+        // A normal caller is not batched.
+        _ = await call(engine, "slow_get", #"{"key":"n","ms":1}"#, id: 99, OptimizeOptions(bypassCache: true))
+        XCTAssertEqual(engine.getOptimizationMetrics()["system"]?["batchedRequests"], 16)
+    }
+
     func testABusyServerServesACriticalAgentAndAnotherTenantBeforeAFloodsBacklog() async throws {
         var kv = try Self.kvServer("kv")
         kv.removeLast()

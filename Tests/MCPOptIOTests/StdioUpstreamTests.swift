@@ -50,6 +50,26 @@ final class StdioUpstreamTests: XCTestCase {
         }
     }
 
+    func testABatchGoesOutInOneWriteAndEachGetsItsOwnAnswer() async throws {
+        let loop = try EventLoop()
+        defer { loop.shutdown() }
+        let upstream = StdioUpstream(command: try faulty(), loop: loop)
+        upstream.start()
+        _ = try await upstream.request(call("echo", #"{"n":0}"#))   // negotiated
+        let before = upstream.writeCount
+        let results = await upstream.requestBatch((1...10).map { call("echo", #"{"n":\#($0)}"#) }, timeout: .seconds(20))
+        XCTAssertEqual(upstream.writeCount - before, 1, "ten lines, one write")
+        for (n, outcome) in zip(1..., results) {
+            let text = try result(try outcome.get())["content"]?.arrayValue?.first?["text"]?.stringValue
+            XCTAssertEqual(text, #"{"n": \#(n)}"#)
+        }
+        // One request the server refuses does not fail the others.
+        let mixed = await upstream.requestBatch([UpstreamRequest(method: "no/such/method"), call("echo", #"{"n":11}"#)], timeout: .seconds(20))
+        XCTAssertEqual(try MessageDecoder().decodeOwned(try mixed[0].get()).kind, .error)
+        XCTAssertEqual(try result(try mixed[1].get())["content"]?.arrayValue?.first?["text"]?.stringValue, #"{"n": 11}"#)
+        await upstream.shutdown()
+    }
+
     func testServerCrashingMidCallFailsTheCallAndIsRestarted() async throws {
         let loop = try EventLoop()
         defer { loop.shutdown() }

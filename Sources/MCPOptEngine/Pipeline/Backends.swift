@@ -18,7 +18,19 @@ final class Backend: @unchecked Sendable {
     /// What a backend session can do for its server when requests are relayed to clients.
     static let relayedCapabilities: JSONValue = ["sampling": [:], "elicitation": [:], "roots": ["listChanged": false]]
 
-    init(server: ServerConfig, loop: EventLoop, overloads: AtomicCounter, relayServerRequests: Bool = false) {
+    /// How low-priority requests are batched, and the counters of what was sent.
+    struct Batching {
+        var maxSize: Int
+        var window: Duration
+        var batches: AtomicCounter
+        var requests: AtomicCounter
+    }
+
+    /// Low-priority requests go in batches (nil: batching is off).
+    let batcher: RequestBatcher?
+
+    init(server: ServerConfig, loop: EventLoop, overloads: AtomicCounter, relayServerRequests: Bool = false,
+         batching: Batching? = nil) {
         self.server = server
         self.overloads = overloads
         let identity = ClientSession.Identity(capabilities: relayServerRequests ? Self.relayedCapabilities : [:])
@@ -39,6 +51,8 @@ final class Backend: @unchecked Sendable {
                                     mode: mode, maxConnections: min(server.maxConcurrency, 32), identity: identity)
         }
         limiter = ConcurrencyLimiter(limit: server.maxConcurrency, queueLimit: server.maxConcurrency * 64)
+        let made = upstream
+        batcher = batching.map { RequestBatcher(upstream: made, maxSize: $0.maxSize, window: $0.window, batches: $0.batches, requests: $0.requests) }
     }
 
     var name: String { server.name }
@@ -59,6 +73,7 @@ final class Backend: @unchecked Sendable {
             throw UpstreamError(.closed, "server \"\(name)\" is overloaded: \(server.maxConcurrency) requests in flight and the queue is full")
         }
         defer { limiter.release() }
+        if priority == .low, let batcher { return try await batcher.submit(request, timeout: timeout).get() }
         return try await upstream.request(request, timeout: timeout, cancellable: cancellable)
     }
 

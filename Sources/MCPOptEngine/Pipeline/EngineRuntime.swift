@@ -24,6 +24,9 @@ public final class EngineMetrics: @unchecked Sendable {
     public let invalidations = AtomicCounter()
     public let routingErrors = AtomicCounter()
     public let overloads = AtomicCounter()
+    /// Batches of low-priority requests sent, and the requests in them.
+    public let batches = AtomicCounter()
+    public let batchedRequests = AtomicCounter()
     /// Hedged attempts started, and how many of them answered first.
     public let hedges = AtomicCounter()
     public let hedgeWins = AtomicCounter()
@@ -56,6 +59,8 @@ final class EngineRuntime: @unchecked Sendable {
     /// Who can answer a server's requests, per backend (optimization.relayServerRequests).
     let serverRequestRoutes = ServerRequestRoutes()
     let relayServerRequests: Bool
+    /// Low-priority requests are batched per backend (optimization.enableBatching, maxBatchSize, batchTimeout).
+    let batching: Backend.Batching?
     let pins = ContinuationPins()
     let progress = ProgressRelay()
     /// Who hears servers' log messages (`notifications/message`), with the server's name.
@@ -88,6 +93,9 @@ final class EngineRuntime: @unchecked Sendable {
 
     init(config: EngineConfig) {
         relayServerRequests = config.optimization.relayServerRequests
+        let o = config.optimization
+        batching = o.enableBatching && o.maxBatchSize > 1
+            ? Backend.Batching(maxSize: o.maxBatchSize, window: o.batchTimeout, batches: metrics.batches, requests: metrics.batchedRequests) : nil
         var policy = CachePolicy(defaultTTL: config.caching.defaultTTL)
         for rule in config.caching.tools {
             switch rule.policy {
@@ -115,7 +123,7 @@ final class EngineRuntime: @unchecked Sendable {
             let key = name + "\u{0}" + session
             if let mine = sessionBackends[key] { return (mine, false) }
             guard sessionBackends.count < Self.maxSessionBackends, !stopped else { return (nil, false) }
-            let made = Backend(server: shared.server, loop: loop, overloads: metrics.overloads, relayServerRequests: relayServerRequests)
+            let made = Backend(server: shared.server, loop: loop, overloads: metrics.overloads, relayServerRequests: relayServerRequests, batching: batching)
             sessionBackends[key] = made
             return (made, true)
         }
@@ -183,7 +191,7 @@ final class EngineRuntime: @unchecked Sendable {
         if lock.withLock({ stopped }) { throw IOError(message: "the engine was stopped: create a new one") }
         let loop: EventLoop
         if let given = lock.withLock({ givenLoop }) { loop = given } else { loop = try EventLoop(name: "mcpopt-engine") }
-        let made = servers.map { Backend(server: $0, loop: loop, overloads: metrics.overloads, relayServerRequests: relayServerRequests) }
+        let made = servers.map { Backend(server: $0, loop: loop, overloads: metrics.overloads, relayServerRequests: relayServerRequests, batching: batching) }
         lock.withLock {
             self.loop = loop
             for b in made { backendsByName[b.name] = b }

@@ -92,6 +92,7 @@ extension Engine {
                 "throughputRps": uptime > 0 ? .double(Double(requests) / uptime) : .null,
                 "upstreamCalls": .int(Int64(calls)), "retries": .int(Int64(m.retries.load())), "failovers": .int(Int64(m.failovers.load())),
                 "overloads": .int(Int64(m.overloads.load())),
+                "batches": .int(Int64(m.batches.load())), "batchedRequests": .int(Int64(m.batchedRequests.load())),
                 "hedges": .int(Int64(m.hedges.load())), "hedgeWins": .int(Int64(m.hedgeWins.load())),
                 "staleServed": .int(Int64(m.staleServed.load())),
                 "uptimeSeconds": .double(uptime.rounded()),

@@ -1,0 +1,71 @@
+import MCPOptIO
+import MCPOptSync
+import MCPOptUpstream
+
+/// Low-priority requests to one server (refresh-ahead of hot entries, agents configured
+/// `priority: "low"`) are sent together: a batch fills up to `maxSize` requests or for
+/// `window` after its first, then goes to the upstream at once (over stdio: one hop to the
+/// I/O loop and one write for all its lines). Fewer wake-ups and syscalls for work nobody
+/// waits on, and the higher priorities are never held back by it (they do not batch).
+final class RequestBatcher: @unchecked Sendable {
+    typealias Outcome = Result<[UInt8], UpstreamError>
+
+    let maxSize: Int
+    let window: Duration
+    private let upstream: any MCPUpstream
+    private let lock = Lock()
+    private var open: [(request: UpstreamRequest, timeout: Duration, continuation: CheckedContinuation<Outcome, Never>)] = []   // guarded by lock
+    /// Bumped per batch sent: a timer only flushes the batch it was set for.
+    private var generation = 0                                                                         // guarded by lock
+    private let sentBatches: AtomicCounter
+    private let sentRequests: AtomicCounter
+
+    /// `batches` and `requests` count what is sent (the engine's metrics).
+    init(upstream: any MCPUpstream, maxSize: Int, window: Duration, batches: AtomicCounter = AtomicCounter(), requests: AtomicCounter = AtomicCounter()) {
+        self.upstream = upstream
+        self.maxSize = max(1, maxSize)
+        self.window = window
+        sentBatches = batches
+        sentRequests = requests
+    }
+
+    /// Batches sent so far, and the requests in them.
+    var batches: (count: UInt64, requests: UInt64) { (sentBatches.load(), sentRequests.load()) }
+
+    /// Joins the open batch and returns this request's response once the batch is answered.
+    func submit(_ request: UpstreamRequest, timeout: Duration) async -> Outcome {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Outcome, Never>) in
+            let (full, startTimer, batch) = lock.withLock { () -> (Bool, Bool, Int) in
+                open.append((request, timeout, continuation))
+                return (open.count >= maxSize, open.count == 1, generation)
+            }
+            if full {
+                flush(batch)
+            } else if startTimer {
+                let window = window
+                Task { [weak self] in
+                    try? await Task.sleep(for: window)
+                    self?.flush(batch)
+                }
+            }
+        }
+    }
+
+    /// Sends batch `batch` if it is still the open one.
+    private func flush(_ batch: Int) {
+        let taken = lock.withLock { () -> [(request: UpstreamRequest, timeout: Duration, continuation: CheckedContinuation<Outcome, Never>)] in
+            guard batch == generation, !open.isEmpty else { return [] }
+            generation += 1
+            defer { open.removeAll(keepingCapacity: true) }
+            return open
+        }
+        guard !taken.isEmpty else { return }
+        sentBatches.add()
+        sentRequests.add(UInt64(taken.count))
+        let upstream = upstream
+        Task {
+            let results = await upstream.requestBatch(taken.map(\.request), timeout: taken.map(\.timeout).max() ?? .seconds(30))
+            for (item, result) in zip(taken, results) { item.continuation.resume(returning: result) }
+        }
+    }
+}
