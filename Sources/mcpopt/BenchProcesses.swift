@@ -82,7 +82,7 @@ final class BenchProcesses: @unchecked Sendable {
     func exited(_ child: Child) -> Int32? {
         var status: Int32 = 0
         let r = waitpid(child.pid, &status, WNOHANG)
-        if r == 0 { return nil }
+        if r == 0 || (r < 0 && errno == EINTR) { return nil }
         // Exited normally: its status; killed by a signal: 128 + the signal, as shells report it.
         return r == child.pid && (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
     }
