@@ -30,7 +30,7 @@ struct BenchGateway: ParsableCommand {
     @Flag(help: "Print machine-readable JSON instead of a table.")
     var json = false
 
-    @Option(help: "Python that can import fastmcp (default: .venv/bin/python in the source tree, else python3).")
+    @Option(help: "Python that can import fastmcp (default: $MCPOPT_PYTHON, else .venv/bin/python in the source tree, else python3).")
     var python: String?
 
     @Option(help: "The source tree holding Benchmarks/ and include/ (default: found from the program's path).")
@@ -84,7 +84,7 @@ struct BenchGateway: ParsableCommand {
         guard echoPort > 0 else { throw ValidationError("the echo server did not start: \(processes.tail(echoServer))") }
 
         // The hops in front of it.
-        var ports: [String: Int] = ["direct": echoPort]
+        var ports: [String: Int] = [:]   // the peers that started: haproxy, nginx, fastmcp
         if let (haproxy, nginx) = proxyPrograms(processes, &skipped) {
             if let port = try startHaproxy(haproxy, echoPort: echoPort, processes, &skipped) { ports["haproxy"] = port }
             if let port = try startNginx(nginx, echoPort: echoPort, processes, &skipped) { ports["nginx"] = port }
