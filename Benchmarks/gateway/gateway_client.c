@@ -1,13 +1,17 @@
-/* One blocking keep-alive HTTP client doing MCP round trips one at a time (the way an agent
+/* Blocking keep-alive HTTP clients doing MCP round trips one at a time each (the way an agent
  * waits on each call), through whatever listens on PORT: a server directly, a proxy hop, or the
- * mcpopt gateway. Initializes a handshake-era session and sends its Mcp-Session-Id after.
- * Usage: gateway_client LABEL N PORT TOOL hit|miss [OFFSET]
+ * mcpopt gateway. Each connection initializes a handshake-era session and sends its
+ * Mcp-Session-Id after. With CONNECTIONS > 1, that many threads run side by side (throughput
+ * under concurrency); the figures are over all their calls.
+ * Usage: gateway_client LABEL N PORT TOOL hit|miss [OFFSET [CONNECTIONS]]
  *   miss: arguments differ on every call (starting at OFFSET, so repeated runs stay misses);
  *   hit: the same arguments every time.
- * Prints one JSON line: requests, round trips per second, p50/p99/mean in microseconds. */
+ * Prints one JSON line: requests, round trips per second, p50/p99/mean in microseconds.
+ * Run by `mcpopt bench gateway`. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,19 +20,32 @@
 #include <time.h>
 #include <unistd.h>
 
+#define MAX_CONNECTIONS 64
 static double now(void) { struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts.tv_sec + ts.tv_nsec / 1e9; }
 static int cmp(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return (x > y) - (x < y); }
-static char session[256];
 
-static int exchange(int fd, const char *body, char *buf, size_t size) {
+typedef struct {
+    const char *label, *tool;
+    int port, n, hit, ok;
+    long offset;
+    char session[256];
+    char buf[1 << 16];
+    double *samples, end;
+} worker;
+
+static pthread_barrier_t ready;
+static double start;
+
+static int exchange(int fd, worker *w, const char *body) {
     char request[2048];
     char extra[400] = "";
-    if (session[0]) snprintf(extra, sizeof extra, "Mcp-Session-Id: %s\r\nMCP-Protocol-Version: 2025-06-18\r\n", session);
+    if (w->session[0]) snprintf(extra, sizeof extra, "Mcp-Session-Id: %s\r\nMCP-Protocol-Version: 2025-06-18\r\n", w->session);
     int n = snprintf(request, sizeof request,
                      "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\n%sContent-Length: %zu\r\n\r\n%s",
                      extra, strlen(body), body);
     if (write(fd, request, n) != n) return -1;
-    size_t len = 0;
+    char *buf = w->buf;
+    size_t len = 0, size = sizeof w->buf;
     for (;;) {
         ssize_t r = read(fd, buf + len, size - len - 1);
         if (r <= 0) return -1;
@@ -40,41 +57,76 @@ static int exchange(int fd, const char *body, char *buf, size_t size) {
         size_t body_len = cl ? strtoul(cl + 15, NULL, 10) : 0;
         if (len < (size_t)(end - buf) + 4 + body_len) continue;
         if (strncmp(buf, "HTTP/1.1 200", 12) != 0 && strncmp(buf, "HTTP/1.1 202", 12) != 0) { fprintf(stderr, "%.200s\n", buf); return -1; }
-        if (!session[0]) {
+        if (!w->session[0]) {
             char *sid = strcasestr(buf, "mcp-session-id:");
-            if (sid) sscanf(sid + 15, " %255[^\r\n]", session);
+            if (sid) sscanf(sid + 15, " %255[^\r\n]", w->session);
         }
         return 0;
     }
 }
 
-int main(int argc, char **argv) {
-    if (argc < 6) { fprintf(stderr, "usage: gateway_client LABEL N PORT TOOL hit|miss\n"); return 2; }
-    const char *label = argv[1], *tool = argv[4];
-    int n = atoi(argv[2]), hit = strcmp(argv[5], "hit") == 0;
-    long offset = argc > 6 ? atol(argv[6]) : 0;
-    int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+/* One call; 0 when answered. */
+static int call(int fd, worker *w, int id, long argument) {
+    char body[512];
+    snprintf(body, sizeof body, "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"tools/call\",\"params\":{\"name\":\"%s\",\"arguments\":{\"i\":%ld}}}",
+             id, w->tool, argument);
+    if (exchange(fd, w, body)) { fprintf(stderr, "%s: request %d failed\n", w->label, id); return -1; }
+    return 0;
+}
+
+/* One connection: handshake, warm-up, then its share of the calls once every connection is ready. */
+static void *run(void *arg) {
+    worker *w = arg;
+    int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1, failed = 0, id = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[3])), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    if (connect(fd, (struct sockaddr *)&a, sizeof a)) { perror("connect"); return 1; }
-    static char buf[1 << 16];
-    if (exchange(fd, "{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"initialize\",\"params\":{\"protocolVersion\":\"2025-06-18\",\"capabilities\":{},\"clientInfo\":{\"name\":\"bench\",\"version\":\"1\"}}}", buf, sizeof buf)) return 1;
-    if (exchange(fd, "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}", buf, sizeof buf)) return 1;
-    int warm = n / 10 + 10;
-    double *samples = malloc(n * sizeof *samples), start = 0;
-    for (int i = -warm; i < n; i++) {
-        char body[512];
-        snprintf(body, sizeof body, "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"tools/call\",\"params\":{\"name\":\"%s\",\"arguments\":{\"i\":%ld}}}",
-                 i + warm + 1, tool, hit ? 1L : offset + i + warm);
-        if (i == 0) start = now();
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(w->port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (connect(fd, (struct sockaddr *)&a, sizeof a)) { perror("connect"); failed = 1; }
+    if (!failed && exchange(fd, w, "{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"initialize\",\"params\":{\"protocolVersion\":\"2025-06-18\",\"capabilities\":{},\"clientInfo\":{\"name\":\"bench\",\"version\":\"1\"}}}")) failed = 1;
+    if (!failed && exchange(fd, w, "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}")) failed = 1;
+    for (int i = 0; i < w->n / 10 + 10 && !failed; i++, id++) failed = call(fd, w, id, w->hit ? 1L : w->offset + id);
+    /* Every thread reaches the barrier, failed or not, so none waits forever; one takes the time. */
+    if (pthread_barrier_wait(&ready) == PTHREAD_BARRIER_SERIAL_THREAD) start = now();
+    pthread_barrier_wait(&ready);
+    for (int i = 0; i < w->n && !failed; i++, id++) {
         double t = now();
-        if (exchange(fd, body, buf, sizeof buf)) { fprintf(stderr, "%s: request %d failed\n", label, i); return 1; }
-        if (i >= 0) samples[i] = (now() - t) * 1e6;
+        failed = call(fd, w, id, w->hit ? 1L : w->offset + id);
+        w->samples[i] = (now() - t) * 1e6;
     }
-    double elapsed = now() - start, sum = 0;
-    for (int i = 0; i < n; i++) sum += samples[i];
-    qsort(samples, n, sizeof *samples, cmp);
-    printf("{\"path\":\"%s\",\"requests\":%d,\"roundTripsPerSecond\":%.0f,\"p50Us\":%.1f,\"p99Us\":%.1f,\"meanUs\":%.1f}\n",
-           label, n, n / elapsed, samples[n / 2], samples[(int)(n * 0.99)], sum / n);
+    w->end = now();
+    w->ok = !failed;
+    close(fd);
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 6) { fprintf(stderr, "usage: gateway_client LABEL N PORT TOOL hit|miss [OFFSET [CONNECTIONS]]\n"); return 2; }
+    int n = atoi(argv[2]), connections = argc > 7 ? atoi(argv[7]) : 1;
+    if (n < 1 || connections < 1 || connections > MAX_CONNECTIONS) { fprintf(stderr, "N >= 1, 1 <= CONNECTIONS <= %d\n", MAX_CONNECTIONS); return 2; }
+    long offset = argc > 6 ? atol(argv[6]) : 0;
+    static worker workers[MAX_CONNECTIONS];
+    pthread_t threads[MAX_CONNECTIONS];
+    pthread_barrier_init(&ready, NULL, connections);
+    int each = (n + connections - 1) / connections;
+    for (int c = 0; c < connections; c++) {
+        worker *w = &workers[c];
+        w->label = argv[1]; w->tool = argv[4]; w->port = atoi(argv[3]); w->hit = strcmp(argv[5], "hit") == 0; w->n = each;
+        w->offset = offset + (long)c * 100000000L;   /* each connection's misses are its own */
+        w->samples = malloc(each * sizeof *w->samples);
+        pthread_create(&threads[c], NULL, run, w);
+    }
+    double end = 0, sum = 0;
+    int total = 0, ok = 1;
+    for (int c = 0; c < connections; c++) {
+        pthread_join(threads[c], NULL);
+        ok &= workers[c].ok;
+        if (workers[c].end > end) end = workers[c].end;
+    }
+    if (!ok) return 1;
+    double *all = malloc((size_t)each * connections * sizeof *all);
+    for (int c = 0; c < connections; c++)
+        for (int i = 0; i < each; i++) { all[total++] = workers[c].samples[i]; sum += workers[c].samples[i]; }
+    qsort(all, total, sizeof *all, cmp);
+    printf("{\"path\":\"%s\",\"requests\":%d,\"connections\":%d,\"roundTripsPerSecond\":%.0f,\"p50Us\":%.1f,\"p99Us\":%.1f,\"meanUs\":%.1f}\n",
+           argv[1], total, connections, total / (end - start), all[total / 2], all[(int)(total * 0.99)], sum / total);
     return 0;
 }

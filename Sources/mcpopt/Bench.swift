@@ -10,4 +10,4 @@ struct Bench: ParsableCommand {
 }
 
 /// Registered benchmark subcommands.
-let benchSubcommands: [ParsableCommand.Type] = [BenchCodec.self, BenchCache.self, BenchRoute.self, BenchUpstream.self, BenchShared.self, BenchCoordination.self]
+let benchSubcommands: [ParsableCommand.Type] = [BenchCodec.self, BenchCache.self, BenchRoute.self, BenchUpstream.self, BenchShared.self, BenchCoordination.self, BenchGateway.self]

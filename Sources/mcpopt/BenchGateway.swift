@@ -1,0 +1,435 @@
+import ArgumentParser
+import Glibc
+import MCPOptEngine
+import MCPOptGateway
+import MCPOptJSON
+import MCPOptMock
+
+/// `mcpopt bench gateway`: the gateway's added latency over a direct call, side by side in one
+/// run with a plain proxy hop (haproxy, nginx) and FastMCP's proxy, all against the same fast C
+/// echo server and measured by the same blocking keep-alive C client; then cache-hit throughput
+/// with several connections and through the C ABI, and a thundering herd through the engine.
+/// It starts everything it needs and stops it on every way out (BenchProcesses).
+struct BenchGateway: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gateway",
+        abstract: "Added latency of the gateway against haproxy, nginx and FastMCP's proxy; hit throughput; a thundering herd.",
+        discussion: """
+            Compiles Benchmarks/upstream/http_echo_server.c and Benchmarks/gateway/{gateway_client,abi_hit}.c \
+            with cc, starts the echo server, haproxy and nginx (installed with apt-get when missing, unless \
+            --no-install), this program as `mcpopt serve`, and FastMCP's proxy (skipped when fastmcp cannot be \
+            imported). Rows that cannot run are listed as skipped, with the reason.
+            """)
+
+    @Option(help: "Calls per latency row (FastMCP's proxy gets a 40th of them: it is that slow).")
+    var requests = 20_000
+
+    @Option(help: "Rounds of the latency rows.")
+    var rounds = 2
+
+    @Flag(help: "Print machine-readable JSON instead of a table.")
+    var json = false
+
+    @Option(help: "Python that can import fastmcp (default: $MCPOPT_PYTHON, else .venv/bin/python in the source tree, else python3).")
+    var python: String?
+
+    @Option(help: "The source tree holding Benchmarks/ and include/ (default: found from the program's path).")
+    var sources: String?
+
+    @Option(help: "libmcpopt for the C ABI rows (default: libMCPOpt.so beside the program, or ../lib/libmcpopt.so.1).")
+    var library: String?
+
+    @Option(help: "Client connections (and C ABI threads, at most 2 of them) for the throughput rows.")
+    var connections = 4
+
+    @Option(help: "Identical concurrent requests in the thundering herd.")
+    var herd = 1_000
+
+    @Flag(help: "Do not install haproxy and nginx when missing (their rows are skipped).")
+    var noInstall = false
+
+    func validate() throws {
+        guard requests >= 10 else { throw ValidationError("--requests must be at least 10") }
+        guard (1...20).contains(rounds) else { throw ValidationError("--rounds must be between 1 and 20") }
+        guard (1...64).contains(connections) else { throw ValidationError("--connections must be between 1 and 64") }
+        guard (1...10_000).contains(herd) else { throw ValidationError("--herd must be between 1 and 10000") }
+    }
+
+    func run() throws {
+        let processes = try BenchProcesses()
+        defer { processes.stopAll() }
+        var skipped: [String] = []
+        let machine: JSONValue = ["cores": .int(Int64(sysconf(Int32(_SC_NPROCESSORS_ONLN)))), "kernel": .string(Self.kernel()),
+                                  "loadAverageAtStart": .string(BenchProcesses.read("/proc/loadavg").split(separator: " ").prefix(3).joined(separator: " "))]
+
+        // The helpers, compiled from the source tree.
+        let root = try sourceTree()
+        guard let cc = BenchProcesses.find("cc") else { throw ValidationError("cc is needed to build the echo server and the client") }
+        let echo = "\(processes.directory)/http_echo_server", client = "\(processes.directory)/gateway_client", abi = "\(processes.directory)/abi_hit"
+        for (name, arguments) in [("cc echo", [cc, "-O2", "-o", echo, "\(root)/Benchmarks/upstream/http_echo_server.c"]),
+                                  ("cc client", [cc, "-O2", "-o", client, "\(root)/Benchmarks/gateway/gateway_client.c", "-lpthread"])] {
+            let (status, _, errors) = try processes.run(name, arguments, seconds: 120)
+            guard status == 0 else { throw ValidationError("\(name) failed: \(errors)") }
+        }
+        let abiBuilt = try processes.run("cc abi", [cc, "-O2", "-I\(root)/include", "-o", abi, "\(root)/Benchmarks/gateway/abi_hit.c", "-ldl", "-lpthread"], seconds: 120).status == 0
+
+        // The fast server every path leads to.
+        let echoPortFile = "\(processes.directory)/echo.port"
+        let echoServer = try processes.start("echo server", [echo], stdout: echoPortFile)
+        var echoPort = 0
+        for _ in 0..<250 where echoPort == 0 {   // 5 s
+            echoPort = Int(BenchProcesses.read(echoPortFile).split(separator: " ").last?.split(separator: "\n").first ?? "") ?? 0
+            if echoPort == 0 { usleep(20_000) }
+        }
+        guard echoPort > 0 else { throw ValidationError("the echo server did not start: \(processes.tail(echoServer))") }
+
+        // The hops in front of it.
+        var ports: [String: Int] = [:]   // the peers that started: haproxy, nginx, fastmcp
+        if let (haproxy, nginx) = proxyPrograms(processes, &skipped) {
+            if let port = try startHaproxy(haproxy, echoPort: echoPort, processes, &skipped) { ports["haproxy"] = port }
+            if let port = try startNginx(nginx, echoPort: echoPort, processes, &skipped) { ports["nginx"] = port }
+        }
+        let gateway = try startGateway(echoPort: echoPort, processes)
+        if let port = try startFastMCP(root: root, echoPort: echoPort, processes, &skipped) { ports["fastmcp"] = port }
+
+        // Latency, one call at a time, every path in each round.
+        let timeout = 120 + Double(requests) * 0.005
+        // One row: the C client's JSON line, or the row's path and why it failed.
+        func measure(_ label: String, _ port: Int, calls: Int, _ mode: String, offset: Int = 0, connections: Int = 1) throws -> JSONValue {
+            let arguments = [client, label, "\(calls)", "\(port)", "echo", mode, "\(offset)", "\(connections)"]
+            let (status, output, errors) = try processes.run(label, arguments, seconds: timeout)
+            guard status == 0, let row = try? JSONParser.parse(output.split(separator: "\n").last.map(String.init) ?? "") else {
+                return ["path": .string(label), "error": .string(status == nil ? "ran out of time (\(Int(timeout)) s)" : "the client failed: \(errors)")]
+            }
+            return row
+        }
+        let fastmcpCalls = max(requests / 40, 5)
+        var roundResults: [JSONValue] = []
+        for round in 1...rounds {
+            var rows: [JSONValue] = []
+            rows.append(try measure("direct", echoPort, calls: requests, "miss"))
+            for peer in ["haproxy", "nginx"] { if let port = ports[peer] { rows.append(try measure(peer, port, calls: requests, "miss")) } }
+            // Misses stay misses across rounds: each round's arguments start elsewhere.
+            rows.append(try measure("mcpopt miss", gateway, calls: requests, "miss", offset: round * 1_000_000_000))
+            rows.append(try measure("mcpopt hit", gateway, calls: requests, "hit"))
+            if let port = ports["fastmcp"] { rows.append(try measure("fastmcp proxy", port, calls: fastmcpCalls, "miss", offset: round * 1_000_000_000)) }
+            rows = Self.withAddedLatency(rows)
+            roundResults.append(["round": .int(Int64(round)), "rows": .array(rows), "goals": Self.goals(rows)])
+        }
+
+        // Cache hits with several connections: the gateway beside the direct call.
+        let concurrent = [try measure("direct, \(connections) connections", echoPort, calls: requests, "hit", connections: connections),
+                          try measure("mcpopt hit, \(connections) connections", gateway, calls: requests, "hit", connections: connections)]
+
+        // Cache hits through the C ABI, in a C host.
+        var abiRows: [JSONValue] = []
+        if !abiBuilt {
+            skipped.append("C ABI rows: abi_hit.c did not compile (see include/mcpopt.h)")
+        } else if let library = libraryPath() {
+            for threads in Set([1, min(2, connections)]).sorted() {
+                // Hits cost microseconds: five times the calls of a latency row take about as long.
+                let (status, output, errors) = try processes.run("abi \(threads)", [abi, library, "\(echoPort)", "\(requests * 5)", "\(threads)"], seconds: timeout)
+                if status == 0, let row = try? JSONParser.parse(output.split(separator: "\n").last.map(String.init) ?? "") { abiRows.append(row) } else {
+                    skipped.append("C ABI row, \(threads) thread(s): \(status == nil ? "ran out of time" : errors)")
+                }
+            }
+        } else {
+            skipped.append("C ABI rows: no libmcpopt beside the program (swift build -c release --product MCPOpt, or give --library)")
+        }
+
+        // A thundering herd through the engine, in this process.
+        let herdResult = Cell<JSONValue>()
+        let herd = self.herd
+        blockOn { herdResult.value = await Self.thunderingHerd(count: herd, toolMs: 200) }
+
+        let result: JSONValue = [
+            "benchmark": "gateway", "requestsPerRow": .int(Int64(requests)), "fastmcpRequestsPerRow": .int(Int64(fastmcpCalls)),
+            "machine": machine, "rounds": .array(roundResults), "concurrentHits": .array(concurrent),
+            "cAbiHits": .array(abiRows), "herd": herdResult.value ?? .null, "skipped": .array(skipped.map { .string($0) }),
+        ]
+        if json {
+            print(result.jsonString)
+        } else {
+            print(Self.table(result))
+        }
+    }
+
+    // MARK: what it starts
+
+    /// The directory holding Benchmarks/gateway/gateway_client.c: --sources, else the first
+    /// one up from the program (SwiftPM's .build/<triple>/release/, CMake's build/bin/), else ".".
+    private func sourceTree() throws -> String {
+        let marker = "/Benchmarks/gateway/gateway_client.c"
+        if let sources {
+            guard access(sources + marker, R_OK) == 0 else { throw ValidationError("--sources: no \(sources + marker)") }
+            return sources
+        }
+        var directory = Demo.executablePath()
+        for _ in 0..<6 {
+            directory = String(directory[..<(directory.lastIndex(of: "/") ?? directory.startIndex)])
+            if directory.isEmpty { break }
+            if access(directory + marker, R_OK) == 0 { return directory }
+        }
+        if let cwd = getcwd(nil, 0) {
+            defer { free(cwd) }
+            if access(String(cString: cwd) + marker, R_OK) == 0 { return String(cString: cwd) }
+        }
+        throw ValidationError("cannot find the benchmark sources (\(marker.dropFirst())); give --sources")
+    }
+
+    private func libraryPath() -> String? {
+        if let library { return library }
+        let program = Demo.executablePath()
+        let directory = String(program[..<(program.lastIndex(of: "/") ?? program.startIndex)])
+        return ["\(directory)/libMCPOpt.so", "\(directory)/../lib/libmcpopt.so.1"].first { access($0, R_OK) == 0 }
+    }
+
+    /// haproxy and nginx, installed from Debian when missing (and allowed); nil when not there.
+    private func proxyPrograms(_ processes: BenchProcesses, _ skipped: inout [String]) -> (String, String)? {
+        if let haproxy = BenchProcesses.find("haproxy"), let nginx = BenchProcesses.find("nginx") { return (haproxy, nginx) }
+        guard !noInstall else {
+            skipped.append("haproxy and nginx rows: not installed (and --no-install)")
+            return nil
+        }
+        // As root, apt-get itself; otherwise sudo, without a prompt (-n): a benchmark must not hang on one.
+        let sudo: [String] = getuid() == 0 ? [] : (BenchProcesses.find("sudo").map { [$0, "-n"] } ?? [])
+        if let apt = BenchProcesses.find("apt-get"), getuid() == 0 || !sudo.isEmpty {
+            setenv("DEBIAN_FRONTEND", "noninteractive", 1)
+            _ = try? processes.run("apt-get", sudo + [apt, "install", "-y", "-qq", "--no-install-recommends", "haproxy", "nginx-light"], seconds: 600)
+            // Debian starts the packaged services; the benchmark runs its own.
+            if let service = BenchProcesses.find("service") {
+                for name in ["nginx", "haproxy"] { _ = try? processes.run("service \(name)", sudo + [service, name, "stop"], seconds: 30) }
+            }
+        }
+        if let haproxy = BenchProcesses.find("haproxy"), let nginx = BenchProcesses.find("nginx") { return (haproxy, nginx) }
+        skipped.append("haproxy and nginx rows: not installed, and apt-get install haproxy nginx-light did not work here")
+        return nil
+    }
+
+    private func startHaproxy(_ program: String, echoPort: Int, _ processes: BenchProcesses, _ skipped: inout [String]) throws -> Int? {
+        guard let port = BenchProcesses.freePort() else { return nil }
+        let config = """
+            global
+              maxconn 1024
+            defaults
+              mode http
+              timeout connect 5s
+              timeout client 60s
+              timeout server 60s
+              http-reuse always
+            frontend f
+              bind 127.0.0.1:\(port)
+              default_backend b
+            backend b
+              server echo 127.0.0.1:\(echoPort)
+
+            """
+        try writeText("\(processes.directory)/haproxy.cfg", config)
+        let child = try processes.start("haproxy", [program, "-f", "\(processes.directory)/haproxy.cfg", "-db"])
+        guard processes.waitUntilListening(port, child: child, seconds: 10) else {
+            skipped.append("haproxy row: it did not listen: \(processes.tail(child))")
+            return nil
+        }
+        return port
+    }
+
+    private func startNginx(_ program: String, echoPort: Int, _ processes: BenchProcesses, _ skipped: inout [String]) throws -> Int? {
+        guard let port = BenchProcesses.freePort() else { return nil }
+        let directory = "\(processes.directory)/nginx"
+        mkdir(directory, 0o755)
+        // Keep-alive both ways, as haproxy does; no buffering, no logs: a plain hop.
+        let config = """
+            daemon off;
+            worker_processes 1;
+            pid \(directory)/nginx.pid;
+            error_log \(directory)/error.log;
+            events { worker_connections 1024; }
+            http {
+              access_log off;
+              client_body_temp_path \(directory);
+              proxy_temp_path \(directory);
+              keepalive_requests 10000000;
+              upstream echo { server 127.0.0.1:\(echoPort); keepalive 16; keepalive_requests 10000000; }
+              server {
+                listen 127.0.0.1:\(port);
+                location / { proxy_pass http://echo; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
+              }
+            }
+
+            """
+        try writeText("\(processes.directory)/nginx.conf", config)
+        let child = try processes.start("nginx", [program, "-c", "\(processes.directory)/nginx.conf", "-p", directory])
+        guard processes.waitUntilListening(port, child: child, seconds: 10) else {
+            skipped.append("nginx row: it did not listen: \(processes.tail(child))")
+            return nil
+        }
+        return port
+    }
+
+    /// This very program as `mcpopt serve`, caching the echo tool. Its rows are the point: no
+    /// gateway, no benchmark.
+    private func startGateway(echoPort: Int, _ processes: BenchProcesses) throws -> Int {
+        guard let port = BenchProcesses.freePort() else { throw ValidationError("no free port for the gateway") }
+        let config = #"{"mcpServers": {"echo": {"url": "http://127.0.0.1:\#(echoPort)/mcp"}}, "caching": {"tools": {"echo": "60s"}}}"#
+        try writeText("\(processes.directory)/mcpopt.json", config)
+        let child = try processes.start("mcpopt serve", [Demo.executablePath(), "serve", "--config", "\(processes.directory)/mcpopt.json", "--listen", "127.0.0.1:\(port)"])
+        guard processes.waitUntilListening(port, child: child, seconds: 15) else { throw ValidationError("mcpopt serve did not listen: \(processes.tail(child))") }
+        return port
+    }
+
+    private func startFastMCP(root: String, echoPort: Int, _ processes: BenchProcesses, _ skipped: inout [String]) throws -> Int? {
+        let candidates = [python, getenv("MCPOPT_PYTHON").map { String(cString: $0) }, "\(root)/.venv/bin/python", "python3"].compactMap { $0 }
+        guard let interpreter = candidates.lazy.compactMap({ BenchProcesses.find($0) }).first else {
+            skipped.append("FastMCP proxy row: no Python (give --python)")
+            return nil
+        }
+        let check = try processes.run("fastmcp check", [interpreter, "-c", "from fastmcp.server import create_proxy"], seconds: 60)
+        guard check.status == 0 else {
+            skipped.append("FastMCP proxy row: \(interpreter) cannot import fastmcp.server.create_proxy (give --python)")
+            return nil
+        }
+        guard let port = BenchProcesses.freePort() else { return nil }
+        let script = """
+            from fastmcp.server import create_proxy
+            create_proxy("http://127.0.0.1:\(echoPort)/mcp").run(transport="http", host="127.0.0.1", port=\(port), path="/mcp", show_banner=False, log_level="warning", json_response=True)
+
+            """
+        try writeText("\(processes.directory)/fastmcp_proxy.py", script)
+        let child = try processes.start("fastmcp proxy", [interpreter, "\(processes.directory)/fastmcp_proxy.py"])
+        guard processes.waitUntilListening(port, child: child, seconds: 60) else {
+            skipped.append("FastMCP proxy row: it did not listen: \(processes.tail(child))")
+            return nil
+        }
+        return port
+    }
+
+    // MARK: the thundering herd
+
+    /// `count` identical concurrent tools/call through an engine in this process, against a
+    /// mock server (also in this process, over HTTP on loopback) whose tool takes `toolMs`: how
+    /// many calls reached the server (the goal is 1), how the callers were answered, how long
+    /// the herd took.
+    static func thunderingHerd(count: Int, toolMs: Int) async -> JSONValue {
+        let what: JSONValue = ["requests": .int(Int64(count)), "toolMs": .int(Int64(toolMs))]
+        let profileText = #"{"name": "slow", "tools": [{"name": "slow_get", "kind": "read", "argument": "key", "medianMs": \#(toolMs), "p99Ms": \#(toolMs)}]}"#
+        let server: MockServer, front: HTTPFront<MockServer>, port: Int
+        do {
+            server = MockServer(profile: try MockProfile.parse(Array(profileText.utf8)))
+            var settings = HTTPFront<MockServer>.Settings()
+            settings.port = 0
+            front = try HTTPFront(service: server, settings: settings)
+            port = try front.start()
+        } catch {
+            return merged(what, ["error": .string("cannot start the mock server: \(error)")])
+        }
+        defer { front.stop() }
+        let config = #"{"mcpServers": {"slow": {"url": "http://127.0.0.1:\#(port)/mcp", "trustAnnotations": true}}, "caching": {"tools": {"slow_get": "60s"}}}"#
+        let engine: Engine
+        do { engine = try Engine(json: config) } catch { return merged(what, ["error": .string("bad configuration: \(error)")]) }
+        await engine.start()
+        let before = server.callCount
+        let request = Array(#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow_get","arguments":{"key":"k"}}}"#.utf8)
+        let started = BenchClock.nanos()
+        let answers = await withTaskGroup(of: (Bool, String).self) { group in
+            for _ in 0..<count {
+                group.addTask {
+                    let r = await engine.optimizeRequest(request)
+                    return (r.success, r.source.rawValue)
+                }
+            }
+            var tally: [String: Int] = [:]
+            var succeeded = 0
+            for await (success, source) in group {
+                tally[source, default: 0] += 1
+                if success { succeeded += 1 }
+            }
+            return (succeeded, tally)
+        }
+        let wallMs = Double(BenchClock.nanos() - started) / 1e6
+        let upstreamCalls = server.callCount - before
+        await engine.stop()
+        let sources = JSONValue.object(JSONObject(answers.1.sorted { $0.key < $1.key }.map { (key: $0.key, value: .int(Int64($0.value))) }))
+        return merged(what, ["upstreamCalls": .int(Int64(upstreamCalls)), "succeeded": .int(Int64(answers.0)), "sources": sources,
+                             "wallMs": .double((wallMs * 10).rounded() / 10)])
+    }
+
+    private static func merged(_ a: JSONValue, _ b: JSONValue) -> JSONValue {
+        .object(JSONObject((a.objectValue?.members ?? []) + (b.objectValue?.members ?? [])))
+    }
+
+    // MARK: figures
+
+    /// Each row with its p50 over the direct row's ("addedP50Us").
+    static func withAddedLatency(_ rows: [JSONValue]) -> [JSONValue] {
+        let direct = rows.first { $0["path"]?.stringValue == "direct" }?["p50Us"]?.doubleValue
+        return rows.map { row in
+            guard case .object(var o) = row, let p50 = row["p50Us"]?.doubleValue, let direct else { return row }
+            o["addedP50Us"] = .double(((p50 - direct) * 10).rounded() / 10)
+            return .object(o)
+        }
+    }
+
+    /// The issue's goals for one round: miss added ÷ haproxy added (≤ 1.5), FastMCP added ÷
+    /// mcpopt miss added (≥ 300), hit p50 ÷ direct p50 (< 1); null when a row is missing.
+    static func goals(_ rows: [JSONValue]) -> JSONValue {
+        func p50(_ path: String) -> Double? { rows.first { $0["path"]?.stringValue == path }?["p50Us"]?.doubleValue }
+        func added(_ path: String) -> Double? { rows.first { $0["path"]?.stringValue == path }?["addedP50Us"]?.doubleValue }
+        func ratio(_ a: Double?, _ b: Double?) -> JSONValue {
+            guard let a, let b, b > 0 else { return .null }
+            return .double((a / b * 100).rounded() / 100)
+        }
+        return [
+            "missAddedOverHaproxyAdded": ratio(added("mcpopt miss"), added("haproxy")), "missGoalAtMost": 1.5,
+            "fastmcpAddedOverMissAdded": ratio(added("fastmcp proxy"), added("mcpopt miss")), "fastmcpGoalAtLeast": 300,
+            "hitP50OverDirectP50": ratio(p50("mcpopt hit"), p50("direct")), "hitGoalBelow": 1,
+        ]
+    }
+
+    static func table(_ result: JSONValue) -> String {
+        func n(_ value: JSONValue?) -> String {
+            guard let d = value?.doubleValue else { return "-" }
+            return JSONWriter.number(d >= 1_000 ? d.rounded() : d)
+        }
+        let machine = result["machine"]
+        var lines = ["mcpopt bench gateway: \(n(result["requestsPerRow"])) calls per row (FastMCP proxy \(n(result["fastmcpRequestsPerRow"]))), one at a time; "
+            + "\(n(machine?["cores"])) cores, kernel \(machine?["kernel"]?.stringValue ?? "?"), load \(machine?["loadAverageAtStart"]?.stringValue ?? "?") at start"]
+        let header = "path".padding(28) + "p50 us".leftPad(10) + "p99 us".leftPad(10) + "mean us".leftPad(10) + "calls/s".leftPad(10) + "added p50".leftPad(11)
+        func line(_ row: JSONValue) -> String {
+            let path = (row["path"]?.stringValue ?? "").padding(28)
+            if let error = row["error"]?.stringValue { return path + "failed: " + error }
+            return path + n(row["p50Us"]).leftPad(10) + n(row["p99Us"]).leftPad(10) + n(row["meanUs"]).leftPad(10)
+                + n(row["roundTripsPerSecond"]).leftPad(10) + (row["path"]?.stringValue == "direct" ? "-" : row["addedP50Us"].map { "+" + n($0) } ?? "").leftPad(11)
+        }
+        for round in result["rounds"]?.arrayValue ?? [] {
+            lines += ["", "round \(n(round["round"]))", header] + (round["rows"]?.arrayValue ?? []).map(line)
+            let g = round["goals"]
+            lines.append("goals: miss added / haproxy added = \(n(g?["missAddedOverHaproxyAdded"])) (<= 1.5); "
+                + "FastMCP added / miss added = \(n(g?["fastmcpAddedOverMissAdded"])) (>= 300); hit p50 / direct p50 = \(n(g?["hitP50OverDirectP50"])) (< 1)")
+        }
+        lines += ["", "cache hits, several connections at once", header] + (result["concurrentHits"]?.arrayValue ?? []).map(line)
+        let abi = result["cAbiHits"]?.arrayValue ?? []
+        if !abi.isEmpty {
+            lines += ["", "cache hits through the C ABI (mcpopt_optimize_request in a C host)"]
+            lines += abi.map { "\(n($0["threads"])) thread(s)".padding(28) + n($0["p50Us"]).leftPad(10) + n($0["p99Us"]).leftPad(10) + "".leftPad(10)
+                + n($0["callsPerSecond"]).leftPad(10) + "   \(n($0["hits"])) of \(n($0["requests"])) hits" }
+        }
+        if let herd = result["herd"] {
+            lines.append("")
+            if let error = herd["error"]?.stringValue {
+                lines.append("thundering herd: failed: \(error)")
+            } else {
+                let sources = herd["sources"]?.objectValue?.members.map { "\($0.key) \(n($0.value))" }.joined(separator: ", ") ?? ""
+                lines.append("thundering herd: \(n(herd["requests"])) identical concurrent calls of a \(n(herd["toolMs"])) ms tool -> "
+                    + "\(n(herd["upstreamCalls"])) upstream call(s) in \(n(herd["wallMs"])) ms (\(n(herd["succeeded"])) succeeded; \(sources))")
+            }
+        }
+        for note in result["skipped"]?.arrayValue ?? [] { lines.append("skipped: \(note.stringValue ?? "")") }
+        return lines.joined(separator: "\n")
+    }
+
+    static func kernel() -> String {
+        var names = utsname()
+        guard uname(&names) == 0 else { return "?" }
+        return withUnsafeBytes(of: &names.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+    }
+}
