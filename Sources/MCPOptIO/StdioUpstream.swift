@@ -205,7 +205,10 @@ public final class StdioUpstream: @unchecked Sendable {
             loop.whenReadable(child.pidfd) { [self] _ in
                 guard current == generation else { return }
                 child.reap()
-                exited(child, current)
+                // What it wrote before dying is still in the pipe: the end of its output
+                // reports the exit once that is read (a helper of the server holding the pipe
+                // open could keep it from ending, so not later than 250 ms from now).
+                loop.after(.milliseconds(250)) { [self] _ in exited(child, current) }
             }
         }
         handle(session.open())

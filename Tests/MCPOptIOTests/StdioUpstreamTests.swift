@@ -70,6 +70,29 @@ final class StdioUpstreamTests: XCTestCase {
         await upstream.shutdown()
     }
 
+    func testAnAnswerWrittenJustBeforeTheServerDiesReachesItsCaller() async throws {
+        let loop = try EventLoop()
+        defer { loop.shutdown() }
+        var policy = RestartPolicy()
+        policy.initialBackoff = .milliseconds(10)
+        let upstream = StdioUpstream(command: try faulty(), loop: loop, policy: policy)
+        upstream.start()
+        // The exit and the last line arrive together: the line must be read first. Five rounds,
+        // since which is noticed first is up to the kernel.
+        for round in 0..<5 {
+            do {
+                let answer = try result(try await upstream.request(call("answer_then_crash"), timeout: .seconds(20)))
+                XCTAssertEqual(answer["content"]?.arrayValue?.first?["text"]?.stringValue, "last words", "round \(round)")
+            } catch {
+                XCTFail("round \(round): \(error)")
+            }
+            // The next round goes to the next process (a request sent to the dying one fails).
+            for _ in 0..<500 where upstream.restarts < round + 1 { try await Task.sleep(for: .milliseconds(10)) }
+            XCTAssertEqual(upstream.restarts, round + 1)
+        }
+        await upstream.shutdown()
+    }
+
     func testServerCrashingMidCallFailsTheCallAndIsRestarted() async throws {
         let loop = try EventLoop()
         defer { loop.shutdown() }

@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-TOOLS = [{"name": n, "inputSchema": {"type": "object"}} for n in ("echo", "crash", "garbage", "silent", "slow")]
+TOOLS = [{"name": n, "inputSchema": {"type": "object"}} for n in ("echo", "crash", "answer_then_crash", "garbage", "silent", "slow")]
 
 
 def send(message):
@@ -35,6 +35,9 @@ def main():
         elif method == "tools/call":
             name = message["params"]["name"]
             args = message["params"].get("arguments") or {}
+            if name == "answer_then_crash":
+                send({"jsonrpc": "2.0", "id": rid, "result": {"content": [{"type": "text", "text": "last words"}]}})
+                os._exit(3)
             if name == "crash":
                 sys.stderr.write("crashing on purpose\n")
                 sys.stderr.flush()
