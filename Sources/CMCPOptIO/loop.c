@@ -396,13 +396,21 @@ static int uring_init(mco_loop *l, const mco_loop_options *o, char *error, size_
     unsigned entries = o->entries ? o->entries : 256;
     struct io_uring_params params;
     memset(&params, 0, sizeof params);
-    params.flags = IORING_SETUP_SUBMIT_ALL;
+    // COOP_TASKRUN (5.19): the kernel does not interrupt the loop thread to post completions
+    // (multishot ones arrive while it runs); they are posted when it next enters, which it
+    // does before every wait. Older kernels: without it, then without SUBMIT_ALL.
+    params.flags = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
     int rc = io_uring_queue_init_params(entries, &l->ring, &params);
-    if (rc == -EINVAL) {   // older kernel without SUBMIT_ALL
+    if (rc == 0) l->features |= MCO_FEATURE_SUBMIT_ALL | MCO_FEATURE_COOP_TASKRUN;
+    if (rc == -EINVAL) {
+        memset(&params, 0, sizeof params);
+        params.flags = IORING_SETUP_SUBMIT_ALL;
+        rc = io_uring_queue_init_params(entries, &l->ring, &params);
+        if (rc == 0) l->features |= MCO_FEATURE_SUBMIT_ALL;
+    }
+    if (rc == -EINVAL) {
         memset(&params, 0, sizeof params);
         rc = io_uring_queue_init_params(entries, &l->ring, &params);
-    } else if (rc == 0) {
-        l->features |= MCO_FEATURE_SUBMIT_ALL;
     }
     if (rc < 0) {
         snprintf(error, error_size, "io_uring unavailable: %s", strerror(-rc));
@@ -410,7 +418,7 @@ static int uring_init(mco_loop *l, const mco_loop_options *o, char *error, size_
     }
     l->backend = MCO_BACKEND_URING;
     probe_features(l);
-    l->in_use = l->features & (MCO_FEATURE_FAST_POLL | MCO_FEATURE_SUBMIT_ALL);
+    l->in_use = l->features & (MCO_FEATURE_FAST_POLL | MCO_FEATURE_SUBMIT_ALL | MCO_FEATURE_COOP_TASKRUN);
     if (o->multishot) {
         l->in_use |= l->features & MCO_FEATURE_MULTISHOT_ACCEPT;
         // Multishot receive needs the buffer ring; without one, receives are emulated.

@@ -24,6 +24,7 @@ enum {
     MCO_FEATURE_MULTISHOT_RECV = 4,    // recv with IORING_RECV_MULTISHOT
     MCO_FEATURE_BUFFER_RINGS = 8,      // provided buffer rings (io_uring_register_buf_ring)
     MCO_FEATURE_SUBMIT_ALL = 16,       // IORING_SETUP_SUBMIT_ALL
+    MCO_FEATURE_COOP_TASKRUN = 32,     // IORING_SETUP_COOP_TASKRUN
 };
 
 /// mco_completion.flags
