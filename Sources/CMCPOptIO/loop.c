@@ -455,9 +455,13 @@ static int epoll_update(mco_loop *l, int fd, fd_ops *o) {
         if (o->registered) { epoll_ctl(l->epoll_fd, EPOLL_CTL_DEL, fd, NULL); o->registered = 0; }
         return 0;
     }
-    int rc;
+    // A stream keeps its fd registered: writes and events on it change nothing most times.
+    if (o->registered && o->events == events) return 0;
+    int rc = -1;
     if (o->registered) rc = epoll_ctl(l->epoll_fd, EPOLL_CTL_MOD, fd, &ev);
-    else rc = epoll_ctl(l->epoll_fd, EPOLL_CTL_ADD, fd, &ev);
+    // Not registered, or no longer (the fd was closed with an operation pending and its
+    // number reused): added.
+    if (!o->registered || (rc < 0 && errno == ENOENT)) rc = epoll_ctl(l->epoll_fd, EPOLL_CTL_ADD, fd, &ev);
     if (rc < 0) return -errno;
     o->registered = 1;
     o->events = events;
