@@ -603,9 +603,29 @@ mco_loop *mco_loop_new(int preference, const mco_loop_options *given, char *erro
     return l;
 }
 
+// Connections a multishot accept took that no caller will see (their completions are still in
+// the ring at teardown) are closed, not leaked.
+static void uring_close_unseen_accepts(mco_loop *l) {
+    struct io_uring_cqe *cqe;
+    unsigned head, seen = 0;
+    io_uring_for_each_cqe(&l->ring, head, cqe) {
+        seen++;
+        uint64_t tag = io_uring_cqe_get_data64(cqe);
+        if (tag == WAKE_TOKEN || !(tag & STREAM_TAG) || cqe->res < 0) continue;
+        int slot = (int)(uint32_t)tag;
+        if (slot < l->stream_count && l->streams[slot].state != STREAM_FREE && l->streams[slot].accepting &&
+            l->streams[slot].generation == (uint32_t)(tag >> 32 & 0x7fffffff))
+            close(cqe->res);
+    }
+    io_uring_cq_advance(&l->ring, seen);
+}
+
 void mco_loop_free(mco_loop *l) {
     if (!l) return;
-    if (l->backend == MCO_BACKEND_URING) io_uring_queue_exit(&l->ring);   // cancels what is in flight
+    if (l->backend == MCO_BACKEND_URING) {
+        uring_close_unseen_accepts(l);
+        io_uring_queue_exit(&l->ring);   // cancels what is in flight
+    }
     if (l->buf_ring) {
         munmap(l->buf_ring, l->buffer_count * sizeof(struct io_uring_buf));
         munmap(l->buf_base, (size_t)l->buffer_count * l->buffer_size);

@@ -25,8 +25,8 @@ public final class EventLoop: @unchecked Sendable {
 
     public let backend: Backend
     /// Kernel facilities this loop uses ("fast-poll", "multishot-accept", "multishot-recv",
-    /// "buffer-rings", "submit-all"): those found at start, less the multishot ones when
-    /// turned off (`MCPOPT_IO_MULTISHOT=0`). Empty on epoll.
+    /// "buffer-rings", "submit-all", "coop-taskrun"): those found at start, less the multishot
+    /// ones when turned off (`MCPOPT_IO_MULTISHOT=0`). Empty on epoll.
     public let features: [String]
     /// Kernel facilities found at start, used or not.
     public let kernelFeatures: [String]
@@ -321,7 +321,10 @@ public final class EventLoop: @unchecked Sendable {
     }
 
     /// Cancels a pending operation or timer (its callback sees ECANCELED / false).
-    public func cancel(_ token: UInt64) { _ = mco_loop_cancel(loop, token) }
+    public func cancel(_ token: UInt64) {
+        guard token != 0 else { return }   // never issued (an operation that was not started)
+        _ = mco_loop_cancel(loop, token)
+    }
 
     /// Operations in flight (callbacks not yet called).
     public var pendingOperations: Int { callbacks.count }
