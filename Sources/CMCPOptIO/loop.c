@@ -9,14 +9,41 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
 #define WAKE_TOKEN UINT64_MAX
+// user_data of the loop's own stream SQEs (tag | generation << 32 | slot); callers' tokens are
+// below it.
+#define STREAM_TAG (1ull << 63)
+#define BUFFER_GROUP 1
 
 // ---- Shared -------------------------------------------------------------------------------------
 
-enum op_kind { OP_READ, OP_WRITE, OP_ACCEPT, OP_CONNECT, OP_POLL, OP_TIMER };
+enum op_kind { OP_READ, OP_WRITE, OP_ACCEPT, OP_CONNECT, OP_POLL, OP_TIMER, OP_ACCEPT_STREAM, OP_RECV_STREAM };
+
+// A stream (mco_loop_accept_multishot, mco_loop_recv): one submission by the caller, many
+// completions, until its last one. How it is carried out:
+enum stream_how {
+    HOW_KERNEL,   // io_uring multishot accept, or multishot recv into the provided buffer ring
+    HOW_SINGLE,   // io_uring one-shot accept, or a poll and then read(): submitted again by us
+    HOW_EPOLL,    // epoll: a read-side operation that stays registered (level-triggered)
+};
+enum stream_state {
+    STREAM_FREE,
+    STREAM_ARMED,        // an SQE (or epoll registration) is live
+    STREAM_REARM,        // the kernel ended it for want of buffers: submitted again at the next wait
+    STREAM_CANCELLING,   // cancel submitted: what still arrives is delivered, then -ECANCELED
+};
+typedef struct stream {
+    int state, how, accepting, fd;
+    uint64_t token;
+    uint32_t generation;   // in the SQE's tag: completions of an earlier stream in this slot are dropped
+    int next_free;
+    void *buffer;          // HOW_SINGLE / HOW_EPOLL receive: where reads land (ours)
+    unsigned length;
+} stream;
 
 typedef struct pending_timer {
     uint64_t token;
@@ -32,6 +59,7 @@ typedef struct fd_ops {          // epoll: what waits on an fd
     void *read_buffer;
     const void *write_buffer;
     unsigned read_length, write_length;
+    int read_slot;               // a stream's slot (OP_*_STREAM)
 } fd_ops;
 
 typedef struct uring_read {    // io_uring: a read or write waiting for readiness (poll, then the syscall)
@@ -46,11 +74,25 @@ struct mco_loop {
     int backend;
     uring_read *reads;
     int read_count, read_capacity;
-    uint32_t features;
+    uint32_t features, in_use;
+    // streams, in slots (a free list through next_free)
+    stream *streams;
+    int stream_count, stream_capacity, free_stream, rearm_count;
+    void **graves;               // stream buffers to free once no completion can point into them
+    int grave_count, grave_capacity;
+    // io_uring provided buffers: a ring the kernel takes from, and the ids handed to the caller
+    // by the last wait (given back at the next one)
+    struct io_uring_buf_ring *buf_ring;
+    unsigned char *buf_base;
+    unsigned buffer_count, buffer_size;
+    uint16_t *lent;
+    unsigned lent_count;
+    mco_loop_stats stats;
     char fallback[128];
     int wake_fd;
     // io_uring
     struct io_uring ring;
+    int unsubmitted_turns;       // waits that returned queued completions without submitting
     uint64_t wake_value;
     int wake_armed;
     // epoll
@@ -71,7 +113,7 @@ static uint64_t now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static int push_ready(mco_loop *l, uint64_t token, int32_t result) {
+static int push_completion(mco_loop *l, mco_completion c) {
     if (l->ready_count == l->ready_capacity) {
         int capacity = l->ready_capacity ? l->ready_capacity * 2 : 16;
         mco_completion *grown = realloc(l->ready, capacity * sizeof *grown);
@@ -79,8 +121,80 @@ static int push_ready(mco_loop *l, uint64_t token, int32_t result) {
         l->ready = grown;
         l->ready_capacity = capacity;
     }
-    l->ready[l->ready_count++] = (mco_completion){token, result, 0};
+    l->ready[l->ready_count++] = c;
     return 0;
+}
+
+static int push_ready(mco_loop *l, uint64_t token, int32_t result) {
+    return push_completion(l, (mco_completion){token, result, 0, NULL});
+}
+
+// ---- Streams (both backends) --------------------------------------------------------------------
+
+static int stream_new(mco_loop *l, int fd, int accepting, uint64_t token) {
+    if (l->free_stream < 0) {
+        if (l->stream_count == l->stream_capacity) {
+            int capacity = l->stream_capacity ? l->stream_capacity * 2 : 16;
+            stream *grown = realloc(l->streams, capacity * sizeof *grown);
+            if (!grown) return -ENOMEM;
+            l->streams = grown;
+            l->stream_capacity = capacity;
+        }
+        memset(&l->streams[l->stream_count], 0, sizeof *l->streams);
+        l->streams[l->stream_count].next_free = -1;
+        l->free_stream = l->stream_count++;
+    }
+    int slot = l->free_stream;
+    stream *s = &l->streams[slot];
+    l->free_stream = s->next_free;
+    s->state = STREAM_ARMED;
+    s->fd = fd;
+    s->accepting = accepting;
+    s->token = token;
+    s->buffer = NULL;
+    s->length = 0;
+    return slot;
+}
+
+// A buffer a delivered (or still queued) completion may point into: freed at a wait that
+// starts with nothing queued, when every completion that could has been handled.
+static void bury(mco_loop *l, void *buffer) {
+    if (l->grave_count == l->grave_capacity) {
+        int capacity = l->grave_capacity ? l->grave_capacity * 2 : 16;
+        void **grown = realloc(l->graves, capacity * sizeof *grown);
+        if (!grown) return;   // leaked rather than freed under a completion
+        l->graves = grown;
+        l->grave_capacity = capacity;
+    }
+    l->graves[l->grave_count++] = buffer;
+}
+
+static void stream_release(mco_loop *l, int slot) {
+    stream *s = &l->streams[slot];
+    if (s->state == STREAM_REARM) l->rearm_count--;
+    if (s->buffer) bury(l, s->buffer);
+    s->buffer = NULL;
+    s->state = STREAM_FREE;
+    s->generation = (s->generation + 1) & 0x7fffffff;
+    s->next_free = l->free_stream;
+    l->free_stream = slot;
+}
+
+static int stream_by_token(const mco_loop *l, uint64_t token) {
+    for (int i = 0; i < l->stream_count; i++) {
+        if (l->streams[i].state != STREAM_FREE && l->streams[i].token == token) return i;
+    }
+    return -1;
+}
+
+static uint64_t stream_tag(const mco_loop *l, int slot) {
+    return STREAM_TAG | (uint64_t)l->streams[slot].generation << 32 | (uint32_t)slot;
+}
+
+// A stream's last completion: queued (after anything it delivered), and its slot freed.
+static void stream_end(mco_loop *l, int slot, int32_t result) {
+    push_ready(l, l->streams[slot].token, result);
+    stream_release(l, slot);
 }
 
 static pending_timer *add_timer(mco_loop *l, uint64_t token) {
@@ -152,16 +266,151 @@ static void probe_features(mco_loop *l) {
     }
 }
 
-static int uring_init(mco_loop *l, unsigned entries, char *error, size_t error_size) {
+// The provided buffers multishot receives land in: `count` buffers of `size` bytes in one
+// mapping, and the ring through which the kernel takes them (liburing 2.3 has no
+// io_uring_setup_buf_ring: this is what it does). All buffers start in the ring.
+static int setup_buffers(mco_loop *l, unsigned count, unsigned size) {
+    unsigned entries = 1;
+    while (entries < count && entries < 32768) entries <<= 1;   // the kernel wants a power of two
+    size_t ring_bytes = entries * sizeof(struct io_uring_buf);
+    void *ring = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (ring == MAP_FAILED) return -errno;
+    void *base = mmap(NULL, (size_t)entries * size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    uint16_t *lent = calloc(entries, sizeof *lent);
+    struct io_uring_buf_reg reg = {.ring_addr = (uint64_t)(uintptr_t)ring, .ring_entries = entries, .bgid = BUFFER_GROUP};
+    int rc = base == MAP_FAILED || !lent ? -ENOMEM : io_uring_register_buf_ring(&l->ring, &reg, 0);
+    if (rc < 0) {
+        munmap(ring, ring_bytes);
+        if (base != MAP_FAILED) munmap(base, (size_t)entries * size);
+        free(lent);
+        return rc;
+    }
+    l->buf_ring = ring;
+    l->buf_base = base;
+    l->buffer_count = entries;
+    l->buffer_size = size;
+    l->lent = lent;
+    io_uring_buf_ring_init(l->buf_ring);
+    int mask = io_uring_buf_ring_mask(entries);
+    for (unsigned i = 0; i < entries; i++) io_uring_buf_ring_add(l->buf_ring, l->buf_base + (size_t)i * size, size, i, mask, i);
+    io_uring_buf_ring_advance(l->buf_ring, entries);
+    return 0;
+}
+
+// The buffers the last wait handed out go back to the kernel: their callbacks have run.
+static void recycle_buffers(mco_loop *l) {
+    if (!l->lent_count) return;
+    int mask = io_uring_buf_ring_mask(l->buffer_count);
+    for (unsigned i = 0; i < l->lent_count; i++) {
+        uint16_t id = l->lent[i];
+        io_uring_buf_ring_add(l->buf_ring, l->buf_base + (size_t)id * l->buffer_size, l->buffer_size, id, mask, (int)i);
+    }
+    io_uring_buf_ring_advance(l->buf_ring, (int)l->lent_count);
+    l->lent_count = 0;
+}
+
+static int uring_stream_submit(mco_loop *l, int slot) {
+    struct io_uring_sqe *sqe = sqe_for(l);
+    if (!sqe) return -EBUSY;
+    stream *s = &l->streams[slot];
+    if (s->accepting && s->how == HOW_KERNEL) {
+        io_uring_prep_multishot_accept(sqe, s->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    } else if (s->accepting) {
+        io_uring_prep_accept(sqe, s->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    } else if (s->how == HOW_KERNEL) {
+        // No buffer of its own: each completion names the provided buffer it filled.
+        io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, 0);
+        sqe->flags |= IOSQE_BUFFER_SELECT;
+        sqe->buf_group = BUFFER_GROUP;
+    } else {
+        io_uring_prep_poll_add(sqe, s->fd, POLLIN);
+    }
+    io_uring_sqe_set_data64(sqe, stream_tag(l, slot));
+    s->state = STREAM_ARMED;
+    return 0;
+}
+
+// Streams whose submission ended go again, at the start of a wait: after ENOBUFS the buffers
+// are back by then, and a poll-then-read stream's buffer is free (its last bytes were handled).
+static void uring_rearm(mco_loop *l) {
+    for (int i = 0; l->rearm_count > 0 && i < l->stream_count; i++) {
+        if (l->streams[i].state != STREAM_REARM) continue;
+        l->rearm_count--;
+        if (l->streams[i].how == HOW_KERNEL) l->stats.rearms++;
+        if (uring_stream_submit(l, i) < 0) stream_end(l, i, -EBUSY);
+    }
+}
+
+// One CQE of a stream. What it delivered goes to `out` (returns 1); its end, if it ended,
+// is queued after it.
+static int uring_stream_cqe(mco_loop *l, const struct io_uring_cqe *cqe, mco_completion *out) {
+    uint64_t tag = io_uring_cqe_get_data64(cqe);
+    const void *data = NULL;
+    if (cqe->flags & IORING_CQE_F_BUFFER) {
+        // Whatever becomes of it here, the buffer goes back to the ring at the next wait.
+        uint16_t id = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+        l->lent[l->lent_count++] = id;
+        data = l->buf_base + (size_t)id * l->buffer_size;
+    }
+    int slot = (int)(uint32_t)tag;
+    if (slot >= l->stream_count) return 0;
+    stream *s = &l->streams[slot];
+    if (s->state == STREAM_FREE || s->generation != (uint32_t)(tag >> 32 & 0x7fffffff)) return 0;   // an ended stream's
+    int more = (cqe->flags & IORING_CQE_F_MORE) != 0;
+    int32_t result = cqe->res;
+    if (!s->accepting && s->how == HOW_SINGLE && result >= 0) {
+        // The poll found it readable: read now, into the stream's buffer.
+        ssize_t n = read(s->fd, s->buffer, s->length);
+        result = n < 0 ? -errno : (int32_t)n;
+        if (result == -EWOULDBLOCK) result = -EAGAIN;
+        data = s->buffer;
+    }
+    int delivered = 0;
+    if (s->accepting ? result >= 0 : result > 0) {
+        if (data && s->how == HOW_KERNEL) l->stats.ring_completions++;
+        *out = (mco_completion){s->token, result, MCO_COMPLETION_MORE, s->accepting ? NULL : data};
+        delivered = 1;
+    } else if (result == -ENOBUFS && s->how == HOW_KERNEL && !s->accepting) {
+        l->stats.enobufs++;   // the ring ran dry: nothing lost, the kernel kept the data
+    } else if (result == -ENOTSOCK && s->how == HOW_KERNEL && !s->accepting && (s->buffer = malloc(65536))) {
+        // recv needs a socket: a pipe is read on readiness instead.
+        s->how = HOW_SINGLE;
+        s->length = 65536;
+    } else if (result != -EAGAIN) {
+        stream_end(l, slot, result);   // end of file, an error, or -ECANCELED
+        return delivered;
+    }
+    if (more) return delivered;
+    // The kernel ended this submission (one-shot ones always do): it goes again at the next
+    // wait, unless the caller cancelled it.
+    if (s->state == STREAM_CANCELLING) {
+        stream_end(l, slot, -ECANCELED);
+    } else {
+        s->state = STREAM_REARM;
+        l->rearm_count++;
+    }
+    return delivered;
+}
+
+static int uring_init(mco_loop *l, const mco_loop_options *o, char *error, size_t error_size) {
+    unsigned entries = o->entries ? o->entries : 256;
     struct io_uring_params params;
     memset(&params, 0, sizeof params);
-    params.flags = IORING_SETUP_SUBMIT_ALL;
+    // COOP_TASKRUN (5.19): the kernel does not interrupt the loop thread to post completions
+    // (multishot ones arrive while it runs); they are posted when it next enters, which it
+    // does before every wait. Older kernels: without it, then without SUBMIT_ALL.
+    params.flags = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
     int rc = io_uring_queue_init_params(entries, &l->ring, &params);
-    if (rc == -EINVAL) {   // older kernel without SUBMIT_ALL
+    if (rc == 0) l->features |= MCO_FEATURE_SUBMIT_ALL | MCO_FEATURE_COOP_TASKRUN;
+    if (rc == -EINVAL) {
+        memset(&params, 0, sizeof params);
+        params.flags = IORING_SETUP_SUBMIT_ALL;
+        rc = io_uring_queue_init_params(entries, &l->ring, &params);
+        if (rc == 0) l->features |= MCO_FEATURE_SUBMIT_ALL;
+    }
+    if (rc == -EINVAL) {
         memset(&params, 0, sizeof params);
         rc = io_uring_queue_init_params(entries, &l->ring, &params);
-    } else if (rc == 0) {
-        l->features |= MCO_FEATURE_SUBMIT_ALL;
     }
     if (rc < 0) {
         snprintf(error, error_size, "io_uring unavailable: %s", strerror(-rc));
@@ -169,6 +418,14 @@ static int uring_init(mco_loop *l, unsigned entries, char *error, size_t error_s
     }
     l->backend = MCO_BACKEND_URING;
     probe_features(l);
+    l->in_use = l->features & (MCO_FEATURE_FAST_POLL | MCO_FEATURE_SUBMIT_ALL | MCO_FEATURE_COOP_TASKRUN);
+    if (o->multishot) {
+        l->in_use |= l->features & MCO_FEATURE_MULTISHOT_ACCEPT;
+        // Multishot receive needs the buffer ring; without one, receives are emulated.
+        if ((l->features & MCO_FEATURE_MULTISHOT_RECV) && (l->features & MCO_FEATURE_BUFFER_RINGS) &&
+            setup_buffers(l, o->buffer_count ? o->buffer_count : 64, o->buffer_size ? o->buffer_size : 16384) == 0)
+            l->in_use |= MCO_FEATURE_MULTISHOT_RECV | MCO_FEATURE_BUFFER_RINGS;
+    }
     return arm_wake(l);
 }
 
@@ -198,9 +455,13 @@ static int epoll_update(mco_loop *l, int fd, fd_ops *o) {
         if (o->registered) { epoll_ctl(l->epoll_fd, EPOLL_CTL_DEL, fd, NULL); o->registered = 0; }
         return 0;
     }
-    int rc;
+    // A stream keeps its fd registered: writes and events on it change nothing most times.
+    if (o->registered && o->events == events) return 0;
+    int rc = -1;
     if (o->registered) rc = epoll_ctl(l->epoll_fd, EPOLL_CTL_MOD, fd, &ev);
-    else rc = epoll_ctl(l->epoll_fd, EPOLL_CTL_ADD, fd, &ev);
+    // Not registered, or no longer (the fd was closed with an operation pending and its
+    // number reused): added.
+    if (!o->registered || (rc < 0 && errno == ENOENT)) rc = epoll_ctl(l->epoll_fd, EPOLL_CTL_ADD, fd, &ev);
     if (rc < 0) return -errno;
     o->registered = 1;
     o->events = events;
@@ -222,12 +483,28 @@ static int epoll_init(mco_loop *l, char *error, size_t error_size) {
     return 0;
 }
 
+// A stream's turn on readiness: one accept or read. What it got is queued with MORE and the
+// operation stays registered; an error or end of file is its last completion.
+static int epoll_stream_try(mco_loop *l, int fd, fd_ops *o) {
+    int accepting = o->read_kind == OP_ACCEPT_STREAM;
+    ssize_t rc = accepting ? accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK) : read(fd, o->read_buffer, o->read_length);
+    if (rc < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+    if (accepting ? rc >= 0 : rc > 0) {
+        push_completion(l, (mco_completion){o->read_token, (int32_t)rc, MCO_COMPLETION_MORE, accepting ? NULL : o->read_buffer});
+        return 1;
+    }
+    o->read_kind = -1;
+    stream_end(l, o->read_slot, rc < 0 ? -errno : 0);
+    return 1;
+}
+
 // Performs a ready operation; returns 1 when it completed (a completion is pushed).
 static int epoll_try(mco_loop *l, int fd, fd_ops *o, int read_side) {
     int kind = read_side ? o->read_kind : o->write_kind;
     uint64_t token = read_side ? o->read_token : o->write_token;
     ssize_t rc = 0;
     switch (kind) {
+    case OP_ACCEPT_STREAM: case OP_RECV_STREAM: return epoll_stream_try(l, fd, o);
     case OP_READ: rc = read(fd, o->read_buffer, o->read_length); break;
     case OP_ACCEPT: rc = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK); break;
     case OP_POLL: rc = EPOLLIN; break;
@@ -252,7 +529,7 @@ static int epoll_try(mco_loop *l, int fd, fd_ops *o, int read_side) {
 static int epoll_submit(mco_loop *l, int fd, int kind, uint64_t token, void *rbuf, const void *wbuf, unsigned len) {
     fd_ops *o = ops_for(l, fd);
     if (!o) return fd < 0 ? -EBADF : -ENOMEM;
-    int read_side = kind == OP_READ || kind == OP_ACCEPT || kind == OP_POLL;
+    int read_side = kind != OP_WRITE && kind != OP_CONNECT;
     if ((read_side ? o->read_kind : o->write_kind) >= 0) return -EBUSY;
     if (read_side) { o->read_kind = kind; o->read_token = token; o->read_buffer = rbuf; o->read_length = len; }
     else { o->write_kind = kind; o->write_token = token; o->write_buffer = wbuf; o->write_length = len; }
@@ -270,12 +547,36 @@ static int epoll_submit(mco_loop *l, int fd, int kind, uint64_t token, void *rbu
     return rc;
 }
 
+// A stream stays registered for readability; epoll_wait reports it while data (or a
+// connection) is there.
+static int epoll_stream(mco_loop *l, int slot) {
+    stream *s = &l->streams[slot];
+    fd_ops *o = ops_for(l, s->fd);
+    if (!o) return s->fd < 0 ? -EBADF : -ENOMEM;
+    if (o->read_kind >= 0) return -EBUSY;
+    o->read_kind = s->accepting ? OP_ACCEPT_STREAM : OP_RECV_STREAM;
+    o->read_token = s->token;
+    o->read_buffer = s->buffer;
+    o->read_length = s->length;
+    o->read_slot = slot;
+    int rc = epoll_update(l, s->fd, o);
+    if (rc < 0) o->read_kind = -1;
+    return rc;
+}
+
 // ---- API ----------------------------------------------------------------------------------------
 
-mco_loop *mco_loop_new(int preference, unsigned entries, char *error, size_t error_size) {
+mco_loop *mco_loop_new(int preference, const mco_loop_options *given, char *error, size_t error_size) {
     if (error && error_size) error[0] = 0;
     char scratch[160];
     if (!error || !error_size) { error = scratch; error_size = sizeof scratch; }
+    mco_loop_options options = {0, -1, 0, 0};
+    if (given) options = *given;
+    if (options.multishot < 0) {
+        // The escape hatch (and the way to compare): MCPOPT_IO_MULTISHOT=0.
+        const char *multishot = getenv("MCPOPT_IO_MULTISHOT");
+        options.multishot = !(multishot && strcmp(multishot, "0") == 0);
+    }
     if (preference == MCO_BACKEND_AUTO) {
         const char *forced = getenv("MCPOPT_IO");
         if (forced && strcmp(forced, "uring") == 0) preference = MCO_BACKEND_URING;
@@ -285,11 +586,12 @@ mco_loop *mco_loop_new(int preference, unsigned entries, char *error, size_t err
     mco_loop *l = calloc(1, sizeof *l);
     if (!l) { snprintf(error, error_size, "out of memory"); return NULL; }
     l->epoll_fd = -1;
+    l->free_stream = -1;
     l->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (l->wake_fd < 0) { snprintf(error, error_size, "eventfd: %s", strerror(errno)); free(l); return NULL; }
     int rc = -1;
     if (preference != MCO_BACKEND_EPOLL) {
-        rc = uring_init(l, entries ? entries : 256, error, error_size);
+        rc = uring_init(l, &options, error, error_size);
         if (rc < 0 && preference == MCO_BACKEND_URING) { close(l->wake_fd); free(l); return NULL; }
         if (rc < 0) { snprintf(l->fallback, sizeof l->fallback, "%s", error); error[0] = 0; }
     }
@@ -301,9 +603,38 @@ mco_loop *mco_loop_new(int preference, unsigned entries, char *error, size_t err
     return l;
 }
 
+// Connections a multishot accept took that no caller will see (their completions are still in
+// the ring at teardown) are closed, not leaked.
+static void uring_close_unseen_accepts(mco_loop *l) {
+    struct io_uring_cqe *cqe;
+    unsigned head, seen = 0;
+    io_uring_for_each_cqe(&l->ring, head, cqe) {
+        seen++;
+        uint64_t tag = io_uring_cqe_get_data64(cqe);
+        if (tag == WAKE_TOKEN || !(tag & STREAM_TAG) || cqe->res < 0) continue;
+        int slot = (int)(uint32_t)tag;
+        if (slot < l->stream_count && l->streams[slot].state != STREAM_FREE && l->streams[slot].accepting &&
+            l->streams[slot].generation == (uint32_t)(tag >> 32 & 0x7fffffff))
+            close(cqe->res);
+    }
+    io_uring_cq_advance(&l->ring, seen);
+}
+
 void mco_loop_free(mco_loop *l) {
     if (!l) return;
-    if (l->backend == MCO_BACKEND_URING) io_uring_queue_exit(&l->ring);
+    if (l->backend == MCO_BACKEND_URING) {
+        uring_close_unseen_accepts(l);
+        io_uring_queue_exit(&l->ring);   // cancels what is in flight
+    }
+    if (l->buf_ring) {
+        munmap(l->buf_ring, l->buffer_count * sizeof(struct io_uring_buf));
+        munmap(l->buf_base, (size_t)l->buffer_count * l->buffer_size);
+        free(l->lent);
+    }
+    for (int i = 0; i < l->stream_count; i++) free(l->streams[i].buffer);
+    for (int i = 0; i < l->grave_count; i++) free(l->graves[i]);
+    free(l->streams);
+    free(l->graves);
     if (l->epoll_fd >= 0) close(l->epoll_fd);
     close(l->wake_fd);
     free(l->fds);
@@ -315,14 +646,17 @@ void mco_loop_free(mco_loop *l) {
 
 int mco_loop_backend(const mco_loop *l) { return l->backend; }
 uint32_t mco_loop_features(const mco_loop *l) { return l->features; }
+uint32_t mco_loop_features_in_use(const mco_loop *l) { return l->in_use; }
+void mco_loop_stats_get(const mco_loop *l, mco_loop_stats *out) { *out = l->stats; }
 const char *mco_loop_fallback_reason(const mco_loop *l) { return l->fallback; }
 
 int mco_loop_adopt(mco_loop *l, int fd) {
     // Both backends read without blocking: epoll always, io_uring to read directly once a
-    // poll said the fd is readable.
+    // poll said the fd is readable. Accepted streams come non-blocking already.
     (void)l;
     int flags = fcntl(fd, F_GETFL);
-    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) return -errno;
+    if (flags < 0) return -errno;
+    if (!(flags & O_NONBLOCK) && fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) return -errno;
     return 0;
 }
 
@@ -371,6 +705,27 @@ int mco_loop_accept(mco_loop *l, int fd, uint64_t token) {
     return 0;
 }
 
+static int stream_start(mco_loop *l, int fd, int accepting, unsigned length, uint64_t token) {
+    if (fd < 0) return -EBADF;
+    int slot = stream_new(l, fd, accepting, token);
+    if (slot < 0) return slot;
+    stream *s = &l->streams[slot];
+    uint32_t needs = accepting ? MCO_FEATURE_MULTISHOT_ACCEPT : MCO_FEATURE_MULTISHOT_RECV | MCO_FEATURE_BUFFER_RINGS;
+    s->how = l->backend == MCO_BACKEND_EPOLL ? HOW_EPOLL : (l->in_use & needs) == needs ? HOW_KERNEL : HOW_SINGLE;
+    if (!accepting && s->how != HOW_KERNEL) {
+        // The emulations read into a buffer of the stream's own.
+        s->length = length ? length : 65536;
+        s->buffer = malloc(s->length);
+        if (!s->buffer) { stream_release(l, slot); return -ENOMEM; }
+    }
+    int rc = s->how == HOW_EPOLL ? epoll_stream(l, slot) : uring_stream_submit(l, slot);
+    if (rc < 0) stream_release(l, slot);
+    return rc;
+}
+
+int mco_loop_accept_multishot(mco_loop *l, int fd, uint64_t token) { return stream_start(l, fd, 1, 0, token); }
+int mco_loop_recv(mco_loop *l, int fd, unsigned length, uint64_t token) { return stream_start(l, fd, 0, length, token); }
+
 int mco_loop_connect(mco_loop *l, int fd, const struct sockaddr *address, socklen_t length, uint64_t token) {
     if (l->backend == MCO_BACKEND_EPOLL) {
         if (connect(fd, address, length) == 0) return push_ready(l, token, 0);
@@ -414,7 +769,32 @@ int mco_loop_timer(mco_loop *l, uint64_t nanos, uint64_t token) {
     return 0;
 }
 
+// A stream's cancellation. epoll: ended now (nothing is in flight). io_uring: the kernel is
+// asked to cancel its SQE; what it completed meanwhile is still delivered, then -ECANCELED.
+static int stream_cancel(mco_loop *l, int slot) {
+    stream *s = &l->streams[slot];
+    if (s->state == STREAM_CANCELLING) return 0;
+    if (s->how == HOW_EPOLL) {
+        fd_ops *o = ops_for(l, s->fd);
+        if (o && o->read_kind >= 0 && o->read_slot == slot) { o->read_kind = -1; epoll_update(l, s->fd, o); }
+        stream_end(l, slot, -ECANCELED);
+        return 0;
+    }
+    if (s->state == STREAM_REARM) {   // not in the kernel now
+        stream_end(l, slot, -ECANCELED);
+        return 0;
+    }
+    struct io_uring_sqe *sqe = sqe_for(l);
+    if (!sqe) return -EBUSY;
+    io_uring_prep_cancel64(sqe, stream_tag(l, slot), 0);
+    io_uring_sqe_set_data64(sqe, 0);
+    s->state = STREAM_CANCELLING;
+    return 0;
+}
+
 int mco_loop_cancel(mco_loop *l, uint64_t token) {
+    int slot = stream_by_token(l, token);
+    if (slot >= 0) return stream_cancel(l, slot);
     if (l->backend == MCO_BACKEND_URING) {
         struct io_uring_sqe *sqe = sqe_for(l);
         if (!sqe) return -EBUSY;
@@ -444,12 +824,31 @@ static int take_ready(mco_loop *l, mco_completion *out, int max) {
     return count;
 }
 
+// Called at the start of every wait, when the caller has handled what the last one returned.
+static void between_waits(mco_loop *l) {
+    if (l->ready_count == 0) {
+        for (int i = 0; i < l->grave_count; i++) free(l->graves[i]);
+        l->grave_count = 0;
+    }
+    if (l->backend == MCO_BACKEND_URING) {
+        recycle_buffers(l);
+        uring_rearm(l);
+    }
+}
+
 static int uring_wait(mco_loop *l, mco_completion *out, int max, int64_t timeout_ns) {
     if (!l->wake_armed) arm_wake(l);
     if (l->ready_count > 0) {
-        io_uring_submit(&l->ring);
+        // Completions at hand (direct reads and writes): returned without a syscall. What was
+        // prepared meanwhile goes with the next wait that blocks, which usually comes next;
+        // a run of turns that never block submits every 8th, so no fd or timer starves.
+        if (++l->unsubmitted_turns >= 8) {
+            io_uring_submit(&l->ring);
+            l->unsubmitted_turns = 0;
+        }
         return take_ready(l, out, max);
     }
+    l->unsubmitted_turns = 0;
     struct io_uring_cqe *cqe = NULL;
     int rc;
     if (timeout_ns < 0) {
@@ -468,6 +867,11 @@ static int uring_wait(mco_loop *l, mco_completion *out, int max, int64_t timeout
         uint64_t token = io_uring_cqe_get_data64(cqe);
         if (token == WAKE_TOKEN) { l->wake_armed = 0; continue; }
         if (token == 0) continue;
+        if (token & STREAM_TAG) {
+            count += uring_stream_cqe(l, cqe, out + count);
+            if (count == max) break;
+            continue;
+        }
         int handled = 0;
         for (int i = 0; i < l->read_count; i++) {
             if (l->reads[i].token != token) continue;
@@ -484,8 +888,8 @@ static int uring_wait(mco_loop *l, mco_completion *out, int max, int64_t timeout
         for (int i = 0; i < l->timer_count; i++) {
             if (l->timers[i].token == token) { free((void *)(uintptr_t)l->timers[i].deadline); l->timers[i] = l->timers[--l->timer_count]; break; }
         }
-        out[count++] = (mco_completion){token, cqe->res, cqe->flags};
-        if (count == max) { seen = seen; break; }
+        out[count++] = (mco_completion){token, cqe->res, 0, NULL};
+        if (count == max) break;
     }
     io_uring_cq_advance(&l->ring, seen);
     // Reads that completed on their poll are reported now too.
@@ -545,6 +949,7 @@ static int epoll_wait_completions(mco_loop *l, mco_completion *out, int max, int
 
 int mco_loop_wait(mco_loop *l, mco_completion *out, int max, int64_t timeout_ns) {
     if (max <= 0) return -EINVAL;
+    between_waits(l);
     if (l->backend == MCO_BACKEND_URING) return uring_wait(l, out, max, timeout_ns);
     return epoll_wait_completions(l, out, max, timeout_ns);
 }

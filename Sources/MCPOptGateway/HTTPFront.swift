@@ -39,6 +39,8 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
     /// upstream call needs no thread hop at all.
     public let loop: EventLoop
     private var listener: Int32 = -1
+    /// The accept stream on `listener` (cancelled before it is closed: it holds the socket).
+    private var acceptToken: UInt64 = 0
     private var connections: [Int32: Connection] = [:]   // loop thread only
     /// Requests waiting on a server, by session and request id, so that a client's
     /// `notifications/cancelled` (a POST of its own) can stop one. Loop thread only.
@@ -68,7 +70,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         listener = fd
         port = bound
         loop.adopt(fd)
-        _ = loop.execute { [self] in acceptNext() }
+        _ = loop.execute { [self] in startAccepting() }
         return bound
     }
 
@@ -85,7 +87,10 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
             for c in Array(connections.values) { close(c, immediately: true) }
             for session in sessionStreams.keys { service.setSessionStream(session, nil) }
             sessionStreams.removeAll()
-            if listener >= 0 { Glibc.close(listener) }
+            if listener >= 0 {
+                loop.cancel(acceptToken)
+                Glibc.close(listener)
+            }
             listener = -1
         }
     }
@@ -148,11 +153,14 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         var writing = false
         /// The session whose GET stream this connection carries, if it is one.
         var streamOf: String?
-        /// A read is outstanding (one at a time: while a request runs, it watches for the
-        /// client going away).
+        /// The connection's receive stream is on (one submission for many reads; it stays on
+        /// while a request runs, to notice the client going away).
         var reading = false
         var readToken: UInt64 = 0
-        /// Closed while a read was waiting: the descriptor is closed when that read ends.
+        /// The stream was stopped because too much arrived while a request ran; it starts
+        /// again when the request is answered.
+        var paused = false
+        /// Closed while the stream was on: the descriptor is closed when the stream ends.
         var closeAfterRead = false
         /// The request waiting on a server, and whether the client cancelled it.
         var task: Task<Void, Never>?
@@ -160,45 +168,67 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         init(fd: Int32) { self.fd = fd }
     }
 
-    private func acceptNext() {
+    /// One accept stream for the listener's life (multishot accept where the kernel has it):
+    /// each connection comes as a completion, with no new submission.
+    private func startAccepting() {
         guard !stopped, listener >= 0 else { return }
-        loop.accept(listener) { [self] result in
+        acceptToken = loop.acceptMultishot(listener) { [self] result in
             switch result {
             case .success(let fd):
-                if connections.count >= settings.maxConnections {
+                guard !stopped, connections.count < settings.maxConnections else {
                     Glibc.close(fd)
-                } else {
-                    var one: Int32 = 1
-                    setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-                    loop.adopt(fd)
-                    let connection = Connection(fd: fd)
-                    connections[fd] = connection
-                    readMore(connection)
+                    return
                 }
-                acceptNext()
+                var one: Int32 = 1
+                setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+                loop.adopt(fd)
+                let connection = Connection(fd: fd)
+                connections[fd] = connection
+                readMore(connection)
             case .failure(let error):
-                // Out of descriptors and the like: try again shortly rather than spin.
-                if !stopped, error.code != EBADF, error.code != EINVAL { _ = loop.after(.milliseconds(error.code == EMFILE || error.code == ENFILE ? 100 : 0)) { [self] _ in acceptNext() } }
+                // The stream ended. Out of descriptors and the like: start again shortly
+                // rather than spin.
+                if !stopped, error.code != EBADF, error.code != EINVAL, error.code != ECANCELED {
+                    _ = loop.after(.milliseconds(error.code == EMFILE || error.code == ENFILE ? 100 : 0)) { [self] _ in startAccepting() }
+                }
             }
         }
     }
 
+    /// What a busy connection may receive before its stream is paused (a client sending
+    /// ahead of its answers): the kernel's socket buffer holds the rest.
+    private static var pauseBytes: Int { 1 << 20 }
+
+    /// Turns the connection's receive stream on (if it is not): what arrives is appended to
+    /// `pending` and parsed when no request runs.
     private func readMore(_ c: Connection) {
         guard !c.reading else { return }
         c.reading = true
-        c.readToken = loop.read(c.fd) { [self] result in
-            c.reading = false
-            if c.closeAfterRead {
-                Glibc.close(c.fd)
-                return
-            }
-            guard connections[c.fd] === c else { return }
-            switch result {
-            case .success(let bytes) where !bytes.isEmpty:
+        c.paused = false
+        c.readToken = loop.receive(c.fd) { [self] event in
+            switch event {
+            case .bytes(let bytes):
+                guard !c.closeAfterRead, connections[c.fd] === c else { return }
                 c.pending.append(contentsOf: bytes)
                 // While a request runs, what comes next waits for its answer.
-                if !c.busy { process(c) }
-            default:
+                if !c.busy {
+                    process(c)
+                } else if c.pending.count > Self.pauseBytes, !c.paused {
+                    c.paused = true
+                    loop.cancel(c.readToken)
+                }
+            case .end(let error):
+                c.reading = false
+                if c.closeAfterRead {
+                    Glibc.close(c.fd)
+                    return
+                }
+                guard connections[c.fd] === c else { return }
+                if c.paused, error?.code == ECANCELED {
+                    // Paused: started again once the request is answered (nextRequest).
+                    if !c.busy { process(c) }
+                    return
+                }
                 // The client went away; a request still running for it is cancelled.
                 if let task = c.task, !c.cancelled {
                     c.cancelled = true
@@ -215,9 +245,9 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
             sessionStreams.removeValue(forKey: session)
             service.setSessionStream(session, nil)
         }
-        // A read still waiting must end before the descriptor is closed: closed now, its
-        // number could go to a new connection the waiting read would then read from. So the
-        // socket is shut down (the read ends at once) and closed when the read has ended.
+        // The receive stream must end before the descriptor is closed: closed now, its number
+        // could go to a new connection the stream would then read from. So the socket is shut
+        // down (the stream ends at once) and closed when the stream has ended.
         if c.reading && !immediately {
             c.closeAfterRead = true
             shutdown(c.fd, Int32(SHUT_RDWR))

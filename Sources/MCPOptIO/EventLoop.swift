@@ -24,8 +24,12 @@ public final class EventLoop: @unchecked Sendable {
     public enum Backend: String, Sendable, CaseIterable { case uring, epoll }
 
     public let backend: Backend
-    /// Kernel facilities found at start ("fast-poll", "multishot-accept", ...).
+    /// Kernel facilities this loop uses ("fast-poll", "multishot-accept", "multishot-recv",
+    /// "buffer-rings", "submit-all", "coop-taskrun"): those found at start, less the multishot
+    /// ones when turned off (`MCPOPT_IO_MULTISHOT=0`). Empty on epoll.
     public let features: [String]
+    /// Kernel facilities found at start, used or not.
+    public let kernelFeatures: [String]
     /// Why io_uring was not used ("" when it was, or epoll was asked for).
     public let fallbackReason: String
 
@@ -41,29 +45,36 @@ public final class EventLoop: @unchecked Sendable {
     private let finished = Semaphore()
 
     // Loop-thread state.
-    private var callbacks: [UInt64: (Int32) -> Void] = [:]
+    /// By token; a stream's stays until its last completion.
+    private var callbacks: [UInt64: (mco_completion) -> Void] = [:]
     private var nextToken: UInt64 = 1
     /// Callbacks to run on the next turn (operations that could not be submitted).
     private var deferred: [() -> Void] = []
 
     /// Starts a loop thread. `backend` nil: io_uring if available (or as MCPOPT_IO says).
-    public init(backend preference: Backend? = nil, name: String = "mcpopt-io") throws(IOError) {
+    /// `multishot` nil: as MCPOPT_IO_MULTISHOT says (on unless "0"). `receiveBuffers`: the
+    /// provided buffers multishot receives land in (default 64 of 16 KiB).
+    public init(backend preference: Backend? = nil, name: String = "mcpopt-io", multishot: Bool? = nil,
+                receiveBuffers: (count: Int, size: Int)? = nil) throws(IOError) {
         var error = [CChar](repeating: 0, count: 256)
         let code: Int32 = switch preference {
         case .uring: Int32(MCO_BACKEND_URING)
         case .epoll: Int32(MCO_BACKEND_EPOLL)
         case nil: Int32(MCO_BACKEND_AUTO)
         }
-        guard let created = mco_loop_new(code, 256, &error, error.count) else {
+        var options = mco_loop_options(entries: 256, multishot: multishot.map { $0 ? 1 : 0 } ?? -1,
+                                       buffer_count: UInt32(receiveBuffers?.count ?? 0), buffer_size: UInt32(receiveBuffers?.size ?? 0))
+        guard let created = mco_loop_new(code, &options, &error, error.count) else {
             throw IOError(message: String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
         }
         loop = created
         backend = mco_loop_backend(created) == Int32(MCO_BACKEND_URING) ? .uring : .epoll
-        let bits = mco_loop_features(created)
-        features = [(MCO_FEATURE_FAST_POLL, "fast-poll"), (MCO_FEATURE_MULTISHOT_ACCEPT, "multishot-accept"),
-                    (MCO_FEATURE_MULTISHOT_RECV, "multishot-recv"), (MCO_FEATURE_BUFFER_RINGS, "buffer-rings"),
-                    (MCO_FEATURE_SUBMIT_ALL, "submit-all")]
-            .filter { bits & UInt32($0.0) != 0 }.map(\.1)
+        let names = [(MCO_FEATURE_FAST_POLL, "fast-poll"), (MCO_FEATURE_MULTISHOT_ACCEPT, "multishot-accept"),
+                     (MCO_FEATURE_MULTISHOT_RECV, "multishot-recv"), (MCO_FEATURE_BUFFER_RINGS, "buffer-rings"),
+                     (MCO_FEATURE_SUBMIT_ALL, "submit-all"), (MCO_FEATURE_COOP_TASKRUN, "coop-taskrun")]
+        let found = mco_loop_features(created), used = mco_loop_features_in_use(created)
+        kernelFeatures = names.filter { found & UInt32($0.0) != 0 }.map(\.1)
+        features = names.filter { used & UInt32($0.0) != 0 }.map(\.1)
         fallbackReason = String(cString: mco_loop_fallback_reason(created))
         let box = Unmanaged.passRetained(self).toOpaque()
         let rc = pthread_create(&thread, nil, { raw in
@@ -145,7 +156,12 @@ public final class EventLoop: @unchecked Sendable {
             if count < 0 { continue }
             for index in 0..<Int(count) {
                 let completion = completions[index]
-                if let callback = callbacks.removeValue(forKey: completion.token) { callback(completion.result) }
+                // A stream keeps its callback until its last completion.
+                if completion.flags & UInt32(MCO_COMPLETION_MORE) != 0 {
+                    callbacks[completion.token]?(completion)
+                } else if let callback = callbacks.removeValue(forKey: completion.token) {
+                    callback(completion)
+                }
             }
         }
         // The kernel resources go with the thread: the ring (or epoll fd) and the wake-up fd;
@@ -162,9 +178,13 @@ public final class EventLoop: @unchecked Sendable {
     // MARK: Operations (loop thread only)
 
     private func token(_ callback: @escaping (Int32) -> Void) -> UInt64 {
+        streamToken { callback($0.result) }
+    }
+
+    private func streamToken(_ callback: @escaping (mco_completion) -> Void) -> UInt64 {
         let token = nextToken
         nextToken &+= 1
-        if nextToken == .max { nextToken = 1 }
+        if nextToken >= 1 << 63 { nextToken = 1 }   // the C loop keeps tokens from 2^63 up
         callbacks[token] = callback
         return token
     }
@@ -174,8 +194,8 @@ public final class EventLoop: @unchecked Sendable {
         // Not submitted: fail it on the next turn (after the caller returns: callbacks never
         // run inside the call that started the operation).
         if let callback = callbacks.removeValue(forKey: token) {
-            let result = rc
-            deferred.append { callback(result) }
+            let failure = mco_completion(token: token, result: rc, flags: 0, data: nil)
+            deferred.append { callback(failure) }
         }
     }
 
@@ -228,6 +248,50 @@ public final class EventLoop: @unchecked Sendable {
         submitted(mco_loop_accept(loop, fd, token), token, "accept")
     }
 
+    /// Accepts connections on a listening socket until an error or `cancel`: `onEach` gets each
+    /// new fd (close-on-exec, non-blocking), and once a failure, the last call (ECANCELED
+    /// after `cancel`). Multishot accept on io_uring where the kernel has it; otherwise
+    /// one-shot accepts the loop repeats (epoll: on readiness).
+    @discardableResult
+    public func acceptMultishot(_ fd: Int32, _ onEach: @escaping (Result<Int32, IOError>) -> Void) -> UInt64 {
+        let token = streamToken { c in onEach(c.result < 0 ? .failure(IOError(-c.result, "accept")) : .success(c.result)) }
+        submitted(mco_loop_accept_multishot(loop, fd, token), token, "accept")
+        return token
+    }
+
+    /// What a receive stream delivers: bytes (valid only during the call: copy what you
+    /// keep), and once, its end: nil at end of file, else the error (ECANCELED after `cancel`).
+    public enum Received {
+        case bytes(UnsafeRawBufferPointer)
+        case end(IOError?)
+    }
+
+    /// Receives from `fd` until end of file, an error or `cancel` (the token is for that): one
+    /// submission for the stream's whole life. On io_uring with multishot recv and buffer
+    /// rings the kernel receives into the loop's provided buffers (a socket is needed); else
+    /// (pipes, `MCPOPT_IO_MULTISHOT=0`, epoll) the loop reads up to `maxBytes` on readiness.
+    /// Cancel before closing `fd`: the stream holds the socket open until it ends.
+    @discardableResult
+    public func receive(_ fd: Int32, maxBytes: Int = 65_536, _ onEvent: @escaping (Received) -> Void) -> UInt64 {
+        let token = streamToken { c in
+            if c.result > 0, let data = c.data {
+                onEvent(.bytes(UnsafeRawBufferPointer(start: data, count: Int(c.result))))
+            } else if c.flags & UInt32(MCO_COMPLETION_MORE) == 0 {
+                onEvent(.end(c.result < 0 ? IOError(-c.result, "receive") : nil))
+            }
+        }
+        submitted(mco_loop_recv(loop, fd, UInt32(maxBytes), token), token, "receive")
+        return token
+    }
+
+    /// What multishot receives did so far (loop thread only): completions from provided
+    /// buffers, times the buffer ring ran dry (ENOBUFS), streams submitted again.
+    public var receiveStats: (ringCompletions: UInt64, enobufs: UInt64, rearms: UInt64) {
+        var stats = mco_loop_stats()
+        mco_loop_stats_get(loop, &stats)
+        return (stats.ring_completions, stats.enobufs, stats.rearms)
+    }
+
     /// Connects a socket to an IPv4 or IPv6 address (`sockaddr_in` / `sockaddr_in6` bytes).
     public func connect(_ fd: Int32, address: [UInt8], _ done: @escaping (Result<Void, IOError>) -> Void) {
         let storage = IOBuffer(byteCount: address.count)
@@ -257,7 +321,10 @@ public final class EventLoop: @unchecked Sendable {
     }
 
     /// Cancels a pending operation or timer (its callback sees ECANCELED / false).
-    public func cancel(_ token: UInt64) { _ = mco_loop_cancel(loop, token) }
+    public func cancel(_ token: UInt64) {
+        guard token != 0 else { return }   // never issued (an operation that was not started)
+        _ = mco_loop_cancel(loop, token)
+    }
 
     /// Operations in flight (callbacks not yet called).
     public var pendingOperations: Int { callbacks.count }

@@ -51,9 +51,11 @@ public final class HTTPUpstream: @unchecked Sendable {
         var headReported = false
         var receivedAny = false
         var reused = false
-        /// Shut down while its read waits: the descriptor is closed when that read ends (closed
-        /// at once, its number could go to a new connection the waiting read would then read).
-        var closing = false
+        /// The connection's receive stream, on from connect to close (one submission for all
+        /// its answers; while idle it notices the server closing).
+        var receiveToken: UInt64 = 0
+        /// Shutting down: the answer to DELETE (or the end) is waited for here.
+        var onShutdownAnswer: (() -> Void)?
         init(fd: Int32) { self.fd = fd }
     }
 
@@ -193,10 +195,7 @@ public final class HTTPUpstream: @unchecked Sendable {
             case .closeExchange(let id):
                 // A listen stream replaced by a newer one.
                 guard let connection = connections.values.first(where: { $0.exchange == id }) else { break }
-                connections.removeValue(forKey: ObjectIdentifier(connection))
-                connection.exchange = nil
-                connection.closing = true
-                Glibc.shutdown(connection.fd, Int32(SHUT_RDWR))
+                drop(connection)
                 drainWaiting()
             case .response(let token, let message):
                 waiters.finish(token, .success(message))
@@ -254,6 +253,7 @@ public final class HTTPUpstream: @unchecked Sendable {
                 drainWaiting()
                 return
             }
+            startReceiving(connection)
             send(id, bytes, on: connection)
         }
     }
@@ -268,52 +268,68 @@ public final class HTTPUpstream: @unchecked Sendable {
                 failOrRetry(connection, reason: error.message)
                 return
             }
-            receive(on: connection)
         }
     }
 
-    private func receive(on connection: Connection) {
-        loop.read(connection.fd) { [self] result in
-            if connection.closing {
-                close(connection.fd)
+    /// The connection's receive stream (multishot recv into the loop's buffers where the
+    /// kernel has it): the answers of every exchange on it, and its end.
+    private func startReceiving(_ connection: Connection) {
+        connection.receiveToken = loop.receive(connection.fd) { [self] event in
+            guard connections[ObjectIdentifier(connection)] === connection else { return }
+            if let answered = connection.onShutdownAnswer {
+                drop(connection)
+                answered()
                 return
             }
-            guard let id = connection.exchange else { return }
-            guard case .success(let bytes) = result, !bytes.isEmpty else {
-                // End of stream: a body delimited by the close ends here; else the exchange failed.
-                if (try? connection.parser.finish()) != nil, connection.parser.isComplete {
-                    complete(connection, id, keepAlive: false)
-                } else {
-                    failOrRetry(connection, reason: "the server closed the connection")
-                }
+            switch event {
+            case .bytes(let bytes): received(bytes, on: connection)
+            case .end: ended(connection)
+            }
+        }
+    }
+
+    private func ended(_ connection: Connection) {
+        guard let id = connection.exchange else {
+            drop(connection)   // an idle connection the server closed
+            return
+        }
+        // End of stream: a body delimited by the close ends here; else the exchange failed.
+        if (try? connection.parser.finish()) != nil, connection.parser.isComplete {
+            complete(connection, id, keepAlive: false)
+        } else {
+            failOrRetry(connection, reason: "the server closed the connection")
+        }
+    }
+
+    private func received(_ bytes: UnsafeRawBufferPointer, on connection: Connection) {
+        guard let id = connection.exchange else {
+            drop(connection)   // bytes no request asked for: the connection cannot be trusted
+            return
+        }
+        connection.receivedAny = true
+        var offset = 0
+        while offset < bytes.count {
+            let used: Int
+            do {
+                used = try connection.parser.feed(UnsafeRawBufferPointer(rebasing: bytes[offset...]))
+            } catch {
+                drop(connection)
+                handle(session.exchangeFailed(id, reason: "bad HTTP response: \(error)"))
+                drainWaiting()
                 return
             }
-            connection.receivedAny = true
-            var offset = 0
-            while offset < bytes.count {
-                let used: Int
-                do {
-                    used = try bytes[offset...].withUnsafeBytes { try connection.parser.feed($0) }
-                } catch {
-                    drop(connection)
-                    handle(session.exchangeFailed(id, reason: "bad HTTP response: \(error)"))
-                    drainWaiting()
-                    return
-                }
-                offset += used
-                if connection.parser.isHeadComplete && !connection.headReported {
-                    connection.headReported = true
-                    handle(session.responseHead(id, status: connection.parser.status, headers: connection.parser.headers))
-                }
-                let body = connection.parser.takeBody()
-                if !body.isEmpty { handle(body.withUnsafeBytes { session.responseBody(id, $0) }) }
-                if connection.parser.isComplete {
-                    complete(connection, id, keepAlive: connection.parser.keepAlive && offset == bytes.count)
-                    return
-                }
-                if used == 0 { break }
+            offset += used
+            if connection.parser.isHeadComplete && !connection.headReported {
+                connection.headReported = true
+                handle(session.responseHead(id, status: connection.parser.status, headers: connection.parser.headers))
             }
-            receive(on: connection)
+            let body = connection.parser.takeBody()
+            if !body.isEmpty { handle(body.withUnsafeBytes { session.responseBody(id, $0) }) }
+            if connection.parser.isComplete {
+                complete(connection, id, keepAlive: connection.parser.keepAlive && offset == bytes.count)
+                return
+            }
+            if used == 0 { break }
         }
     }
 
@@ -353,6 +369,9 @@ public final class HTTPUpstream: @unchecked Sendable {
     private func drop(_ connection: Connection) {
         guard connections.removeValue(forKey: ObjectIdentifier(connection)) != nil else { return }
         connection.exchange = nil
+        idle.removeAll { $0 === connection }
+        // The stream holds the socket until it ends: cancelled first (its end is ignored).
+        loop.cancel(connection.receiveToken)
         close(connection.fd)
     }
 
@@ -380,11 +399,8 @@ public final class HTTPUpstream: @unchecked Sendable {
         var done = false
         let finishOnce = { if !done { done = true; closeAll() } }
         loop.after(grace) { _ in finishOnce() }
-        loop.write(connection.fd, termination) { [self] _ in
-            loop.read(connection.fd) { [self] _ in
-                drop(connection)
-                finishOnce()
-            }
-        }
+        // The answer (or the end) comes on the connection's receive stream.
+        connection.onShutdownAnswer = finishOnce
+        loop.write(connection.fd, termination) { _ in }
     }
 }

@@ -41,5 +41,9 @@ final class ContinuationTests: XCTestCase, @unchecked Sendable {
             XCTAssertEqual(done.source, .origin, "continuations are never cached")
         }
         XCTAssertEqual(served.count, 2, "both replicas asked (so a wrong pin would have shown)")
+        // The loop the upstreams ran on, and the kernel facilities it used.
+        let system = engine.getOptimizationMetrics()["system"]
+        guard case .array(let features)? = system?["ioFeatures"] else { return XCTFail("no ioFeatures: \(String(describing: system))") }
+        if system?["ioBackend"] == "epoll" { XCTAssertEqual(features, []) }
     }
 }

@@ -218,6 +218,8 @@ final class EngineRuntime: @unchecked Sendable {
     }
 
     var ioBackend: String? { lock.withLock { loop?.backend.rawValue } }
+    /// The kernel facilities the loop uses (multishot accept and receive, buffer rings, ...).
+    var ioFeatures: [String]? { lock.withLock { loop?.features } }
 
     /// Latency distribution of one tool (or method) on one replica group, for hedging and
     /// adaptive timeouts. Bounded: past 10,000 keys new ones share one histogram.

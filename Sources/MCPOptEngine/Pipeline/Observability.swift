@@ -97,6 +97,7 @@ extension Engine {
                 "staleServed": .int(Int64(m.staleServed.load())),
                 "uptimeSeconds": .double(uptime.rounded()),
                 "ioBackend": runtime.ioBackend.map { .string($0) } ?? .null,
+                "ioFeatures": runtime.ioFeatures.map { .array($0.map { .string($0) }) } ?? .null,
             ],
             "coordination": [
                 "activeServers": .int(Int64(active)),
