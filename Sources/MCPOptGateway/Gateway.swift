@@ -17,6 +17,9 @@ public final class Gateway: MCPService, @unchecked Sendable {
     private var tools = ToolNamespace(offers: [])       // guarded by lock
     private var prompts = ToolNamespace(offers: [])     // guarded by lock
     private var builtFrom = -1                          // guarded by lock (catalog generation)
+    /// Groups with a server in a handshake-era session: the ones that may ask a client during a
+    /// call (a modern-era server asks with input_required instead).
+    private var handshakeGroups: Set<String> = []       // guarded by lock
 
     /// List changes are announced (to modern clients' listen streams, and to handshake-era
     /// sessions with a stream of their own: stdio, an HTTP session's GET stream).
@@ -315,6 +318,7 @@ public final class Gateway: MCPService, @unchecked Sendable {
             }
             tools = ToolNamespace(offers: toolOffers.map { (group: $0.key, names: Array($0.value)) })
             prompts = ToolNamespace(offers: promptOffers.map { (group: $0.key, names: Array($0.value)) })
+            handshakeGroups = Set(healthy.filter { ProtocolVersion(rawValue: $0.version ?? "").era != .modern }.map(\.group))
             builtFrom = generation
         }
     }
@@ -381,7 +385,10 @@ public final class Gateway: MCPService, @unchecked Sendable {
             options.onNotification = caller.notify
             options.onServerRequest = caller.ask
             // A modern client cannot be sent requests: a server's are asked as input_required.
-            let bridge = modern && Self.asksForInput.contains(method) ? InputBridge() : nil
+            // Only where a handshake-era server may be asked (no task of its own otherwise).
+            let mayAsk = modern && Self.asksForInput.contains(method)
+                && (servers.map { groups in lock.withLock { groups.contains { handshakeGroups.contains($0) } } } ?? true)
+            let bridge = mayAsk ? InputBridge() : nil
             if let bridge { options.onServerRequest = { await bridge.ask($0) } }
             let prepared = engine.prepareRequest(request, options)
             if case .answered(let response)? = prepared {
