@@ -72,14 +72,7 @@ final class EventLoopTests: XCTestCase {
 
     func testTCPLoopbackEcho() throws {
         try onEachBackend { loop in
-            let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = bind(listener, $0, length) } }
-            withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = getsockname(listener, $0, &length) } }
-            XCTAssertEqual(listen(listener, 8), 0)
+            let (listener, address) = loopbackListener(backlog: 8)
             let bytes = withUnsafeBytes(of: address) { Array($0) }
             let client = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             let echoed = Box<[UInt8]>([])

@@ -56,17 +56,6 @@ final class StreamConcurrentTests: XCTestCase {
         return (fds[0], fds[1])
     }
 
-    private func listener() -> (Int32, sockaddr_in) {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = bind(fd, $0, length) } }
-        withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = getsockname(fd, $0, &length) } }
-        XCTAssertEqual(listen(fd, 512), 0)
-        return (fd, address)
-    }
 
     private func connectBlocking(_ address: sockaddr_in) -> Int32 {
         var address = address
@@ -132,7 +121,7 @@ final class StreamConcurrentTests: XCTestCase {
 
     func testMultishotAcceptOfManyConnections() throws {
         try onEachMode { loop, mode in
-            let (listening, address) = listener()
+            let (listening, address) = loopbackListener()
             let count = 200
             let accepted = Box<[Int32]>([])
             let ended = Box<Int32?>(nil)
@@ -296,7 +285,7 @@ final class StreamConcurrentTests: XCTestCase {
     func testPeerCloseEndsTheStream() throws {
         try onEachMode { loop, mode in
             // Over TCP: an orderly close after a last message, and a reset.
-            let (listening, address) = listener()
+            let (listening, address) = loopbackListener()
             let orderly = connectBlocking(address), reset = connectBlocking(address)
             let events = Box<[String]>([])
             onLoop(loop, mode) { loop, finish in
@@ -363,7 +352,7 @@ final class StreamConcurrentTests: XCTestCase {
         let before = openDescriptors()
         for mode in modes {
             let loop = try mode.make()
-            let (listening, address) = listener()
+            let (listening, address) = loopbackListener()
             let accepted = Box<[Int32]>([])
             let clients = (0..<16).map { _ in connectBlocking(address) }
             onLoop(loop, mode.name) { loop, finish in
@@ -383,4 +372,17 @@ final class StreamConcurrentTests: XCTestCase {
         }
         XCTAssertEqual(openDescriptors(), before, "no descriptor left behind")
     }
+}
+
+/// A TCP socket listening on 127.0.0.1 at a port the kernel picks, and its address.
+func loopbackListener(backlog: Int32 = 512) -> (Int32, sockaddr_in) {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = bind(fd, $0, length) } }
+    withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = getsockname(fd, $0, &length) } }
+    XCTAssertEqual(listen(fd, backlog), 0)
+    return (fd, address)
 }
