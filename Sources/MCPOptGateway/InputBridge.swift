@@ -27,6 +27,8 @@ final class InputBridge: @unchecked Sendable {
     private var result: [UInt8]?                                                   // guarded by lock
     private var waiter: CheckedContinuation<Void, Never>?                          // guarded by lock
     private var nextKey = 0                                                        // guarded by lock
+    /// Given up: later requests of the server get no answer at once.
+    private var abandoned = false                                                  // guarded by lock
 
     init() {}
 
@@ -37,12 +39,14 @@ final class InputBridge: @unchecked Sendable {
         var item: JSONObject = ["method": method]
         if let params = o["params"] { item["params"] = params }
         return await withCheckedContinuation { (c: CheckedContinuation<[UInt8]?, Never>) in
-            let wake = lock.withLock { () -> CheckedContinuation<Void, Never>? in
+            let (accepted, wake) = lock.withLock { () -> (Bool, CheckedContinuation<Void, Never>?) in
+                guard !abandoned else { return (false, nil) }
                 nextKey += 1
                 asked.append((key: "mcpopt-input-\(nextKey)", request: .object(item), continuation: c))
                 defer { waiter = nil }
-                return waiter
+                return (true, waiter)
             }
+            if !accepted { c.resume(returning: nil) }
             wake?.resume()
         }
     }
@@ -110,6 +114,7 @@ final class InputBridge: @unchecked Sendable {
     func abandon() {
         lock.withLock { work }?.cancel()
         let waiting = lock.withLock { () -> [CheckedContinuation<[UInt8]?, Never>] in
+            abandoned = true
             defer { asked.removeAll(); sent = 0 }
             return asked.map(\.continuation)
         }

@@ -40,6 +40,9 @@ final class InputBridgeTests: XCTestCase {
         bridge.abandon()
         let answers = [await first.value, await second.value]
         XCTAssertEqual(answers.compactMap { $0 }.count, 1, "the answered one got its answer, the abandoned one nil")
+        // A request the server sends after that is not kept waiting.
+        let late = await bridge.ask(InputBridgeTests.request("roots/list"))
+        XCTAssertNil(late)
     }
 
     func testAParkedBridgeIsTakenOnceAndExpires() async throws {
