@@ -113,14 +113,20 @@ static uint64_t now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+// Room for one more item in a growing array of `count` items (doubling from 16): the array,
+// moved if it grew, or NULL with the array as it was (out of memory).
+static void *reserve(void *items, int *capacity, int count, size_t size) {
+    if (count < *capacity) return items;
+    int grown_capacity = *capacity ? *capacity * 2 : 16;
+    void *grown = realloc(items, (size_t)grown_capacity * size);
+    if (grown) *capacity = grown_capacity;
+    return grown;
+}
+
 static int push_completion(mco_loop *l, mco_completion c) {
-    if (l->ready_count == l->ready_capacity) {
-        int capacity = l->ready_capacity ? l->ready_capacity * 2 : 16;
-        mco_completion *grown = realloc(l->ready, capacity * sizeof *grown);
-        if (!grown) return -ENOMEM;
-        l->ready = grown;
-        l->ready_capacity = capacity;
-    }
+    void *ready = reserve(l->ready, &l->ready_capacity, l->ready_count, sizeof *l->ready);
+    if (!ready) return -ENOMEM;
+    l->ready = ready;
     l->ready[l->ready_count++] = c;
     return 0;
 }
@@ -133,13 +139,9 @@ static int push_ready(mco_loop *l, uint64_t token, int32_t result) {
 
 static int stream_new(mco_loop *l, int fd, int accepting, uint64_t token) {
     if (l->free_stream < 0) {
-        if (l->stream_count == l->stream_capacity) {
-            int capacity = l->stream_capacity ? l->stream_capacity * 2 : 16;
-            stream *grown = realloc(l->streams, capacity * sizeof *grown);
-            if (!grown) return -ENOMEM;
-            l->streams = grown;
-            l->stream_capacity = capacity;
-        }
+        void *streams = reserve(l->streams, &l->stream_capacity, l->stream_count, sizeof *l->streams);
+        if (!streams) return -ENOMEM;
+        l->streams = streams;
         memset(&l->streams[l->stream_count], 0, sizeof *l->streams);
         l->streams[l->stream_count].next_free = -1;
         l->free_stream = l->stream_count++;
@@ -159,13 +161,9 @@ static int stream_new(mco_loop *l, int fd, int accepting, uint64_t token) {
 // A buffer a delivered (or still queued) completion may point into: freed at a wait that
 // starts with nothing queued, when every completion that could has been handled.
 static void bury(mco_loop *l, void *buffer) {
-    if (l->grave_count == l->grave_capacity) {
-        int capacity = l->grave_capacity ? l->grave_capacity * 2 : 16;
-        void **grown = realloc(l->graves, capacity * sizeof *grown);
-        if (!grown) return;   // leaked rather than freed under a completion
-        l->graves = grown;
-        l->grave_capacity = capacity;
-    }
+    void *graves = reserve(l->graves, &l->grave_capacity, l->grave_count, sizeof *l->graves);
+    if (!graves) return;   // leaked rather than freed under a completion
+    l->graves = graves;
     l->graves[l->grave_count++] = buffer;
 }
 
@@ -198,13 +196,9 @@ static void stream_end(mco_loop *l, int slot, int32_t result) {
 }
 
 static pending_timer *add_timer(mco_loop *l, uint64_t token) {
-    if (l->timer_count == l->timer_capacity) {
-        int capacity = l->timer_capacity ? l->timer_capacity * 2 : 16;
-        pending_timer *grown = realloc(l->timers, capacity * sizeof *grown);
-        if (!grown) return NULL;
-        l->timers = grown;
-        l->timer_capacity = capacity;
-    }
+    void *timers = reserve(l->timers, &l->timer_capacity, l->timer_count, sizeof *l->timers);
+    if (!timers) return NULL;
+    l->timers = timers;
     pending_timer *t = &l->timers[l->timer_count++];
     memset(t, 0, sizeof *t);
     t->token = token;
@@ -665,13 +659,9 @@ int mco_loop_adopt(mco_loop *l, int fd) {
 /// the kernel hands to its worker threads when they would block: slower round trips
 /// (BENCHMARKS.md).
 static int uring_poll_io(mco_loop *l, int fd, void *buffer, unsigned length, uint64_t token, int writing) {
-    if (l->read_count == l->read_capacity) {
-        int capacity = l->read_capacity ? l->read_capacity * 2 : 16;
-        uring_read *grown = realloc(l->reads, capacity * sizeof *grown);
-        if (!grown) return -ENOMEM;
-        l->reads = grown;
-        l->read_capacity = capacity;
-    }
+    void *reads = reserve(l->reads, &l->read_capacity, l->read_count, sizeof *l->reads);
+    if (!reads) return -ENOMEM;
+    l->reads = reads;
     struct io_uring_sqe *sqe = sqe_for(l);
     if (!sqe) return -EBUSY;
     io_uring_prep_poll_add(sqe, fd, writing ? POLLOUT : POLLIN);
