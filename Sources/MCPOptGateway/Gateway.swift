@@ -41,6 +41,8 @@ public final class Gateway: MCPService, @unchecked Sendable {
     /// connection, or `notifications/cancelled`) or the gateway closes it (`closeStreams`).
     final class ListenStream: @unchecked Sendable {
         let id: [UInt8]
+        /// The id as a value: every frame's `_meta` carries it.
+        let subscriptionID: JSONValue
         /// Its subscriptions' key among client sessions ("listen:<n>").
         let key: String
         let filter: ListenFilter
@@ -51,6 +53,7 @@ public final class Gateway: MCPService, @unchecked Sendable {
 
         init(id: [UInt8], key: String, filter: ListenFilter, send: @escaping @Sendable ([UInt8]) -> Void) {
             self.id = id
+            subscriptionID = (try? JSONParser.parse(id)) ?? .null
             self.key = key
             self.filter = filter
             self.send = send
@@ -60,7 +63,7 @@ public final class Gateway: MCPService, @unchecked Sendable {
         func stamped(_ method: String, params: JSONObject = [:]) -> [UInt8] {
             var params = params
             var meta = params["_meta"]?.objectValue ?? [:]
-            meta[MetaKey.subscriptionID] = (try? JSONParser.parse(id)) ?? .null
+            meta[MetaKey.subscriptionID] = subscriptionID
             params["_meta"] = .object(meta)
             return Array(JSONValue.object(["jsonrpc": "2.0", "method": .string(method), "params": .object(params)]).jsonString.utf8)
         }
@@ -209,7 +212,7 @@ public final class Gateway: MCPService, @unchecked Sendable {
     private func runListen(_ stream: ListenStream) async -> [UInt8] {
         await withTaskCancellationHandler { await stream.wait() } onCancel: { stream.end() }
         dropSession(stream.key)
-        let result: JSONValue = ["_meta": [MetaKey.subscriptionID: (try? JSONParser.parse(stream.id)) ?? .null], "resultType": "complete"]
+        let result: JSONValue = ["_meta": [MetaKey.subscriptionID: stream.subscriptionID], "resultType": "complete"]
         let text = Array(result.jsonString.utf8)
         return text.withUnsafeBytes { MessageEncoder.result(idJSON: stream.id, result: $0) }
     }
@@ -328,7 +331,7 @@ public final class Gateway: MCPService, @unchecked Sendable {
     enum Route {
         case answer([UInt8])
         case none
-        case engine([UInt8], method: String, servers: [String]?, modern: Bool)
+        case engine([UInt8], id: [UInt8], method: String, servers: [String]?, modern: Bool)
         case listen(id: [UInt8], params: JSONValue?)
         /// A modern retry naming a call the gateway keeps waiting for input.
         case resume(id: [UInt8], method: String, state: String, responses: JSONObject)
@@ -353,7 +356,7 @@ public final class Gateway: MCPService, @unchecked Sendable {
         /// A handshake-era caller who can be asked (sampling, elicitation, roots), and its
         /// request as sent to the engine: a modern server's `input_required` is fulfilled by
         /// asking the caller, then the request is retried (see `fulfilInput`).
-        fileprivate var asker: (ask: @Sendable ([UInt8]) async -> [UInt8]?, request: [UInt8], options: OptimizeOptions)?
+        fileprivate var asker: InputAsker?
         /// A modern-era caller's call whose server may ask for input (see `InputBridge`), and
         /// the caller's request id.
         fileprivate var bridge: InputBridge?
@@ -375,7 +378,7 @@ public final class Gateway: MCPService, @unchecked Sendable {
             var pending = Pending(work: .resume(bridge, responses: responses), method: method, modern: true)
             pending.requestID = id
             return .pending(pending)
-        case .engine(var request, let method, let servers, let modern):
+        case .engine(var request, let id, let method, let servers, let modern):
             // A client that chose a log level (handshake era) gets servers' logs: modern-era
             // servers send them only to requests that opt in, so each request carries the level.
             if let level = lock.withLock({ logLevels[caller.session ?? ""] }), !modern {
@@ -402,10 +405,10 @@ public final class Gateway: MCPService, @unchecked Sendable {
                 pending = Pending(work: .request(request, options), method: method, modern: modern)
             }
             if method == "resources/subscribe" { pending.subscription = Self.uri(request).map { ($0, caller.session ?? "") } }
-            if !modern, let ask = caller.ask, Self.asksForInput.contains(method) { pending.asker = (ask, request, options) }
+            if !modern, let ask = caller.ask, Self.asksForInput.contains(method) { pending.asker = InputAsker(ask: ask, request: request, options: options) }
             if let bridge {
                 pending.bridge = bridge
-                pending.requestID = Self.requestID(request)
+                pending.requestID = id
             }
             return .pending(pending)
         }
@@ -467,8 +470,11 @@ public final class Gateway: MCPService, @unchecked Sendable {
         }
     }
 
-    static func requestID(_ request: [UInt8]) -> [UInt8] {
-        request.withUnsafeBytes { bytes in MessageDecoder.withPooled { decoder in (try? decoder.decode(bytes)).map { Array($0.idRaw.buffer) } } } ?? Array("null".utf8)
+    /// A handshake-era caller who can be asked, and its request as sent to the engine.
+    struct InputAsker: Sendable {
+        let ask: @Sendable ([UInt8]) async -> [UInt8]?
+        let request: [UInt8]
+        let options: OptimizeOptions
     }
 
     /// The methods whose results may be `input_required` (modern era).
@@ -481,7 +487,7 @@ public final class Gateway: MCPService, @unchecked Sendable {
     /// elicitation, roots), and the request is retried with the answers (`inputResponses`) and
     /// the server's `requestState` (the engine sends that retry to the server that sealed it),
     /// until the result is complete. The client sees one call.
-    private func fulfilInput(_ first: [UInt8], asker: (ask: @Sendable ([UInt8]) async -> [UInt8]?, request: [UInt8], options: OptimizeOptions)) async -> [UInt8] {
+    private func fulfilInput(_ first: [UInt8], asker: InputAsker) async -> [UInt8] {
         var answer = first
         guard case .object(var original)? = try? JSONParser.parse(asker.request) else { return answer }
         let id = original["id"] ?? .null
@@ -580,7 +586,7 @@ public final class Gateway: MCPService, @unchecked Sendable {
             refreshNamespaces()
             return result(["prompts": .array(exposedPrompts())])
         case "resources/list", "resources/templates/list":
-            return .engine(Array(bytes), method: method, servers: nil, modern: modern)
+            return .engine(Array(bytes), id: id, method: method, servers: nil, modern: modern)
         case "tools/call", "prompts/get":
             guard let exposed = view.name.string else { return error(RPCErrorCode.invalidParams, "\(method) needs params.name") }
             refreshNamespaces()
@@ -588,15 +594,15 @@ public final class Gateway: MCPService, @unchecked Sendable {
             guard let entry else {
                 return error(RPCErrorCode.invalidParams, method == "tools/call" ? "Unknown tool: \(exposed)" : "Unknown prompt: \(exposed)")
             }
-            guard entry.original != exposed else { return .engine(Array(bytes), method: method, servers: [entry.group], modern: modern) }
+            guard entry.original != exposed else { return .engine(Array(bytes), id: id, method: method, servers: [entry.group], modern: modern) }
             guard case .object(var params)? = try? JSONParser.parse(view.params.buffer) else {
                 return error(RPCErrorCode.invalidParams, "params must be an object")
             }
             params["name"] = .string(entry.original)
             let rewritten = Array(#"{"jsonrpc":"2.0","id":"#.utf8) + id + Array(#","method":"\#(method)","params":\#(JSONValue.object(params).jsonString)}"#.utf8)
-            return .engine(rewritten, method: method, servers: [entry.group], modern: modern)
+            return .engine(rewritten, id: id, method: method, servers: [entry.group], modern: modern)
         case "resources/read", "completion/complete":
-            return .engine(Array(bytes), method: method, servers: nil, modern: modern)
+            return .engine(Array(bytes), id: id, method: method, servers: nil, modern: modern)
         case "subscriptions/listen":
             // Modern era only (handshake-era clients subscribe, and hear on their stream).
             if !modern { return error(RPCErrorCode.methodNotFound, "Method not found: \(method)") }
@@ -606,7 +612,7 @@ public final class Gateway: MCPService, @unchecked Sendable {
             if modern { return error(RPCErrorCode.methodNotFound, "Method not found: \(method)") }
             guard let uri = view.uri.string else { return error(RPCErrorCode.invalidParams, "\(method) needs params.uri") }
             let tell = subscription(uri, session: session, subscribe: method == "resources/subscribe")
-            return tell ? .engine(Array(bytes), method: method, servers: nil, modern: modern) : result([:])
+            return tell ? .engine(Array(bytes), id: id, method: method, servers: nil, modern: modern) : result([:])
         default:
             return error(RPCErrorCode.methodNotFound, "Method not found: \(method)")
         }
