@@ -60,6 +60,15 @@ static void on_change(void *user_data, const char *key, size_t key_length, const
     if (napi_call_threadsafe_function(box->tsfn, e, napi_tsfn_nonblocking) != napi_ok) free_event(e);
 }
 
+/* The new version a write made, as a string (the library's copy freed), or the error thrown. */
+static napi_value version_result(napi_env env, mcpopt_status status, char *version) {
+    if (status != MCPOPT_OK) return mcpopt_node_throw_last(env);
+    napi_value result;
+    napi_create_string_utf8(env, version, NAPI_AUTO_LENGTH, &result);
+    mcpopt_free(version);
+    return result;
+}
+
 /* put(engine, key, value) -> version */
 static napi_value put(napi_env env, napi_callback_info info) {
     size_t argc = 3;
@@ -74,11 +83,7 @@ static napi_value put(napi_env env, napi_callback_info info) {
     mcpopt_status status = mcpopt_state_put(engine, key, key_length, value, value_length, &version);
     free(key);
     free(value);
-    if (status != MCPOPT_OK) return mcpopt_node_throw_last(env);
-    napi_value result;
-    napi_create_string_utf8(env, version, NAPI_AUTO_LENGTH, &result);
-    mcpopt_free(version);
-    return result;
+    return version_result(env, status, version);
 }
 
 /* get(engine, key) -> {value: Buffer, version} | null */
@@ -146,11 +151,7 @@ static napi_value compare_and_set(napi_env env, napi_callback_info info) {
     free(key);
     free(value);
     free(expected);
-    if (status != MCPOPT_OK) return mcpopt_node_throw_last(env);
-    napi_value result;
-    napi_create_string_utf8(env, version, NAPI_AUTO_LENGTH, &result);
-    mcpopt_free(version);
-    return result;
+    return version_result(env, status, version);
 }
 
 /* remove(engine, key) -> boolean */
