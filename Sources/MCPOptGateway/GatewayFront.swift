@@ -72,16 +72,17 @@ public final class GatewayFront: @unchecked Sendable {
 
     public var sessionCount: Int { lock.withLock { sessions.count } }
 
-    /// Decides what to do with one complete HTTP request.
-    public func handle(_ request: HTTPParser, body: [UInt8], decoder: MessageDecoder) -> Action {
-        if let verdict = FrontDoor.checkHostAndOrigin(request, policy: policy) { return Self.action(verdict) }
+    /// Decides what to do with one complete HTTP request. `hostAndOriginChecked`: the caller
+    /// ran `FrontDoor.checkHostAndOrigin` already.
+    public func handle(_ request: HTTPParser, body: [UInt8], decoder: MessageDecoder, hostAndOriginChecked: Bool = false) -> Action {
+        if !hostAndOriginChecked, let verdict = FrontDoor.checkHostAndOrigin(request, policy: policy) { return Self.action(verdict) }
         switch request.method {
         case "DELETE": return endSession(request)
         case "GET": return openStream(request)
         case "POST": break
         default: return .respond(status: 405, headers: [FrontDoor.Header("Allow", "GET, POST, DELETE")], body: [])
         }
-        let verdict = body.withUnsafeBytes { FrontDoor.check(request, body: $0, decoder: decoder, policy: policy, knownMethods: knownMethods) }
+        let verdict = body.withUnsafeBytes { FrontDoor.check(request, body: $0, decoder: decoder, policy: policy, knownMethods: knownMethods, hostAndOriginChecked: true) }
         switch verdict {
         case .answer:
             return Self.action(verdict)
@@ -115,9 +116,11 @@ public final class GatewayFront: @unchecked Sendable {
     // MARK: handshake era
 
     private func handshake(_ request: HTTPParser, body: [UInt8], headerVersion: ProtocolVersion?, decoder: MessageDecoder) -> Action {
-        let accept = request.header("accept") ?? ""
-        guard ByteSearch.containsIgnoringCase(accept, "*/*")
-            || (ByteSearch.containsIgnoringCase(accept, "application/json") && ByteSearch.containsIgnoringCase(accept, "text/event-stream")) else {
+        let acceptable = request.withHeader("accept") { accept in
+            accept.map { ByteSearch.containsIgnoringCase($0, "*/*")
+                || (ByteSearch.containsIgnoringCase($0, "application/json") && ByteSearch.containsIgnoringCase($0, "text/event-stream")) } ?? false
+        }
+        guard acceptable else {
             return .respond(status: 406, headers: [], body: Array("Not Acceptable: Accept must list application/json and text/event-stream".utf8))
         }
         return body.withUnsafeBytes { bytes in

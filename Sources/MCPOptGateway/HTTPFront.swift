@@ -313,8 +313,6 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
     private func serve(_ c: Connection) {
         let parser = c.parser
         let body = c.body
-        let target = parser.target
-        let path = target.split(separator: "?", maxSplits: 1).first.map(String.init) ?? target
         if let token = settings.bearerToken, parser.header("authorization") != "Bearer " + token {
             send(c, status: 401, headers: [("WWW-Authenticate", "Bearer"), ("Content-Type", "text/plain")], body: Array("Unauthorized: a bearer token is required".utf8))
             return
@@ -323,10 +321,12 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
             send(c, status: status, headers: headers.map { ($0.name, $0.value) }, body: body)
             return
         }
-        switch path {
-        case settings.path:
-            break
-        case "/metrics", "/healthz":
+        if !parser.pathIs(settings.path) {
+            let path = parser.target.split(separator: "?", maxSplits: 1).first.map(String.init) ?? ""
+            guard path == "/metrics" || path == "/healthz" else {
+                send(c, status: 404, headers: [("Content-Type", "text/plain")], body: Array("Not Found: the MCP endpoint is \(settings.path)".utf8))
+                return
+            }
             guard parser.method == "GET", let page = path == "/metrics" ? metricsPage : healthPage else {
                 send(c, status: 404, headers: [("Content-Type", "text/plain")], body: Array("Not Found".utf8))
                 return
@@ -336,11 +336,8 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
                 _ = loop.execute { [self] in send(c, status: status, headers: [("Content-Type", type)], body: bytes) }
             }
             return
-        default:
-            send(c, status: 404, headers: [("Content-Type", "text/plain")], body: Array("Not Found: the MCP endpoint is \(settings.path)".utf8))
-            return
         }
-        let action = MessageDecoder.withPooled { front.handle(parser, body: body, decoder: $0) }
+        let action = MessageDecoder.withPooled { front.handle(parser, body: body, decoder: $0, hostAndOriginChecked: true) }
         switch action {
         case .openStream(let session):
             openStream(c, session: session)
@@ -441,28 +438,27 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
 
     /// Queues bytes for `c`, written in order; `then` gets whether they all went out.
     private func write(_ c: Connection, _ bytes: [UInt8], then: ((Bool) -> Void)? = nil) {
-        c.outbox.append((bytes, then))
-        guard !c.writing else { return }
-        pump(c)
-    }
-
-    private func pump(_ c: Connection) {
-        guard !c.outbox.isEmpty else {
-            c.writing = false
+        guard !c.writing else {
+            c.outbox.append((bytes, then))
             return
         }
         c.writing = true
-        let (bytes, then) = c.outbox.removeFirst()
+        issue(c, bytes, then)
+    }
+
+    /// Writes `bytes`, then what queued up meanwhile.
+    private func issue(_ c: Connection, _ bytes: [UInt8], _ then: ((Bool) -> Void)?) {
         loop.write(c.fd, bytes) { [self] result in
             let ok: Bool
             if case .success = result { ok = true } else { ok = false }
             then?(ok)
-            if ok, connections[c.fd] === c {
-                pump(c)
-            } else {
-                c.outbox.removeAll()
+            guard ok, connections[c.fd] === c, !c.outbox.isEmpty else {
+                if !ok || connections[c.fd] !== c { c.outbox.removeAll() }
                 c.writing = false
+                return
             }
+            let (next, nextThen) = c.outbox.removeFirst()
+            issue(c, next, nextThen)
         }
     }
 
@@ -503,12 +499,25 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
     private func send(_ c: Connection, status: Int, headers: [(String, String)], body: [UInt8], close closing: Bool = false) {
         guard connections[c.fd] === c else { return }
         let keepAlive = !closing && c.parser.isComplete && c.parser.keepAlive
-        var head = "HTTP/1.1 \(status) \(Self.reason(status))\r\n"
-        for (name, value) in headers { head += "\(name): \(value)\r\n" }
-        head += "Content-Length: \(body.count)\r\n"
-        if !keepAlive { head += "Connection: close\r\n" }
-        head += "\r\n"
-        write(c, Array(head.utf8) + body) { [self] ok in
+        // Head and body in one buffer, one write.
+        var out: [UInt8] = []
+        out.reserveCapacity(96 + headers.reduce(0) { $0 + $1.0.utf8.count + $1.1.utf8.count + 4 } + body.count)
+        out.append(literal: "HTTP/1.1 ")
+        out.append(decimal: status)
+        out.append(UInt8(ascii: " "))
+        out.append(literal: Self.reason(status))
+        out.append(literal: "\r\n")
+        for (name, value) in headers {
+            out.append(contentsOf: name.utf8)
+            out.append(literal: ": ")
+            out.append(contentsOf: value.utf8)
+            out.append(literal: "\r\n")
+        }
+        out.append(literal: "Content-Length: ")
+        out.append(decimal: body.count)
+        out.append(literal: keepAlive ? "\r\n\r\n" : "\r\nConnection: close\r\n\r\n")
+        out.append(contentsOf: body)
+        write(c, out) { [self] ok in
             guard ok, keepAlive, connections[c.fd] === c else {
                 close(c)
                 return
@@ -526,7 +535,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         process(c)
     }
 
-    static func reason(_ status: Int) -> String {
+    static func reason(_ status: Int) -> StaticString {
         switch status {
         case 200: "OK"
         case 202: "Accepted"

@@ -37,21 +37,24 @@ public enum FrontDoor {
 
     /// Host and Origin, for every request of either era: a foreign one gets 403.
     public static func checkHostAndOrigin(_ request: HTTPParser, policy: Policy) -> Verdict? {
-        if let host = request.header("host"), !hostAllowed(host, policy) {
-            return plain(403, "Forbidden: Host \"\(host)\" is not allowed")
+        // On the bytes: this runs on every request, and passes almost always.
+        if let refused = request.withHeader("host", { host in host.flatMap { hostAllowed($0, policy) ? nil : String(decoding: $0, as: UTF8.self) } }) {
+            return plain(403, "Forbidden: Host \"\(refused)\" is not allowed")
         }
-        if let origin = request.header("origin"), !originAllowed(origin, policy) {
-            return plain(403, "Forbidden: Origin \"\(origin)\" is not allowed")
+        if let refused = request.withHeader("origin", { origin in origin.flatMap { originAllowed($0, policy) ? nil : String(decoding: $0, as: UTF8.self) } }) {
+            return plain(403, "Forbidden: Origin \"\(refused)\" is not allowed")
         }
         return nil
     }
 
     /// Checks a complete POST (head and body). `knownMethods` are the methods the server serves;
     /// `parameterHeaders` gives a tool's mirrored arguments (for Mcp-Param-* checks).
+    /// `hostAndOriginChecked`: the caller ran `checkHostAndOrigin` already.
     public static func check(_ request: HTTPParser, body: UnsafeRawBufferPointer, decoder: MessageDecoder, policy: Policy,
-                             knownMethods: Set<String>, parameterHeaders: (String) -> [(argument: String, header: String)] = { _ in [] }) -> Verdict
+                             knownMethods: Set<String>, parameterHeaders: (String) -> [(argument: String, header: String)] = { _ in [] },
+                             hostAndOriginChecked: Bool = false) -> Verdict
     {
-        if let verdict = checkHostAndOrigin(request, policy: policy) { return verdict }
+        if !hostAndOriginChecked, let verdict = checkHostAndOrigin(request, policy: policy) { return verdict }
         guard request.method == "POST" else {
             return .answer(status: 405, headers: [Header("Allow", "POST")], body: [])
         }
@@ -61,9 +64,11 @@ public enum FrontDoor {
             return .handshake(version)
         }
         // From here on: the modern era.
-        let accept = request.header("accept") ?? ""
-        let acceptsAll = ByteSearch.containsIgnoringCase(accept, "*/*") || ByteSearch.containsIgnoringCase(accept, "application/*")
-        guard acceptsAll || (ByteSearch.containsIgnoringCase(accept, "application/json") && ByteSearch.containsIgnoringCase(accept, "text/event-stream")) else {
+        let acceptable = request.withHeader("accept") { accept in
+            accept.map { ByteSearch.containsIgnoringCase($0, "*/*") || ByteSearch.containsIgnoringCase($0, "application/*")
+                || (ByteSearch.containsIgnoringCase($0, "application/json") && ByteSearch.containsIgnoringCase($0, "text/event-stream")) } ?? false
+        }
+        guard acceptable else {
             return plain(406, "Not Acceptable: Accept must list application/json and text/event-stream")
         }
         guard body.count <= policy.maxBodyBytes else {
@@ -138,21 +143,33 @@ public enum FrontDoor {
     // MARK: helpers
 
     static func hostAllowed(_ host: String, _ policy: Policy) -> Bool {
-        if !policy.allowedHosts.isEmpty { return policy.allowedHosts.contains(host.lowercased()) }
-        let name: Substring
-        if host.hasPrefix("[") {
-            name = host[...(host.firstIndex(of: "]") ?? host.index(before: host.endIndex))]
-        } else {
-            name = host.split(separator: ":", maxSplits: 1).first ?? ""
+        var host = host
+        return host.withUTF8 { hostAllowed(UnsafeRawBufferPointer($0), policy) }
+    }
+
+    static func hostAllowed(_ host: UnsafeRawBufferPointer, _ policy: Policy) -> Bool {
+        if !policy.allowedHosts.isEmpty { return policy.allowedHosts.contains(String(decoding: host, as: UTF8.self).lowercased()) }
+        // The name without its port: "[::1]:8080" -> "[::1]", "localhost:8080" -> "localhost".
+        var end = host.count
+        if host.first == UInt8(ascii: "[") {
+            if let close = host.firstIndex(of: UInt8(ascii: "]")) { end = close + 1 }
+        } else if let colon = host.firstIndex(of: UInt8(ascii: ":")) {
+            end = colon
         }
-        return ["127.0.0.1", "localhost", "[::1]"].contains(name.lowercased())
+        let name = UnsafeRawBufferPointer(rebasing: host[0..<end])
+        return ByteSearch.equals(name, "127.0.0.1") || ByteSearch.equalsIgnoringCase(name, "localhost") || ByteSearch.equals(name, "[::1]")
     }
 
     static func originAllowed(_ origin: String, _ policy: Policy) -> Bool {
-        if !policy.allowedOrigins.isEmpty { return policy.allowedOrigins.contains(origin.lowercased()) }
-        let lower = origin.lowercased()
-        for scheme in ["http://", "https://"] where lower.hasPrefix(scheme) {
-            return hostAllowed(String(lower.dropFirst(scheme.count)), Policy())
+        var origin = origin
+        return origin.withUTF8 { originAllowed(UnsafeRawBufferPointer($0), policy) }
+    }
+
+    static func originAllowed(_ origin: UnsafeRawBufferPointer, _ policy: Policy) -> Bool {
+        if !policy.allowedOrigins.isEmpty { return policy.allowedOrigins.contains(String(decoding: origin, as: UTF8.self).lowercased()) }
+        for scheme: StaticString in ["http://", "https://"] where origin.count >= scheme.utf8CodeUnitCount
+            && ByteSearch.equalsIgnoringCase(UnsafeRawBufferPointer(rebasing: origin[0..<scheme.utf8CodeUnitCount]), scheme) {
+            return hostAllowed(UnsafeRawBufferPointer(rebasing: origin[scheme.utf8CodeUnitCount...]), Policy())
         }
         return false
     }

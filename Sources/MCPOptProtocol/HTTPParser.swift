@@ -1,3 +1,4 @@
+import Glibc
 import CMCPOptHTTP
 
 /// Parses HTTP/1.1 messages from a byte stream (Debian's http-parser underneath), one message
@@ -50,6 +51,15 @@ public final class HTTPParser {
         let p = mco_http_target(parser, &length)
         return String(decoding: UnsafeRawBufferPointer(start: p, count: length), as: UTF8.self)
     }
+    /// Whether the target's path (before any `?`) is `path`, compared on the bytes.
+    public func pathIs(_ path: String) -> Bool {
+        var length = 0
+        let p = mco_http_target(parser, &length)
+        let target = UnsafeRawBufferPointer(start: p, count: length)
+        let end = target.firstIndex(of: UInt8(ascii: "?")) ?? length
+        var path = path
+        return path.withUTF8 { wanted in end == wanted.count && (end == 0 || memcmp(p!, wanted.baseAddress!, end) == 0) }
+    }
     public var keepAlive: Bool { mco_http_keep_alive(parser) != 0 }
     public var isChunked: Bool { mco_http_chunked(parser) != 0 }
     public var contentLength: Int? {
@@ -81,6 +91,20 @@ public final class HTTPParser {
         return result
     }
 
+    /// Calls `body` with the raw value of the first header with this name (ASCII
+    /// case-insensitive), or nil: no String is made (the request path reads several headers).
+    public func withHeader<R>(_ name: StaticString, _ body: (UnsafeRawBufferPointer?) -> R) -> R {
+        var found: UnsafeRawBufferPointer?
+        forEachHeader(named: UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount)) { value in
+            found = value
+            return false
+        }
+        return body(found)
+    }
+
+    /// Whether a header with this name was sent.
+    public func hasHeader(_ name: StaticString) -> Bool { withHeader(name) { $0 != nil } }
+
     /// How many headers have this name (case-insensitive): duplicated routing headers are errors.
     public func headerOccurrences(_ name: String) -> Int {
         var count = 0
@@ -95,20 +119,22 @@ public final class HTTPParser {
     /// it returns false.
     private func forEachHeader(named name: String, _ body: (UnsafeRawBufferPointer) -> Bool) {
         var wanted = name
-        wanted.withUTF8 { target in
-            for i in 0..<headerCount {
-                var n: UnsafePointer<CChar>?, v: UnsafePointer<CChar>?
-                var nLength = 0, vLength = 0
-                mco_http_header(parser, i, &n, &nLength, &v, &vLength)
-                guard nLength == target.count, let n else { continue }
-                let candidate = UnsafeRawBufferPointer(start: n, count: nLength)
-                var same = true
-                for j in 0..<nLength where Self.lower(candidate[j]) != Self.lower(target[j]) {
-                    same = false
-                    break
-                }
-                if same, !body(UnsafeRawBufferPointer(start: v, count: vLength)) { return }
+        wanted.withUTF8 { forEachHeader(named: UnsafeRawBufferPointer($0), body) }
+    }
+
+    private func forEachHeader(named target: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) -> Bool) {
+        for i in 0..<headerCount {
+            var n: UnsafePointer<CChar>?, v: UnsafePointer<CChar>?
+            var nLength = 0, vLength = 0
+            mco_http_header(parser, i, &n, &nLength, &v, &vLength)
+            guard nLength == target.count, let n else { continue }
+            let candidate = UnsafeRawBufferPointer(start: n, count: nLength)
+            var same = true
+            for j in 0..<nLength where Self.lower(candidate[j]) != Self.lower(target[j]) {
+                same = false
+                break
             }
+            if same, !body(UnsafeRawBufferPointer(start: v, count: vLength)) { return }
         }
     }
 

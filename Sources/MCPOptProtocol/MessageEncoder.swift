@@ -20,9 +20,11 @@ public enum MessageEncoder {
 
     /// A result response; `idJSON` is the id as JSON text (a request's own id token).
     public static func result(idJSON: some Collection<UInt8>, result: UnsafeRawBufferPointer) -> [UInt8] {
-        var out: [UInt8] = Array(#"{"jsonrpc":"2.0","id":"#.utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(36 + idJSON.count + result.count)
+        out.append(literal: #"{"jsonrpc":"2.0","id":"#)
         out += idJSON
-        out += #","result":"#.utf8
+        out.append(literal: #","result":"#)
         out += result
         out.append(UInt8(ascii: "}"))
         return out

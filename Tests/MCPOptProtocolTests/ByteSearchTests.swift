@@ -20,4 +20,19 @@ final class ByteSearchTests: XCTestCase {
         XCTAssertTrue(ByteSearch.containsIgnoringCase("x", ""))
         XCTAssertFalse(ByteSearch.containsIgnoringCase("applicatioN/jsoñ", "application/json"))
     }
+
+    func testBytesAreComparedAndBuiltWithoutStrings() {
+        Array("LocalHost".utf8).withUnsafeBytes { bytes in
+            XCTAssertTrue(ByteSearch.equalsIgnoringCase(bytes, "localhost"))
+            XCTAssertFalse(ByteSearch.equals(bytes, "localhost"))
+            XCTAssertFalse(ByteSearch.equalsIgnoringCase(bytes, "localhos"))
+        }
+        var out: [UInt8] = []
+        out.append(literal: "n=")
+        for value in [0, 7, -42, 1_000_000, Int.max, Int.min] {
+            out.append(decimal: value)
+            out.append(UInt8(ascii: ","))
+        }
+        XCTAssertEqual(String(decoding: out, as: UTF8.self), "n=0,7,-42,1000000,\(Int.max),\(Int.min),")
+    }
 }

@@ -48,6 +48,26 @@ final class FrontDoorTests: XCTestCase {
         XCTAssertEqual(try verdict(headers: modern + [("Origin", "http://localhost:3000")], body: call(#""name":"a","# + Self.meta)), .modern(.v2026_07_28))
     }
 
+    func testLoopbackHostsAreReadWithoutTheirPort() {
+        let open = FrontDoor.Policy()
+        for host in ["127.0.0.1", "127.0.0.1:8080", "localhost", "LocalHost:1", "[::1]", "[::1]:8080"] {
+            XCTAssertTrue(FrontDoor.hostAllowed(host, open), host)
+        }
+        for host in ["", ":8080", "127.0.0.2", "localhost.evil.example", "evil.example:localhost", "[::2]", "[::1", "127.0.0.1.nip.io:80"] {
+            XCTAssertFalse(FrontDoor.hostAllowed(host, open), host)
+        }
+        for origin in ["http://localhost:3000", "HTTPS://127.0.0.1", "http://[::1]:9"] {
+            XCTAssertTrue(FrontDoor.originAllowed(origin, open), origin)
+        }
+        for origin in ["null", "file://", "http://", "ftp://localhost", "http://localhost.evil.example", "https://evil.example"] {
+            XCTAssertFalse(FrontDoor.originAllowed(origin, open), origin)
+        }
+        var listed = FrontDoor.Policy()
+        listed.allowedHosts = ["mcp.example:443"]
+        XCTAssertTrue(FrontDoor.hostAllowed("MCP.example:443", listed))
+        XCTAssertFalse(FrontDoor.hostAllowed("localhost", listed))
+    }
+
     func testMethodAcceptAndBody() throws {
         guard case .answer(405, let headers, _) = try verdict(method: "GET", headers: modern, body: "") else { return XCTFail() }
         XCTAssertEqual(headers, [FrontDoor.Header("Allow", "POST")])
