@@ -64,6 +64,11 @@ struct mco_rpc_decoder {
     std::vector<std::string> scratch{kMaxCanonicalDepth + 1};
     std::vector<std::vector<Entry>> entries{kMaxCanonicalDepth + 1};
     ondemand::document doc;
+    // The last message decoded, while `padded` still holds its bytes (every span of it points
+    // into this decoder): the same message handed down the layers (front, gateway, engine)
+    // is decoded once. Anything else that uses the buffers clears it.
+    bool memo = false;
+    mco_rpc_message last{};
 
     static void escape(std::string &out, string_view s) {
         out.push_back('"');
@@ -366,8 +371,15 @@ extern "C" int mco_rpc_decode(mco_rpc_decoder *decoder, const char *bytes, size_
                               const char **detail) {
     *detail = "";
     static const char empty = 0;
+    if (decoder->memo && length == decoder->last.source.len && length > 0 && std::memcmp(bytes, decoder->padded.data(), length) == 0) {
+        *out = decoder->last;
+        return MCO_RPC_OK;
+    }
+    decoder->memo = false;
     try {
         decoder->decode(bytes ? bytes : &empty, length, 0, out);
+        decoder->last = *out;
+        decoder->memo = true;
         return MCO_RPC_OK;
     } catch (const Failure &f) {
         *detail = f.detail;
@@ -384,6 +396,7 @@ extern "C" int mco_rpc_decode(mco_rpc_decoder *decoder, const char *bytes, size_
 extern "C" int mco_json_canonicalize(mco_rpc_decoder *decoder, const char *bytes, size_t length, mco_str *out,
                                      uint64_t *hash) {
     static const char empty = 0;
+    decoder->memo = false;
     try {
         decoder->padded.assign(bytes ? bytes : &empty, length);
         decoder->padded.append(SIMDJSON_PADDING, ' ');

@@ -37,6 +37,37 @@ final class DecoderTests: XCTestCase {
         XCTAssertNotEqual(try decode(#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"add","arguments":{"a":3,"b":2}}}"#).argumentsHash, m.argumentsHash)
     }
 
+    /// The decoder skips decoding bytes equal to the message it decoded last (a message passed
+    /// down the layers): the answer must be the one a fresh decode gives, whatever came between.
+    func testDecodingTheSameBytesAgainGivesTheSameViewAndNothingStale() throws {
+        let a = Array(#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"y":1,"x":2}}}"#.utf8)
+        let b = Array(#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"b","arguments":{"z":3}}}"#.utf8)
+        let first = try decoder.decodeOwned(a)
+        // The same bytes in another buffer, again, after another message, after a failure and
+        // after a canonicalization (which reuses the decoder's buffers).
+        XCTAssertEqual(try decoder.decodeOwned(Array(a)).canonicalArguments, first.canonicalArguments)
+        XCTAssertEqual(try decoder.decodeOwned(b).name, "b")
+        XCTAssertEqual(try decoder.decodeOwned(a).name, "a")
+        XCTAssertThrowsError(try decoder.decodeOwned(Array("{".utf8)))
+        XCTAssertEqual(try decoder.decodeOwned(a).id, .int(1))
+        _ = try Array(#"{"q":[1,2]}"#.utf8).withUnsafeBytes { try decoder.canonicalize($0) }
+        let again = try decoder.decodeOwned(a)
+        XCTAssertEqual(again.name, "a")
+        XCTAssertEqual(again.canonicalArguments.map { String(decoding: $0, as: UTF8.self) }, #"{"x":2,"y":1}"#)
+        // A message differing in one byte (same length) is decoded afresh.
+        var changed = a
+        changed[changed.firstIndex(of: UInt8(ascii: "1"))!] = UInt8(ascii: "7")
+        XCTAssertEqual(try decoder.decodeOwned(changed).id, .int(7))
+        // Views of the same bytes, one decoded right after the other, agree field by field.
+        try a.withUnsafeBytes { bytes in
+            let view1 = try decoder.decode(bytes)
+            let name1 = view1.name.string
+            let view2 = try decoder.decode(bytes)
+            XCTAssertEqual(view2.name.string, name1)
+            XCTAssertEqual(view2.method.string, "tools/call")
+        }
+    }
+
     func testCanonicalFormIsDeterministicForNestedValuesAndEscapes() throws {
         XCTAssertThrowsError(try decoder.canonicalize(UnsafeRawBufferPointer(start: nil, count: 0)))
         func canon(_ s: String) throws -> String {
