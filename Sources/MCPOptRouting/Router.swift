@@ -407,8 +407,10 @@ public final class Router: @unchecked Sendable {
                 allowMask = table.servers.map { allowed.contains($0.id) }
             }
             var fallbackIndexes = [Int32](repeating: -1, count: max(0, maxFallbacks))
-            let choice = Array(tool.utf8).withUnsafeBytes { name in
-                fallbackIndexes.withUnsafeMutableBufferPointer { out in
+            var name = tool
+            let choice = name.withUTF8 { utf8 in
+                let name = UnsafeRawBufferPointer(utf8)
+                return fallbackIndexes.withUnsafeMutableBufferPointer { out in
                     if let allowMask {
                         return allowMask.withUnsafeBufferPointer { choose(table, tool: name, fast, allowed: $0.baseAddress, fallbacks: out) }
                     }

@@ -8,9 +8,13 @@ public struct RoutingDecision: Sendable {
     public var predictedLatency: Duration?
     public var strategy: RoutingStrategy
     public var probe: Bool
-    /// A short human-readable account of the choice.
-    public var reasoning: String
     public var decisionNanos: UInt64
+    /// What `reasoning` is written from: it is composed only when read (formatting it on every
+    /// request cost more than choosing the server).
+    private let choice: RouteChoice
+    private let tool: String
+    private let requirements: Requirements
+    private let minConfidence: Double
 
     init(choice: RouteChoice, table: RoutingTable, tool: String, requirements: Requirements, fallbacks: [String],
          decisionNanos: UInt64, settings: RouterSettings) {
@@ -22,44 +26,45 @@ public struct RoutingDecision: Sendable {
         strategy = choice.strategy
         probe = choice.probe
         self.decisionNanos = decisionNanos
+        self.choice = choice
+        self.tool = tool
+        self.requirements = requirements
+        minConfidence = settings.minConfidence
+    }
+
+    /// A short human-readable account of the choice.
+    public var reasoning: String {
         func ms(_ nanos: Double) -> String {
             let value = nanos / 1e6
             return value < 10 ? String(Int((value * 100).rounded())).withDecimals(2) + " ms" : "\(Int(value.rounded())) ms"
         }
         switch choice.outcome {
         case .unknownTool:
-            reasoning = "no registered server offers tool \"\(tool)\""
+            return "no registered server offers tool \"\(tool)\""
         case .noCandidates:
-            reasoning = "no server can take \"\(tool)\""
+            return "no server can take \"\(tool)\""
         case .noServerMeetsRequirements:
             var wanted: [String] = []
             if let max = requirements.maxResponseTime { wanted.append("predicted latency at most \(ms(max.nanosecondsDouble))") }
             if let min = requirements.minSuccessRate { wanted.append("success rate at least \(Int((min * 100).rounded()))%") }
             if requirements.allowedServers != nil { wanted.append("one of the allowed servers") }
-            reasoning = "none of the servers offering \"\(tool)\" meets the requirements (\(wanted.joined(separator: ", ")))"
+            return "none of the servers offering \"\(tool)\" meets the requirements (\(wanted.joined(separator: ", ")))"
         case .lastResort:
-            reasoning = "every server offering \"\(tool)\" is out (circuit open or unhealthy); \(server ?? "?") is the last resort"
+            return "every server offering \"\(tool)\" is out (circuit open or unhealthy); \(server ?? "?") is the last resort"
         case .chosen:
             let name = server ?? "?"
-            if choice.probe {
-                reasoning = "\(name): half-open circuit, this request probes whether it recovered"
-            } else if choice.fellBack {
-                reasoning = "\(name): predictions below the \(settings.minConfidence) confidence threshold, fewest requests in flight"
-            } else if choice.explored {
-                reasoning = choice.predictedNanos.isNaN
+            if choice.probe { return "\(name): half-open circuit, this request probes whether it recovered" }
+            if choice.fellBack { return "\(name): predictions below the \(minConfidence) confidence threshold, fewest requests in flight" }
+            if choice.explored {
+                return choice.predictedNanos.isNaN
                     ? "\(name): not yet measured (or history outside the prediction window), exploring"
                     : "\(name): exploring (adaptive routing tries other servers now and then)"
-            } else {
-                switch choice.strategy {
-                case .predictive, .adaptive:
-                    reasoning = "\(name): lowest predicted latency, \(ms(choice.predictedNanos)), confidence \(confidence)"
-                case .peakEWMA:
-                    reasoning = "\(name): lower latency times load of two random replicas"
-                case .leastOutstanding:
-                    reasoning = "\(name): fewer requests in flight of two random replicas"
-                case .consistentHash:
-                    reasoning = "\(name): affinity key's preferred server (load within bounds)"
-                }
+            }
+            switch choice.strategy {
+            case .predictive, .adaptive: return "\(name): lowest predicted latency, \(ms(choice.predictedNanos)), confidence \(confidence)"
+            case .peakEWMA: return "\(name): lower latency times load of two random replicas"
+            case .leastOutstanding: return "\(name): fewer requests in flight of two random replicas"
+            case .consistentHash: return "\(name): affinity key's preferred server (load within bounds)"
             }
         }
     }
