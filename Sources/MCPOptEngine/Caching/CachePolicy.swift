@@ -29,7 +29,10 @@ public struct CachePolicy: Sendable {
     /// Longest time anything is kept, whatever a server says (24 h, as clients cap ttlMs).
     public var maxTTL: Duration = .seconds(86_400)
     /// Per-tool rules, by "<group>/<tool>" or plain "<tool>" (any group).
-    public var toolRules: [String: ToolRule] = [:]
+    public var toolRules: [String: ToolRule] = [:] {
+        didSet { hasGroupRules = toolRules.keys.contains { $0.utf8.contains(UInt8(ascii: "/")) } }
+    }
+    private var hasGroupRules = false
     /// Replica groups whose tool annotations are believed.
     public var trustedGroups: Set<String> = []
 
@@ -68,7 +71,9 @@ public struct CachePolicy: Sendable {
     }
 
     func toolTTL(tool: String, group: String, annotations: ToolAnnotations?) -> Duration? {
-        switch toolRules["\(group)/\(tool)"] ?? toolRules[tool] {
+        // The "<group>/<tool>" key is built only when such rules exist (it is per request).
+        let rule = hasGroupRules ? toolRules[group + "/" + tool] ?? toolRules[tool] : toolRules[tool]
+        switch rule {
         case .cache(let ttl)?: return ttl
         case .never?: return nil
         case nil:
@@ -92,7 +97,11 @@ public struct CachePolicy: Sendable {
 
     /// "v1" method group name-or-uri canonical-arguments cursor partition, NUL-separated.
     static func key(_ request: MessageView, method: String, group: String, partition: String) -> [UInt8] {
-        var key: [UInt8] = Array("v1".utf8)
+        let subject = request.name.isPresent ? request.name.buffer : request.uri.buffer
+        var key: [UInt8] = []
+        key.reserveCapacity(8 + method.utf8.count + group.utf8.count + subject.count + request.canonicalArguments.count
+                            + request.cursor.count + partition.utf8.count)
+        key.append(literal: "v1")
         func field(_ bytes: UnsafeRawBufferPointer) {
             key.append(0)
             key.append(contentsOf: bytes)
@@ -103,7 +112,7 @@ public struct CachePolicy: Sendable {
         }
         field(method)
         field(group)
-        field(request.name.isPresent ? request.name.buffer : request.uri.buffer)
+        field(subject)
         field(request.canonicalArguments.buffer)
         field(request.cursor.buffer)
         field(partition)

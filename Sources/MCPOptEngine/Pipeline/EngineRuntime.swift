@@ -52,6 +52,7 @@ public final class EngineMetrics: @unchecked Sendable {
 /// configured server, what each server offers, the cache policy, in-flight merging.
 final class EngineRuntime: @unchecked Sendable {
     let policy: CachePolicy
+    let directory: ServerDirectory
     let coalescer = Coalescer<[UInt8], UpstreamOutcome>()
     let metrics = EngineMetrics()
     let events = EventBus()
@@ -92,6 +93,7 @@ final class EngineRuntime: @unchecked Sendable {
     private var upState: [String: Bool] = [:]             // guarded by lock
 
     init(config: EngineConfig) {
+        directory = ServerDirectory(config)
         relayServerRequests = config.optimization.relayServerRequests
         let o = config.optimization
         batching = o.enableBatching && o.maxBatchSize > 1

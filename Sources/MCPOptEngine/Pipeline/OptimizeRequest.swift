@@ -413,7 +413,7 @@ extension Engine {
             guard let allowed else {
                 return .answer(failure(id: id, code: RPCErrorCode.methodNotFound, "\(method): name the server to send it to (servers)"))
             }
-            candidates = config.activeServers.map(\.name).filter { allowed.contains($0) }
+            candidates = runtime.directory.active.map(\.name).filter { allowed.contains($0) }
         }
         // A multi-round-trip retry goes back to the server that asked for input: its sealed
         // requestState means nothing to any other (replicas included).
@@ -425,7 +425,7 @@ extension Engine {
             candidates = [server]
             pinned = true
         }
-        guard let first = candidates.first, let firstBackendConfig = config.activeServers.first(where: { $0.name == first }) else {
+        guard let first = candidates.first, let firstBackendConfig = runtime.directory.server(first) else {
             return .answer(failure(id: id, code: RPCErrorCode.internalError, "no server to send \(method) to"))
         }
         let group = firstBackendConfig.group
@@ -507,17 +507,7 @@ extension Engine {
 
     /// The server names an options' `servers` (names or groups) and agent profile allow; nil: all.
     private func allowedServerNames(_ options: OptimizeOptions) -> Set<String>? {
-        var allowed: Set<String>?
-        if let servers = options.servers {
-            let names = Set(servers)
-            allowed = Set(config.activeServers.filter { names.contains($0.name) || names.contains($0.group) }.map(\.name))
-        }
-        if let agent = options.agent, let profile = config.agents.first(where: { $0.id == agent }), let list = profile.allowedServers {
-            let names = Set(list)
-            let mine = Set(config.activeServers.filter { names.contains($0.name) || names.contains($0.group) }.map(\.name))
-            allowed = allowed.map { $0.intersection(mine) } ?? mine
-        }
-        return allowed
+        runtime.directory.allowed(servers: options.servers, agent: options.agent)
     }
 
     /// Servers whose catalog satisfies `offers`, those with a closed circuit first.

@@ -43,10 +43,8 @@ extension Engine {
             if let tools = profile.allowedTools, !tools.contains(where: { KeyPattern($0).matches(Array(tool.utf8)) }) {
                 throw .toolNotAllowed(agent: agent, tool: tool)
             }
-            if let allowed = profile.allowedServers {
-                let names = Set(allowed)
-                let ids = config.activeServers.filter { names.contains($0.name) || names.contains($0.group) }.map(\.name)
-                requirements.allowedServers = Set(ids).intersection(requirements.allowedServers ?? Set(ids))
+            if let ids = runtime.directory.allowed(servers: nil, agent: agent) {
+                requirements.allowedServers = requirements.allowedServers.map { $0.intersection(ids) } ?? ids
             }
             if requirements.maxResponseTime == nil { requirements.maxResponseTime = profile.requirements.maxResponseTime }
             if requirements.minSuccessRate == nil { requirements.minSuccessRate = profile.requirements.minSuccessRate }
