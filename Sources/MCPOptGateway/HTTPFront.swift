@@ -41,14 +41,14 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
     private var listener: Int32 = -1
     /// The accept stream on `listener` (cancelled before it is closed: it holds the socket).
     private var acceptToken: UInt64 = 0
-    private var connections: [Int32: Connection] = [:]   // loop thread only
+    private var connections: [Int32: HTTPConnection] = [:]   // loop thread only
     /// Requests waiting on a server, by session and request id, so that a client's
     /// `notifications/cancelled` (a POST of its own) can stop one. Loop thread only.
-    private var running: [String: Connection] = [:]
+    private var running: [String: HTTPConnection] = [:]
     /// Servers' requests to clients, sent on the stream of the request they came during.
     private let asker = ClientAsker()
     /// Each session's GET stream (one; a new one replaces it). Loop thread only.
-    private var sessionStreams: [String: Connection] = [:]
+    private var sessionStreams: [String: HTTPConnection] = [:]
     private var stopped = false                          // loop thread only
 
     public init(service: Service, settings: Settings) throws(IOError) {
@@ -137,37 +137,6 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
 
     // MARK: loop thread
 
-    /// Touched on the loop thread only (tasks hand results back through `loop.execute`).
-    final class Connection: @unchecked Sendable {
-        let fd: Int32
-        let parser = HTTPParser(.request)
-        var pending: [UInt8] = []
-        var body: [UInt8] = []
-        var busy = false
-        /// The answer became an SSE stream (a notification came before it): chunks follow.
-        var streaming = false
-        /// The answer was given: later notifications for the request are dropped.
-        var answered = false
-        /// Writes in order: one at a time, the rest wait here.
-        var outbox: [(bytes: [UInt8], then: ((Bool) -> Void)?)] = []
-        var writing = false
-        /// The session whose GET stream this connection carries, if it is one.
-        var streamOf: String?
-        /// The connection's receive stream is on (one submission for many reads; it stays on
-        /// while a request runs, to notice the client going away).
-        var reading = false
-        var readToken: UInt64 = 0
-        /// The stream was stopped because too much arrived while a request ran; it starts
-        /// again when the request is answered.
-        var paused = false
-        /// Closed while the stream was on: the descriptor is closed when the stream ends.
-        var closeAfterRead = false
-        /// The request waiting on a server, and whether the client cancelled it.
-        var task: Task<Void, Never>?
-        var cancelled = false
-        init(fd: Int32) { self.fd = fd }
-    }
-
     /// One accept stream for the listener's life (multishot accept where the kernel has it):
     /// each connection comes as a completion, with no new submission.
     private func startAccepting() {
@@ -182,7 +151,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
                 var one: Int32 = 1
                 setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
                 loop.adopt(fd)
-                let connection = Connection(fd: fd)
+                let connection = HTTPConnection(fd: fd)
                 connections[fd] = connection
                 readMore(connection)
             case .failure(let error):
@@ -201,7 +170,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
 
     /// Turns the connection's receive stream on (if it is not): what arrives is appended to
     /// `pending` and parsed when no request runs.
-    private func readMore(_ c: Connection) {
+    private func readMore(_ c: HTTPConnection) {
         guard !c.reading else { return }
         c.reading = true
         c.paused = false
@@ -239,7 +208,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         }
     }
 
-    private func close(_ c: Connection, immediately: Bool = false) {
+    private func close(_ c: HTTPConnection, immediately: Bool = false) {
         guard connections.removeValue(forKey: c.fd) != nil else { return }
         if let session = c.streamOf, sessionStreams[session] === c {
             sessionStreams.removeValue(forKey: session)
@@ -260,7 +229,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
 
     /// Keeps `c` open as `session`'s stream of server messages (SSE, chunked); a stream the
     /// session had before is closed. A read stays posted on `c` to notice the client going away.
-    private func openStream(_ c: Connection, session: String) {
+    private func openStream(_ c: HTTPConnection, session: String) {
         guard service.sendsSessionMessages else {
             send(c, status: 405, headers: [("Allow", "POST, DELETE")], body: [])
             return
@@ -284,7 +253,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
     }
 
     /// Parses what has arrived; serves a complete request; reads more otherwise.
-    private func process(_ c: Connection) {
+    private func process(_ c: HTTPConnection) {
         while !c.busy {
             if !c.pending.isEmpty {
                 let used: Int
@@ -310,7 +279,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         readMore(c)
     }
 
-    private func serve(_ c: Connection) {
+    private func serve(_ c: HTTPConnection) {
         let parser = c.parser
         let body = c.body
         if let token = settings.bearerToken, parser.header("authorization") != "Bearer " + token {
@@ -401,7 +370,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
     }
 
     /// Ends the answer to a cancelled request: an SSE stream with no response in it.
-    private func endWithoutAnswer(_ c: Connection) {
+    private func endWithoutAnswer(_ c: HTTPConnection) {
         c.answered = true
         let keepAlive = c.parser.keepAlive
         let bytes: [UInt8]
@@ -422,7 +391,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
 
     /// A notification for the request in progress on `c`: the first one sends the head of an
     /// SSE answer (chunked), each is an event.
-    private func stream(_ c: Connection, _ message: [UInt8]) {
+    private func stream(_ c: HTTPConnection, _ message: [UInt8]) {
         guard connections[c.fd] === c, c.busy, !c.answered else { return }
         if !c.streaming {
             c.streaming = true
@@ -437,7 +406,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
     }
 
     /// Queues bytes for `c`, written in order; `then` gets whether they all went out.
-    private func write(_ c: Connection, _ bytes: [UInt8], then: ((Bool) -> Void)? = nil) {
+    private func write(_ c: HTTPConnection, _ bytes: [UInt8], then: ((Bool) -> Void)? = nil) {
         guard !c.writing else {
             c.outbox.append((bytes, then))
             return
@@ -447,7 +416,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
     }
 
     /// Writes `bytes`, then what queued up meanwhile.
-    private func issue(_ c: Connection, _ bytes: [UInt8], _ then: ((Bool) -> Void)?) {
+    private func issue(_ c: HTTPConnection, _ bytes: [UInt8], _ then: ((Bool) -> Void)?) {
         loop.write(c.fd, bytes) { [self] result in
             let ok: Bool
             if case .success = result { ok = true } else { ok = false }
@@ -462,7 +431,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         }
     }
 
-    private func reply(_ c: Connection, _ answer: [UInt8]?, era: ProtocolEra) {
+    private func reply(_ c: HTTPConnection, _ answer: [UInt8]?, era: ProtocolEra) {
         c.answered = true
         if c.streaming {
             // The answer is the stream's last event; then the chunked body ends.
@@ -496,7 +465,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         }
     }
 
-    private func send(_ c: Connection, status: Int, headers: [(String, String)], body: [UInt8], close closing: Bool = false) {
+    private func send(_ c: HTTPConnection, status: Int, headers: [(String, String)], body: [UInt8], close closing: Bool = false) {
         guard connections[c.fd] === c else { return }
         let keepAlive = !closing && c.parser.isComplete && c.parser.keepAlive
         // Head and body in one buffer, one write.
@@ -527,7 +496,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
     }
 
     /// The answer went out: the connection takes its next request.
-    private func nextRequest(_ c: Connection) {
+    private func nextRequest(_ c: HTTPConnection) {
         c.answered = false
         c.parser.next()
         c.body.removeAll(keepingCapacity: true)
@@ -559,3 +528,37 @@ func hash64Hex(_ text: String) -> String {
 }
 
 private let cancelledWord = Array("notifications/cancelled".utf8)
+
+/// One client connection of an `HTTPFront`. Touched on the loop thread only (tasks hand
+/// results back through `loop.execute`). Outside the generic front: a type nested in a generic
+/// class has its metadata looked up at run time, and dictionaries of it are not specialized
+/// (callgrind counted seven unspecialized lookups a request).
+final class HTTPConnection: @unchecked Sendable {
+    let fd: Int32
+    let parser = HTTPParser(.request)
+    var pending: [UInt8] = []
+    var body: [UInt8] = []
+    var busy = false
+    /// The answer became an SSE stream (a notification came before it): chunks follow.
+    var streaming = false
+    /// The answer was given: later notifications for the request are dropped.
+    var answered = false
+    /// Writes in order: one at a time, the rest wait here.
+    var outbox: [(bytes: [UInt8], then: ((Bool) -> Void)?)] = []
+    var writing = false
+    /// The session whose GET stream this connection carries, if it is one.
+    var streamOf: String?
+    /// The connection's receive stream is on (one submission for many reads; it stays on
+    /// while a request runs, to notice the client going away).
+    var reading = false
+    var readToken: UInt64 = 0
+    /// The stream was stopped because too much arrived while a request ran; it starts
+    /// again when the request is answered.
+    var paused = false
+    /// Closed while the stream was on: the descriptor is closed when the stream ends.
+    var closeAfterRead = false
+    /// The request waiting on a server, and whether the client cancelled it.
+    var task: Task<Void, Never>?
+    var cancelled = false
+    init(fd: Int32) { self.fd = fd }
+}
