@@ -339,9 +339,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
                 // A handshake-era session may cancel it by a notification (by session and id);
                 // any client, by closing the connection (watched while it runs).
                 // The id canonical, as the cancellation's requestId is read.
-                let key = dispatch.sessionID.flatMap { session in
-                    dispatch.requestID.flatMap { try? JSONParser.parse($0) }.map { session + "\u{0}" + $0.jsonString }
-                }
+                let key = dispatch.sessionID.flatMap { session in dispatch.requestID.flatMap { canonicalRequestID($0) }.map { session + "\u{0}" + $0 } }
                 c.cancelled = false
                 c.task = Task(executorPreference: loop) { [self] in
                     let answer = await service.complete(pending)
@@ -519,6 +517,20 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         default: "Status"
         }
     }
+}
+
+/// A request id token as JSON re-encodes it (how a cancellation's requestId is compared).
+/// Integers and plain strings are that already, so they are not parsed (this runs on every
+/// request that waits on a server).
+func canonicalRequestID(_ token: [UInt8]) -> String? {
+    func plain(_ b: UInt8) -> Bool {
+        (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A) || b == 0x2D || b == 0x5F || b == 0x2E || b == 0x3A
+    }
+    let digits = !token.isEmpty && token.count <= 15 && token.enumerated().allSatisfy { i, b in (b >= 0x30 && b <= 0x39) || (i == 0 && b == 0x2D && token.count > 1) }
+        && !(token.count > 1 && token[token[0] == 0x2D ? 1 : 0] == 0x30)
+    let string = token.count >= 2 && token.first == 0x22 && token.last == 0x22 && token.dropFirst().dropLast().allSatisfy(plain)
+    if digits || string { return String(decoding: token, as: UTF8.self) }
+    return (try? JSONParser.parse(token))?.jsonString
 }
 
 /// A short stable hash of a credential: cache partitions never hold the credential itself.

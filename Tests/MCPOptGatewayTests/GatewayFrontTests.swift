@@ -86,9 +86,19 @@ final class GatewayFrontTests: XCTestCase {
         _ = try Array(head.utf8).withUnsafeBytes { try parser.feed($0) }
         XCTAssertEqual(response(front.handle(parser, body: parser.takeBody(), decoder: decoder)).status, 403)
     }
+
+    /// Cancellations find their request by the id as JSON re-encodes it; the request side skips
+    /// parsing for integers and plain strings, and must agree with the parse on every token.
+    func testRequestIDsAreCanonicalWithOrWithoutParsing() throws {
+        let tokens = ["1", "0", "-7", "123456789012345", "1234567890123456789", "01", "-0", "1.0", "1e3", "-", "\"abc\"", "\"a-b_c.d:e\"",
+                      "\"\"", "\"a b\"", "\"\\u0041\"", "\"caf\u{e9}\"", "\"a/b\"", "null", "\"x\\\"y\""]
+        for token in tokens {
+            let bytes = Array(token.utf8)
+            XCTAssertEqual(canonicalRequestID(bytes), (try? JSONParser.parse(bytes))?.jsonString, token)
+        }
+    }
 }
 
-/// What a `subscriptions/listen` request may ask for, and the clear errors for the rest.
 final class ListenFilterTests: XCTestCase {
     func filter(_ text: String) throws -> Gateway.ListenFilter {
         try Gateway.ListenFilter(try JSONParser.parse(Array(text.utf8)))
