@@ -18,16 +18,22 @@ public enum MessageEncoder {
         return out
     }
 
-    /// A result response; `idJSON` is the id as JSON text (a request's own id token).
-    public static func result(idJSON: some Collection<UInt8>, result: UnsafeRawBufferPointer) -> [UInt8] {
+    /// A result response; `idJSON` is the id as JSON text (a request's own id token). Concrete
+    /// types, not `some Collection`: a generic called from another module runs unspecialized
+    /// (callgrind: ~1.6k instructions a cache hit, for a hundred bytes).
+    public static func result(idJSON: UnsafeRawBufferPointer, result: UnsafeRawBufferPointer) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(36 + idJSON.count + result.count)
         out.append(literal: #"{"jsonrpc":"2.0","id":"#)
-        out += idJSON
+        out.append(contentsOf: idJSON)
         out.append(literal: #","result":"#)
-        out += result
+        out.append(contentsOf: result)
         out.append(UInt8(ascii: "}"))
         return out
+    }
+
+    public static func result(idJSON: [UInt8], result: UnsafeRawBufferPointer) -> [UInt8] {
+        idJSON.withUnsafeBytes { self.result(idJSON: $0, result: result) }
     }
 
     /// An error response. `idJSON` nil means `null` (the id could not be read).
@@ -55,15 +61,19 @@ public enum MessageEncoder {
 
     /// `message` with its id token replaced: how a request is renumbered for a backend hop
     /// and a response given back its caller's id, without re-encoding anything else.
-    public static func replacingID(in view: MessageView, with idJSON: some Collection<UInt8>) -> [UInt8] {
+    public static func replacingID(in view: MessageView, with idJSON: UnsafeRawBufferPointer) -> [UInt8] {
         let source = view.source.buffer
         guard let start = view.offset(of: view.idRaw) else { return Array(source) }
         var out: [UInt8] = []
         out.reserveCapacity(source.count + idJSON.count)
-        out += source[..<start]
-        out += idJSON
-        out += source[(start + view.idRaw.count)...]
+        out.append(contentsOf: UnsafeRawBufferPointer(rebasing: source[..<start]))
+        out.append(contentsOf: idJSON)
+        out.append(contentsOf: UnsafeRawBufferPointer(rebasing: source[(start + view.idRaw.count)...]))
         return out
+    }
+
+    public static func replacingID(in view: MessageView, with idJSON: [UInt8]) -> [UInt8] {
+        idJSON.withUnsafeBytes { replacingID(in: view, with: $0) }
     }
 
     /// Params for a modern-era hop: the request's params with `_meta` carrying this hop's
