@@ -40,10 +40,17 @@ public enum MessageEncoder {
     }
 
     private static func appendMethod(_ method: String, params: UnsafeRawBufferPointer?, to out: inout [UInt8]) {
-        var quoted = ""
-        JSONWriter.appendQuoted(method, to: &quoted)
         out += #","method":"#.utf8
-        out += quoted.utf8
+        // Method names are plain ASCII: copied as they are, escaped only when they need it.
+        if method.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) {
+            out.append(UInt8(ascii: "\""))
+            out += method.utf8
+            out.append(UInt8(ascii: "\""))
+        } else {
+            var quoted = ""
+            JSONWriter.appendQuoted(method, to: &quoted)
+            out += quoted.utf8
+        }
         if let params {
             out += #","params":"#.utf8
             out += params
