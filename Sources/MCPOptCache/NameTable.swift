@@ -10,6 +10,10 @@ final class NameTable: @unchecked Sendable {
     private var tagSetIDs: [[Int]: UInt16] = [:]
     /// Each tag set's tags, by tag set id (index 0: no tags).
     private var tagSets: [[Int]] = [[]]
+    /// Tag lists as given (order, repeats) to their set's id: a fill with the tags seen before
+    /// is one lookup, not an interning, dedup and sort. Bounded; past it lists are interned anew.
+    private var listIDs: [[String]: UInt16] = [:]
+    static let listLimit = 4096
 
     func group(_ name: String) throws(CacheError) -> UInt16 {
         try lock.withLock { () throws(CacheError) -> UInt16 in
@@ -27,6 +31,7 @@ final class NameTable: @unchecked Sendable {
     func tagSet(_ tags: [String]) throws(CacheError) -> UInt16 {
         guard !tags.isEmpty else { return 0 }
         return try lock.withLock { () throws(CacheError) -> UInt16 in
+            if let id = listIDs[tags] { return id }
             var ids: [Int] = []
             for tag in tags {
                 if let id = tagIDs[tag] { ids.append(id) } else {
@@ -36,11 +41,16 @@ final class NameTable: @unchecked Sendable {
                 }
             }
             ids = Array(Set(ids)).sorted()
-            if let id = tagSetIDs[ids] { return id }
-            guard tagSets.count <= Self.limit else { throw .tooManyTagSets(limit: Self.limit) }
-            let id = UInt16(tagSets.count)
-            tagSets.append(ids)
-            tagSetIDs[ids] = id
+            let id: UInt16
+            if let known = tagSetIDs[ids] {
+                id = known
+            } else {
+                guard tagSets.count <= Self.limit else { throw .tooManyTagSets(limit: Self.limit) }
+                id = UInt16(tagSets.count)
+                tagSets.append(ids)
+                tagSetIDs[ids] = id
+            }
+            if listIDs.count < Self.listLimit { listIDs[tags] = id }
             return id
         }
     }
