@@ -563,9 +563,13 @@ extension Engine {
         return (CachedValue.result(value), header)
     }
 
-    private func fill(_ plan: Plan, lookup: CachePolicy.Lookup, response: [UInt8], originNanos: UInt64) {
+    /// Stores a server's answer; returns its shape (read in the same decode, for the reply).
+    @discardableResult
+    private func fill(_ plan: Plan, lookup: CachePolicy.Lookup, response: [UInt8], originNanos: UInt64) -> AnswerShape? {
         response.withUnsafeBytes { bytes in MessageDecoder.withPooled { decoder in
-            guard let view = try? decoder.decode(bytes), let terms = runtime.policy.store(view, for: lookup) else { return }
+            guard let view = try? decoder.decode(bytes) else { return nil }
+            let shape = AnswerShape(view)
+            guard let terms = runtime.policy.store(view, for: lookup) else { return shape }
             let value = CachedValue.encode(result: view.result.buffer, originNanos: originNanos, ttl: terms.ttl, refreshed: plan.refresh)
             let options = CacheItemOptions(ttl: terms.ttl, tags: plan.storeTags)
             let stored = try? cache.set(lookup.key, value, options, ticket: plan.ticket)
@@ -580,6 +584,7 @@ extension Engine {
                 let stale = CacheItemOptions(ttl: terms.ttl + config.caching.staleIfError, tags: plan.storeTags)
                 _ = try? cache.set(Self.staleKey(lookup), value, stale)
             }
+            return shape
         } }
     }
 
@@ -589,6 +594,7 @@ extension Engine {
         runtime.warming.started.add()
         Task { [self] in
             let outcome = await callUpstream(plan)
+            if let response = outcome.message, let lookup = plan.lookup { fill(plan, lookup: lookup, response: response, originNanos: outcome.originNanos) }
             runtime.warming.end(key, succeeded: outcome.message != nil)
         }
     }
@@ -614,6 +620,7 @@ extension Engine {
     private func execute(_ plan: Plan) async -> OptimizedResponse {
         let outcome: UpstreamOutcome
         var source = OptimizedResponse.Source.origin
+        var shape: AnswerShape?
         if let lookup = plan.lookup {
             let box = OutcomeBox()
             switch runtime.coalescer.join(lookup.key, waiter: { box.deliver($0) }) {
@@ -623,6 +630,8 @@ extension Engine {
                     source = .shared
                 } else {
                     outcome = await callUpstream(plan)
+                    // Filled before merged requests are released; the same decode shapes the reply.
+                    if let response = outcome.message { shape = fill(plan, lookup: lookup, response: response, originNanos: outcome.originNanos) }
                 }
                 runtime.coalescer.complete(lookup.key, .success(outcome))
             case .follower:
@@ -657,15 +666,11 @@ extension Engine {
             r.server = outcome.server
             return r
         }
-        return message.withUnsafeBytes { bytes in MessageDecoder.withPooled { decoder in
-            guard let view = try? decoder.decode(bytes) else {
-                return failure(id: plan.id, code: RPCErrorCode.internalError, "the server's answer is not a JSON-RPC message")
-            }
-            let isResult = view.kind == .result
-            return OptimizedResponse(message: MessageEncoder.replacingID(in: view, with: plan.id), success: isResult, server: outcome.server, source: source,
-                                     attempts: outcome.attempts, executionTime: .zero,
-                                     error: isResult ? nil : view.errorMessage.string)
-        } }
+        guard let shape = shape ?? AnswerShape.read(message) else {
+            return failure(id: plan.id, code: RPCErrorCode.internalError, "the server's answer is not a JSON-RPC message")
+        }
+        return OptimizedResponse(message: shape.replacingID(in: message, with: plan.id), success: shape.isResult, server: outcome.server, source: source,
+                                 attempts: outcome.attempts, executionTime: .zero, error: shape.errorMessage)
     }
 
     /// Tries the plan's servers in order. Unsafe requests get one attempt; safe ones fail over
@@ -731,7 +736,7 @@ extension Engine {
     }
 
     /// One upstream attempt, with everything it teaches: the router's statistics, circuit
-    /// events, this tool's latency distribution, the cache fill.
+    /// events, this tool's latency distribution. (Whoever asked for it fills the cache.)
     private func attempt(_ plan: Plan, server: String, timeout: Duration, latencies: LatencyHistogram) async -> (Result<[UInt8], UpstreamError>, UInt64) {
         guard let backend = backend(server, session: plan.session) else {
             return (.failure(UpstreamError(.closed, "no backend for server \"\(server)\"\(plan.session == nil ? "" : " in this session (too many sessions?)")")), 0)
@@ -752,7 +757,6 @@ extension Engine {
             latencies.record(nanoseconds: elapsed)
             if let tool = plan.tool { _ = router.record(server: server, tool: tool, latency: .nanoseconds(Int64(elapsed)), success: true) }
             circuitEvents(server: server, before: before)
-            if let lookup = plan.lookup { fill(plan, lookup: lookup, response: response, originNanos: elapsed) }
             pinContinuation(response, server: server)
             return (.success(response), elapsed)
         } catch {
@@ -860,6 +864,37 @@ extension Engine {
             }
         }
         return .object(JSONObject([(key: key, value: JSONValue.array(items))]))
+    }
+}
+
+/// What the reply to a caller needs of a server's answer: where its id is, whether it is a
+/// result, its error message. Read once, in the decode that fills the cache when there is one.
+struct AnswerShape {
+    let idStart: Int?
+    let idCount: Int
+    let isResult: Bool
+    let errorMessage: String?
+
+    init(_ view: MessageView) {
+        idStart = view.offset(of: view.idRaw)
+        idCount = view.idRaw.count
+        isResult = view.kind == .result
+        errorMessage = isResult ? nil : view.errorMessage.string
+    }
+
+    static func read(_ message: [UInt8]) -> AnswerShape? {
+        message.withUnsafeBytes { bytes in MessageDecoder.withPooled { decoder in (try? decoder.decode(bytes)).map(AnswerShape.init) } }
+    }
+
+    /// `message` (the answer read) with the caller's id, as MessageEncoder.replacingID does it.
+    func replacingID(in message: [UInt8], with idJSON: [UInt8]) -> [UInt8] {
+        guard let start = idStart else { return message }
+        var out: [UInt8] = []
+        out.reserveCapacity(message.count + idJSON.count)
+        out += message[..<start]
+        out += idJSON
+        out += message[(start + idCount)...]
+        return out
     }
 }
 
