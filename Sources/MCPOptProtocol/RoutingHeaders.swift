@@ -131,19 +131,7 @@ public enum HTTPRequestWriter {
         }
     }
 
-    static func appendDecimal(_ n: Int, to out: inout [UInt8]) {
-        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
-            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-        var value = UInt(max(n, 0)), count = 0
-        withUnsafeMutableBytes(of: &digits) { buffer in
-            repeat {
-                buffer[buffer.count - 1 - count] = UInt8(ascii: "0") + UInt8(value % 10)
-                value /= 10
-                count += 1
-            } while value > 0
-            out += UnsafeRawBufferPointer(rebasing: buffer[(buffer.count - count)...])
-        }
-    }
+    static func appendDecimal(_ n: Int, to out: inout [UInt8]) { MessageEncoder.appendInteger(Int64(n), to: &out) }
 
     private static let contentLength = Array("Content-Length: ".utf8)
     private static let blankLine = Array("\r\n\r\n".utf8)
