@@ -71,6 +71,8 @@ public final class ClientSession {
     private var nextID: Int64 = 1
     /// Our id -> the caller's token; negotiation requests use no token.
     private var pending: [Int64: UInt64] = [:]
+    /// The caller's request encoded last (its token, and the id it went out under).
+    private var lastEncoded: (token: UInt64, id: Int64)?
     private var negotiationID: Int64?
     private var queued: [(token: UInt64, request: UpstreamRequest)] = []
 
@@ -114,6 +116,10 @@ public final class ClientSession {
             return []
         }
     }
+
+    /// The id the request of `token` went out under, when it was the last one encoded (an
+    /// owner that needs it need not decode the bytes it was given to send).
+    func sentID(token: UInt64) -> Int64? { lastEncoded?.token == token ? lastEncoded?.id : nil }
 
     /// Gives up on a request: its answer will be dropped and the server is told with
     /// `notifications/cancelled` (over modern-era HTTP the owner closes the stream instead).
@@ -303,6 +309,7 @@ public final class ClientSession {
     private func encodeOne(_ request: UpstreamRequest, token: UInt64) -> Event {
         let id = takeID()
         pending[id] = token
+        lastEncoded = (token, id)
         if era == .modern, let version {
             let params = modernEnvelope(params: request.params, version: version)
             return .send(params.withUnsafeBytes { MessageEncoder.request(id: .int(id), method: request.method, params: $0) })

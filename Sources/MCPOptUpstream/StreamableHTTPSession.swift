@@ -98,7 +98,22 @@ public final class StreamableHTTPSession {
 
     public func open() -> [Event] { translate(session.open()) }
 
-    public func send(_ request: UpstreamRequest, token: UInt64) -> [Event] { translate(session.send(request, token: token)) }
+    public func send(_ request: UpstreamRequest, token: UInt64) -> [Event] {
+        let events = session.send(request, token: token)
+        // The usual case: the request went out at once, as one message. Before the modern era
+        // its headers need nothing from the body, and its id and method are known here: the
+        // bytes just encoded need not be decoded again.
+        if events.count == 1, case .send(let bytes) = events[0], let version = session.version, version.era != .modern,
+           let requestID = session.sentID(token: token) {
+            var exchange = Exchange()
+            exchange.requestID = requestID
+            exchange.isInitialize = request.method == "initialize"
+            exchange.listsTools = request.method == "tools/list"
+            if request.method == "subscriptions/listen" { exchange.listenID = requestID }
+            return [post(bytes, exchange, headers: [("MCP-Protocol-Version", version.rawValue)])]
+        }
+        return translate(events)
+    }
 
     public func cancel(token: UInt64, reason: String) -> [Event] { translate(session.cancel(token: token, reason: reason)) }
 
@@ -286,8 +301,6 @@ public final class StreamableHTTPSession {
     }
 
     private func post(_ message: [UInt8]) -> Event {
-        let id = nextExchange
-        nextExchange += 1
         var exchange = Exchange()
         var headers: [(String, String)] = []
         message.withUnsafeBytes { bytes in
@@ -307,6 +320,14 @@ public final class StreamableHTTPSession {
                 headers += RoutingHeaders.headers(for: view, version: ProtocolVersion(rawValue: requested))
             }
         }
+        return post(message, exchange, headers: headers)
+    }
+
+    /// POSTs `message` as a new exchange, with these headers and the session's id.
+    private func post(_ message: [UInt8], _ exchange: Exchange, headers: [(String, String)]) -> Event {
+        let id = nextExchange
+        nextExchange += 1
+        var headers = headers
         if let sessionID { headers.append(("Mcp-Session-Id", sessionID)) }
         exchanges[id] = exchange
         return .request(id: id, bytes: HTTPRequestWriter.post(head: postHead, headers: headers, body: message))
