@@ -622,8 +622,14 @@ extension Engine {
         var source = OptimizedResponse.Source.origin
         var shape: AnswerShape?
         if let lookup = plan.lookup {
-            let box = OutcomeBox()
-            switch runtime.coalescer.join(lookup.key, waiter: { box.deliver($0) }) {
+            // Only a follower waits: only it needs a box to wait in.
+            var box: OutcomeBox?
+            let joined = runtime.coalescer.join(lookup.key, follower: {
+                let b = OutcomeBox()
+                box = b
+                return { b.deliver($0) }
+            })
+            switch joined {
             case .leader:
                 if !plan.bypassCache, let shared = runtime.shared, let hit = await shared.get(lookup.key) {
                     outcome = promote(hit, plan: plan, lookup: lookup)
@@ -637,7 +643,7 @@ extension Engine {
             case .follower:
                 runtime.metrics.coalesced.add()
                 source = .coalesced
-                outcome = await box.wait()
+                outcome = await box!.wait()   // made when it joined as a follower
                 runtime.metrics.baselineNanos.add(outcome.originNanos)
             }
         } else {
