@@ -78,6 +78,11 @@ public final class LatencyHistogram: @unchecked Sendable {
         lock.withLock { state.tail() }
     }
 
+    /// `tail()` once at least `minimum` values are on record, else nil (one lock for both).
+    public func tail(minimumCount minimum: UInt64) -> (p95: UInt64, p99: UInt64)? {
+        lock.withLock { state.coarse.count >= minimum ? state.tail() : nil }
+    }
+
     /// Values recorded so far.
     public var count: UInt64 { lock.withLock { state.coarse.count } }
 

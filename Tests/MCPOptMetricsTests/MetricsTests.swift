@@ -46,6 +46,8 @@ final class MetricsTests: XCTestCase {
         XCTAssertEqual(h.tail().p99, 0)
         h.record(nanoseconds: 5)
         XCTAssertEqual(h.tail().p99, 5, "after a reset the first value counts at once")
+        XCTAssertNil(h.tail(minimumCount: 2))
+        XCTAssertEqual(h.tail(minimumCount: 1)?.p99, 5)
         let total = LatencyHistogram()
         h.merge(into: total)
         XCTAssertEqual(total.tail().p95, 5)

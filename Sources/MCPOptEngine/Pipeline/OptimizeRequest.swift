@@ -787,8 +787,8 @@ extension Engine {
     /// With `enableAdaptiveTimeouts`, once a tool has 50 answers on record its attempts time out
     /// at 4x its p99 (at least 1 s), never later than the configured or requested timeout.
     private func adaptiveTimeout(_ plan: Plan, _ latencies: LatencyHistogram) -> Duration {
-        guard config.optimization.enableAdaptiveTimeouts, !plan.explicitTimeout, latencies.count >= 50 else { return plan.timeout }
-        let adaptive = Duration.nanoseconds(Int64(min(latencies.tail().p99 * 4, UInt64(Int64.max / 2))))
+        guard config.optimization.enableAdaptiveTimeouts, !plan.explicitTimeout, let tail = latencies.tail(minimumCount: 50) else { return plan.timeout }
+        let adaptive = Duration.nanoseconds(Int64(min(tail.p99 * 4, UInt64(Int64.max / 2))))
         return min(plan.timeout, max(.seconds(1), adaptive))
     }
 
