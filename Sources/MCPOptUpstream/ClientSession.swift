@@ -166,7 +166,12 @@ public final class ClientSession {
     // MARK: receiving
 
     /// Handles one message from the server.
-    public func receive(_ bytes: UnsafeRawBufferPointer) -> [Event] {
+    public func receive(_ bytes: UnsafeRawBufferPointer) -> [Event] { receive(bytes, owned: nil) }
+
+    /// `receive` for a message already in an array: events carry that array, not a copy.
+    public func receive(_ message: [UInt8]) -> [Event] { message.withUnsafeBytes { receive($0, owned: message) } }
+
+    private func receive(_ bytes: UnsafeRawBufferPointer, owned: [UInt8]?) -> [Event] {
         let view: MessageView
         do {
             view = try decoder.decode(bytes)
@@ -181,17 +186,17 @@ public final class ClientSession {
             guard let token = pending.removeValue(forKey: id) else {
                 return []  // cancelled or timed out earlier: a late answer is dropped
             }
-            return [.response(token: token, message: Array(bytes))]
+            return [.response(token: token, message: owned ?? Array(bytes))]
         case .notification:
             if view.method.equals("notifications/subscriptions/acknowledged") { return listenAcknowledged(view) }
-            return [.notification(method: view.method.string ?? "", message: Array(bytes))]
+            return [.notification(method: view.method.string ?? "", message: owned ?? Array(bytes))]
         case .request:
             if view.method.equals("ping") {
                 // Servers may ping clients; answer here rather than bother the owner.
                 let empty: StaticString = "{}"
                 return [.send(MessageEncoder.result(idJSON: view.idRaw.buffer, result: UnsafeRawBufferPointer(start: empty.utf8Start, count: 2)))]
             }
-            return [.serverRequest(method: view.method.string ?? "", message: Array(bytes))]
+            return [.serverRequest(method: view.method.string ?? "", message: owned ?? Array(bytes))]
         }
     }
 

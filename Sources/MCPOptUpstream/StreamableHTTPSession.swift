@@ -162,8 +162,9 @@ public final class StreamableHTTPSession {
     /// `header` finds a header's value by its lowercase name (the owner's parser already has
     /// them: no list of every header is built).
     public func responseHead(_ id: ExchangeID, status: Int, header: (String) -> String?) -> [Event] {
-        guard var exchange = exchanges[id] else { return [] }
-        exchange.status = status
+        // Read and updated in place: a copy of the exchange costs more than the work here.
+        guard let index = exchanges.index(forKey: id) else { return [] }
+        let exchange = exchanges.values[index]
         if exchange.isInitialize, let sid = header("mcp-session-id") {
             guard !sid.isEmpty, sid.utf8.allSatisfy({ $0 >= 0x21 && $0 <= 0x7E }) else {
                 exchanges[id] = nil
@@ -182,8 +183,8 @@ public final class StreamableHTTPSession {
             exchanges[id] = nil
             return expire()
         }
-        if let type = header("content-type"), Self.hasPrefixIgnoringCase(type, eventStream) { exchange.sse = SSEParser() }
-        exchanges[id] = exchange
+        exchanges.values[index].status = status
+        if let type = header("content-type"), Self.hasPrefixIgnoringCase(type, eventStream) { exchanges.values[index].sse = SSEParser() }
         return []
     }
 
@@ -255,7 +256,7 @@ public final class StreamableHTTPSession {
     }
 
     private func receive(_ message: [UInt8], learn: Bool = false) -> [Event] {
-        message.withUnsafeBytes { translate(session.receive($0), learn: learn) }
+        translate(session.receive(message), learn: learn)
     }
 
     private func expire() -> [Event] {
