@@ -13,6 +13,9 @@ final class NameTable: @unchecked Sendable {
     /// Tag lists as given (order, repeats) to their set's id: a fill with the tags seen before
     /// is one lookup, not an interning, dedup and sort. Bounded; past it lists are interned anew.
     private var listIDs: [[String]: UInt16] = [:]
+    /// The list asked for last: fills of one tool repeat it, and comparing short strings is
+    /// cheaper than hashing them.
+    private var lastList: (tags: [String], id: UInt16)?
     static let listLimit = 4096
 
     func group(_ name: String) throws(CacheError) -> UInt16 {
@@ -31,7 +34,11 @@ final class NameTable: @unchecked Sendable {
     func tagSet(_ tags: [String]) throws(CacheError) -> UInt16 {
         guard !tags.isEmpty else { return 0 }
         return try lock.withLock { () throws(CacheError) -> UInt16 in
-            if let id = listIDs[tags] { return id }
+            if let last = lastList, last.tags == tags { return last.id }
+            if let id = listIDs[tags] {
+                lastList = (tags, id)
+                return id
+            }
             var ids: [Int] = []
             for tag in tags {
                 if let id = tagIDs[tag] { ids.append(id) } else {
@@ -51,6 +58,7 @@ final class NameTable: @unchecked Sendable {
                 tagSetIDs[ids] = id
             }
             if listIDs.count < Self.listLimit { listIDs[tags] = id }
+            lastList = (tags, id)
             return id
         }
     }
