@@ -33,15 +33,17 @@ public enum ByteSearch {
 
     /// The position of the needle's least common byte in JSON text (roughly ranked).
     static func rarest(_ n: UnsafeRawBufferPointer) -> Int {
-        var best = 0, bestRank = Int.max
-        for i in 0..<n.count {
-            let r = rank(n[i])
-            if r < bestRank { (best, bestRank) = (i, r) }
+        ranks.withUnsafeBufferPointer { rank in
+            var best = 0, bestRank = UInt8.max
+            for i in 0..<n.count where rank[Int(n[i])] < bestRank {
+                (best, bestRank) = (i, rank[Int(n[i])])
+            }
+            return best
         }
-        return best
     }
 
-    private static func rank(_ b: UInt8) -> Int {
+    /// How common each byte is in JSON text, roughly (higher: more common).
+    private static let ranks: [UInt8] = (0...255).map { b -> UInt8 in
         switch b {
         case 0x20, 0x22, 0x2C, 0x3A, 0x61, 0x65, 0x69, 0x6E, 0x6F, 0x72, 0x73, 0x74: 5   // space " , : a e i n o r s t
         case 0x61...0x7A, 0x30...0x39, 0x7B, 0x7D, 0x5B, 0x5D, 0x2E: 4                  // other lowercase, digits, { } [ ] .
