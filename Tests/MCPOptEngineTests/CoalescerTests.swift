@@ -38,6 +38,15 @@ final class CoalescerTests: XCTestCase {
         XCTAssertTrue(c.leave("j", second))
     }
 
+    func testHashedKeysAreTheirBytes() {
+        let a = HashedKey(Array("tools/call\u{0}{\"x\":1}".utf8)), same = HashedKey(Array("tools/call\u{0}{\"x\":1}".utf8))
+        let other = HashedKey(Array("tools/call\u{0}{\"x\":2}".utf8))
+        XCTAssertEqual(a, same)
+        XCTAssertEqual(a.hashValue, same.hashValue)
+        XCTAssertNotEqual(a, other)
+        XCTAssertEqual(Set([a, same, other, HashedKey([])]).count, 3)
+    }
+
     func testWorkIsAbandonedOnlyWhenEveryWaiterLeaves() {
         let c = Coalescer<String, Int>()
         let got = Box()

@@ -624,7 +624,8 @@ extension Engine {
         if let lookup = plan.lookup {
             // Only a follower waits: only it needs a box to wait in.
             var box: OutcomeBox?
-            let joined = runtime.coalescer.join(lookup.key, follower: {
+            let key = HashedKey(lookup.key)
+            let joined = runtime.coalescer.join(key, follower: {
                 let b = OutcomeBox()
                 box = b
                 return { b.deliver($0) }
@@ -639,7 +640,7 @@ extension Engine {
                     // Filled before merged requests are released; the same decode shapes the reply.
                     if let response = outcome.message { shape = fill(plan, lookup: lookup, response: response, originNanos: outcome.originNanos) }
                 }
-                runtime.coalescer.complete(lookup.key, .success(outcome))
+                runtime.coalescer.complete(key, .success(outcome))
             case .follower:
                 runtime.metrics.coalesced.add()
                 source = .coalesced
@@ -710,7 +711,7 @@ extension Engine {
         while attempts < maxAttempts {
             let server = plan.candidates[index % plan.candidates.count]
             index += 1
-            guard backend(server, session: plan.session) != nil else {
+            guard let found = backend(server, session: plan.session) else {
                 if index >= plan.candidates.count * maxAttempts { break }
                 continue
             }
@@ -723,7 +724,7 @@ extension Engine {
             }
             attempts += 1
             lastServer = server
-            let (result, elapsed) = await attempt(plan, server: server, timeout: timeout, latencies: latencies)
+            let (result, elapsed) = await attempt(plan, server: server, backend: found, timeout: timeout, latencies: latencies)
             runtime.metrics.baselineNanos.add(elapsed)
             switch result {
             case .success(let response):
@@ -743,8 +744,10 @@ extension Engine {
 
     /// One upstream attempt, with everything it teaches: the router's statistics, circuit
     /// events, this tool's latency distribution. (Whoever asked for it fills the cache.)
-    private func attempt(_ plan: Plan, server: String, timeout: Duration, latencies: LatencyHistogram) async -> (Result<[UInt8], UpstreamError>, UInt64) {
-        guard let backend = backend(server, session: plan.session) else {
+    /// (`backend`: the server's, when the caller has just looked it up.)
+    private func attempt(_ plan: Plan, server: String, backend found: Backend? = nil, timeout: Duration,
+                         latencies: LatencyHistogram) async -> (Result<[UInt8], UpstreamError>, UInt64) {
+        guard let backend = found ?? backend(server, session: plan.session) else {
             return (.failure(UpstreamError(.closed, "no backend for server \"\(server)\"\(plan.session == nil ? "" : " in this session (too many sessions?)")")), 0)
         }
         let before = router.circuitState(server: server)
