@@ -10,6 +10,13 @@ final class NameTable: @unchecked Sendable {
     private var tagSetIDs: [[Int]: UInt16] = [:]
     /// Each tag set's tags, by tag set id (index 0: no tags).
     private var tagSets: [[Int]] = [[]]
+    /// Tag lists as given (order, repeats) to their set's id: a fill with the tags seen before
+    /// is one lookup, not an interning, dedup and sort. Bounded; past it lists are interned anew.
+    private var listIDs: [[String]: UInt16] = [:]
+    /// The list asked for last: fills of one tool repeat it, and comparing short strings is
+    /// cheaper than hashing them.
+    private var lastList: (tags: [String], id: UInt16)?
+    static let listLimit = 4096
 
     func group(_ name: String) throws(CacheError) -> UInt16 {
         try lock.withLock { () throws(CacheError) -> UInt16 in
@@ -27,6 +34,11 @@ final class NameTable: @unchecked Sendable {
     func tagSet(_ tags: [String]) throws(CacheError) -> UInt16 {
         guard !tags.isEmpty else { return 0 }
         return try lock.withLock { () throws(CacheError) -> UInt16 in
+            if let last = lastList, last.tags == tags { return last.id }
+            if let id = listIDs[tags] {
+                lastList = (tags, id)
+                return id
+            }
             var ids: [Int] = []
             for tag in tags {
                 if let id = tagIDs[tag] { ids.append(id) } else {
@@ -36,11 +48,17 @@ final class NameTable: @unchecked Sendable {
                 }
             }
             ids = Array(Set(ids)).sorted()
-            if let id = tagSetIDs[ids] { return id }
-            guard tagSets.count <= Self.limit else { throw .tooManyTagSets(limit: Self.limit) }
-            let id = UInt16(tagSets.count)
-            tagSets.append(ids)
-            tagSetIDs[ids] = id
+            let id: UInt16
+            if let known = tagSetIDs[ids] {
+                id = known
+            } else {
+                guard tagSets.count <= Self.limit else { throw .tooManyTagSets(limit: Self.limit) }
+                id = UInt16(tagSets.count)
+                tagSets.append(ids)
+                tagSetIDs[ids] = id
+            }
+            if listIDs.count < Self.listLimit { listIDs[tags] = id }
+            lastList = (tags, id)
             return id
         }
     }

@@ -321,10 +321,12 @@ public final class HTTPUpstream: @unchecked Sendable {
             offset += used
             if connection.parser.isHeadComplete && !connection.headReported {
                 connection.headReported = true
-                handle(session.responseHead(id, status: connection.parser.status, headers: connection.parser.headers))
+                let parser = connection.parser
+                handle(session.responseHead(id, status: parser.status) { parser.header($0) })
             }
-            let body = connection.parser.takeBody()
-            if !body.isEmpty { handle(body.withUnsafeBytes { session.responseBody(id, $0) }) }
+            // The body goes from the parser's buffer to the session's without a copy between.
+            let events = connection.parser.takeBody { $0.isEmpty ? [] : session.responseBody(id, $0) }
+            if !events.isEmpty { handle(events) }
             if connection.parser.isComplete {
                 complete(connection, id, keepAlive: connection.parser.keepAlive && offset == bytes.count)
                 return

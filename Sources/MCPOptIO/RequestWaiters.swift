@@ -23,12 +23,13 @@ final class RequestWaiters {
     func add(_ continuation: Continuation, timeout: Duration, onTimeout: @escaping (UInt64) -> Void) -> UInt64 {
         let token = nextToken
         nextToken += 1
-        waiters[token] = Waiter(continuation: continuation, timeout: timeout)
-        waiters[token]?.timer = loop.after(timeout) { [self] fired in
+        // The timer first, then one insertion (its callback never runs within `after`).
+        let timer = loop.after(timeout) { [self] fired in
             guard fired, waiters[token] != nil else { return }
             waiters[token]?.timedOut = true
             onTimeout(token)
         }
+        waiters[token] = Waiter(continuation: continuation, timer: timer, timeout: timeout)
         return token
     }
 

@@ -229,7 +229,7 @@ public final class StdioUpstream: @unchecked Sendable {
                 start = newline + 1
                 guard line.contains(where: { $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "\r") && $0 != UInt8(ascii: "\t") }) else { continue }
                 guard let session else { break }
-                let events = Array(line).withUnsafeBytes { session.receive($0) }
+                let events = session.receive(Array(line))
                 handle(events)
                 guard current == generation else { return }
             }

@@ -9,21 +9,46 @@ public enum ByteSearch {
         haystack.withUnsafeBytes { contains($0, needle) }
     }
 
-    /// Whether the bytes at `h` contain `needle`.
+    /// Whether the bytes at `h` contain `needle`: memchr for the needle's rarest byte (JSON
+    /// is mostly quotes, punctuation and lowercase letters, and each false hit costs a memcmp),
+    /// then memcmp around it.
     public static func contains(_ h: UnsafeRawBufferPointer, _ needle: [UInt8]) -> Bool {
         guard !needle.isEmpty else { return true }
         return needle.withUnsafeBytes { n in
             guard h.count >= n.count, let hb = h.baseAddress, let nb = n.baseAddress else { return false }
-            let first = Int32(n[0])
-            var offset = 0
-            let last = h.count - n.count
+            let anchor = rarest(n)
+            let byte = Int32(n[anchor])
+            // Where the anchor byte of a match would lie: from `anchor` to `last`.
+            var offset = anchor
+            let last = h.count - n.count + anchor
             while offset <= last {
-                guard let hit = memchr(hb + offset, first, last - offset + 1) else { return false }
+                guard let hit = memchr(hb + offset, byte, last - offset + 1) else { return false }
                 let at = hb.distance(to: UnsafeRawPointer(hit))
-                if memcmp(hb + at, nb, n.count) == 0 { return true }
+                if memcmp(hb + (at - anchor), nb, n.count) == 0 { return true }
                 offset = at + 1
             }
             return false
+        }
+    }
+
+    /// The position of the needle's least common byte in JSON text (roughly ranked).
+    static func rarest(_ n: UnsafeRawBufferPointer) -> Int {
+        ranks.withUnsafeBufferPointer { rank in
+            var best = 0, bestRank = UInt8.max
+            for i in 0..<n.count where rank[Int(n[i])] < bestRank {
+                (best, bestRank) = (i, rank[Int(n[i])])
+            }
+            return best
+        }
+    }
+
+    /// How common each byte is in JSON text, roughly (higher: more common).
+    private static let ranks: [UInt8] = (0...255).map { b -> UInt8 in
+        switch b {
+        case 0x20, 0x22, 0x2C, 0x3A, 0x61, 0x65, 0x69, 0x6E, 0x6F, 0x72, 0x73, 0x74: 5   // space " , : a e i n o r s t
+        case 0x61...0x7A, 0x30...0x39, 0x7B, 0x7D, 0x5B, 0x5D, 0x2E: 4                  // other lowercase, digits, { } [ ] .
+        case 0x41...0x5A, 0x2F, 0x2D: 2                                                  // uppercase / -
+        default: 1
         }
     }
 

@@ -88,7 +88,15 @@ extension MessageDecoder {
 }
 
 private final class DecoderPool: @unchecked Sendable {
-    private var free: [MessageDecoder] = []   // guarded by lock
+    private static let capacity = 64
+    /// The free decoders (retained) and their count, in raw memory guarded by `lock`: every
+    /// message passes here, and raw memory has no exclusivity checks to pay.
+    private let slots = UnsafeMutablePointer<Unmanaged<MessageDecoder>>.allocate(capacity: DecoderPool.capacity)
+    private let count: UnsafeMutablePointer<Int> = {
+        let p = UnsafeMutablePointer<Int>.allocate(capacity: 1)
+        p.initialize(to: 0)
+        return p
+    }()
     /// Heap-allocated: a mutex must not move.
     private let lock: UnsafeMutablePointer<pthread_mutex_t> = {
         let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
@@ -98,14 +106,21 @@ private final class DecoderPool: @unchecked Sendable {
 
     func take() -> MessageDecoder {
         pthread_mutex_lock(lock)
-        let d = free.popLast()
+        var d: MessageDecoder?
+        if count.pointee > 0 {
+            count.pointee -= 1
+            d = slots[count.pointee].takeRetainedValue()
+        }
         pthread_mutex_unlock(lock)
         return d ?? MessageDecoder()
     }
 
     func give(_ decoder: MessageDecoder) {
         pthread_mutex_lock(lock)
-        if free.count < 64 { free.append(decoder) }
+        if count.pointee < Self.capacity {
+            slots[count.pointee] = Unmanaged.passRetained(decoder)
+            count.pointee += 1
+        }
         pthread_mutex_unlock(lock)
     }
 }

@@ -7,7 +7,7 @@ public enum MessageEncoder {
         var out: [UInt8] = []
         out.reserveCapacity(64 + method.utf8.count + (params?.count ?? 0))
         out += #"{"jsonrpc":"2.0","id":"#.utf8
-        out += id.json.utf8
+        if case .int(let n) = id { appendInteger(n, to: &out) } else { out += id.json.utf8 }
         appendMethod(method, params: params, to: &out)
         return out
     }
@@ -47,11 +47,34 @@ public enum MessageEncoder {
         return Array(text.utf8)
     }
 
+    /// Decimal digits of `n`, written without making a String.
+    static func appendInteger(_ n: Int64, to out: inout [UInt8]) {
+        if n < 0 { out.append(UInt8(ascii: "-")) }
+        var magnitude = n.magnitude
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)   // 24 bytes: room for 20 digits
+        withUnsafeMutableBytes(of: &digits) { buffer in
+            var start = buffer.count
+            repeat {
+                start -= 1
+                buffer[start] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+                magnitude /= 10
+            } while magnitude > 0
+            out += UnsafeRawBufferPointer(rebasing: buffer[start...])
+        }
+    }
+
     private static func appendMethod(_ method: String, params: UnsafeRawBufferPointer?, to out: inout [UInt8]) {
-        var quoted = ""
-        JSONWriter.appendQuoted(method, to: &quoted)
         out += #","method":"#.utf8
-        out += quoted.utf8
+        // Method names are plain ASCII: copied as they are, escaped only when they need it.
+        if method.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) {
+            out.append(UInt8(ascii: "\""))
+            out += method.utf8
+            out.append(UInt8(ascii: "\""))
+        } else {
+            var quoted = ""
+            JSONWriter.appendQuoted(method, to: &quoted)
+            out += quoted.utf8
+        }
         if let params {
             out += #","params":"#.utf8
             out += params

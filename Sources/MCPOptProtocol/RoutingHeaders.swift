@@ -73,21 +73,68 @@ public enum RoutingHeaders {
     }
 }
 
-/// Writes HTTP/1.1 requests.
+/// Writes HTTP/1.1 requests, as bytes (no String is built per request).
 public enum HTTPRequestWriter {
     /// A POST of one JSON-RPC message to a Streamable HTTP endpoint.
     public static func post(path: String, host: String, headers: [(String, String)], body: some Collection<UInt8>) -> [UInt8] {
-        var head = "POST \(path) HTTP/1.1\r\nHost: \(host)\r\nAccept: application/json, text/event-stream\r\nContent-Type: application/json\r\n"
-        for (name, value) in headers { head += "\(name): \(value)\r\n" }
-        head += "Content-Length: \(body.count)\r\n\r\n"
-        return Array(head.utf8) + body
+        post(head: postHead(path: path, host: host, headers: []), headers: headers, body: Array(body))
+    }
+
+    /// What every POST to one endpoint begins with (request line, Host, Accept, Content-Type,
+    /// then `headers`): computed once per endpoint for `post(head:headers:body:)`.
+    public static func postHead(path: String, host: String, headers: [(String, String)]) -> [UInt8] {
+        var out: [UInt8] = []
+        out += "POST ".utf8
+        out += path.utf8
+        out += " HTTP/1.1\r\nHost: ".utf8
+        out += host.utf8
+        out += "\r\nAccept: application/json, text/event-stream\r\nContent-Type: application/json\r\n".utf8
+        append(headers, to: &out)
+        return out
+    }
+
+    /// A POST: `head` (from `postHead`), these headers, Content-Length, the body.
+    public static func post(head: [UInt8], headers: [(String, String)], body: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        var size = head.count + body.count + 40
+        for (name, value) in headers { size += name.utf8.count + value.utf8.count + 4 }
+        out.reserveCapacity(size)
+        out += head
+        append(headers, to: &out)
+        out += contentLength
+        appendDecimal(body.count, to: &out)
+        out += blankLine
+        out += body
+        return out
     }
 
     /// A request without a body (GET for the server's stream, DELETE to end a session).
     public static func request(method: String, path: String, host: String, headers: [(String, String)]) -> [UInt8] {
-        var head = "\(method) \(path) HTTP/1.1\r\nHost: \(host)\r\n"
-        for (name, value) in headers { head += "\(name): \(value)\r\n" }
-        head += "\r\n"
-        return Array(head.utf8)
+        var out: [UInt8] = []
+        out += method.utf8
+        out.append(UInt8(ascii: " "))
+        out += path.utf8
+        out += " HTTP/1.1\r\nHost: ".utf8
+        out += host.utf8
+        out += crlf
+        append(headers, to: &out)
+        out += crlf
+        return out
     }
+
+    private static func append(_ headers: [(String, String)], to out: inout [UInt8]) {
+        for (name, value) in headers {
+            out += name.utf8
+            out += separator
+            out += value.utf8
+            out += crlf
+        }
+    }
+
+    static func appendDecimal(_ n: Int, to out: inout [UInt8]) { MessageEncoder.appendInteger(Int64(n), to: &out) }
+
+    private static let contentLength = Array("Content-Length: ".utf8)
+    private static let blankLine = Array("\r\n\r\n".utf8)
+    private static let crlf = Array("\r\n".utf8)
+    private static let separator = Array(": ".utf8)
 }

@@ -71,6 +71,8 @@ public final class ClientSession {
     private var nextID: Int64 = 1
     /// Our id -> the caller's token; negotiation requests use no token.
     private var pending: [Int64: UInt64] = [:]
+    /// The caller's request encoded last (its token, and the id it went out under).
+    private var lastEncoded: (token: UInt64, id: Int64)?
     private var negotiationID: Int64?
     private var queued: [(token: UInt64, request: UpstreamRequest)] = []
 
@@ -114,6 +116,10 @@ public final class ClientSession {
             return []
         }
     }
+
+    /// The id the request of `token` went out under, when it was the last one encoded (an
+    /// owner that needs it need not decode the bytes it was given to send).
+    func sentID(token: UInt64) -> Int64? { lastEncoded?.token == token ? lastEncoded?.id : nil }
 
     /// Gives up on a request: its answer will be dropped and the server is told with
     /// `notifications/cancelled` (over modern-era HTTP the owner closes the stream instead).
@@ -160,7 +166,12 @@ public final class ClientSession {
     // MARK: receiving
 
     /// Handles one message from the server.
-    public func receive(_ bytes: UnsafeRawBufferPointer) -> [Event] {
+    public func receive(_ bytes: UnsafeRawBufferPointer) -> [Event] { receive(bytes, owned: nil) }
+
+    /// `receive` for a message already in an array: events carry that array, not a copy.
+    public func receive(_ message: [UInt8]) -> [Event] { message.withUnsafeBytes { receive($0, owned: message) } }
+
+    private func receive(_ bytes: UnsafeRawBufferPointer, owned: [UInt8]?) -> [Event] {
         let view: MessageView
         do {
             view = try decoder.decode(bytes)
@@ -175,17 +186,17 @@ public final class ClientSession {
             guard let token = pending.removeValue(forKey: id) else {
                 return []  // cancelled or timed out earlier: a late answer is dropped
             }
-            return [.response(token: token, message: Array(bytes))]
+            return [.response(token: token, message: owned ?? Array(bytes))]
         case .notification:
             if view.method.equals("notifications/subscriptions/acknowledged") { return listenAcknowledged(view) }
-            return [.notification(method: view.method.string ?? "", message: Array(bytes))]
+            return [.notification(method: view.method.string ?? "", message: owned ?? Array(bytes))]
         case .request:
             if view.method.equals("ping") {
                 // Servers may ping clients; answer here rather than bother the owner.
                 let empty: StaticString = "{}"
                 return [.send(MessageEncoder.result(idJSON: view.idRaw.buffer, result: UnsafeRawBufferPointer(start: empty.utf8Start, count: 2)))]
             }
-            return [.serverRequest(method: view.method.string ?? "", message: Array(bytes))]
+            return [.serverRequest(method: view.method.string ?? "", message: owned ?? Array(bytes))]
         }
     }
 
@@ -303,6 +314,7 @@ public final class ClientSession {
     private func encodeOne(_ request: UpstreamRequest, token: UInt64) -> Event {
         let id = takeID()
         pending[id] = token
+        lastEncoded = (token, id)
         if era == .modern, let version {
             let params = modernEnvelope(params: request.params, version: version)
             return .send(params.withUnsafeBytes { MessageEncoder.request(id: .int(id), method: request.method, params: $0) })

@@ -48,6 +48,10 @@ public final class StreamableHTTPSession {
 
     public let endpoint: Endpoint
     public let extraHeaders: [(String, String)]
+    /// The part of every POST that never changes (request line, Host, Accept, Content-Type,
+    /// the extra headers), and the Host value: written once, not per request.
+    private let postHead: [UInt8]
+    private let authority: String
     private let mode: ClientSession.Mode
     private let identity: ClientSession.Identity
     private var session: ClientSession
@@ -66,6 +70,8 @@ public final class StreamableHTTPSession {
         var requestID: Int64?
         var isInitialize = false
         var isNotification = false
+        /// It carries tools/list: its answer teaches the parameter headers.
+        var listsTools = false
         /// The GET stream of server messages outside of requests.
         var isStream = false
         /// A modern `subscriptions/listen` stream (the id of its request).
@@ -78,6 +84,8 @@ public final class StreamableHTTPSession {
     public init(endpoint: Endpoint, headers: [(String, String)] = [], mode: ClientSession.Mode = .auto, identity: ClientSession.Identity = .init()) {
         self.endpoint = endpoint
         self.extraHeaders = headers
+        authority = endpoint.authority
+        postHead = HTTPRequestWriter.postHead(path: endpoint.path, host: authority, headers: headers)
         self.mode = mode
         self.identity = identity
         self.session = ClientSession(mode: mode, identity: identity)
@@ -90,7 +98,22 @@ public final class StreamableHTTPSession {
 
     public func open() -> [Event] { translate(session.open()) }
 
-    public func send(_ request: UpstreamRequest, token: UInt64) -> [Event] { translate(session.send(request, token: token)) }
+    public func send(_ request: UpstreamRequest, token: UInt64) -> [Event] {
+        let events = session.send(request, token: token)
+        // The usual case: the request went out at once, as one message. Before the modern era
+        // its headers need nothing from the body, and its id and method are known here: the
+        // bytes just encoded need not be decoded again.
+        if events.count == 1, case .send(let bytes) = events[0], let version = session.version, version.era != .modern,
+           let requestID = session.sentID(token: token) {
+            var exchange = Exchange()
+            exchange.requestID = requestID
+            exchange.isInitialize = request.method == "initialize"
+            exchange.listsTools = request.method == "tools/list"
+            if request.method == "subscriptions/listen" { exchange.listenID = requestID }
+            return [post(bytes, exchange, headers: [("MCP-Protocol-Version", version.rawValue)])]
+        }
+        return translate(events)
+    }
 
     public func cancel(token: UInt64, reason: String) -> [Event] { translate(session.cancel(token: token, reason: reason)) }
 
@@ -109,7 +132,7 @@ public final class StreamableHTTPSession {
         streamOpen = true
         var headers = extraHeaders + [("Accept", "text/event-stream"), ("Mcp-Session-Id", sessionID)]
         if let version = session.version { headers.append(("MCP-Protocol-Version", version.rawValue)) }
-        return [.request(id: id, bytes: HTTPRequestWriter.request(method: "GET", path: endpoint.path, host: endpoint.authority, headers: headers))]
+        return [.request(id: id, bytes: HTTPRequestWriter.request(method: "GET", path: endpoint.path, host: authority, headers: headers))]
     }
 
     /// Sends the client's response to a server request (POST; the server answers 202).
@@ -133,9 +156,15 @@ public final class StreamableHTTPSession {
     // MARK: responses
 
     public func responseHead(_ id: ExchangeID, status: Int, headers: [(name: String, value: String)]) -> [Event] {
-        guard var exchange = exchanges[id] else { return [] }
-        exchange.status = status
-        func header(_ name: String) -> String? { headers.first { $0.name.lowercased() == name }?.value }
+        responseHead(id, status: status) { name in headers.first { $0.name.lowercased() == name }?.value }
+    }
+
+    /// `header` finds a header's value by its lowercase name (the owner's parser already has
+    /// them: no list of every header is built).
+    public func responseHead(_ id: ExchangeID, status: Int, header: (String) -> String?) -> [Event] {
+        // Read and updated in place: a copy of the exchange costs more than the work here.
+        guard let index = exchanges.index(forKey: id) else { return [] }
+        let exchange = exchanges.values[index]
         if exchange.isInitialize, let sid = header("mcp-session-id") {
             guard !sid.isEmpty, sid.utf8.allSatisfy({ $0 >= 0x21 && $0 <= 0x7E }) else {
                 exchanges[id] = nil
@@ -154,26 +183,37 @@ public final class StreamableHTTPSession {
             exchanges[id] = nil
             return expire()
         }
-        if header("content-type")?.lowercased().hasPrefix("text/event-stream") == true { exchange.sse = SSEParser() }
-        exchanges[id] = exchange
+        exchanges.values[index].status = status
+        if let type = header("content-type"), Self.hasPrefixIgnoringCase(type, eventStream) { exchanges.values[index].sse = SSEParser() }
         return []
     }
 
-    public func responseBody(_ id: ExchangeID, _ bytes: UnsafeRawBufferPointer) -> [Event] {
-        guard var exchange = exchanges[id] else { return [] }
-        var events: [Event] = []
-        if var sse = exchange.sse {
-            do {
-                try sse.feed(bytes) { event in
-                    if !event.data.isEmpty { events += receive(event.data) }
-                }
-            } catch {
-                events.append(.violation("bad event stream: \(error)"))
-            }
-            exchange.sse = sse
-        } else {
-            exchange.body += bytes
+    private static func hasPrefixIgnoringCase(_ text: String, _ lowercasePrefix: [UInt8]) -> Bool {
+        var count = 0
+        for (a, b) in zip(text.utf8, lowercasePrefix) {
+            guard (a >= 0x41 && a <= 0x5A ? a | 0x20 : a) == b else { return false }
+            count += 1
         }
+        return count == lowercasePrefix.count
+    }
+
+    public func responseBody(_ id: ExchangeID, _ bytes: UnsafeRawBufferPointer) -> [Event] {
+        guard let index = exchanges.index(forKey: id) else { return [] }
+        guard var sse = exchanges.values[index].sse else {
+            // A plain body: appended in place (a copy of the exchange would copy the body).
+            exchanges.values[index].body += bytes
+            return []
+        }
+        var exchange = exchanges.values[index]
+        var events: [Event] = []
+        do {
+            try sse.feed(bytes) { event in
+                if !event.data.isEmpty { events += receive(event.data, learn: exchange.listsTools) }
+            }
+        } catch {
+            events.append(.violation("bad event stream: \(error)"))
+        }
+        exchange.sse = sse
         exchanges[id] = exchange
         return events
     }
@@ -196,7 +236,7 @@ public final class StreamableHTTPSession {
             if exchange.status == 202 { return [] }
             return abandon(exchange, UpstreamError(.protocolViolation, "HTTP \(exchange.status) without a JSON-RPC body"))
         }
-        return receive(exchange.body)
+        return receive(exchange.body, learn: exchange.listsTools)
     }
 
     /// The connection carrying the exchange failed before a complete response.
@@ -215,8 +255,8 @@ public final class StreamableHTTPSession {
         return translate(session.abandon(id: id, error: error))
     }
 
-    private func receive(_ message: [UInt8]) -> [Event] {
-        message.withUnsafeBytes { translate(session.receive($0)) }
+    private func receive(_ message: [UInt8], learn: Bool = false) -> [Event] {
+        translate(session.receive(message), learn: learn)
     }
 
     private func expire() -> [Event] {
@@ -232,13 +272,14 @@ public final class StreamableHTTPSession {
 
     // MARK: requests
 
-    private func translate(_ events: [ClientSession.Event]) -> [Event] {
+    /// `learn`: the events answer a tools/list (its result teaches the parameter headers).
+    private func translate(_ events: [ClientSession.Event], learn: Bool = false) -> [Event] {
         events.compactMap { event in
             switch event {
             case .send(let bytes): return post(bytes)
             case .ready: return .ready
             case .response(let token, let message):
-                learnFromResponse(message)
+                if learn { learnFromResponse(message) }
                 return .response(token: token, message: message)
             case .failed(let token, let error): return .failed(token: token, error: error)
             case .notification(let method, let message): return .notification(method: method, message: message)
@@ -261,28 +302,36 @@ public final class StreamableHTTPSession {
     }
 
     private func post(_ message: [UInt8]) -> Event {
-        let id = nextExchange
-        nextExchange += 1
         var exchange = Exchange()
-        var headers = extraHeaders
+        var headers: [(String, String)] = []
         message.withUnsafeBytes { bytes in
             guard let view = try? decoder.decode(bytes) else { return }
             exchange.isInitialize = view.method.equals("initialize")
+            exchange.listsTools = view.method.equals("tools/list")
             if view.kind == .request, case .int(let requestID)? = view.id {
                 exchange.requestID = requestID
                 if view.method.equals("subscriptions/listen") { exchange.listenID = requestID }
             }
             exchange.isNotification = view.kind == .notification || view.kind == .result || view.kind == .error
             if let version = session.version {
-                let mapping = view.name.string.flatMap { parameterHeaders[$0] } ?? []
+                // Only modern-era requests carry Mcp-Param-* headers.
+                let mapping = version.era == .modern && !parameterHeaders.isEmpty ? view.name.string.flatMap { parameterHeaders[$0] } ?? [] : []
                 headers += RoutingHeaders.headers(for: view, version: version, parameterHeaders: mapping)
             } else if let requested = view.protocolVersion.string, view.method.equals("server/discover") {
                 headers += RoutingHeaders.headers(for: view, version: ProtocolVersion(rawValue: requested))
             }
         }
+        return post(message, exchange, headers: headers)
+    }
+
+    /// POSTs `message` as a new exchange, with these headers and the session's id.
+    private func post(_ message: [UInt8], _ exchange: Exchange, headers: [(String, String)]) -> Event {
+        let id = nextExchange
+        nextExchange += 1
+        var headers = headers
         if let sessionID { headers.append(("Mcp-Session-Id", sessionID)) }
         exchanges[id] = exchange
-        return .request(id: id, bytes: HTTPRequestWriter.post(path: endpoint.path, host: endpoint.authority, headers: headers, body: message))
+        return .request(id: id, bytes: HTTPRequestWriter.post(head: postHead, headers: headers, body: message))
     }
 
     /// DELETE ends a handshake-era session (servers may answer 405).
@@ -290,8 +339,9 @@ public final class StreamableHTTPSession {
         guard let sessionID else { return nil }
         var headers = extraHeaders + [("Mcp-Session-Id", sessionID)]
         if let version = session.version { headers.append(("MCP-Protocol-Version", version.rawValue)) }
-        return HTTPRequestWriter.request(method: "DELETE", path: endpoint.path, host: endpoint.authority, headers: headers)
+        return HTTPRequestWriter.request(method: "DELETE", path: endpoint.path, host: authority, headers: headers)
     }
 }
 
 private let inputSchemaKey = Array(#""inputSchema""#.utf8)
+private let eventStream = Array("text/event-stream".utf8)

@@ -3,6 +3,19 @@ import XCTest
 @testable import MCPOptCache
 
 final class MemoryCacheTests: XCTestCase {
+    func testTagListsInternToTheSameSetWhateverTheirOrder() throws {
+        let names = NameTable()
+        let ab = try names.tagSet(["a", "b"])
+        XCTAssertNotEqual(ab, 0)
+        XCTAssertEqual(try names.tagSet(["a", "b"]), ab, "a list seen before")
+        XCTAssertEqual(try names.tagSet(["b", "a", "b"]), ab, "another order, a repeat: the same set")
+        XCTAssertEqual(try names.tagSet([]), 0)
+        let c = try names.tagSet(["c"])
+        XCTAssertNotEqual(c, ab)
+        XCTAssertEqual(names.tagSetsContaining("a")[Int(ab)], true)
+        XCTAssertEqual(names.tagSetsContaining("a")[Int(c)], false)
+    }
+
     private func cache(budget: Int = 4 << 20, coherence: Duration? = nil, shards: Int? = nil) throws -> MemoryCache {
         var configuration = MemoryCacheConfiguration(memoryBudget: budget)
         configuration.coherenceTimeout = coherence

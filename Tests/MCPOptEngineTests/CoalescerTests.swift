@@ -21,6 +21,32 @@ final class CoalescerTests: XCTestCase {
         guard case .leader = c.join("k", waiter: { _ in }) else { return XCTFail("a finished key starts afresh") }
     }
 
+    func testOnlyFollowersMakeWaiters() {
+        let c = Coalescer<String, Int>()
+        let got = Box()
+        var made = 0
+        guard case .leader(let a) = c.join("k", follower: { made += 1; return { got.add($0) } }) else { return XCTFail() }
+        XCTAssertEqual(made, 0, "the leader has its own result")
+        guard case .follower(let b) = c.join("k", follower: { made += 1; return { got.add($0) } }) else { return XCTFail() }
+        XCTAssertEqual(made, 1)
+        XCTAssertNotEqual(a, b)
+        c.complete("k", .success(3))
+        XCTAssertEqual(got.values, [3], "delivered to the follower")
+        XCTAssertEqual(c.stats.merged, 1)
+        guard case .leader(let first) = c.join("j", follower: { { _ in } }), case .follower(let second) = c.join("j", waiter: { got.add($0) }) else { return XCTFail() }
+        XCTAssertFalse(c.leave("j", first), "the leader counts as a waiter")
+        XCTAssertTrue(c.leave("j", second))
+    }
+
+    func testHashedKeysAreTheirBytes() {
+        let a = HashedKey(Array("tools/call\u{0}{\"x\":1}".utf8)), same = HashedKey(Array("tools/call\u{0}{\"x\":1}".utf8))
+        let other = HashedKey(Array("tools/call\u{0}{\"x\":2}".utf8))
+        XCTAssertEqual(a, same)
+        XCTAssertEqual(a.hashValue, same.hashValue)
+        XCTAssertNotEqual(a, other)
+        XCTAssertEqual(Set([a, same, other, HashedKey([])]).count, 3)
+    }
+
     func testWorkIsAbandonedOnlyWhenEveryWaiterLeaves() {
         let c = Coalescer<String, Int>()
         let got = Box()

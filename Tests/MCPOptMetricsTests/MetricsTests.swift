@@ -19,6 +19,55 @@ final class MetricsTests: XCTestCase {
         XCTAssertEqual(h.summary.count, 0)
     }
 
+    func testTailIsCloseAboveTheExactPercentiles() {
+        let h = LatencyHistogram()
+        for n in 1...1000 { h.record(nanoseconds: UInt64(n) * 1000) }  // 1 µs ... 1 ms
+        let tail = h.tail()
+        // At or above the exact value, by at most a bucket (1/32).
+        XCTAssertGreaterThanOrEqual(tail.p95, 950_000)
+        XCTAssertLessThanOrEqual(tail.p95, 950_000 + 950_000 / 32)
+        XCTAssertGreaterThanOrEqual(tail.p99, 990_000)
+        XCTAssertLessThanOrEqual(tail.p99, 1_000_000)   // never above the largest recorded
+        let same = LatencyHistogram()
+        for _ in 0..<100 { same.record(nanoseconds: 3_141_593) }
+        XCTAssertEqual(same.tail().p95, 3_141_593)
+        XCTAssertEqual(same.tail().p99, 3_141_593)
+    }
+
+    func testTailIsRecomputedEvery64Values() {
+        let h = LatencyHistogram()
+        for _ in 0..<100 { h.record(nanoseconds: 1000) }
+        XCTAssertEqual(h.tail().p99, 1000)
+        for _ in 0..<63 { h.record(nanoseconds: 1_000_000) }
+        XCTAssertEqual(h.tail().p99, 1000, "63 values since: the last tail still stands")
+        h.record(nanoseconds: 1_000_000)
+        XCTAssertEqual(h.tail().p99, 1_000_000)
+        h.reset()
+        XCTAssertEqual(h.tail().p99, 0)
+        h.record(nanoseconds: 5)
+        XCTAssertEqual(h.tail().p99, 5, "after a reset the first value counts at once")
+        XCTAssertNil(h.tail(minimumCount: 2))
+        XCTAssertEqual(h.tail(minimumCount: 1)?.p99, 5)
+        let total = LatencyHistogram()
+        h.merge(into: total)
+        XCTAssertEqual(total.tail().p95, 5)
+    }
+
+    func testCoarseBucketsSpanAtMostAThirtySecondOfTheirValues() {
+        var value: UInt64 = 1
+        while value <= 600_000_000_000 {
+            for v in [value, value + 1, value * 3 / 2, value * 2 - 1] where v <= 600_000_000_000 {
+                let i = CoarseTail.index(v)
+                XCTAssertLessThan(i, CoarseTail.bucketCount)
+                let top = CoarseTail.highest(i)
+                XCTAssertGreaterThanOrEqual(top, v)
+                XCTAssertLessThanOrEqual(top - v, v / 32)
+                if i > 0 { XCTAssertLessThan(CoarseTail.highest(i - 1), v, "buckets are contiguous") }
+            }
+            value *= 2
+        }
+    }
+
     func testConcurrentRecordingLosesNothing() {
         let h = LatencyHistogram()
         DispatchQueue.concurrentPerform(iterations: 4) { _ in

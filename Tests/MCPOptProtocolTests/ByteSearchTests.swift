@@ -12,6 +12,20 @@ final class ByteSearchTests: XCTestCase {
         }
     }
 
+    func testAnyAnchorByteAgreesWithANaiveSearch() {
+        // Rare and common bytes mixed, so the search anchors at every position of a needle.
+        let alphabet = Array("ab_A/e".utf8)
+        var random = SystemRandomNumberGenerator()
+        for _ in 0..<3_000 {
+            let hay = (0..<Int.random(in: 0..<40, using: &random)).map { _ in alphabet.randomElement(using: &random)! }
+            let needle = (0..<Int.random(in: 1..<6, using: &random)).map { _ in alphabet.randomElement(using: &random)! }
+            let naive = hay.count >= needle.count && (0...(hay.count - needle.count)).contains { Array(hay[$0..<($0 + needle.count)]) == needle }
+            XCTAssertEqual(ByteSearch.contains(hay, needle), naive, "\(hay) \(needle)")
+        }
+        XCTAssertTrue(ByteSearch.contains(Array(#"{"resultType":"input_required"}"#.utf8), Array("input_required".utf8)))
+        XCTAssertFalse(ByteSearch.contains(Array(#"{"input":"required input_requirement"}"#.utf8), Array("input_required\"".utf8)))
+    }
+
     func testHeaderTokensIgnoreASCIICase() {
         XCTAssertTrue(ByteSearch.containsIgnoringCase("Application/JSON, text/Event-Stream", "text/event-stream"))
         XCTAssertTrue(ByteSearch.containsIgnoringCase("*/*", "*/*"))

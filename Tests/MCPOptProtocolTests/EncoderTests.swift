@@ -18,6 +18,19 @@ final class EncoderTests: XCTestCase {
         XCTAssertEqual(try decoder.decodeOwned(note).kind, .notification)
     }
 
+    func testMethodNamesThatNeedEscapingAreEscaped() throws {
+        let request = MessageEncoder.request(id: .int(1), method: "odd\"method\\\n", params: nil)
+        XCTAssertEqual(text(request), #"{"jsonrpc":"2.0","id":1,"method":"odd\"method\\\n"}"#)
+        XCTAssertEqual(try decoder.decodeOwned(request).method, "odd\"method\\\n")
+    }
+
+    func testIntegerIdsAreWrittenAsDecimal() throws {
+        for n: Int64 in [0, 5, -5, 42, 1_000_000, .max, .min] {
+            let request = MessageEncoder.request(id: .int(n), method: "ping", params: nil)
+            XCTAssertEqual(text(request), #"{"jsonrpc":"2.0","id":"# + String(n) + #","method":"ping"}"#)
+        }
+    }
+
     func testResponsesAndErrors() throws {
         let result = Array(#"{"content":[]}"#.utf8)
         let r = result.withUnsafeBytes { MessageEncoder.result(idJSON: Array("42".utf8), result: $0) }

@@ -62,4 +62,20 @@ final class RoutingHeadersTests: XCTestCase {
         XCTAssertEqual(parser.header("accept"), "application/json, text/event-stream")
         XCTAssertEqual(parser.takeBody(), Array("{}".utf8))
     }
+
+    func testRequestsAreWrittenExactly() {
+        let head = HTTPRequestWriter.postHead(path: "/mcp", host: "[::1]:9", headers: [("Authorization", "Bearer t")])
+        let post = HTTPRequestWriter.post(head: head, headers: [("Mcp-Session-Id", "abc")], body: Array("{}".utf8))
+        XCTAssertEqual(String(decoding: post, as: UTF8.self),
+                       "POST /mcp HTTP/1.1\r\nHost: [::1]:9\r\nAccept: application/json, text/event-stream\r\nContent-Type: application/json\r\n"
+                           + "Authorization: Bearer t\r\nMcp-Session-Id: abc\r\nContent-Length: 2\r\n\r\n{}")
+        XCTAssertEqual(HTTPRequestWriter.post(path: "/mcp", host: "[::1]:9", headers: [("Authorization", "Bearer t"), ("Mcp-Session-Id", "abc")], body: Array("{}".utf8)), post)
+        let get = HTTPRequestWriter.request(method: "GET", path: "/", host: "h:1", headers: [("Accept", "text/event-stream")])
+        XCTAssertEqual(String(decoding: get, as: UTF8.self), "GET / HTTP/1.1\r\nHost: h:1\r\nAccept: text/event-stream\r\n\r\n")
+        for n in [0, 7, 10, 99, 12345, 1 << 40] {
+            var out: [UInt8] = []
+            HTTPRequestWriter.appendDecimal(n, to: &out)
+            XCTAssertEqual(String(decoding: out, as: UTF8.self), String(n))
+        }
+    }
 }

@@ -45,6 +45,24 @@ final class StreamableHTTPSessionTests: XCTestCase {
         XCTAssertEqual(s.terminationRequest().map { String(decoding: $0, as: UTF8.self).hasPrefix("DELETE /mcp HTTP/1.1\r\n") }, true)
     }
 
+    func testARequestSentAtOnceAndOneQueuedAreWrittenAlike() throws {
+        let s = StreamableHTTPSession(endpoint: .init(host: "h", port: 1, path: "/mcp"), mode: .handshake)
+        let first = requests(s.open())
+        XCTAssertTrue(requests(s.send(UpstreamRequest(method: "tools/call", paramsJSON: #"{"name":"a"}"#), token: 1)).isEmpty, "queued until ready")
+        let next = requests(answer(s, first[0].0, status: 200, headers: [("Content-Type", "application/json"), ("Mcp-Session-Id", "s1")],
+                                   body: #"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"s","version":"1"}}}"#))
+        let queued = try XCTUnwrap(next.first { String(decoding: $0.1.takeBody(), as: UTF8.self).contains("tools/call") })
+        let direct = try XCTUnwrap(requests(s.send(UpstreamRequest(method: "tools/call", paramsJSON: #"{"name":"a"}"#), token: 2)).first)
+        for (_, parser) in [queued, direct] {
+            XCTAssertEqual(parser.header("mcp-protocol-version"), "2025-06-18")
+            XCTAssertEqual(parser.header("mcp-session-id"), "s1")
+            XCTAssertNil(parser.header("mcp-method"))
+        }
+        // Each exchange knows the request it carries: a failed connection fails its caller.
+        XCTAssertEqual(s.exchangeFailed(queued.0, reason: "reset"), [.failed(token: 1, error: UpstreamError(.closed, "the connection failed: reset"))])
+        XCTAssertEqual(s.exchangeFailed(direct.0, reason: "reset"), [.failed(token: 2, error: UpstreamError(.closed, "the connection failed: reset"))])
+    }
+
     func testExpiredSessionFailsWaitersAndNegotiatesAgain() throws {
         let (s, _) = initialized()
         let call = requests(s.send(UpstreamRequest(method: "tools/list"), token: 4))

@@ -165,6 +165,11 @@ final class ConcurrencyLimiter: @unchecked Sendable {
 
     func release() {
         let next: CheckedContinuation<Bool, Never>? = lock.withLock {
+            // Nobody waiting (the usual case): no need to look through the levels.
+            if queued == 0 {
+                active -= 1
+                return nil
+            }
             for i in levels.indices where levels[i].count > 0 {
                 if let c = levels[i].pop() {
                     queued -= 1

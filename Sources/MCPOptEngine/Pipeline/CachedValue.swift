@@ -17,8 +17,10 @@ enum CachedValue {
     }
 
     static func encode(result: UnsafeRawBufferPointer, originNanos: UInt64, ttl: Duration?, refreshed: Bool) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: headerSize)
+        // Sized once: header and result in one allocation.
+        var out: [UInt8] = []
         out.reserveCapacity(headerSize + result.count)
+        out.append(contentsOf: repeatElement(0, count: headerSize))
         let ttlMs = ttl.map { d -> UInt64 in
             let (s, atto) = d.components
             return UInt64(max(0, s)) * 1000 + UInt64(max(0, atto)) / 1_000_000_000_000_000

@@ -53,7 +53,7 @@ public final class EngineMetrics: @unchecked Sendable {
 final class EngineRuntime: @unchecked Sendable {
     let policy: CachePolicy
     let directory: ServerDirectory
-    let coalescer = Coalescer<[UInt8], UpstreamOutcome>()
+    let coalescer = Coalescer<HashedKey, UpstreamOutcome>()
     let metrics = EngineMetrics()
     let events = EventBus()
     let warming = WarmingTracker()
@@ -236,6 +236,24 @@ final class EngineRuntime: @unchecked Sendable {
             return h
         }
     }
+}
+
+/// Bytes hashed once: a key used for several dictionary operations (joining and completing a
+/// merged request) pays for hashing its bytes one time.
+struct HashedKey: Hashable, Sendable {
+    let bytes: [UInt8]
+    private let hash: Int
+
+    init(_ bytes: [UInt8]) {
+        self.bytes = bytes
+        // In one piece: an array's own hashing feeds the hasher a byte at a time.
+        var hasher = Hasher()
+        bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
+        hash = hasher.finalize()
+    }
+
+    func hash(into hasher: inout Hasher) { hasher.combine(hash) }
+    static func == (a: HashedKey, b: HashedKey) -> Bool { a.hash == b.hash && a.bytes == b.bytes }
 }
 
 /// What one upstream call produced, shared by every request merged into it.

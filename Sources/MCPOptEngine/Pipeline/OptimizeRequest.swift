@@ -553,9 +553,13 @@ extension Engine {
         return (CachedValue.result(value), header)
     }
 
-    private func fill(_ plan: Plan, lookup: CachePolicy.Lookup, response: [UInt8], originNanos: UInt64) {
+    /// Stores a server's answer; returns its shape (read in the same decode, for the reply).
+    @discardableResult
+    private func fill(_ plan: Plan, lookup: CachePolicy.Lookup, response: [UInt8], originNanos: UInt64) -> AnswerShape? {
         response.withUnsafeBytes { bytes in MessageDecoder.withPooled { decoder in
-            guard let view = try? decoder.decode(bytes), let terms = runtime.policy.store(view, for: lookup) else { return }
+            guard let view = try? decoder.decode(bytes) else { return nil }
+            let shape = AnswerShape(view)
+            guard let terms = runtime.policy.store(view, for: lookup) else { return shape }
             let value = CachedValue.encode(result: view.result.buffer, originNanos: originNanos, ttl: terms.ttl, refreshed: plan.refresh)
             let options = CacheItemOptions(ttl: terms.ttl, tags: plan.storeTags)
             let stored = try? cache.set(lookup.key, value, options, ticket: plan.ticket)
@@ -570,6 +574,7 @@ extension Engine {
                 let stale = CacheItemOptions(ttl: terms.ttl + config.caching.staleIfError, tags: plan.storeTags)
                 _ = try? cache.set(Self.staleKey(lookup), value, stale)
             }
+            return shape
         } }
     }
 
@@ -579,6 +584,7 @@ extension Engine {
         runtime.warming.started.add()
         Task { [self] in
             let outcome = await callUpstream(plan)
+            if let response = outcome.message, let lookup = plan.lookup { fill(plan, lookup: lookup, response: response, originNanos: outcome.originNanos) }
             runtime.warming.end(key, succeeded: outcome.message != nil)
         }
     }
@@ -604,21 +610,31 @@ extension Engine {
     private func execute(_ plan: Plan) async -> OptimizedResponse {
         let outcome: UpstreamOutcome
         var source = OptimizedResponse.Source.origin
+        var shape: AnswerShape?
         if let lookup = plan.lookup {
-            let box = OutcomeBox()
-            switch runtime.coalescer.join(lookup.key, waiter: { box.deliver($0) }) {
+            // Only a follower waits: only it needs a box to wait in.
+            var box: OutcomeBox?
+            let key = HashedKey(lookup.key)
+            let joined = runtime.coalescer.join(key, follower: {
+                let b = OutcomeBox()
+                box = b
+                return { b.deliver($0) }
+            })
+            switch joined {
             case .leader:
                 if !plan.bypassCache, let shared = runtime.shared, let hit = await shared.get(lookup.key) {
                     outcome = promote(hit, plan: plan, lookup: lookup)
                     source = .shared
                 } else {
                     outcome = await callUpstream(plan)
+                    // Filled before merged requests are released; the same decode shapes the reply.
+                    if let response = outcome.message { shape = fill(plan, lookup: lookup, response: response, originNanos: outcome.originNanos) }
                 }
-                runtime.coalescer.complete(lookup.key, .success(outcome))
+                runtime.coalescer.complete(key, .success(outcome))
             case .follower:
                 runtime.metrics.coalesced.add()
                 source = .coalesced
-                outcome = await box.wait()
+                outcome = await box!.wait()   // made when it joined as a follower
                 runtime.metrics.baselineNanos.add(outcome.originNanos)
             }
         } else {
@@ -647,15 +663,11 @@ extension Engine {
             r.server = outcome.server
             return r
         }
-        return message.withUnsafeBytes { bytes in MessageDecoder.withPooled { decoder in
-            guard let view = try? decoder.decode(bytes) else {
-                return failure(id: plan.id, code: RPCErrorCode.internalError, "the server's answer is not a JSON-RPC message")
-            }
-            let isResult = view.kind == .result
-            return OptimizedResponse(message: MessageEncoder.replacingID(in: view, with: plan.id), success: isResult, server: outcome.server, source: source,
-                                     attempts: outcome.attempts, executionTime: .zero,
-                                     error: isResult ? nil : view.errorMessage.string)
-        } }
+        guard let shape = shape ?? AnswerShape.read(message) else {
+            return failure(id: plan.id, code: RPCErrorCode.internalError, "the server's answer is not a JSON-RPC message")
+        }
+        return OptimizedResponse(message: shape.replacingID(in: message, with: plan.id), success: shape.isResult, server: outcome.server, source: source,
+                                 attempts: outcome.attempts, executionTime: .zero, error: shape.errorMessage)
     }
 
     /// Tries the plan's servers in order. Unsafe requests get one attempt; safe ones fail over
@@ -689,7 +701,7 @@ extension Engine {
         while attempts < maxAttempts {
             let server = plan.candidates[index % plan.candidates.count]
             index += 1
-            guard backend(server, session: plan.session) != nil else {
+            guard let found = backend(server, session: plan.session) else {
                 if index >= plan.candidates.count * maxAttempts { break }
                 continue
             }
@@ -702,7 +714,7 @@ extension Engine {
             }
             attempts += 1
             lastServer = server
-            let (result, elapsed) = await attempt(plan, server: server, timeout: timeout, latencies: latencies)
+            let (result, elapsed) = await attempt(plan, server: server, backend: found, timeout: timeout, latencies: latencies)
             runtime.metrics.baselineNanos.add(elapsed)
             switch result {
             case .success(let response):
@@ -721,9 +733,11 @@ extension Engine {
     }
 
     /// One upstream attempt, with everything it teaches: the router's statistics, circuit
-    /// events, this tool's latency distribution, the cache fill.
-    private func attempt(_ plan: Plan, server: String, timeout: Duration, latencies: LatencyHistogram) async -> (Result<[UInt8], UpstreamError>, UInt64) {
-        guard let backend = backend(server, session: plan.session) else {
+    /// events, this tool's latency distribution. (Whoever asked for it fills the cache.)
+    /// (`backend`: the server's, when the caller has just looked it up.)
+    private func attempt(_ plan: Plan, server: String, backend found: Backend? = nil, timeout: Duration,
+                         latencies: LatencyHistogram) async -> (Result<[UInt8], UpstreamError>, UInt64) {
+        guard let backend = found ?? backend(server, session: plan.session) else {
             return (.failure(UpstreamError(.closed, "no backend for server \"\(server)\"\(plan.session == nil ? "" : " in this session (too many sessions?)")")), 0)
         }
         let before = router.circuitState(server: server)
@@ -742,7 +756,6 @@ extension Engine {
             latencies.record(nanoseconds: elapsed)
             if let tool = plan.tool { _ = router.record(server: server, tool: tool, latency: .nanoseconds(Int64(elapsed)), success: true) }
             circuitEvents(server: server, before: before)
-            if let lookup = plan.lookup { fill(plan, lookup: lookup, response: response, originNanos: elapsed) }
             pinContinuation(response, server: server)
             return (.success(response), elapsed)
         } catch {
@@ -767,8 +780,8 @@ extension Engine {
     /// With `enableAdaptiveTimeouts`, once a tool has 50 answers on record its attempts time out
     /// at 4x its p99 (at least 1 s), never later than the configured or requested timeout.
     private func adaptiveTimeout(_ plan: Plan, _ latencies: LatencyHistogram) -> Duration {
-        guard config.optimization.enableAdaptiveTimeouts, !plan.explicitTimeout, latencies.count >= 50 else { return plan.timeout }
-        let adaptive = Duration.nanoseconds(Int64(min(latencies.tail().p99 * 4, UInt64(Int64.max / 2))))
+        guard config.optimization.enableAdaptiveTimeouts, !plan.explicitTimeout, let tail = latencies.tail(minimumCount: 50) else { return plan.timeout }
+        let adaptive = Duration.nanoseconds(Int64(min(tail.p99 * 4, UInt64(Int64.max / 2))))
         return min(plan.timeout, max(.seconds(1), adaptive))
     }
 
@@ -850,6 +863,37 @@ extension Engine {
             }
         }
         return .object(JSONObject([(key: key, value: JSONValue.array(items))]))
+    }
+}
+
+/// What the reply to a caller needs of a server's answer: where its id is, whether it is a
+/// result, its error message. Read once, in the decode that fills the cache when there is one.
+struct AnswerShape {
+    let idStart: Int?
+    let idCount: Int
+    let isResult: Bool
+    let errorMessage: String?
+
+    init(_ view: MessageView) {
+        idStart = view.offset(of: view.idRaw)
+        idCount = view.idRaw.count
+        isResult = view.kind == .result
+        errorMessage = isResult ? nil : view.errorMessage.string
+    }
+
+    static func read(_ message: [UInt8]) -> AnswerShape? {
+        message.withUnsafeBytes { bytes in MessageDecoder.withPooled { decoder in (try? decoder.decode(bytes)).map(AnswerShape.init) } }
+    }
+
+    /// `message` (the answer read) with the caller's id, as MessageEncoder.replacingID does it.
+    func replacingID(in message: [UInt8], with idJSON: [UInt8]) -> [UInt8] {
+        guard let start = idStart else { return message }
+        var out: [UInt8] = []
+        out.reserveCapacity(message.count + idJSON.count)
+        out += message[..<start]
+        out += idJSON
+        out += message[(start + idCount)...]
+        return out
     }
 }
 

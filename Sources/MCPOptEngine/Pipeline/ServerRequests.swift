@@ -11,37 +11,40 @@ final class ServerRequestRoutes: @unchecked Sendable {
     typealias Ask = @Sendable (_ request: [UInt8]) async -> [UInt8]?
 
     private struct Route {
-        let token: UInt64
+        let backend: ObjectIdentifier
         let caller: String
         let ask: Ask
     }
 
     private let lock = Lock()
-    private var routes: [ObjectIdentifier: [Route]] = [:]   // guarded by lock
-    private var next: UInt64 = 0                             // guarded by lock
+    /// By registration token, which grows: registering and unregistering (every upstream
+    /// attempt) are one insertion and one removal; finding a backend's routes (only when its
+    /// server asks something) looks at all of them.
+    private var routes: [UInt64: Route] = [:]   // guarded by lock
+    private var next: UInt64 = 0                 // guarded by lock
 
     /// `caller` has a request running on `backend` and can be asked through `ask`.
     func register(_ backend: AnyObject, caller: String, ask: @escaping Ask) -> UInt64 {
         lock.withLock {
             next += 1
-            routes[ObjectIdentifier(backend), default: []].append(Route(token: next, caller: caller, ask: ask))
+            routes[next] = Route(backend: ObjectIdentifier(backend), caller: caller, ask: ask)
             return next
         }
     }
 
+    /// (`backend` is the one registered with: the token alone finds the route.)
     func unregister(_ backend: AnyObject, _ token: UInt64) {
-        lock.withLock {
-            let key = ObjectIdentifier(backend)
-            routes[key]?.removeAll { $0.token == token }
-            if routes[key]?.isEmpty == true { routes.removeValue(forKey: key) }
-        }
+        lock.withLock { _ = routes.removeValue(forKey: token) }
     }
 
     /// Whom to ask for a request from `backend`'s server, or why nobody can be.
     func route(_ backend: AnyObject) -> Result<Ask, RouteError> {
-        let running = lock.withLock { routes[ObjectIdentifier(backend)] ?? [] }
-        guard let latest = running.last else { return .failure(RouteError(reason: "no client request is running on this server to answer it")) }
-        guard running.allSatisfy({ $0.caller == latest.caller }) else {
+        let key = ObjectIdentifier(backend)
+        let running = lock.withLock { routes.filter { $0.value.backend == key } }
+        guard let latest = running.max(by: { $0.key < $1.key })?.value else {
+            return .failure(RouteError(reason: "no client request is running on this server to answer it"))
+        }
+        guard running.allSatisfy({ $0.value.caller == latest.caller }) else {
             return .failure(RouteError(reason: "requests of several clients are running on this server: which one should answer is unknown"))
         }
         return .success(latest.ask)

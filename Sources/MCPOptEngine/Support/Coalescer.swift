@@ -35,6 +35,25 @@ public final class Coalescer<Key: Hashable & Sendable, Value: Sendable>: @unchec
         }
     }
 
+    /// As `join`, but the waiter is made only for a follower (under the lock): a leader gets the
+    /// result from its own work, so nothing is allocated for it.
+    public func join(_ key: Key, follower makeWaiter: () -> Waiter) -> Joined {
+        lock.withLock {
+            let id = nextID
+            nextID += 1
+            // One lookup: a key in flight always has a waiter (its leader at least).
+            let leads = Self.enter(&inFlight[key, default: []], id, makeWaiter)
+            if !leads { merged += 1 }
+            return leads ? .leader(id) : .follower(id)
+        }
+    }
+
+    private static func enter(_ waiters: inout [(id: WaiterID, waiter: Waiter)], _ id: WaiterID, _ makeWaiter: () -> Waiter) -> Bool {
+        let leads = waiters.isEmpty
+        waiters.append((id, leads ? { @Sendable _ in } : makeWaiter()))
+        return leads
+    }
+
     /// Delivers the result to every waiter still there and forgets the key.
     public func complete(_ key: Key, _ result: Result<Value, any Error>) {
         let waiters = lock.withLock { inFlight.removeValue(forKey: key) ?? [] }
