@@ -91,6 +91,11 @@ struct BenchGateway: ParsableCommand {
         }
         let gateway = try startGateway(echoPort: echoPort, processes)
         if let port = try startFastMCP(root: root, echoPort: echoPort, processes, &skipped) { ports["fastmcp"] = port }
+        // A real MCP server (FastMCP, the same echo tool), directly and behind a gateway of its own.
+        var realServer: (direct: Int, gateway: Int)?
+        if let port = try startFastMCPServer(processes, &skipped) {
+            realServer = (port, try startGateway(serverURL: "http://127.0.0.1:\(port)/mcp", processes))
+        }
 
         // Latency, one call at a time, every path in each round.
         let timeout = 120 + Double(requests) * 0.005
@@ -121,6 +126,13 @@ struct BenchGateway: ParsableCommand {
         let concurrent = [try measure("direct, \(connections) connections", echoPort, calls: requests, "hit", connections: connections),
                           try measure("mcpopt hit, \(connections) connections", gateway, calls: requests, "hit", connections: connections)]
 
+        // Against the real server: its own round trip beside a cache hit in front of it.
+        var realRows: [JSONValue] = []
+        if let realServer {
+            realRows = [try measure("fastmcp server, direct", realServer.direct, calls: fastmcpCalls, "miss", offset: 7_000_000_000),
+                        try measure("mcpopt hit, fastmcp behind", realServer.gateway, calls: requests, "hit")]
+        }
+
         // Cache hits through the C ABI, in a C host.
         var abiRows: [JSONValue] = []
         if !abiBuilt {
@@ -145,7 +157,8 @@ struct BenchGateway: ParsableCommand {
         let result: JSONValue = [
             "benchmark": "gateway", "requestsPerRow": .int(Int64(requests)), "fastmcpRequestsPerRow": .int(Int64(fastmcpCalls)),
             "machine": machine, "rounds": .array(roundResults), "concurrentHits": .array(concurrent),
-            "cAbiHits": .array(abiRows), "herd": herdResult.value ?? .null, "skipped": .array(skipped.map { .string($0) }),
+            "cAbiHits": .array(abiRows), "realServer": .array(realRows), "realServerHitOverDirect": Self.realServerRatio(realRows),
+            "herd": herdResult.value ?? .null, "skipped": .array(skipped.map { .string($0) }),
         ]
         if json {
             print(result.jsonString)
@@ -269,23 +282,22 @@ struct BenchGateway: ParsableCommand {
     /// This very program as `mcpopt serve`, caching the echo tool. Its rows are the point: no
     /// gateway, no benchmark.
     private func startGateway(echoPort: Int, _ processes: BenchProcesses) throws -> Int {
+        try startGateway(serverURL: "http://127.0.0.1:\(echoPort)/mcp", processes)
+    }
+
+    private func startGateway(serverURL: String, _ processes: BenchProcesses) throws -> Int {
         guard let port = BenchProcesses.freePort() else { throw ValidationError("no free port for the gateway") }
-        let config = #"{"mcpServers": {"echo": {"url": "http://127.0.0.1:\#(echoPort)/mcp"}}, "caching": {"tools": {"echo": "60s"}}}"#
-        try writeText("\(processes.directory)/mcpopt.json", config)
-        let child = try processes.start("mcpopt serve", [Demo.executablePath(), "serve", "--config", "\(processes.directory)/mcpopt.json", "--listen", "127.0.0.1:\(port)"])
+        let config = #"{"mcpServers": {"echo": {"url": "\#(serverURL)"}}, "caching": {"tools": {"echo": "60s"}}}"#
+        let file = "\(processes.directory)/mcpopt-\(port).json"
+        try writeText(file, config)
+        let child = try processes.start("mcpopt serve", [Demo.executablePath(), "serve", "--config", file, "--listen", "127.0.0.1:\(port)"])
         guard processes.waitUntilListening(port, child: child, seconds: 15) else { throw ValidationError("mcpopt serve did not listen: \(processes.tail(child))") }
         return port
     }
 
     private func startFastMCP(root: String, echoPort: Int, _ processes: BenchProcesses, _ skipped: inout [String]) throws -> Int? {
-        let candidates = [python, getenv("MCPOPT_PYTHON").map { String(cString: $0) }, "\(root)/.venv/bin/python", "python3"].compactMap { $0 }
-        guard let interpreter = candidates.lazy.compactMap({ BenchProcesses.find($0) }).first else {
-            skipped.append("FastMCP proxy row: no Python (give --python)")
-            return nil
-        }
-        let check = try processes.run("fastmcp check", [interpreter, "-c", "from fastmcp.server import create_proxy"], seconds: 60)
-        guard check.status == 0 else {
-            skipped.append("FastMCP proxy row: \(interpreter) cannot import fastmcp.server.create_proxy (give --python)")
+        guard let interpreter = try python(importing: "from fastmcp.server import create_proxy", root: root, processes) else {
+            skipped.append("FastMCP proxy row: no Python that can import fastmcp.server.create_proxy (give --python)")
             return nil
         }
         guard let port = BenchProcesses.freePort() else { return nil }
@@ -301,6 +313,42 @@ struct BenchGateway: ParsableCommand {
             return nil
         }
         return port
+    }
+
+    /// A FastMCP server (JSON responses) with the echo tool the client calls: what a direct
+    /// call to a real MCP server costs, to set beside a cache hit in front of it.
+    private func startFastMCPServer(_ processes: BenchProcesses, _ skipped: inout [String]) throws -> Int? {
+        guard let interpreter = try python(importing: "import fastmcp", root: (try? sourceTree()) ?? ".", processes) else {
+            skipped.append("real server rows: no Python that can import fastmcp (give --python)")
+            return nil
+        }
+        guard let port = BenchProcesses.freePort() else { return nil }
+        let script = """
+            from fastmcp import FastMCP
+            mcp = FastMCP("echo")
+            @mcp.tool(annotations={"readOnlyHint": True, "idempotentHint": True})
+            def echo(i: int) -> str:
+                return str(i)
+            mcp.run(transport="http", host="127.0.0.1", port=\(port), path="/mcp", show_banner=False, log_level="warning", json_response=True)
+
+            """
+        try writeText("\(processes.directory)/fastmcp_server.py", script)
+        let child = try processes.start("fastmcp server", [interpreter, "\(processes.directory)/fastmcp_server.py"])
+        guard processes.waitUntilListening(port, child: child, seconds: 60) else {
+            skipped.append("real server rows: the FastMCP server did not listen: \(processes.tail(child))")
+            return nil
+        }
+        return port
+    }
+
+    /// The first Python that runs `statement`: --python, $MCPOPT_PYTHON, the tree's .venv, python3.
+    private func python(importing statement: String, root: String, _ processes: BenchProcesses) throws -> String? {
+        let candidates = [python, getenv("MCPOPT_PYTHON").map { String(cString: $0) }, "\(root)/.venv/bin/python", "python3"].compactMap { $0 }
+        for candidate in candidates {
+            guard let interpreter = BenchProcesses.find(candidate) else { continue }
+            if try processes.run("python check", [interpreter, "-c", statement], seconds: 60).status == 0 { return interpreter }
+        }
+        return nil
     }
 
     // MARK: the thundering herd
@@ -385,6 +433,12 @@ struct BenchGateway: ParsableCommand {
         ]
     }
 
+    /// A hit in front of the real server ÷ the real server's own round trip (p50).
+    static func realServerRatio(_ rows: [JSONValue]) -> JSONValue {
+        guard rows.count == 2, let direct = rows[0]["p50Us"]?.doubleValue, let hit = rows[1]["p50Us"]?.doubleValue, direct > 0 else { return .null }
+        return .double((hit / direct * 1000).rounded() / 1000)
+    }
+
     static func table(_ result: JSONValue) -> String {
         func n(_ value: JSONValue?) -> String {
             guard let d = value?.doubleValue else { return "-" }
@@ -407,6 +461,11 @@ struct BenchGateway: ParsableCommand {
                 + "FastMCP added / miss added = \(n(g?["fastmcpAddedOverMissAdded"])) (>= 300); hit p50 / direct p50 = \(n(g?["hitP50OverDirectP50"])) (< 1)")
         }
         lines += ["", "cache hits, several connections at once", header] + (result["concurrentHits"]?.arrayValue ?? []).map(line)
+        let real = result["realServer"]?.arrayValue ?? []
+        if !real.isEmpty {
+            lines += ["", "against a real MCP server (FastMCP, the same echo tool)", header] + real.map(line)
+            lines.append("hit p50 / the real server's direct p50 = \(n(result["realServerHitOverDirect"])) (< 1)")
+        }
         let abi = result["cAbiHits"]?.arrayValue ?? []
         if !abi.isEmpty {
             lines += ["", "cache hits through the C ABI (mcpopt_optimize_request in a C host)"]
