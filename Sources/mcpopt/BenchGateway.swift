@@ -296,34 +296,20 @@ struct BenchGateway: ParsableCommand {
     }
 
     private func startFastMCP(root: String, echoPort: Int, _ processes: BenchProcesses, _ skipped: inout [String]) throws -> Int? {
-        guard let interpreter = try python(importing: "from fastmcp.server import create_proxy", root: root, processes) else {
-            skipped.append("FastMCP proxy row: no Python that can import fastmcp.server.create_proxy (give --python)")
-            return nil
-        }
-        guard let port = BenchProcesses.freePort() else { return nil }
-        let script = """
+        try startPython("FastMCP proxy row", file: "fastmcp_proxy.py", importing: "from fastmcp.server import create_proxy", root: root, processes, &skipped) { port in
+            """
             from fastmcp.server import create_proxy
             create_proxy("http://127.0.0.1:\(echoPort)/mcp").run(transport="http", host="127.0.0.1", port=\(port), path="/mcp", show_banner=False, log_level="warning", json_response=True)
 
             """
-        try writeText("\(processes.directory)/fastmcp_proxy.py", script)
-        let child = try processes.start("fastmcp proxy", [interpreter, "\(processes.directory)/fastmcp_proxy.py"])
-        guard processes.waitUntilListening(port, child: child, seconds: 60) else {
-            skipped.append("FastMCP proxy row: it did not listen: \(processes.tail(child))")
-            return nil
         }
-        return port
     }
 
     /// A FastMCP server (JSON responses) with the echo tool the client calls: what a direct
     /// call to a real MCP server costs, to set beside a cache hit in front of it.
     private func startFastMCPServer(_ processes: BenchProcesses, _ skipped: inout [String]) throws -> Int? {
-        guard let interpreter = try python(importing: "import fastmcp", root: (try? sourceTree()) ?? ".", processes) else {
-            skipped.append("real server rows: no Python that can import fastmcp (give --python)")
-            return nil
-        }
-        guard let port = BenchProcesses.freePort() else { return nil }
-        let script = """
+        try startPython("real server rows", file: "fastmcp_server.py", importing: "import fastmcp", root: (try? sourceTree()) ?? ".", processes, &skipped) { port in
+            """
             from fastmcp import FastMCP
             mcp = FastMCP("echo")
             @mcp.tool(annotations={"readOnlyHint": True, "idempotentHint": True})
@@ -332,10 +318,22 @@ struct BenchGateway: ParsableCommand {
             mcp.run(transport="http", host="127.0.0.1", port=\(port), path="/mcp", show_banner=False, log_level="warning", json_response=True)
 
             """
-        try writeText("\(processes.directory)/fastmcp_server.py", script)
-        let child = try processes.start("fastmcp server", [interpreter, "\(processes.directory)/fastmcp_server.py"])
+        }
+    }
+
+    /// Runs a Python script (given its port) with the first interpreter that can run
+    /// `importing`, and waits until it listens; nil, with the reason in `skipped`, otherwise.
+    private func startPython(_ rows: String, file: String, importing: String, root: String, _ processes: BenchProcesses, _ skipped: inout [String],
+                             script: (Int) -> String) throws -> Int? {
+        guard let interpreter = try python(importing: importing, root: root, processes) else {
+            skipped.append("\(rows): no Python that can run `\(importing)` (give --python)")
+            return nil
+        }
+        guard let port = BenchProcesses.freePort() else { return nil }
+        try writeText("\(processes.directory)/\(file)", script(port))
+        let child = try processes.start(file, [interpreter, "\(processes.directory)/\(file)"])
         guard processes.waitUntilListening(port, child: child, seconds: 60) else {
-            skipped.append("real server rows: the FastMCP server did not listen: \(processes.tail(child))")
+            skipped.append("\(rows): it did not listen: \(processes.tail(child))")
             return nil
         }
         return port
