@@ -474,12 +474,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         out.append(UInt8(ascii: " "))
         out.append(literal: Self.reason(status))
         out.append(literal: "\r\n")
-        for (name, value) in headers {
-            out.append(contentsOf: name.utf8)
-            out.append(literal: ": ")
-            out.append(contentsOf: value.utf8)
-            out.append(literal: "\r\n")
-        }
+        out.append(headerLines: headers)
         out.append(literal: "Content-Length: ")
         out.append(decimal: body.count)
         out.append(literal: keepAlive ? "\r\n\r\n" : "\r\nConnection: close\r\n\r\n")
@@ -526,10 +521,12 @@ func canonicalRequestID(_ token: [UInt8]) -> String? {
     func plain(_ b: UInt8) -> Bool {
         (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A) || b == 0x2D || b == 0x5F || b == 0x2E || b == 0x3A
     }
-    let digits = !token.isEmpty && token.count <= 15 && token.enumerated().allSatisfy { i, b in (b >= 0x30 && b <= 0x39) || (i == 0 && b == 0x2D && token.count > 1) }
-        && !(token.count > 1 && token[token[0] == 0x2D ? 1 : 0] == 0x30)
+    // An integer: an optional minus, then digits with no leading zero ("0" alone aside).
+    let magnitude = token.first == UInt8(ascii: "-") ? token.dropFirst() : token[...]
+    let integer = !magnitude.isEmpty && token.count <= 15 && magnitude.allSatisfy { $0 >= 0x30 && $0 <= 0x39 }
+        && (token.count == 1 || magnitude.first != UInt8(ascii: "0"))
     let string = token.count >= 2 && token.first == 0x22 && token.last == 0x22 && token.dropFirst().dropLast().allSatisfy(plain)
-    if digits || string { return String(decoding: token, as: UTF8.self) }
+    if integer || string { return String(decoding: token, as: UTF8.self) }
     return (try? JSONParser.parse(token))?.jsonString
 }
 

@@ -7,6 +7,16 @@ extension Array where Element == UInt8 {
         append(contentsOf: UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
     }
 
+    /// Appends HTTP header lines ("Name: value\r\n" each).
+    public mutating func append(headerLines headers: [(String, String)]) {
+        for (name, value) in headers {
+            append(contentsOf: name.utf8)
+            append(literal: ": ")
+            append(contentsOf: value.utf8)
+            append(literal: "\r\n")
+        }
+    }
+
     /// Appends `value` in decimal.
     public mutating func append(decimal value: Int) {
         if value < 0 { append(UInt8(ascii: "-")) }

@@ -7,7 +7,7 @@ public enum MessageEncoder {
         var out: [UInt8] = []
         out.reserveCapacity(64 + method.utf8.count + (params?.count ?? 0))
         out += #"{"jsonrpc":"2.0","id":"#.utf8
-        if case .int(let n) = id { appendInteger(n, to: &out) } else { out += id.json.utf8 }
+        if case .int(let n) = id { out.append(decimal: Int(n)) } else { out += id.json.utf8 }
         appendMethod(method, params: params, to: &out)
         return out
     }
@@ -47,22 +47,6 @@ public enum MessageEncoder {
         return Array(text.utf8)
     }
 
-    /// Decimal digits of `n`, written without making a String.
-    static func appendInteger(_ n: Int64, to out: inout [UInt8]) {
-        if n < 0 { out.append(UInt8(ascii: "-")) }
-        var magnitude = n.magnitude
-        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)   // 24 bytes: room for 20 digits
-        withUnsafeMutableBytes(of: &digits) { buffer in
-            var start = buffer.count
-            repeat {
-                start -= 1
-                buffer[start] = UInt8(ascii: "0") + UInt8(magnitude % 10)
-                magnitude /= 10
-            } while magnitude > 0
-            out += UnsafeRawBufferPointer(rebasing: buffer[start...])
-        }
-    }
-
     private static func appendMethod(_ method: String, params: UnsafeRawBufferPointer?, to out: inout [UInt8]) {
         out += #","method":"#.utf8
         // Method names are plain ASCII: copied as they are, escaped only when they need it.
@@ -85,13 +69,18 @@ public enum MessageEncoder {
     /// `message` with its id token replaced: how a request is renumbered for a backend hop
     /// and a response given back its caller's id, without re-encoding anything else.
     public static func replacingID(in view: MessageView, with idJSON: UnsafeRawBufferPointer) -> [UInt8] {
-        let source = view.source.buffer
-        guard let start = view.offset(of: view.idRaw) else { return Array(source) }
+        replacingID(in: view.source.buffer, at: view.offset(of: view.idRaw), count: view.idRaw.count, with: idJSON)
+    }
+
+    /// `source` with the `count` bytes of id token at `start` replaced (unchanged when nil):
+    /// for callers that kept where the id was but not the decoded view.
+    public static func replacingID(in source: UnsafeRawBufferPointer, at start: Int?, count: Int, with idJSON: UnsafeRawBufferPointer) -> [UInt8] {
+        guard let start else { return Array(source) }
         var out: [UInt8] = []
         out.reserveCapacity(source.count + idJSON.count)
         out.append(contentsOf: UnsafeRawBufferPointer(rebasing: source[..<start]))
         out.append(contentsOf: idJSON)
-        out.append(contentsOf: UnsafeRawBufferPointer(rebasing: source[(start + view.idRaw.count)...]))
+        out.append(contentsOf: UnsafeRawBufferPointer(rebasing: source[(start + count)...]))
         return out
     }
 

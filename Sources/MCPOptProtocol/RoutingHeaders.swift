@@ -89,7 +89,7 @@ public enum HTTPRequestWriter {
         out += " HTTP/1.1\r\nHost: ".utf8
         out += host.utf8
         out += "\r\nAccept: application/json, text/event-stream\r\nContent-Type: application/json\r\n".utf8
-        append(headers, to: &out)
+        out.append(headerLines: headers)
         return out
     }
 
@@ -100,9 +100,9 @@ public enum HTTPRequestWriter {
         for (name, value) in headers { size += name.utf8.count + value.utf8.count + 4 }
         out.reserveCapacity(size)
         out += head
-        append(headers, to: &out)
+        out.append(headerLines: headers)
         out += contentLength
-        appendDecimal(body.count, to: &out)
+        out.append(decimal: body.count)
         out += blankLine
         out += body
         return out
@@ -117,24 +117,12 @@ public enum HTTPRequestWriter {
         out += " HTTP/1.1\r\nHost: ".utf8
         out += host.utf8
         out += crlf
-        append(headers, to: &out)
+        out.append(headerLines: headers)
         out += crlf
         return out
     }
 
-    private static func append(_ headers: [(String, String)], to out: inout [UInt8]) {
-        for (name, value) in headers {
-            out += name.utf8
-            out += separator
-            out += value.utf8
-            out += crlf
-        }
-    }
-
-    static func appendDecimal(_ n: Int, to out: inout [UInt8]) { MessageEncoder.appendInteger(Int64(n), to: &out) }
-
     private static let contentLength = Array("Content-Length: ".utf8)
     private static let blankLine = Array("\r\n\r\n".utf8)
     private static let crlf = Array("\r\n".utf8)
-    private static let separator = Array(": ".utf8)
 }

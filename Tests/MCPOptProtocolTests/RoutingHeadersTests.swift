@@ -74,7 +74,7 @@ final class RoutingHeadersTests: XCTestCase {
         XCTAssertEqual(String(decoding: get, as: UTF8.self), "GET / HTTP/1.1\r\nHost: h:1\r\nAccept: text/event-stream\r\n\r\n")
         for n in [0, 7, 10, 99, 12345, 1 << 40] {
             var out: [UInt8] = []
-            HTTPRequestWriter.appendDecimal(n, to: &out)
+            out.append(decimal: n)
             XCTAssertEqual(String(decoding: out, as: UTF8.self), String(n))
         }
     }

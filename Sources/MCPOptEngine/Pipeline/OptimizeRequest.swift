@@ -885,15 +885,12 @@ struct AnswerShape {
         message.withUnsafeBytes { bytes in MessageDecoder.withPooled { decoder in (try? decoder.decode(bytes)).map(AnswerShape.init) } }
     }
 
-    /// `message` (the answer read) with the caller's id, as MessageEncoder.replacingID does it.
+    /// `message` (the answer read) with the caller's id.
     func replacingID(in message: [UInt8], with idJSON: [UInt8]) -> [UInt8] {
-        guard let start = idStart else { return message }
-        var out: [UInt8] = []
-        out.reserveCapacity(message.count + idJSON.count)
-        out += message[..<start]
-        out += idJSON
-        out += message[(start + idCount)...]
-        return out
+        guard idStart != nil else { return message }
+        return message.withUnsafeBytes { source in
+            idJSON.withUnsafeBytes { MessageEncoder.replacingID(in: source, at: idStart, count: idCount, with: $0) }
+        }
     }
 }
 
