@@ -366,7 +366,8 @@ extension Engine {
             return .answer(failure(id: view.idRaw.bytes, code: RPCErrorCode.invalidRequest, "optimizeRequest takes a JSON-RPC request (with an id and a method)"))
         }
         let id = Array(view.idRaw.buffer)
-        let allowed = allowedServerNames(options)
+        // The servers `options.servers` (names or groups) and the agent's profile allow; nil: all.
+        let allowed = runtime.directory.allowed(servers: options.servers, agent: options.agent)
 
         var candidates: [String]
         var tool: String?
@@ -503,11 +504,6 @@ extension Engine {
             return .answer(refreshing)
         }
         return .call(plan)
-    }
-
-    /// The server names an options' `servers` (names or groups) and agent profile allow; nil: all.
-    private func allowedServerNames(_ options: OptimizeOptions) -> Set<String>? {
-        runtime.directory.allowed(servers: options.servers, agent: options.agent)
     }
 
     /// Servers whose catalog satisfies `offers`, those with a closed circuit first.
