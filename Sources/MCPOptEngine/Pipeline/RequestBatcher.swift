@@ -14,7 +14,7 @@ final class RequestBatcher: @unchecked Sendable {
     let window: Duration
     private let upstream: any MCPUpstream
     private let lock = Lock()
-    private var open: [(request: UpstreamRequest, timeout: Duration, continuation: CheckedContinuation<Outcome, Never>)] = []   // guarded by lock
+    private var open: [Item] = []   // guarded by lock
     /// Bumped per batch sent: a timer only flushes the batch it was set for.
     private var generation = 0                                                                         // guarded by lock
     private let sentBatches: AtomicCounter
@@ -32,15 +32,20 @@ final class RequestBatcher: @unchecked Sendable {
     /// Batches sent so far, and the requests in them.
     var batches: (count: UInt64, requests: UInt64) { (sentBatches.load(), sentRequests.load()) }
 
+    private typealias Item = (request: UpstreamRequest, timeout: Duration, continuation: CheckedContinuation<Outcome, Never>)
+
     /// Joins the open batch and returns this request's response once the batch is answered.
     func submit(_ request: UpstreamRequest, timeout: Duration) async -> Outcome {
         await withCheckedContinuation { (continuation: CheckedContinuation<Outcome, Never>) in
-            let (full, startTimer, batch) = lock.withLock { () -> (Bool, Bool, Int) in
+            // A full batch is taken under the same lock that filled it: another request cannot
+            // join it between the two (batches of maxSize + 1 were seen under ThreadSanitizer).
+            let (full, startTimer, batch) = lock.withLock { () -> ([Item], Bool, Int) in
                 open.append((request, timeout, continuation))
-                return (open.count >= maxSize, open.count == 1, generation)
+                if open.count >= maxSize { return (takeOpen(), false, generation) }
+                return ([], open.count == 1, generation)
             }
-            if full {
-                flush(batch)
+            if !full.isEmpty {
+                send(full)
             } else if startTimer {
                 let window = window
                 Task { [weak self] in
@@ -51,15 +56,20 @@ final class RequestBatcher: @unchecked Sendable {
         }
     }
 
-    /// Sends batch `batch` if it is still the open one.
+    /// Sends batch `batch` if it is still the open one (its window ended).
     private func flush(_ batch: Int) {
-        let taken = lock.withLock { () -> [(request: UpstreamRequest, timeout: Duration, continuation: CheckedContinuation<Outcome, Never>)] in
-            guard batch == generation, !open.isEmpty else { return [] }
-            generation += 1
-            defer { open.removeAll(keepingCapacity: true) }
-            return open
-        }
-        guard !taken.isEmpty else { return }
+        let taken = lock.withLock { batch == generation ? takeOpen() : [] }
+        if !taken.isEmpty { send(taken) }
+    }
+
+    /// The open batch, closed (the next request starts another). Under the lock.
+    private func takeOpen() -> [Item] {
+        generation += 1
+        defer { open.removeAll(keepingCapacity: true) }
+        return open
+    }
+
+    private func send(_ taken: [Item]) {
         sentBatches.add()
         sentRequests.add(UInt64(taken.count))
         let upstream = upstream
