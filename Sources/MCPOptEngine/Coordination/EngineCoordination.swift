@@ -296,8 +296,12 @@ extension Engine {
 struct ServerParticipant: TransactionParticipant {
     let engine: Engine
     let server: String
-    /// Bounds a prepare (the transaction's timeout).
+    /// The transaction's prepare timeout. The coordinator's deadline enforces it; the call
+    /// itself is bounded a second later, so the two equal timers never race and a slow
+    /// participant is always reported as the prepare timing out (the coordinator cancels the
+    /// call when its deadline passes).
     var timeout: Duration = .seconds(30)
+    private var callTimeout: Duration { timeout + .seconds(1) }
     var id: String { server }
     /// Bounds a commit or abort: the request timeout, not the prepare's (a participant still
     /// busy with a late prepare must still hear the abort).
@@ -317,7 +321,7 @@ struct ServerParticipant: TransactionParticipant {
 
     func prepare(transaction: String, payload: [UInt8]?) async throws -> Vote {
         let payloadValue = payload.flatMap { try? JSONParser.parse($0) } ?? .null
-        let a = await engine.callTool("tx_prepare", arguments: ["transaction_id": .string(transaction), "payload": payloadValue], on: server, timeout: timeout)
+        let a = await engine.callTool("tx_prepare", arguments: ["transaction_id": .string(transaction), "payload": payloadValue], on: server, timeout: callTimeout)
         guard a.success else { throw Refused(description: a.error ?? "tx_prepare failed") }
         let answer = Self.answer(a)
         guard let vote = answer?["vote"]?.stringValue else { throw Refused(description: "tx_prepare answered without a vote") }
