@@ -23,10 +23,17 @@ struct BenchCache: ParsableCommand {
     @Option(help: "Seconds per throughput run.")
     var seconds = 1.0
 
+    @Flag(help: "Also run every hit-ratio workload at a quarter, half, twice and four times its budget (about a minute more).")
+    var sweep = false
+
     func run() throws {
         let speed = try SpeedBench(keyCount: keys, seconds: seconds).run()
-        let quality = try HitRatioBench(requests: requests).run()
-        let result: JSONValue = ["benchmark": "cache", "speed": speed, "hitRatio": quality]
+        let bench = HitRatioBench(requests: requests)
+        let quality = try bench.run()
+        let sweepRows: JSONValue? = sweep ? try bench.run(budgetFactors: HitRatioBench.sweepFactors) : nil
+        var fields: JSONObject = ["benchmark": "cache", "speed": speed, "hitRatio": quality]
+        if let sweepRows { fields["hitRatioSweep"] = sweepRows }
+        let result = JSONValue.object(fields)
         if json {
             print(result.jsonString)
             return
@@ -46,6 +53,21 @@ struct BenchCache: ParsableCommand {
                 + (n(row["scanShare"]) + "%").leftPad(7) + (n(row["mcpopt"]) + "%").leftPad(9) + (n(row["lru"]) + "%").leftPad(9)
                 + (n(row["pointsAboveLRU"]) + " pts").leftPad(12) + (n(row["slabLRU"]) + "%").leftPad(11) + (n(row["pointsAboveSlabLRU"]) + " pts").leftPad(12)
                 + (n(row["mcpoptReusable"]) + "%").leftPad(18) + (n(row["lruReusable"]) + "%").leftPad(8) + (n(row["slabLRUReusable"]) + "%").leftPad(10))
+        }
+        guard let sweepRows = sweepRows?.arrayValue else { return }
+        print("")
+        print("hit ratio by budget (points above LRU; above slab LRU in parentheses)")
+        let factors = HitRatioBench.sweepFactors
+        print("  " + "workload".padding(36) + factors.map { "x\(JSONWriter.number($0))".leftPad(20) }.joined())
+        var index = 0
+        while index < sweepRows.count {
+            let group = sweepRows[index..<min(index + factors.count, sweepRows.count)]
+            var line = "  " + (group.first?["workload"]?.stringValue ?? "").padding(36)
+            for row in group {
+                line += "\(n(row["budgetMiB"])) MiB \(n(row["pointsAboveLRU"])) (\(n(row["pointsAboveSlabLRU"])))".leftPad(20)
+            }
+            print(line)
+            index += factors.count
         }
     }
 }
@@ -188,10 +210,13 @@ private struct HitRatioBench {
 
     struct Workload {
         let name: String
-        let budget: Int
+        var budget: Int
         let ids: [UInt64]
         let size: (UInt64) -> Int
     }
+
+    /// The budgets of `--sweep`, as multiples of each workload's own.
+    static let sweepFactors: [Double] = [0.25, 0.5, 1, 2, 4]
 
     /// Keys read once by a scan (ids from one million up in the scan workloads, ten million in
     /// the agent trace): no policy can hit them, so the hit ratio of the other requests is
@@ -253,9 +278,12 @@ private struct HitRatioBench {
         return list
     }
 
-    func run() throws -> JSONValue {
+    /// One row per workload, or per workload and budget factor (in that order) when given.
+    func run(budgetFactors: [Double] = [1]) throws -> JSONValue {
         var rows: [JSONValue] = []
-        for workload in workloads() {
+        for (base, factor) in workloads().flatMap({ base in budgetFactors.map { (base, $0) } }) {
+            var workload = base
+            workload.budget = Int(Double(base.budget) * factor)
             let ours = try simulateOurs(workload)
             let lru = simulateLRU(workload, slab: nil)
             // The same LRU paying the slab's rounding (memcached's policy on the same memory):
