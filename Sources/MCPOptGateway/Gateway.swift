@@ -337,8 +337,10 @@ public final class Gateway: MCPService, @unchecked Sendable {
         case resume(id: [UInt8], method: String, state: String, responses: JSONObject)
     }
 
-    /// A request routed and planned, waiting for its server.
-    public struct Pending: Sendable {
+    /// A request routed and planned, waiting for its server. A class: the front keeps it
+    /// across an await, and each copy of its dozen fields was as many retains. Filled in by
+    /// `handleImmediately`, read-only afterwards, hence @unchecked Sendable.
+    public final class Pending: @unchecked Sendable {
         fileprivate enum Work: Sendable {
             case prepared(Engine.PendingRequest)
             /// The engine was still starting: it plans the request itself once started.
@@ -361,6 +363,12 @@ public final class Gateway: MCPService, @unchecked Sendable {
         /// the caller's request id.
         fileprivate var bridge: InputBridge?
         fileprivate var requestID: [UInt8] = []
+
+        fileprivate init(work: Work, method: String, modern: Bool) {
+            self.work = work
+            self.method = method
+            self.modern = modern
+        }
     }
 
     /// Answers at once what needs no I/O (protocol messages, lists, cache hits), on the
@@ -375,7 +383,7 @@ public final class Gateway: MCPService, @unchecked Sendable {
                 return .answered(answers.error(id: id, code: RPCErrorCode.invalidParams,
                                                "unknown or expired requestState: a call waits for input \(inputBridges.expiry) at most, and each state is good for one retry"))
             }
-            var pending = Pending(work: .resume(bridge, responses: responses), method: method, modern: true)
+            let pending = Pending(work: .resume(bridge, responses: responses), method: method, modern: true)
             pending.requestID = id
             return .pending(pending)
         case .engine(var request, let id, let method, let servers, let modern):
@@ -398,7 +406,7 @@ public final class Gateway: MCPService, @unchecked Sendable {
                 if method == "resources/subscribe" { undoRefusedSubscription(response.message, request: request, session: caller.session ?? "") }
                 return .answered(modern ? Self.completingModernResult(response.message, method: method) : response.message)
             }
-            var pending: Pending
+            let pending: Pending
             if case .pending(let planned)? = prepared {
                 pending = Pending(work: .prepared(planned), method: method, modern: modern)
             } else {

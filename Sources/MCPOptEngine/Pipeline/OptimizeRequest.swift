@@ -254,10 +254,15 @@ extension Engine {
         }
     }
 
-    /// A request planned by `prepareRequest` that needs a server.
-    public struct PendingRequest: Sendable {
+    /// A request planned by `prepareRequest` that needs a server (a reference: fronts keep it
+    /// across an await, and copies of its plan were a dozen retains each).
+    public final class PendingRequest: Sendable {
         fileprivate let plan: Plan
         fileprivate let started: UInt64
+        fileprivate init(plan: Plan, started: UInt64) {
+            self.plan = plan
+            self.started = started
+        }
     }
 
     public enum Prepared: Sendable {
@@ -301,8 +306,11 @@ extension Engine {
         return response
     }
 
-    /// Everything decided before any I/O.
-    struct Plan: Sendable {
+    /// Everything decided before any I/O. A class: a plan is passed through several async
+    /// frames (execute, callUpstream, attempt, hedges), and copying its twenty fields cost a
+    /// dozen retains each time; one reference costs one. Filled in by `plan` and read-only once
+    /// it leaves it, hence @unchecked Sendable.
+    final class Plan: @unchecked Sendable {
         var id: [UInt8]
         var method: String
         var params: [UInt8]?
@@ -323,7 +331,7 @@ extension Engine {
         var storeTags: [String]
         var timeout: Duration
         /// The caller set the timeout (adaptive timeouts leave it alone).
-        var explicitTimeout = false
+        var explicitTimeout: Bool
         var session: String?
         /// A refresh ahead of expiry (warming), not a caller's request.
         var refresh = false
@@ -339,6 +347,27 @@ extension Engine {
         /// How to ask the caller's client (server requests), and who that client is.
         var askClient: ServerRequestRoutes.Ask?
         var caller = ""
+
+
+        init(id: [UInt8], method: String, params: [UInt8]?, tool: String?, candidates: [String], group: String,
+             lookup: CachePolicy.Lookup?, ticket: FillTicket?, safe: Bool, hedgeable: Bool, invalidates: [String],
+             storeTags: [String], timeout: Duration, explicitTimeout: Bool, session: String?) {
+            self.id = id
+            self.method = method
+            self.params = params
+            self.tool = tool
+            self.candidates = candidates
+            self.group = group
+            self.lookup = lookup
+            self.ticket = ticket
+            self.safe = safe
+            self.hedgeable = hedgeable
+            self.invalidates = invalidates
+            self.storeTags = storeTags
+            self.timeout = timeout
+            self.explicitTimeout = explicitTimeout
+            self.session = session
+        }
 
         /// Latency statistics key: this tool (or method) on this group.
         var latencyKey: String { group + "/" + (tool ?? method) }
@@ -478,7 +507,7 @@ extension Engine {
         } else if method.hasSuffix("/list") {
             storeTags = ["l:" + group]
         }
-        var plan = Plan(id: id, method: method, params: view.params.bytes, tool: tool, candidates: candidates, group: group, lookup: lookup,
+        let plan = Plan(id: id, method: method, params: view.params.bytes, tool: tool, candidates: candidates, group: group, lookup: lookup,
                         ticket: lookup.map { cache.ticket(for: $0.key) }, safe: safe, hedgeable: hedgeable, invalidates: invalidates, storeTags: storeTags,
                         timeout: options.timeout ?? config.optimization.requestTimeout, explicitTimeout: options.timeout != nil,
                         session: options.session)
