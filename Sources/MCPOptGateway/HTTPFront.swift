@@ -38,18 +38,20 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
     /// prefers it as executor), so give it to the engine (`Engine.useEventLoop`) and an
     /// upstream call needs no thread hop at all.
     public let loop: EventLoop
-    private var listener: Int32 = -1
+    // The front's own state lives on the loop thread (no dynamic exclusivity checks, as in
+    // `HTTPConnection`).
+    @exclusivity(unchecked) private var listener: Int32 = -1
     /// The accept stream on `listener` (cancelled before it is closed: it holds the socket).
-    private var acceptToken: UInt64 = 0
-    private var connections: [Int32: HTTPConnection] = [:]   // loop thread only
+    @exclusivity(unchecked) private var acceptToken: UInt64 = 0
+    @exclusivity(unchecked) private var connections: [Int32: HTTPConnection] = [:]   // loop thread only
     /// Requests waiting on a server, by session and request id, so that a client's
     /// `notifications/cancelled` (a POST of its own) can stop one. Loop thread only.
-    private var running: [String: HTTPConnection] = [:]
+    @exclusivity(unchecked) private var running: [String: HTTPConnection] = [:]
     /// Servers' requests to clients, sent on the stream of the request they came during.
     private let asker = ClientAsker()
     /// Each session's GET stream (one; a new one replaces it). Loop thread only.
-    private var sessionStreams: [String: HTTPConnection] = [:]
-    private var stopped = false                          // loop thread only
+    @exclusivity(unchecked) private var sessionStreams: [String: HTTPConnection] = [:]
+    @exclusivity(unchecked) private var stopped = false                          // loop thread only
 
     public init(service: Service, settings: Settings) throws(IOError) {
         self.service = service
@@ -543,31 +545,33 @@ private let cancelledWord = Array("notifications/cancelled".utf8)
 /// class has its metadata looked up at run time, and dictionaries of it are not specialized
 /// (callgrind counted seven unspecialized lookups a request).
 final class HTTPConnection: @unchecked Sendable {
+    // Its state is confined to the loop thread, so Swift's dynamic exclusivity checks (about
+    // 95 instructions an access, a dozen accesses a request) could never fire: unchecked.
     let fd: Int32
     let parser = HTTPParser(.request)
-    var pending: [UInt8] = []
-    var body: [UInt8] = []
-    var busy = false
+    @exclusivity(unchecked) var pending: [UInt8] = []
+    @exclusivity(unchecked) var body: [UInt8] = []
+    @exclusivity(unchecked) var busy = false
     /// The answer became an SSE stream (a notification came before it): chunks follow.
-    var streaming = false
+    @exclusivity(unchecked) var streaming = false
     /// The answer was given: later notifications for the request are dropped.
-    var answered = false
+    @exclusivity(unchecked) var answered = false
     /// Writes in order: one at a time, the rest wait here.
-    var outbox: [(bytes: [UInt8], then: ((Bool) -> Void)?)] = []
-    var writing = false
+    @exclusivity(unchecked) var outbox: [(bytes: [UInt8], then: ((Bool) -> Void)?)] = []
+    @exclusivity(unchecked) var writing = false
     /// The session whose GET stream this connection carries, if it is one.
-    var streamOf: String?
+    @exclusivity(unchecked) var streamOf: String?
     /// The connection's receive stream is on (one submission for many reads; it stays on
     /// while a request runs, to notice the client going away).
-    var reading = false
-    var readToken: UInt64 = 0
+    @exclusivity(unchecked) var reading = false
+    @exclusivity(unchecked) var readToken: UInt64 = 0
     /// The stream was stopped because too much arrived while a request ran; it starts
     /// again when the request is answered.
-    var paused = false
+    @exclusivity(unchecked) var paused = false
     /// Closed while the stream was on: the descriptor is closed when the stream ends.
-    var closeAfterRead = false
+    @exclusivity(unchecked) var closeAfterRead = false
     /// The request waiting on a server, and whether the client cancelled it.
-    var task: Task<Void, Never>?
-    var cancelled = false
+    @exclusivity(unchecked) var task: Task<Void, Never>?
+    @exclusivity(unchecked) var cancelled = false
     init(fd: Int32) { self.fd = fd }
 }

@@ -26,36 +26,37 @@ public final class HTTPUpstream: @unchecked Sendable {
     private let headers: [(String, String)]
     private let mode: ClientSession.Mode
 
-    // Loop-thread state.
-    private var session: StreamableHTTPSession
-    private var address: [UInt8]?
-    private var addressFamily: Int32 = AF_INET
-    private var idle: [Connection] = []
+    // Loop-thread state: confined, so Swift's dynamic exclusivity checks (about 95
+    // instructions an access) could never fire here; unchecked.
+    @exclusivity(unchecked) private var session: StreamableHTTPSession
+    @exclusivity(unchecked) private var address: [UInt8]?
+    @exclusivity(unchecked) private var addressFamily: Int32 = AF_INET
+    @exclusivity(unchecked) private var idle: [Connection] = []
     /// Every open connection, busy or idle (shutdown closes them all, also streams a server
     /// keeps open after its answer).
-    private var connections: [ObjectIdentifier: Connection] = [:]
+    @exclusivity(unchecked) private var connections: [ObjectIdentifier: Connection] = [:]
     private var open: Int { connections.count }
-    private var waiting: [(StreamableHTTPSession.ExchangeID, [UInt8])] = []
+    @exclusivity(unchecked) private var waiting: [(StreamableHTTPSession.ExchangeID, [UInt8])] = []
     private lazy var waiters = RequestWaiters(loop: loop)
-    private var started = false
-    private var stopping = false
+    @exclusivity(unchecked) private var started = false
+    @exclusivity(unchecked) private var stopping = false
     /// How long before the GET stream is opened again after it ended (doubles to 30 s).
-    private var streamBackoff: Duration = .seconds(1)
+    @exclusivity(unchecked) private var streamBackoff: Duration = .seconds(1)
 
     /// One keep-alive connection and the exchange it carries.
     private final class Connection {
         let fd: Int32
         let parser = HTTPParser(.response)
-        var exchange: StreamableHTTPSession.ExchangeID?
-        var request: [UInt8] = []
-        var headReported = false
-        var receivedAny = false
-        var reused = false
+        @exclusivity(unchecked) var exchange: StreamableHTTPSession.ExchangeID?
+        @exclusivity(unchecked) var request: [UInt8] = []
+        @exclusivity(unchecked) var headReported = false
+        @exclusivity(unchecked) var receivedAny = false
+        @exclusivity(unchecked) var reused = false
         /// The connection's receive stream, on from connect to close (one submission for all
         /// its answers; while idle it notices the server closing).
-        var receiveToken: UInt64 = 0
+        @exclusivity(unchecked) var receiveToken: UInt64 = 0
         /// Shutting down: the answer to DELETE (or the end) is waited for here.
-        var onShutdownAnswer: (() -> Void)?
+        @exclusivity(unchecked) var onShutdownAnswer: (() -> Void)?
         init(fd: Int32) { self.fd = fd }
     }
 

@@ -8,6 +8,9 @@ import MCPOptProtocol
 ///
 /// Not thread-safe: its owner (a transport's connection) serializes calls.
 public final class ClientSession {
+    // Not thread-safe by design (its owner serializes calls) and it calls out to no one while
+    // it changes its state, so Swift's dynamic exclusivity checks (about 95 instructions an
+    // access) could never fire: its stored state is unchecked.
     public enum Mode: Sendable, Equatable {
         /// Like the official SDKs: try `server/discover`, fall back to `initialize`.
         case auto
@@ -59,36 +62,36 @@ public final class ClientSession {
 
     public let mode: Mode
     public let identity: Identity
-    public private(set) var phase: Phase = .new
-    public private(set) var version: ProtocolVersion?
+    @exclusivity(unchecked) public private(set) var phase: Phase = .new
+    @exclusivity(unchecked) public private(set) var version: ProtocolVersion?
     public var era: ProtocolEra? { version?.era }
-    public private(set) var serverInfo: JSONValue?
-    public private(set) var serverCapabilities: JSONValue?
-    public private(set) var instructions: String?
+    @exclusivity(unchecked) public private(set) var serverInfo: JSONValue?
+    @exclusivity(unchecked) public private(set) var serverCapabilities: JSONValue?
+    @exclusivity(unchecked) public private(set) var instructions: String?
 
     private let decoder = MessageDecoder()
     private let scratch = MessageDecoder()
-    private var nextID: Int64 = 1
+    @exclusivity(unchecked) private var nextID: Int64 = 1
     /// Our id -> the caller's token; negotiation requests use no token.
-    private var pending: [Int64: UInt64] = [:]
+    @exclusivity(unchecked) private var pending: [Int64: UInt64] = [:]
     /// The caller's request encoded last (its token, and the id it went out under).
-    private var lastEncoded: (token: UInt64, id: Int64)?
-    private var negotiationID: Int64?
-    private var queued: [(token: UInt64, request: UpstreamRequest)] = []
+    @exclusivity(unchecked) private var lastEncoded: (token: UInt64, id: Int64)?
+    @exclusivity(unchecked) private var negotiationID: Int64?
+    @exclusivity(unchecked) private var queued: [(token: UInt64, request: UpstreamRequest)] = []
 
     // Modern era: what a handshake-era server sends on its own (list changes, updates of
     // subscribed resources) comes on a `subscriptions/listen` stream the session keeps open.
     // Its filter names the subscribed URIs, so a change of subscriptions opens a new stream;
     // the old one is stopped once the new one is acknowledged (no gap in between).
     /// The listen stream in use (its request id), and the one it replaces.
-    public private(set) var listenID: Int64?
-    private var retiringListen: Int64?
+    @exclusivity(unchecked) public private(set) var listenID: Int64?
+    @exclusivity(unchecked) private var retiringListen: Int64?
     /// The owner wants the stream (it asked with `startListening`).
-    private var listenWanted = false
+    @exclusivity(unchecked) private var listenWanted = false
     /// The server refused `subscriptions/listen` (method not found).
-    private var listenRefused = false
+    @exclusivity(unchecked) private var listenRefused = false
     /// URIs subscribed with `resources/subscribe` (answered here in the modern era).
-    public private(set) var subscribedURIs: Set<String> = []
+    @exclusivity(unchecked) public private(set) var subscribedURIs: Set<String> = []
 
     public init(mode: Mode = .auto, identity: Identity = Identity()) {
         self.mode = mode

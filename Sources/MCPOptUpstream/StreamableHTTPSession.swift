@@ -13,6 +13,8 @@ import MCPOptProtocol
 ///
 /// Not thread-safe: the owner serializes calls.
 public final class StreamableHTTPSession {
+    // Serialized by its owner and calling out to no one (as `ClientSession`): no dynamic
+    // exclusivity checks on its stored state.
     public typealias ExchangeID = UInt64
 
     /// Where the server's MCP endpoint is (http only; the engine maps its configuration here).
@@ -54,16 +56,16 @@ public final class StreamableHTTPSession {
     private let authority: String
     private let mode: ClientSession.Mode
     private let identity: ClientSession.Identity
-    private var session: ClientSession
+    @exclusivity(unchecked) private var session: ClientSession
     private let decoder = MessageDecoder()
-    public private(set) var sessionID: String?
-    private var nextExchange: ExchangeID = 1
-    private var exchanges: [ExchangeID: Exchange] = [:]
+    @exclusivity(unchecked) public private(set) var sessionID: String?
+    @exclusivity(unchecked) private var nextExchange: ExchangeID = 1
+    @exclusivity(unchecked) private var exchanges: [ExchangeID: Exchange] = [:]
     /// The GET stream: open now, or refused by the server for this session (405).
-    private var streamOpen = false
-    private var streamRefused = false
+    @exclusivity(unchecked) private var streamOpen = false
+    @exclusivity(unchecked) private var streamRefused = false
     /// Tool name -> arguments mirrored into Mcp-Param-* headers, learned from tools/list.
-    private var parameterHeaders: [String: [(argument: String, header: String)]] = [:]
+    @exclusivity(unchecked) private var parameterHeaders: [String: [(argument: String, header: String)]] = [:]
 
     private struct Exchange {
         /// The JSON-RPC id of the request it carries (nil for notifications and responses).
