@@ -14,12 +14,12 @@ public final class Gateway: MCPService, @unchecked Sendable {
     private let answers: ProtocolAnswers
 
     private let lock = Lock()
-    private var tools = ToolNamespace(offers: [])       // guarded by lock
-    private var prompts = ToolNamespace(offers: [])     // guarded by lock
-    private var builtFrom = -1                          // guarded by lock (catalog generation)
+    @exclusivity(unchecked) private var tools = ToolNamespace(offers: [])       // guarded by lock
+    @exclusivity(unchecked) private var prompts = ToolNamespace(offers: [])     // guarded by lock
+    @exclusivity(unchecked) private var builtFrom = -1                          // guarded by lock (catalog generation)
     /// Groups with a server in a handshake-era session: the ones that may ask a client during a
     /// call (a modern-era server asks with input_required instead).
-    private var handshakeGroups: Set<String> = []       // guarded by lock
+    @exclusivity(unchecked) private var handshakeGroups: Set<String> = []       // guarded by lock
 
     /// List changes are announced (to modern clients' listen streams, and to handshake-era
     /// sessions with a stream of their own: stdio, an HTTP session's GET stream).
@@ -48,8 +48,8 @@ public final class Gateway: MCPService, @unchecked Sendable {
         let filter: ListenFilter
         let send: @Sendable ([UInt8]) -> Void
         private let lock = Lock()
-        private var ended = false                                  // guarded by lock
-        private var waiter: CheckedContinuation<Void, Never>?     // guarded by lock
+        @exclusivity(unchecked) private var ended = false                                  // guarded by lock
+        @exclusivity(unchecked) private var waiter: CheckedContinuation<Void, Never>?     // guarded by lock
 
         init(id: [UInt8], key: String, filter: ListenFilter, send: @escaping @Sendable ([UInt8]) -> Void) {
             self.id = id
@@ -143,8 +143,8 @@ public final class Gateway: MCPService, @unchecked Sendable {
         init(_ message: String) { self.message = message }
     }
 
-    private var listens: [String: ListenStream] = [:]   // guarded by lock
-    private var nextListen = 0                          // guarded by lock
+    @exclusivity(unchecked) private var listens: [String: ListenStream] = [:]   // guarded by lock
+    @exclusivity(unchecked) private var nextListen = 0                          // guarded by lock
     /// Open listen streams at most (each holds a connection); more are refused.
     public var maxListenStreams = 1024
 
@@ -227,7 +227,7 @@ public final class Gateway: MCPService, @unchecked Sendable {
     /// Resource subscriptions of client sessions ("" for stdio's one client), by URI. The
     /// backend session is shared: the server is asked to subscribe when the first client
     /// session subscribes and to unsubscribe when the last one leaves.
-    private var subscribers: [String: Set<String>] = [:]   // guarded by lock
+    @exclusivity(unchecked) private var subscribers: [String: Set<String>] = [:]   // guarded by lock
 
     /// A server said a resource changed: every client session subscribed to it hears it.
     private func resourceUpdated(_ uri: String, _ message: [UInt8]) {
@@ -256,9 +256,9 @@ public final class Gateway: MCPService, @unchecked Sendable {
     static let logLevels = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
     /// Per client session ("" for the one client of stdio): the log level it chose and where
     /// messages outside of requests go (stdio's output, an HTTP session's GET stream).
-    private var logLevels: [String: Int] = [:]                              // guarded by lock
-    private var sessionStreams: [String: @Sendable ([UInt8]) -> Void] = [:]  // guarded by lock
-    private var relayingLogs = false                                         // guarded by lock
+    @exclusivity(unchecked) private var logLevels: [String: Int] = [:]                              // guarded by lock
+    @exclusivity(unchecked) private var sessionStreams: [String: @Sendable ([UInt8]) -> Void] = [:]  // guarded by lock
+    @exclusivity(unchecked) private var relayingLogs = false                                         // guarded by lock
 
     /// Relays servers' log messages to a front that can send notifications at any time (stdio),
     /// once its client chose a level (`logging/setLevel`): messages at that level or above, the

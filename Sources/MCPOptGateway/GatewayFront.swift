@@ -59,8 +59,8 @@ public final class GatewayFront: @unchecked Sendable {
     public var onSessionEnded: (@Sendable (String) -> Void)?
     private let knownMethods: Set<String>
     private let lock = Lock()
-    private var sessions: [String: Session] = [:]      // guarded by lock
-    private var ended: Set<String> = []                 // guarded by lock
+    @exclusivity(unchecked) private var sessions: [String: Session] = [:]      // guarded by lock
+    @exclusivity(unchecked) private var ended: Set<String> = []                 // guarded by lock
     private let maxSessions: Int
     private var random = SystemRandomNumberGenerator()
 

@@ -7,7 +7,7 @@ import MCPOptSync
 public final class LatencyHistogram: @unchecked Sendable {
     private let lock = Lock()
     /// Everything in one value, so a recording is one (exclusivity-checked) access.
-    private var state = State()   // guarded by lock
+    @exclusivity(unchecked) private var state = State()   // guarded by lock
 
     private struct State {
         var histogram = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 600_000_000_000, numberOfSignificantValueDigits: .three)

@@ -25,7 +25,8 @@ public struct DecodeError: Error, Sendable, Equatable, CustomStringConvertible {
 /// connection), never shared. Views it returns are valid until its next call.
 public final class MessageDecoder {
     private let decoder: OpaquePointer
-    private var message = mco_rpc_message()
+    // Never shared (see above): no dynamic exclusivity checks on it, two accesses a decode.
+    @exclusivity(unchecked) private var message = mco_rpc_message()
 
     public init() {
         guard let d = mco_rpc_decoder_new() else { fatalError("out of memory creating a message decoder") }

@@ -119,9 +119,9 @@ final class ConcurrencyLimiter: @unchecked Sendable {
     private let lock = Lock()
     private let limit: Int
     private let queueLimit: Int
-    private var active = 0                                            // guarded by lock
-    private var levels = [Level](repeating: Level(), count: 4)        // guarded by lock: critical...low
-    private var queued = 0                                            // guarded by lock
+    @exclusivity(unchecked) private var active = 0                                            // guarded by lock
+    @exclusivity(unchecked) private var levels = [Level](repeating: Level(), count: 4)        // guarded by lock: critical...low
+    @exclusivity(unchecked) private var queued = 0                                            // guarded by lock
 
     init(limit: Int, queueLimit: Int) {
         self.limit = max(1, limit)

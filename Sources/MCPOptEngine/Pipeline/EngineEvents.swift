@@ -22,8 +22,8 @@ public struct EngineEvent: Sendable {
 public final class EventBus: @unchecked Sendable {
     public typealias Handler = @Sendable (EngineEvent) -> Void
     private let lock = Lock()
-    private var handlers: [(id: UInt64, handler: Handler)] = []   // guarded by lock
-    private var nextID: UInt64 = 1                                // guarded by lock
+    @exclusivity(unchecked) private var handlers: [(id: UInt64, handler: Handler)] = []   // guarded by lock
+    @exclusivity(unchecked) private var nextID: UInt64 = 1                                // guarded by lock
     private let count = AtomicCounter()
 
     public init() {}

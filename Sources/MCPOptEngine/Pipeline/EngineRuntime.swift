@@ -65,32 +65,32 @@ final class EngineRuntime: @unchecked Sendable {
     let pins = ContinuationPins()
     let progress = ProgressRelay()
     /// Who hears servers' log messages (`notifications/message`), with the server's name.
-    private var logListener: (@Sendable (_ server: String, _ message: [UInt8]) -> Void)?   // guarded by lock
+    @exclusivity(unchecked) private var logListener: (@Sendable (_ server: String, _ message: [UInt8]) -> Void)?   // guarded by lock
     func setLogListener(_ l: (@Sendable (String, [UInt8]) -> Void)?) { lock.withLock { logListener = l } }
     var currentLogListener: (@Sendable (String, [UInt8]) -> Void)? { lock.withLock { logListener } }
-    private var resourceListener: (@Sendable (_ uri: String, _ message: [UInt8]) -> Void)?   // guarded by lock
+    @exclusivity(unchecked) private var resourceListener: (@Sendable (_ uri: String, _ message: [UInt8]) -> Void)?   // guarded by lock
     func setResourceListener(_ l: (@Sendable (String, [UInt8]) -> Void)?) { lock.withLock { resourceListener = l } }
     var currentResourceListener: (@Sendable (String, [UInt8]) -> Void)? { lock.withLock { resourceListener } }
-    private var listChangeListener: (@Sendable (_ method: String) -> Void)?   // guarded by lock
+    @exclusivity(unchecked) private var listChangeListener: (@Sendable (_ method: String) -> Void)?   // guarded by lock
     func setListChangeListener(_ l: (@Sendable (String) -> Void)?) { lock.withLock { listChangeListener = l } }
     var currentListChangeListener: (@Sendable (String) -> Void)? { lock.withLock { listChangeListener } }
 
     private let lock = Lock()
-    private var loop: EventLoop?                          // guarded by lock
+    @exclusivity(unchecked) private var loop: EventLoop?                          // guarded by lock
     /// The shared (L2) cache, when configured (set once at start).
-    private var sharedCache: SharedCache?                 // guarded by lock
+    @exclusivity(unchecked) private var sharedCache: SharedCache?                 // guarded by lock
     var shared: SharedCache? { lock.withLock { sharedCache } }
     func setShared(_ s: SharedCache) { lock.withLock { sharedCache = s } }
     var eventLoop: EventLoop? { lock.withLock { loop } }
 
     /// A loop given by the host (the gateway's), used instead of one of our own.
-    private var givenLoop: EventLoop?                     // guarded by lock
-    private var backendsByName: [String: Backend] = [:]   // guarded by lock
-    private var catalogsByServer: [String: ServerCatalog] = [:]   // guarded by lock
-    private var startTask: Task<Void, Never>?             // guarded by lock
-    private var stopped = false                           // guarded by lock
+    @exclusivity(unchecked) private var givenLoop: EventLoop?                     // guarded by lock
+    @exclusivity(unchecked) private var backendsByName: [String: Backend] = [:]   // guarded by lock
+    @exclusivity(unchecked) private var catalogsByServer: [String: ServerCatalog] = [:]   // guarded by lock
+    @exclusivity(unchecked) private var startTask: Task<Void, Never>?             // guarded by lock
+    @exclusivity(unchecked) private var stopped = false                           // guarded by lock
     /// Servers seen up / down, for serverUp/serverDown events on changes only.
-    private var upState: [String: Bool] = [:]             // guarded by lock
+    @exclusivity(unchecked) private var upState: [String: Bool] = [:]             // guarded by lock
 
     init(config: EngineConfig) {
         directory = ServerDirectory(config)
@@ -113,7 +113,7 @@ final class EngineRuntime: @unchecked Sendable {
     func backend(_ name: String) -> Backend? { lock.withLock { backendsByName[name] } }
 
     /// Backends of stateful servers, one per client session ("<server>\0<session>").
-    private var sessionBackends: [String: Backend] = [:]   // guarded by lock
+    @exclusivity(unchecked) private var sessionBackends: [String: Backend] = [:]   // guarded by lock
     static let maxSessionBackends = 1024
 
     /// The backend that serves `server` for `session`: the shared one, or for a stateful server
@@ -148,6 +148,11 @@ final class EngineRuntime: @unchecked Sendable {
     var backends: [Backend] { lock.withLock { Array(backendsByName.values) } }
     var catalogs: [ServerCatalog] { lock.withLock { Array(catalogsByServer.values) } }
     func catalog(_ server: String) -> ServerCatalog? { lock.withLock { catalogsByServer[server] } }
+    /// What `server` declares about `tool`, without copying its whole catalog (a dozen
+    /// retains) on every request.
+    func annotations(server: String, tool: String) -> MCPOptRouting.ToolAnnotations? {
+        lock.withLock { catalogsByServer[server]?.annotationsByTool[tool] }
+    }
     var isStarted: Bool { lock.withLock { loop != nil } }
 
     func setCatalog(_ catalog: ServerCatalog) {
@@ -184,7 +189,7 @@ final class EngineRuntime: @unchecked Sendable {
     }
 
     /// Set once the first start has finished (every server listed or failed).
-    private var ready = false                             // guarded by lock
+    @exclusivity(unchecked) private var ready = false                             // guarded by lock
     var isReady: Bool { lock.withLock { ready } }
     var isStopped: Bool { lock.withLock { stopped } }
 
@@ -225,7 +230,7 @@ final class EngineRuntime: @unchecked Sendable {
 
     /// Latency distribution of one tool (or method) on one replica group, for hedging and
     /// adaptive timeouts. Bounded: past 10,000 keys new ones share one histogram.
-    private var latencyByKey: [String: LatencyHistogram] = [:]   // guarded by lock
+    @exclusivity(unchecked) private var latencyByKey: [String: LatencyHistogram] = [:]   // guarded by lock
     private let overflowLatencies = LatencyHistogram()
     func latencies(_ key: String) -> LatencyHistogram {
         lock.withLock {
@@ -280,9 +285,9 @@ struct UpstreamOutcome: Sendable {
 /// Bounded: the oldest pins go first.
 final class ContinuationPins: @unchecked Sendable {
     private let lock = Lock()
-    private var servers: [UInt64: String] = [:]   // guarded by lock
-    private var order: [UInt64] = []               // guarded by lock
-    private var head = 0                           // guarded by lock
+    @exclusivity(unchecked) private var servers: [UInt64: String] = [:]   // guarded by lock
+    @exclusivity(unchecked) private var order: [UInt64] = []               // guarded by lock
+    @exclusivity(unchecked) private var head = 0                           // guarded by lock
     private let limit = 10_000
 
     func pin(state: UnsafeRawBufferPointer, server: String) {
@@ -311,8 +316,8 @@ final class ContinuationPins: @unchecked Sendable {
 /// backend's `notifications/progress` with that token is passed on with the caller's token.
 final class ProgressRelay: @unchecked Sendable {
     private let lock = Lock()
-    private var routes: [String: (original: [UInt8], relay: @Sendable ([UInt8]) -> Void)] = [:]   // guarded by lock
-    private var next: UInt64 = 0                                                                  // guarded by lock
+    @exclusivity(unchecked) private var routes: [String: (original: [UInt8], relay: @Sendable ([UInt8]) -> Void)] = [:]   // guarded by lock
+    @exclusivity(unchecked) private var next: UInt64 = 0                                                                  // guarded by lock
 
     func begin(original: [UInt8], relay: @escaping @Sendable ([UInt8]) -> Void) -> String {
         lock.withLock {

@@ -463,7 +463,7 @@ extension Engine {
         // Caching: what the policy allows, under the caller's partition.
         var annotations: CachePolicy.ToolAnnotations?
         var trusted = false
-        if let tool, let declared = runtime.catalog(first)?.annotationsByTool[tool] {
+        if let tool, let declared = runtime.annotations(server: first, tool: tool) {
             annotations = CachePolicy.ToolAnnotations(readOnly: declared.readOnly ?? false, idempotent: declared.idempotent ?? false)
             trusted = runtime.policy.trustedGroups.contains(group)
         }
@@ -922,8 +922,8 @@ struct AnswerShape {
 /// Where a merged request waits for the leader's outcome (which may come before it waits).
 final class OutcomeBox: @unchecked Sendable {
     private let lock = Lock()
-    private var result: UpstreamOutcome?                                  // guarded by lock
-    private var continuation: CheckedContinuation<UpstreamOutcome, Never>?  // guarded by lock
+    @exclusivity(unchecked) private var result: UpstreamOutcome?                                  // guarded by lock
+    @exclusivity(unchecked) private var continuation: CheckedContinuation<UpstreamOutcome, Never>?  // guarded by lock
 
     func deliver(_ r: Result<UpstreamOutcome, any Error>) {
         let outcome: UpstreamOutcome
@@ -959,10 +959,10 @@ final class OutcomeBox: @unchecked Sendable {
 final class HedgeRace: @unchecked Sendable {
     typealias Answer = (Result<([UInt8], UInt64), UpstreamError>, String, Int)
     private let lock = Lock()
-    private var continuation: CheckedContinuation<Answer, Never>?   // guarded by lock
-    private var pending = 2                                          // guarded by lock
-    private var attempts = 1                                         // guarded by lock
-    private var lastFailure: (UpstreamError, String)?                // guarded by lock
+    @exclusivity(unchecked) private var continuation: CheckedContinuation<Answer, Never>?   // guarded by lock
+    @exclusivity(unchecked) private var pending = 2                                          // guarded by lock
+    @exclusivity(unchecked) private var attempts = 1                                         // guarded by lock
+    @exclusivity(unchecked) private var lastFailure: (UpstreamError, String)?                // guarded by lock
 
     func begin(_ c: CheckedContinuation<Answer, Never>) { lock.withLock { continuation = c } }
 

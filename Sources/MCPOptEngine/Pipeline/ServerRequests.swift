@@ -20,8 +20,8 @@ final class ServerRequestRoutes: @unchecked Sendable {
     /// By registration token, which grows: registering and unregistering (every upstream
     /// attempt) are one insertion and one removal; finding a backend's routes (only when its
     /// server asks something) looks at all of them.
-    private var routes: [UInt64: Route] = [:]   // guarded by lock
-    private var next: UInt64 = 0                 // guarded by lock
+    @exclusivity(unchecked) private var routes: [UInt64: Route] = [:]   // guarded by lock
+    @exclusivity(unchecked) private var next: UInt64 = 0                 // guarded by lock
 
     /// `caller` has a request running on `backend` and can be asked through `ask`.
     func register(_ backend: AnyObject, caller: String, ask: @escaping Ask) -> UInt64 {

@@ -15,9 +15,9 @@ public final class Coalescer<Key: Hashable & Sendable, Value: Sendable>: @unchec
     }
 
     private let lock = Lock()
-    private var inFlight: [Key: [(id: WaiterID, waiter: Waiter)]] = [:]  // guarded by lock
-    private var nextID: WaiterID = 1                                     // guarded by lock
-    private var merged: UInt64 = 0                                       // guarded by lock
+    @exclusivity(unchecked) private var inFlight: [Key: [(id: WaiterID, waiter: Waiter)]] = [:]  // guarded by lock
+    @exclusivity(unchecked) private var nextID: WaiterID = 1                                     // guarded by lock
+    @exclusivity(unchecked) private var merged: UInt64 = 0                                       // guarded by lock
 
     public init() {}
 
