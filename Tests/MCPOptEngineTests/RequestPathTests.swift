@@ -508,3 +508,39 @@ extension RequestPathTests {
         XCTAssertEqual(never.source, .origin)
     }
 }
+
+extension RequestPathTests {
+    /// A hit is answered before routing when one group offers the tool; the caller's agent
+    /// policy and server restrictions still apply to it, and replicas share the entry.
+    func testAHitBeforeRoutingStillHonoursAgentsAndServerRestrictions() async throws {
+        let engine = try makeEngine([try Self.kvServer("kv-a", group: "kvs"), try Self.kvServer("kv-b", group: "kvs"), try Self.kvServer("other")],
+                                    extra: #", "agents": {"writer": {"allowedTools": ["put"]}, "pinned": {"allowedServers": ["other"]}}, "caching": {"tools": {"reads_served": false}}"#)
+        await engine.start()
+        addTeardownBlock { await engine.stop() }
+        // Two groups offer "get" ("kvs" and "other"), so without `servers` routing decides
+        // the group and the key, as before. Among the servers a request may use, one group
+        // offers it: a hit needs no routing.
+        let shared = OptimizeOptions(partition: "team", servers: ["kvs"])
+        let first = await call(engine, "get", #"{"key":"q"}"#, shared)
+        XCTAssertEqual(first.source, .origin, first.error ?? "")
+        let again = await call(engine, "get", #"{"key":"q"}"#, id: 2, shared)
+        XCTAssertEqual(again.source, .memory, "one group offers the tool among the allowed servers: answered before routing")
+        XCTAssertEqual(try message(again)["id"], .int(2))
+
+        // Same partition and servers, but an agent that may not call "get": refused, not served from the cache.
+        var writer = shared
+        writer.agent = "writer"
+        let refused = await call(engine, "get", #"{"key":"q"}"#, writer)
+        XCTAssertFalse(refused.success)
+        XCTAssertTrue(refused.error?.contains("may not call tool") ?? false, refused.error ?? "")
+
+        // An agent allowed only "other": the "kvs" entry is not its to read (its request goes to "other").
+        var pinned = OptimizeOptions(partition: "team", servers: ["kvs", "other"])
+        pinned.agent = "pinned"
+        let elsewhere = await call(engine, "get", #"{"key":"q"}"#, pinned)
+        XCTAssertTrue(elsewhere.success, elsewhere.error ?? "")
+        XCTAssertEqual(elsewhere.source, .origin)
+        XCTAssertEqual(elsewhere.server, "other")
+        XCTAssertEqual(engine.metrics.cacheHits.load(), 1)
+    }
+}

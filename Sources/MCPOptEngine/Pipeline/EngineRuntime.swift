@@ -159,8 +159,40 @@ final class EngineRuntime: @unchecked Sendable {
         lock.withLock {
             catalogsByServer[catalog.server] = catalog
             catalogGeneration += 1
+            toolOwnersByName = nil
         }
     }
+
+    /// Who offers a tool: the servers whose (healthy) catalog lists it, sorted by name, with
+    /// each one's group, `stateful` flag and annotations for it.
+    struct ToolOwners: Sendable {
+        var servers: [String] = []
+        var groups: [String] = []
+        var stateful: [Bool] = []
+        var annotations: [MCPOptRouting.ToolAnnotations] = []
+    }
+
+    /// Indexed once per change of the catalogs: the cache lookup that precedes routing takes
+    /// one lock and one hash here.
+    func toolOwners(_ tool: String) -> ToolOwners? {
+        lock.withLock {
+            if toolOwnersByName == nil {
+                var owners: [String: ToolOwners] = [:]
+                for catalog in catalogsByServer.values.sorted(by: { $0.server < $1.server }) where catalog.error == nil {
+                    let server = directory.server(catalog.server)
+                    for info in catalog.toolInfos {
+                        owners[info.name, default: ToolOwners()].servers.append(catalog.server)
+                        owners[info.name]!.groups.append(server?.group ?? catalog.server)
+                        owners[info.name]!.stateful.append(server?.stateful ?? false)
+                        owners[info.name]!.annotations.append(info.annotations)
+                    }
+                }
+                toolOwnersByName = owners
+            }
+            return toolOwnersByName?[tool]
+        }
+    }
+    @exclusivity(unchecked) private var toolOwnersByName: [String: ToolOwners]?   // guarded by lock
     /// Bumped whenever a server's catalog is replaced.
     private(set) var catalogGeneration = 0               // guarded by lock
     var currentCatalogGeneration: Int { lock.withLock { catalogGeneration } }

@@ -400,6 +400,7 @@ extension Engine {
 
         var candidates: [String]
         var tool: String?
+        var earlyLookup: EarlyLookup?
         if options.servers == nil, ["tools/list", "prompts/list", "resources/list", "resources/templates/list"].contains(method) {
             return .answer(answer(id: id, result: Array(aggregatedList(method, allowed: allowed).jsonString.utf8)))
         }
@@ -413,14 +414,21 @@ extension Engine {
             tool = name
             var requirements = MCPOptRouting.Requirements()
             requirements.allowedServers = allowed
-            let decision: RoutingDecision
             do {
-                decision = try route(tool: name, requirements: requirements, agent: options.agent)
+                requirements = try agentRequirements(tool: name, requirements, agent: options.agent)
             } catch {
                 runtime.metrics.routingErrors.add()
                 runtime.events.emit(.routingError, ["tool": .string(name), "reason": .string("\(error)")])
                 return .answer(failure(id: id, code: RPCErrorCode.invalidParams, "\(error)"))
             }
+            if !options.bypassCache, !view.requestState.isPresent {
+                switch cachedBeforeRouting(view, id: id, tool: name, allowed: requirements.allowedServers, options) {
+                case .answered(let response): return .answer(response)
+                case .missed(let early): earlyLookup = early
+                case .notApplicable: break
+                }
+            }
+            let decision = router.decide(tool: name, requirements)
             runtime.metrics.decisionLatency.record(nanoseconds: decision.decisionNanos)
             guard let server = decision.server else {
                 runtime.metrics.routingErrors.add()
@@ -463,24 +471,26 @@ extension Engine {
         // Caching: what the policy allows, under the caller's partition.
         var annotations: CachePolicy.ToolAnnotations?
         var trusted = false
-        if let tool, let declared = runtime.annotations(server: first, tool: tool) {
+        // A group's replicas are interchangeable (the cache key names the group, not the
+        // server): what the lookup before routing read for this group stands.
+        if tool != nil, let early = earlyLookup, early.group == group {
+            annotations = early.annotations
+            trusted = runtime.policy.trustedGroups.contains(group)
+        } else if let tool, let declared = runtime.annotations(server: first, tool: tool) {
             annotations = CachePolicy.ToolAnnotations(readOnly: declared.readOnly ?? false, idempotent: declared.idempotent ?? false)
             trusted = runtime.policy.trustedGroups.contains(group)
         }
         var partition = options.partition ?? options.agent ?? ""
         // A stateful server's answers depend on the session: they are cached within it only.
         if let session = options.session, firstBackendConfig.stateful { partition += "\u{1}session:" + session }
-        let lookup = runtime.policy.lookup(view, group: group, annotations: annotations, partition: partition)
+        // The lookup made before routing is the same one when routing chose the same group.
+        let early = earlyLookup.flatMap { $0.group == group && $0.partition == partition ? $0 : nil }
+        let lookup = early.map(\.lookup) ?? runtime.policy.lookup(view, group: group, annotations: annotations, partition: partition)
         // A hit near its expiry is answered and also refreshed ahead, in the background.
         var refreshing: OptimizedResponse?
         if let lookup, !options.bypassCache {
-            if let hit = cachedResult(lookup) {
-                runtime.metrics.cacheHits.add()
-                runtime.metrics.baselineNanos.add(hit.header.originNanos)
-                runtime.events.emit(.cacheHit, ["method": .string(method), "tool": tool.map { .string($0) } ?? .null])
-                if hit.header.refreshed { runtime.warming.hitAfterRefresh(lookup.key) }
-                let response = OptimizedResponse(message: hit.result.withUnsafeBytes { MessageEncoder.result(idJSON: id, result: $0) }, success: true,
-                                                 server: nil, source: .memory, attempts: 0, executionTime: .zero, error: nil)
+            if early == nil, let hit = cachedResult(lookup) {
+                let response = answerHit(hit, id: id, method: method, tool: tool, key: lookup.key)
                 guard CachedValue.refreshDue(hit.header, strategy: config.caching.warmingStrategy, nowMs: CachedValue.nowMs()),
                       runtime.warming.begin(lookup.key) else { return .answer(response) }
                 refreshing = response
@@ -533,6 +543,64 @@ extension Engine {
             return .answer(refreshing)
         }
         return .call(plan)
+    }
+
+    /// A cache lookup made before routing, kept for the request's own lookup after it.
+    private struct EarlyLookup {
+        let group: String
+        let partition: String
+        let annotations: CachePolicy.ToolAnnotations
+        /// nil: not cacheable.
+        let lookup: CachePolicy.Lookup?
+    }
+
+    private enum BeforeRouting {
+        case answered(OptimizedResponse)
+        /// Looked up and missed, or not cacheable.
+        case missed(EarlyLookup)
+        case notApplicable
+    }
+
+    /// A cached result needs no routing when one group offers `tool` to this caller: the key
+    /// depends on the group, not on the replica routing would pick. Routing cost a cache hit
+    /// more than the lookup itself. Not applicable (route first) when several groups offer it
+    /// (the routed group decides the key), when their servers differ on `stateful`, or when the
+    /// hit is due for a refresh ahead (which needs the routed plan).
+    private func cachedBeforeRouting(_ view: MessageView, id: [UInt8], tool: String, allowed: Set<String>?, _ options: OptimizeOptions) -> BeforeRouting {
+        guard let owners = runtime.toolOwners(tool) else { return .notApplicable }
+        var pick = -1
+        for index in owners.servers.indices where allowed?.contains(owners.servers[index]) ?? true {
+            if pick < 0 {
+                pick = index
+            } else if owners.groups[index] != owners.groups[pick] || owners.stateful[index] != owners.stateful[pick] {
+                return .notApplicable
+            }
+        }
+        guard pick >= 0 else { return .notApplicable }
+        let group = owners.groups[pick]
+        let declared = owners.annotations[pick]
+        let annotations = CachePolicy.ToolAnnotations(readOnly: declared.readOnly ?? false, idempotent: declared.idempotent ?? false)
+        var partition = options.partition ?? options.agent ?? ""
+        if let session = options.session, owners.stateful[pick] { partition += "\u{1}session:" + session }
+        guard let lookup = runtime.policy.lookup(view, group: group, annotations: annotations, partition: partition) else {
+            return .missed(EarlyLookup(group: group, partition: partition, annotations: annotations, lookup: nil))
+        }
+        guard let hit = cachedResult(lookup) else {
+            return .missed(EarlyLookup(group: group, partition: partition, annotations: annotations, lookup: lookup))
+        }
+        if CachedValue.refreshDue(hit.header, strategy: config.caching.warmingStrategy, nowMs: CachedValue.nowMs()) { return .notApplicable }
+        return .answered(answerHit(hit, id: id, method: "tools/call", tool: tool, key: lookup.key))
+    }
+
+    /// The answer to a cache hit, counted.
+    private func answerHit(_ hit: (result: ArraySlice<UInt8>, header: CachedValue.Header), id: [UInt8], method: String, tool: String?,
+                           key: [UInt8]) -> OptimizedResponse {
+        runtime.metrics.cacheHits.add()
+        runtime.metrics.baselineNanos.add(hit.header.originNanos)
+        runtime.events.emit(.cacheHit, ["method": .string(method), "tool": tool.map { .string($0) } ?? .null])
+        if hit.header.refreshed { runtime.warming.hitAfterRefresh(key) }
+        return OptimizedResponse(message: hit.result.withUnsafeBytes { MessageEncoder.result(idJSON: id, result: $0) }, success: true,
+                                 server: nil, source: .memory, attempts: 0, executionTime: .zero, error: nil)
     }
 
     /// Servers whose catalog satisfies `offers`, those with a closed circuit first.

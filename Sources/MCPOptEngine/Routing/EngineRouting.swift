@@ -37,6 +37,12 @@ extension Engine {
     /// sets its own.
     public func route(tool: String, requirements: MCPOptRouting.Requirements = .init(), agent: String? = nil,
                       maxFallbacks: Int = 3) throws(RouteRefusal) -> RoutingDecision {
+        router.decide(tool: tool, try agentRequirements(tool: tool, requirements, agent: agent), maxFallbacks: maxFallbacks)
+    }
+
+    /// `requirements` with the agent's profile applied: it may call `tool` (or this throws),
+    /// its allowed servers narrow the request's, and its defaults fill what the request left unset.
+    func agentRequirements(tool: String, _ requirements: MCPOptRouting.Requirements, agent: String?) throws(RouteRefusal) -> MCPOptRouting.Requirements {
         var requirements = requirements
         if let agent {
             guard let profile = config.agents.first(where: { $0.id == agent }) else { throw .unknownAgent(agent) }
@@ -49,6 +55,6 @@ extension Engine {
             if requirements.maxResponseTime == nil { requirements.maxResponseTime = profile.requirements.maxResponseTime }
             if requirements.minSuccessRate == nil { requirements.minSuccessRate = profile.requirements.minSuccessRate }
         }
-        return router.decide(tool: tool, requirements, maxFallbacks: maxFallbacks)
+        return requirements
     }
 }
