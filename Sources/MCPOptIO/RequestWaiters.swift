@@ -10,6 +10,8 @@ final class RequestWaiters {
         var timer: UInt64 = 0
         let timeout: Duration
         var timedOut = false
+        /// Hears the notifications on the request's own stream (see UpstreamRequest.onNotification).
+        var onNotification: (@Sendable (String, [UInt8]) -> Void)?
     }
 
     private let loop: EventLoop
@@ -20,7 +22,8 @@ final class RequestWaiters {
 
     /// Registers a caller; `onTimeout` runs (with the token) when its time is up while it still
     /// waits. The caller is then answered `.timeout` by `failed` or `timeOut`.
-    func add(_ continuation: Continuation, timeout: Duration, onTimeout: @escaping (UInt64) -> Void) -> UInt64 {
+    func add(_ continuation: Continuation, timeout: Duration, onNotification: (@Sendable (String, [UInt8]) -> Void)? = nil,
+             onTimeout: @escaping (UInt64) -> Void) -> UInt64 {
         let token = nextToken
         nextToken += 1
         // The timer first, then one insertion (its callback never runs within `after`).
@@ -29,9 +32,12 @@ final class RequestWaiters {
             waiters[token]?.timedOut = true
             onTimeout(token)
         }
-        waiters[token] = Waiter(continuation: continuation, timer: timer, timeout: timeout)
+        waiters[token] = Waiter(continuation: continuation, timer: timer, timeout: timeout, onNotification: onNotification)
         return token
     }
+
+    /// Who hears the notifications on the stream of the request of `token`, while it waits.
+    func notificationHandler(_ token: UInt64) -> (@Sendable (String, [UInt8]) -> Void)? { waiters[token]?.onNotification }
 
     /// Answers a caller (once; later answers for the token are dropped).
     func finish(_ token: UInt64, _ result: Result<[UInt8], UpstreamError>) {

@@ -7,11 +7,21 @@ public struct UpstreamRequest: Sendable, Equatable {
     /// The params object as JSON text, or nil for none. A client's own `_meta` keys (progress
     /// tokens, log level) are kept; the protocol version and capabilities are the session's.
     public var params: [UInt8]?
+    /// Called (on the I/O thread: briefly) with each notification the server sends on this
+    /// request's own response stream (Streamable HTTP: the SSE stream answering its POST), in
+    /// place of the upstream's server-wide handler. Without it, such notifications go to the
+    /// server-wide handler, except log messages: those belong to this request, and its caller
+    /// asked for none, so they are dropped (never passed to a handler that serves everyone).
+    /// Stdio carries no per-request streams: there every notification is server-wide.
+    public var onNotification: (@Sendable (_ method: String, _ message: [UInt8]) -> Void)?
 
     public init(method: String, params: [UInt8]? = nil) {
         self.method = method
         self.params = params
     }
+
+    /// The request's content (method and params); who hears its notifications is not part of it.
+    public static func == (a: UpstreamRequest, b: UpstreamRequest) -> Bool { a.method == b.method && a.params == b.params }
 
     public init(method: String, paramsJSON: String) {
         self.init(method: method, params: Array(paramsJSON.utf8))
