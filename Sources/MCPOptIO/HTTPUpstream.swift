@@ -166,7 +166,7 @@ public final class HTTPUpstream: @unchecked Sendable {
             started = false
         }
         begin()
-        let token = waiters.add(continuation, timeout: timeout, onNotification: request.onNotification) { [self] token in
+        let token = waiters.add(continuation, timeout: timeout, listener: request.listener) { [self] token in
             handle(session.cancel(token: token, reason: "no answer within \(timeout)"))
             // Over HTTP the answer may still arrive on its stream; the caller is told now.
             waiters.timeOut(token)
@@ -208,8 +208,8 @@ public final class HTTPUpstream: @unchecked Sendable {
                 // The request's own listener; else the server-wide handler, but never with a log
                 // message about a request: its caller wants none (or is gone), and the
                 // server-wide handler serves every client.
-                if let token, let own = waiters.notificationHandler(token) {
-                    own(method, message)
+                if let token, let own = waiters.listener(token) {
+                    own.onNotification(method, message)
                 } else if method != "notifications/message" {
                     let handler = shared.withLock { notificationHandler }
                     handler?(method, message)

@@ -10,19 +10,20 @@ final class RequestWaiters {
         var timer: UInt64 = 0
         let timeout: Duration
         var timedOut = false
-        /// Hears the notifications on the request's own stream (see UpstreamRequest.onNotification).
-        var onNotification: (@Sendable (String, [UInt8]) -> Void)?
     }
 
     private let loop: EventLoop
     private var waiters: [UInt64: Waiter] = [:]
     private var nextToken: UInt64 = 1
+    /// Who hears the notifications on a waiting request's own stream (see
+    /// UpstreamRequest.listener): apart, so that requests without one (most) pay nothing.
+    private var listeners: [UInt64: RequestListener] = [:]
 
     init(loop: EventLoop) { self.loop = loop }
 
     /// Registers a caller; `onTimeout` runs (with the token) when its time is up while it still
     /// waits. The caller is then answered `.timeout` by `failed` or `timeOut`.
-    func add(_ continuation: Continuation, timeout: Duration, onNotification: (@Sendable (String, [UInt8]) -> Void)? = nil,
+    func add(_ continuation: Continuation, timeout: Duration, listener: RequestListener? = nil,
              onTimeout: @escaping (UInt64) -> Void) -> UInt64 {
         let token = nextToken
         nextToken += 1
@@ -32,16 +33,18 @@ final class RequestWaiters {
             waiters[token]?.timedOut = true
             onTimeout(token)
         }
-        waiters[token] = Waiter(continuation: continuation, timer: timer, timeout: timeout, onNotification: onNotification)
+        waiters[token] = Waiter(continuation: continuation, timer: timer, timeout: timeout)
+        if let listener { listeners[token] = listener }
         return token
     }
 
     /// Who hears the notifications on the stream of the request of `token`, while it waits.
-    func notificationHandler(_ token: UInt64) -> (@Sendable (String, [UInt8]) -> Void)? { waiters[token]?.onNotification }
+    func listener(_ token: UInt64) -> RequestListener? { listeners[token] }
 
     /// Answers a caller (once; later answers for the token are dropped).
     func finish(_ token: UInt64, _ result: Result<[UInt8], UpstreamError>) {
         guard let waiter = waiters.removeValue(forKey: token) else { return }
+        if !listeners.isEmpty { listeners[token] = nil }
         loop.cancel(waiter.timer)
         waiter.continuation.resume(returning: result)
     }
