@@ -110,7 +110,7 @@ final class RequestLogTests: LogFixture, @unchecked Sendable {
 
     /// Identical requests merged into one: every caller that wants logs hears the leader's
     /// request's messages at its own level (the modern server sends what the leader asked for).
-    func testMergedCallersEachHearTheRequestsMessages() async throws {
+    func testConcurrentMergedCallersEachHearTheRequestsMessages() async throws {
         let engine = try makeEngine(port: try startFastMCP())
         await engine.start()
         addTeardownBlock { await engine.stop() }
@@ -131,6 +131,27 @@ final class RequestLogTests: LogFixture, @unchecked Sendable {
             XCTAssertEqual(follower.items, Self.said(server, ["warning"], "m-\(server)"), "a merged caller hears the request it waits on, at its own level")
         }
         XCTAssertEqual(engine.runtime.requestLogs.count, 0, "nothing is left behind")
+    }
+
+    /// Callers joining, hearing and leaving one merged request's listeners from many threads:
+    /// each hears at least the message delivered after it joined, and nothing is left behind.
+    func testConcurrentJoinsDeliveriesAndLeavesOfMergedListeners() async {
+        let registry = RequestLogRegistry()
+        let key = HashedKey(Array("k".utf8))
+        let heard = LockedList()
+        let message = Array(#"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"x"}}"#.utf8)
+        await withTaskGroup(of: Void.self) { group in
+            for i in 0..<200 {
+                group.addTask {
+                    let logs = registry.join(key)
+                    logs.absorb(RequestLogs(level: i % 2 == 0 ? .debug : .info, relay: { _ in heard.append("\(i)") }))
+                    logs.deliver(server: "s", message)
+                    registry.leave(key)
+                }
+            }
+        }
+        XCTAssertEqual(registry.count, 0)
+        XCTAssertEqual(Set(heard.items).count, 200, "every caller heard the message delivered after it joined")
     }
 
     /// Over stdio nothing ties a message to a request: it goes to the listener of messages
