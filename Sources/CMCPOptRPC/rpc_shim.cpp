@@ -179,6 +179,9 @@ struct mco_rpc_decoder {
                 out->protocol_version = str(get(f.value().get_string(), "protocolVersion must be a string"));
             } else if (key == "progressToken") {
                 out->progress_token_raw = str(raw(f.value()));
+            } else if (key == "io.modelcontextprotocol/logLevel") {
+                ondemand::value level = f.value();
+                if (get(level.type(), "bad logLevel") == ondemand::json_type::string) out->log_level = str(get(level.get_string(), "bad logLevel"));
             }
         }
         out->meta_raw = str(span_from(start));

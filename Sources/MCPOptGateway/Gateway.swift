@@ -253,16 +253,16 @@ public final class Gateway: MCPService, @unchecked Sendable {
     /// Modern callers' calls waiting for input from them.
     let inputBridges = GatewayInputBridges()
 
-    static let logLevels = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
     /// Per client session ("" for the one client of stdio): the log level it chose and where
     /// messages outside of requests go (stdio's output, an HTTP session's GET stream).
-    @exclusivity(unchecked) private var logLevels: [String: Int] = [:]                              // guarded by lock
+    @exclusivity(unchecked) private var logLevels: [String: LogLevel] = [:]                         // guarded by lock
     @exclusivity(unchecked) private var sessionStreams: [String: @Sendable ([UInt8]) -> Void] = [:]  // guarded by lock
     @exclusivity(unchecked) private var relayingLogs = false                                         // guarded by lock
 
-    /// Relays servers' log messages to a front that can send notifications at any time (stdio),
-    /// once its client chose a level (`logging/setLevel`): messages at that level or above, the
-    /// logger named after the server ("kv" or "kv/<logger>").
+    /// Relays servers' log messages that belong to no request (see `relayLog`) to a front that
+    /// can send notifications at any time (stdio), once its client chose a level
+    /// (`logging/setLevel`): messages at that level or above, the logger named after the server
+    /// ("kv" or "kv/<logger>"). Messages about a request go with its answer instead.
     public func relayServerLogs(_ notify: @escaping @Sendable ([UInt8]) -> Void) {
         setSessionStream("", notify)
     }
@@ -270,8 +270,7 @@ public final class Gateway: MCPService, @unchecked Sendable {
     public var sendsSessionMessages: Bool { true }
 
     /// An HTTP session's GET stream (or stdio's output, as session ""): servers' log messages
-    /// at the level the session chose go there. Backend sessions are shared, so a server's log
-    /// message goes to every client session that asked for logs.
+    /// that belong to no request, at the level the session chose, go there (see `relayLog`).
     public func setSessionStream(_ session: String, _ send: (@Sendable ([UInt8]) -> Void)?) {
         let start = lock.withLock { () -> Bool in
             sessionStreams[session] = send
@@ -291,14 +290,13 @@ public final class Gateway: MCPService, @unchecked Sendable {
         return Array(JSONValue.object(o).jsonString.utf8)
     }
 
+    /// A log message that belongs to no request (a stdio server's, an HTTP server's on its GET
+    /// stream): a backend session is shared, so it cannot be told apart by client; it goes to
+    /// every client session that chose a level (`logging/setLevel`) at or below its own.
     private func relayLog(server: String, message: [UInt8]) {
         let targets = lock.withLock { sessionStreams.compactMap { session, send in logLevels[session].map { (level: $0, send: send) } } }
-        guard !targets.isEmpty, case .object(var o)? = try? JSONParser.parse(message), case .object(var params)? = o["params"],
-              let level = params["level"]?.stringValue, let rank = Self.logLevels.firstIndex(of: level) else { return }
-        params["logger"] = .string(params["logger"]?.stringValue.map { server + "/" + $0 } ?? server)
-        o["params"] = .object(params)
-        let relayed = Array(JSONValue.object(o).jsonString.utf8)
-        for target in targets where rank >= target.level { target.send(relayed) }
+        guard !targets.isEmpty, let (level, relayed) = Engine.relayedLog(message, server: server) else { return }
+        for target in targets where level >= target.level { target.send(relayed) }
     }
 
     /// Starts every backend and lists them; returns a warning per server left out.
@@ -331,7 +329,8 @@ public final class Gateway: MCPService, @unchecked Sendable {
     enum Route {
         case answer([UInt8])
         case none
-        case engine([UInt8], id: [UInt8], method: String, servers: [String]?, modern: Bool)
+        /// `logLevel`: the level a modern-era request opts into (`_meta`), if any.
+        case engine([UInt8], id: [UInt8], method: String, servers: [String]?, modern: Bool, logLevel: LogLevel?)
         case listen(id: [UInt8], params: JSONValue?)
         /// A modern retry naming a call the gateway keeps waiting for input.
         case resume(id: [UInt8], method: String, state: String, responses: JSONObject)
@@ -386,14 +385,21 @@ public final class Gateway: MCPService, @unchecked Sendable {
             let pending = Pending(work: .resume(bridge, responses: responses), method: method, modern: true)
             pending.requestID = id
             return .pending(pending)
-        case .engine(var request, let id, let method, let servers, let modern):
-            // A client that chose a log level (handshake era) gets servers' logs: modern-era
-            // servers send them only to requests that opt in, so each request carries the level.
-            if let level = lock.withLock({ logLevels[caller.session ?? ""] }), !modern {
-                request = Self.withLogLevel(request, Self.logLevels[level])
+        case .engine(var request, let id, let method, let servers, let modern, let requested):
+            // The caller's log level: a modern-era request's own (its `_meta` goes on to the
+            // server as it is), a handshake-era session's choice, which each of its requests
+            // carries since modern-era servers log only for requests that opt in (a
+            // handshake-era server's session is shared: it is never told a client's level).
+            var level = requested
+            if !modern, let chosen = lock.withLock({ logLevels[caller.session ?? ""] }) {
+                level = chosen
+                request = Self.withLogLevel(request, chosen.name)
             }
             var options = OptimizeOptions(agent: caller.agent, partition: caller.partition, servers: servers, session: caller.session)
+            // Progress, and the log messages about this request at the caller's level, go to
+            // this caller only, on its request's stream.
             options.onNotification = caller.notify
+            options.logLevel = level
             options.onServerRequest = caller.ask
             // A modern client cannot be sent requests: a server's are asked as input_required.
             // Only where a handshake-era server may be asked (no task of its own otherwise).
@@ -569,14 +575,17 @@ public final class Gateway: MCPService, @unchecked Sendable {
         guard view.kind == .request, let method = view.method.string else { return .none }
         let id = Array(view.idRaw.buffer)
         let modern = ProtocolAnswers.isModern(view, method: method)
+        // A modern-era request opts into the log messages about it; a handshake-era session
+        // chooses a level for all its requests (logging/setLevel).
+        let logLevel = modern && view.logLevel.isPresent ? view.logLevel.string.flatMap { LogLevel($0) } : nil
         func result(_ value: JSONValue) -> Route { .answer(answers.result(value, id: id, method: method, modern: modern)) }
         func error(_ code: Int64, _ text: String) -> Route { .answer(answers.error(id: id, code: code, text)) }
         if method == "logging/setLevel", !modern {
             let level = (view.params.isPresent ? (try? JSONParser.parse(view.params.buffer)) : nil)?["level"]?.stringValue
-            guard let level, let rank = Self.logLevels.firstIndex(of: level) else {
-                return error(RPCErrorCode.invalidParams, "logging/setLevel needs params.level, one of \(Self.logLevels.joined(separator: ", "))")
+            guard let level, let chosen = LogLevel(level) else {
+                return error(RPCErrorCode.invalidParams, "logging/setLevel needs params.level, one of \(LogLevel.allCases.map(\.name).joined(separator: ", "))")
             }
-            lock.withLock { logLevels[session] = rank }
+            lock.withLock { logLevels[session] = chosen }
         }
         if let answer = answers.answer(view, method: method, id: id, modern: modern) { return .answer(answer) }
 
@@ -594,7 +603,7 @@ public final class Gateway: MCPService, @unchecked Sendable {
             refreshNamespaces()
             return result(["prompts": .array(exposedPrompts())])
         case "resources/list", "resources/templates/list":
-            return .engine(Array(bytes), id: id, method: method, servers: nil, modern: modern)
+            return .engine(Array(bytes), id: id, method: method, servers: nil, modern: modern, logLevel: logLevel)
         case "tools/call", "prompts/get":
             guard let exposed = view.name.string else { return error(RPCErrorCode.invalidParams, "\(method) needs params.name") }
             refreshNamespaces()
@@ -602,15 +611,15 @@ public final class Gateway: MCPService, @unchecked Sendable {
             guard let entry else {
                 return error(RPCErrorCode.invalidParams, method == "tools/call" ? "Unknown tool: \(exposed)" : "Unknown prompt: \(exposed)")
             }
-            guard entry.original != exposed else { return .engine(Array(bytes), id: id, method: method, servers: [entry.group], modern: modern) }
+            guard entry.original != exposed else { return .engine(Array(bytes), id: id, method: method, servers: [entry.group], modern: modern, logLevel: logLevel) }
             guard case .object(var params)? = try? JSONParser.parse(view.params.buffer) else {
                 return error(RPCErrorCode.invalidParams, "params must be an object")
             }
             params["name"] = .string(entry.original)
             let rewritten = Array(#"{"jsonrpc":"2.0","id":"#.utf8) + id + Array(#","method":"\#(method)","params":\#(JSONValue.object(params).jsonString)}"#.utf8)
-            return .engine(rewritten, id: id, method: method, servers: [entry.group], modern: modern)
+            return .engine(rewritten, id: id, method: method, servers: [entry.group], modern: modern, logLevel: logLevel)
         case "resources/read", "completion/complete":
-            return .engine(Array(bytes), id: id, method: method, servers: nil, modern: modern)
+            return .engine(Array(bytes), id: id, method: method, servers: nil, modern: modern, logLevel: logLevel)
         case "subscriptions/listen":
             // Modern era only (handshake-era clients subscribe, and hear on their stream).
             if !modern { return error(RPCErrorCode.methodNotFound, "Method not found: \(method)") }
@@ -620,7 +629,7 @@ public final class Gateway: MCPService, @unchecked Sendable {
             if modern { return error(RPCErrorCode.methodNotFound, "Method not found: \(method)") }
             guard let uri = view.uri.string else { return error(RPCErrorCode.invalidParams, "\(method) needs params.uri") }
             let tell = subscription(uri, session: session, subscribe: method == "resources/subscribe")
-            return tell ? .engine(Array(bytes), id: id, method: method, servers: nil, modern: modern) : result([:])
+            return tell ? .engine(Array(bytes), id: id, method: method, servers: nil, modern: modern, logLevel: logLevel) : result([:])
         default:
             return error(RPCErrorCode.methodNotFound, "Method not found: \(method)")
         }

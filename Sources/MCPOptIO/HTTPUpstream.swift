@@ -167,7 +167,7 @@ public final class HTTPUpstream: @unchecked Sendable {
             started = false
         }
         begin()
-        let token = waiters.add(continuation, timeout: timeout) { [self] token in
+        let token = waiters.add(continuation, timeout: timeout, listener: request.listener) { [self] token in
             handle(session.cancel(token: token, reason: "no answer within \(timeout)"))
             // Over HTTP the answer may still arrive on its stream; the caller is told now.
             waiters.timeOut(token)
@@ -205,6 +205,16 @@ public final class HTTPUpstream: @unchecked Sendable {
             case .notification(let method, let message):
                 let handler = shared.withLock { notificationHandler }
                 handler?(method, message)
+            case .requestNotification(let token, let method, let message):
+                // The request's own listener; else the server-wide handler, but never with a log
+                // message about a request: its caller wants none (or is gone), and the
+                // server-wide handler serves every client.
+                if let token, let own = waiters.listener(token) {
+                    own.onNotification(method, message)
+                } else if method != "notifications/message" {
+                    let handler = shared.withLock { notificationHandler }
+                    handler?(method, message)
+                }
             case .serverRequest(let method, let message):
                 // The reply is POSTed back in the same session (the server answers 202).
                 let reply: @Sendable ([UInt8]) -> Void = { [weak self] bytes in

@@ -15,12 +15,16 @@ final class RequestWaiters {
     private let loop: EventLoop
     private var waiters: [UInt64: Waiter] = [:]
     private var nextToken: UInt64 = 1
+    /// Who hears the notifications on a waiting request's own stream (see
+    /// UpstreamRequest.listener): apart, so that requests without one (most) pay nothing.
+    private var listeners: [UInt64: RequestListener] = [:]
 
     init(loop: EventLoop) { self.loop = loop }
 
     /// Registers a caller; `onTimeout` runs (with the token) when its time is up while it still
     /// waits. The caller is then answered `.timeout` by `failed` or `timeOut`.
-    func add(_ continuation: Continuation, timeout: Duration, onTimeout: @escaping (UInt64) -> Void) -> UInt64 {
+    func add(_ continuation: Continuation, timeout: Duration, listener: RequestListener? = nil,
+             onTimeout: @escaping (UInt64) -> Void) -> UInt64 {
         let token = nextToken
         nextToken += 1
         // The timer first, then one insertion (its callback never runs within `after`).
@@ -30,12 +34,17 @@ final class RequestWaiters {
             onTimeout(token)
         }
         waiters[token] = Waiter(continuation: continuation, timer: timer, timeout: timeout)
+        if let listener { listeners[token] = listener }
         return token
     }
+
+    /// Who hears the notifications on the stream of the request of `token`, while it waits.
+    func listener(_ token: UInt64) -> RequestListener? { listeners[token] }
 
     /// Answers a caller (once; later answers for the token are dropped).
     func finish(_ token: UInt64, _ result: Result<[UInt8], UpstreamError>) {
         guard let waiter = waiters.removeValue(forKey: token) else { return }
+        if !listeners.isEmpty { listeners[token] = nil }
         loop.cancel(waiter.timer)
         waiter.continuation.resume(returning: result)
     }

@@ -96,6 +96,9 @@ public struct MessageView {
     /// The modern `_meta` version, or the version an `initialize` asks for.
     public var protocolVersion: ByteSpan { ByteSpan(raw.protocol_version) }
     public var progressToken: ByteSpan { ByteSpan(raw.progress_token_raw) }
+    /// The modern `_meta["io.modelcontextprotocol/logLevel"]` (the log messages a request opts
+    /// into), when it is a string.
+    public var logLevel: ByteSpan { ByteSpan(raw.log_level) }
     public var meta: ByteSpan { ByteSpan(raw.meta_raw) }
 
     public var result: ByteSpan { ByteSpan(raw.result_raw) }

@@ -60,6 +60,32 @@ public enum MetaKey {
     public static let subscriptionID = "io.modelcontextprotocol/subscriptionId"
 }
 
+/// The severity of a log message (`notifications/message`), as `logging/setLevel` and the
+/// modern `_meta` level name them (RFC 5424), least severe first.
+public enum LogLevel: Int, Sendable, Hashable, Comparable, CaseIterable {
+    case debug, info, notice, warning, error, critical, alert, emergency
+
+    public init?(_ name: some StringProtocol) {
+        guard let level = Self.allCases.first(where: { $0.name == name }) else { return nil }
+        self = level
+    }
+
+    public var name: String {
+        switch self {
+        case .debug: "debug"
+        case .info: "info"
+        case .notice: "notice"
+        case .warning: "warning"
+        case .error: "error"
+        case .critical: "critical"
+        case .alert: "alert"
+        case .emergency: "emergency"
+        }
+    }
+
+    public static func < (a: LogLevel, b: LogLevel) -> Bool { a.rawValue < b.rawValue }
+}
+
 /// JSON-RPC and MCP error codes, with the HTTP status the modern era maps each to.
 public enum RPCErrorCode {
     public static let parseError: Int64 = -32700

@@ -124,6 +124,9 @@ public final class ClientSession {
     /// owner that needs it need not decode the bytes it was given to send).
     func sentID(token: UInt64) -> Int64? { lastEncoded?.token == token ? lastEncoded?.id : nil }
 
+    /// The caller's token of the request this session sent with `id`, while it is awaited.
+    func token(forRequestID id: Int64) -> UInt64? { pending[id] }
+
     /// Gives up on a request: its answer will be dropped and the server is told with
     /// `notifications/cancelled` (over modern-era HTTP the owner closes the stream instead).
     public func cancel(token: UInt64, reason: String) -> [Event] {

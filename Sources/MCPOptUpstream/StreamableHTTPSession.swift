@@ -37,7 +37,12 @@ public final class StreamableHTTPSession {
         case ready
         case response(token: UInt64, message: [UInt8])
         case failed(token: UInt64, error: UpstreamError)
+        /// A notification that belongs to no request (the GET stream, a listen stream).
         case notification(method: String, message: [UInt8])
+        /// A notification that came on the response stream of the request sent with `token`
+        /// (progress, log messages about that request); nil when that request is no longer
+        /// awaited (cancelled, timed out) or is the session's own (negotiation).
+        case requestNotification(token: UInt64?, method: String, message: [UInt8])
         case serverRequest(method: String, message: [UInt8])
         case violation(String)
         /// The session's stream of server messages (the GET stream, or in the modern era the
@@ -209,8 +214,23 @@ public final class StreamableHTTPSession {
         var exchange = exchanges.values[index]
         var events: [Event] = []
         do {
+            // What arrives on a request's own stream belongs to that request (a listen
+            // stream's frames belong to no request).
+            let scope = exchange.listenID == nil ? exchange.requestID : nil
             try sse.feed(bytes) { event in
-                if !event.data.isEmpty { events += receive(event.data, learn: exchange.listsTools) }
+                guard !event.data.isEmpty else { return }
+                let received = receive(event.data, learn: exchange.listsTools)
+                guard let scope else {
+                    events += received
+                    return
+                }
+                for event in received {
+                    if case .notification(let method, let message) = event {
+                        events.append(.requestNotification(token: session.token(forRequestID: scope), method: method, message: message))
+                    } else {
+                        events.append(event)
+                    }
+                }
             }
         } catch {
             events.append(.violation("bad event stream: \(error)"))

@@ -447,6 +447,7 @@ final class LockedList: @unchecked Sendable {
     private var storage: [String] = []
     func append(_ s: String) { lock.lock(); storage.append(s); lock.unlock() }
     var items: [String] { lock.lock(); defer { lock.unlock() }; return storage }
+    func clear() { lock.lock(); storage.removeAll(); lock.unlock() }
 }
 
 extension RequestPathTests {

@@ -180,6 +180,17 @@ final class DecoderTests: XCTestCase {
             XCTAssertTrue(view.isContinuation)
             XCTAssertEqual(view.requestState.string, "abc")
             XCTAssertEqual(view.progressToken.string, #""p-1""#)
+            XCTAssertFalse(view.logLevel.isPresent)
+        }
+    }
+
+    func testModernLogLevel() throws {
+        try decoder.decodeView(#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"t","_meta":{"io.modelcontextprotocol/logLevel":"debug","progressToken":1}}}"#) { view in
+            XCTAssertEqual(view.logLevel.string, "debug")
+        }
+        // Not a string: as if absent (the request is not refused for it).
+        try decoder.decodeView(#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"t","_meta":{"io.modelcontextprotocol/logLevel":3}}}"#) { view in
+            XCTAssertFalse(view.logLevel.isPresent)
         }
     }
 }

@@ -62,8 +62,9 @@ final class EncoderTests: XCTestCase {
         XCTAssertEqual(try modern(#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#), "{" + meta + "}")
         XCTAssertEqual(try modern(#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t"}}"#), "{" + meta + #","name":"t"}"#)
         // An existing _meta keeps its other keys (progress token) and gets this hop's version.
-        let replaced = try modern(#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","_meta":{"progressToken":5,"io.modelcontextprotocol/protocolVersion":"2025-01-01"},"arguments":{}}}"#)
+        let replaced = try modern(#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","_meta":{"progressToken":5,"io.modelcontextprotocol/protocolVersion":"2025-01-01","io.modelcontextprotocol/logLevel":"info"},"arguments":{}}}"#)
         let params = try JSONParser.parse(replaced)
+        XCTAssertEqual(params["_meta"]?[MetaKey.logLevel], "info", "the caller's log level reaches a modern-era server")
         XCTAssertEqual(params["name"], "t")
         XCTAssertEqual(params["arguments"], .object([:]))
         XCTAssertEqual(params["_meta"]?["progressToken"], 5)

@@ -61,7 +61,10 @@ final class HTTPServerTests: XCTestCase {
                 case .response(let token, let message): responses[token] = message
                 case .failed(let token, let error): XCTFail("\(token) failed: \(error)")
                 case .violation(let text): XCTFail("violation: \(text)")
-                case .notification(let method, _): if method == "notifications/progress" { outcome.progress += 1 }
+                case .notification(let method, _): if method == "notifications/progress" { outcome.notes.append("progress outside its request") }
+                case .requestNotification(let token, let method, _):
+                    if method == "notifications/progress" { outcome.progress += 1 }
+                    if token != 2 { outcome.notes.append("\(method) for token \(token.map(String.init) ?? "none")") }
                 case .ready, .serverRequest, .streamEnded, .closeExchange: break
                 }
             }
@@ -101,6 +104,7 @@ final class HTTPServerTests: XCTestCase {
         XCTAssertEqual(ours.version?.era, .handshake)
         XCTAssertEqual(ours.callResult["content"]?.arrayValue?.first?["text"], "done 3")
         XCTAssertEqual(ours.progress, 3, "progress notifications ride the request's SSE stream")
+        XCTAssertEqual(ours.notes, [], "and are reported as that request's")
         try checkAgainstSDK(try run(mode: .handshake, tool: "add", arguments: #"{"a":2,"b":3}"#), tool: "add", arguments: #"{"a":2,"b":3}"#)
     }
 

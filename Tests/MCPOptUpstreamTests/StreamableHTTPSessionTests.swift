@@ -105,6 +105,27 @@ final class StreamableHTTPSessionTests: XCTestCase {
         XCTAssertEqual(call[0].1.header("mcp-name"), "weather")
     }
 
+    /// A notification on a request's own SSE stream belongs to that request (its log messages
+    /// go to its caller only); one on the GET stream belongs to none.
+    func testNotificationsOnARequestStreamBelongToIt() throws {
+        let (s, _) = initialized()
+        let first = requests(s.send(UpstreamRequest(method: "tools/call", paramsJSON: #"{"name":"a"}"#), token: 4))
+        let second = requests(s.send(UpstreamRequest(method: "tools/call", paramsJSON: #"{"name":"b"}"#), token: 5))
+        let log = #"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"x"}}"#
+        let sse = [("Content-Type", "text/event-stream")]
+        let events = answer(s, second[0].0, status: 200, headers: sse,
+                            body: "event: message\ndata: \(log)\n\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{}}\n\n")
+        XCTAssertEqual(events, [.requestNotification(token: 5, method: "notifications/message", message: Array(log.utf8)),
+                                .response(token: 5, message: Array(#"{"jsonrpc":"2.0","id":3,"result":{}}"#.utf8))])
+        // A request no longer awaited: its messages still belong to it, not to everyone.
+        _ = s.cancel(token: 4, reason: "gone")
+        XCTAssertEqual(answer(s, first[0].0, status: 200, headers: sse, body: "data: \(log)\n\n"),
+                       [.requestNotification(token: nil, method: "notifications/message", message: Array(log.utf8))])
+        let stream = try XCTUnwrap(requests(s.openStream()).first)
+        XCTAssertEqual(answer(s, stream.0, status: 200, headers: sse, body: "data: \(log)\n\n"),
+                       [.notification(method: "notifications/message", message: Array(log.utf8)), .streamEnded(retry: true)])
+    }
+
     func testHTTPErrorWithoutBodyIsReported() {
         let (s, _) = initialized()
         let call = requests(s.send(UpstreamRequest(method: "tools/list"), token: 4))

@@ -37,6 +37,18 @@ async def ask_client(question: str, ctx: Context) -> str:
     return f"the model said: {result.content.text}"
 
 
+@mcp.tool(annotations={"readOnlyHint": True, "idempotentHint": True})
+async def chatty(tag: str, ctx: Context, wait_ms: int = 0) -> str:
+    """After `wait_ms`, logs `tag` at debug, info and warning: log messages about this call,
+    on its own stream (a modern-era client gets those at or above the level it asked for)."""
+    if wait_ms:
+        await asyncio.sleep(wait_ms / 1000)
+    await ctx.debug(f"debug {tag}")
+    await ctx.info(f"info {tag}")
+    await ctx.warning(f"warning {tag}")
+    return f"said {tag}"
+
+
 _background = set()
 
 

@@ -40,9 +40,14 @@ def make_repo(root: Path) -> Path:
     return repo
 
 
-def servers(repo: Path, http_subs_port: int) -> dict:
+def servers(repo: Path, http_subs_port: int, fastmcp_port: int) -> dict:
     kv = str(HERE / "kv_server.py")
+    fastmcp = f"http://127.0.0.1:{fastmcp_port}/mcp"
     return {
+        # A FastMCP server over HTTP behind a session of each era: its tools log on their call's
+        # own stream (ctx.info...), and those messages belong to that call's client.
+        "flog_h": {"url": fastmcp, "protocol": "handshake"},
+        "flog_m": {"url": fastmcp, "protocol": "modern"},
         "kv": {"command": str(BIN / "python"), "args": [kv, "--name", "kv"], "trustAnnotations": True},
         "kv2": {"command": str(BIN / "python"), "args": [kv, "--name", "kv2"]},
         "kv3": {"command": str(BIN / "python"), "args": [kv, "--name", "kv3"], "stateful": True},
@@ -282,6 +287,80 @@ async def through_gateway(transport, era: str, direct: dict, repo: Path, label: 
                       elicitation_callback=on_elicit, message_handler=on_message)
 
 
+def log_collector():
+    """A logging_callback and what it got: (level, logger, text) per message."""
+    got = []
+
+    async def on_log(params):
+        data = params.data
+        got.append((params.level, params.logger, data.get("msg") if isinstance(data, dict) else str(data)))
+    return got, on_log
+
+
+async def until(got: list, n: int, seconds: float = 5.0) -> None:
+    """Waits (bounded) until `got` has `n` entries."""
+    deadline = time.monotonic() + seconds
+    while len(got) < n and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+
+
+def log_level(era: str, level: str) -> dict:
+    """A modern-era client asks for log messages per request (_meta level, set on the session)."""
+    return {"log_level": level} if era == "modern" else {}
+
+
+async def direct_logs(url: str) -> dict:
+    """What the FastMCP server's `chatty` tool logs to a client at level info, called directly,
+    in each era: (level, text)."""
+    out = {}
+    for era in ("legacy", "modern"):
+        got, on_log = log_collector()
+
+        async def run(session, era=era, got=got):
+            if era != "modern":
+                await session.set_logging_level("info")
+            await session.call_tool("chatty", {"tag": "direct"})
+            await until(got, 2)
+        await session_for(streamable_http_client(url), era, run, logging_callback=on_log, **log_level(era, "info"))
+        out[era] = [(level, text) for level, _, text in got]
+    return out
+
+
+async def log_checks(open_transport, era: str, label: str, direct: dict, second_session: bool) -> None:
+    """A tool's log messages (sent on its call's own stream) reach the client that called it,
+    at its level, as they reach a client calling the server directly, named after the server;
+    another client session that chose a level (HTTP: same gateway) gets none of them."""
+    mine, on_mine = log_collector()
+    other, on_other = log_collector()
+
+    async def as_caller(session):
+        if era != "modern":
+            await session.set_logging_level("info")
+        for server in ("flog_h", "flog_m"):
+            mine.clear()
+            tag = f"{era}-{server}"
+            r = await session.call_tool(f"{server}__chatty", {"tag": tag})
+            await until(mine, len(direct[era]))
+            expected = [(level, server, text.replace("direct", tag)) for level, text in direct[era]]
+            check(f"{label}: a tool's log messages reach its caller as directly, named after the server ({server})",
+                  mine == expected and r.content[0].text == f"said {tag}", (mine, expected))
+
+    async def as_bystander(session):
+        if era != "modern":
+            await session.set_logging_level("debug")
+        await session_for(open_transport(), era, as_caller, logging_callback=on_mine, **log_level(era, "info"))
+        await asyncio.sleep(0.3)  # what leaked would have come with the caller's messages
+        check(f"{label}: another client session that chose a level gets none of them", other == [], other)
+        await session.call_tool("flog_m__chatty", {"tag": "bystander"})
+        await until(other, 3)
+        check(f"{label}: ... and gets its own call's messages (at debug)", [t for _, _, t in other] == ["debug bystander", "info bystander", "warning bystander"], other)
+
+    if second_session:
+        await session_for(open_transport(), era, as_bystander, logging_callback=on_other, **log_level(era, "debug"))
+    else:
+        await session_for(open_transport(), era, as_caller, logging_callback=on_mine, **log_level(era, "info"))
+
+
 async def fastmcp_client(target, label: str):
     from fastmcp import Client
     async with Client(target) as client:
@@ -370,10 +449,14 @@ async def main() -> None:
         subs_http = subprocess.Popen([str(BIN / "python"), str(HERE / "subscribe_server.py"), "--prefix", "h", "--http", "0"],
                                      stdout=subprocess.PIPE, text=True)
         line = subs_http.stdout.readline()  # "PORT <n>", or "" if it died
-        config = servers(repo, int(line.split()[1]) if line.startswith("PORT ") else 9)
+        fastmcp_http = subprocess.Popen([str(BIN / "python"), str(HERE / "fastmcp_server.py")], stdout=subprocess.PIPE, text=True)
+        fastmcp_line = fastmcp_http.stdout.readline()
+        fastmcp_port = int(fastmcp_line.split()[1]) if fastmcp_line.startswith("PORT ") else 9
+        config = servers(repo, int(line.split()[1]) if line.startswith("PORT ") else 9, fastmcp_port)
         config_path = root / "mcpopt.json"
         config_path.write_text(json.dumps({"mcpServers": config}))
         direct = {era: await direct_results(config, era) for era in ("legacy",)}
+        logs_direct = await direct_logs(f"http://127.0.0.1:{fastmcp_port}/mcp")
         server = None
         try:
             if transport == "http":
@@ -397,6 +480,16 @@ async def main() -> None:
                     await asyncio.wait_for(through_gateway(t, era, direct["legacy"], repo, label), 60)
                 except Exception as e:  # a crash of the session is a failed check, with its reason
                     check(f"{label}: session", False, repr(e))
+                if transport == "http":
+                    def open_transport():
+                        return streamable_http_client(url)
+                else:
+                    def open_transport():
+                        return stdio_client(StdioServerParameters(command=mcpopt, args=["stdio", "--config", str(config_path)]))
+                try:
+                    await asyncio.wait_for(log_checks(open_transport, era, label, logs_direct, second_session=transport == "http"), 60)
+                except Exception as e:
+                    check(f"{label}: log sessions", False, repr(e))
             if transport == "http":
                 http_checks(port)
             try:
@@ -408,6 +501,8 @@ async def main() -> None:
             except Exception as e:
                 check(f"{transport} fastmcp: session", False, repr(e))
         finally:
+            fastmcp_http.kill()  # uvicorn may wait on open streams at SIGTERM
+            fastmcp_http.wait(5)
             subs_http.terminate()
             try:
                 subs_http.wait(5)

@@ -62,6 +62,7 @@ typedef struct mco_rpc_message {
     mco_str protocol_version;   // params._meta["io.modelcontextprotocol/protocolVersion"],
                                 // or params.protocolVersion of an initialize request
     mco_str progress_token_raw; // params._meta.progressToken
+    mco_str log_level;          // params._meta["io.modelcontextprotocol/logLevel"] (a string)
     mco_str meta_raw;           // params._meta
     // responses
     mco_str result_raw;

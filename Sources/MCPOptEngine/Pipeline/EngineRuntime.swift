@@ -64,6 +64,10 @@ final class EngineRuntime: @unchecked Sendable {
     let batching: Backend.Batching?
     let pins = ContinuationPins()
     let progress = ProgressRelay()
+    /// Listeners of log messages of mergeable requests in flight (see RequestLogRegistry), and
+    /// whether any caller has asked for log messages yet (until then nothing is gathered).
+    let requestLogs = RequestLogRegistry()
+    let logsWanted = AtomicCounter()
     /// Who hears servers' log messages (`notifications/message`), with the server's name.
     @exclusivity(unchecked) private var logListener: (@Sendable (_ server: String, _ message: [UInt8]) -> Void)?   // guarded by lock
     func setLogListener(_ l: (@Sendable (String, [UInt8]) -> Void)?) { lock.withLock { logListener = l } }
@@ -372,4 +376,57 @@ final class ProgressRelay: @unchecked Sendable {
         o["params"] = .object(params)
         route.relay(Array(JSONValue.object(o).jsonString.utf8))
     }
+}
+
+/// Where the log messages of one upstream request go: its caller and the callers merged into
+/// it, each at its own level (read once per message, renamed once for all of them).
+final class RequestLogs: @unchecked Sendable {
+    typealias Listener = (level: LogLevel, relay: @Sendable ([UInt8]) -> Void)
+    private let lock = Lock()
+    private var listeners: [Listener]   // guarded by lock
+
+    init() { listeners = [] }
+    init(level: LogLevel, relay: @escaping @Sendable ([UInt8]) -> Void) { listeners = [(level, relay)] }
+
+    /// Takes `other`'s listeners too.
+    func absorb(_ other: RequestLogs) {
+        let theirs = other.lock.withLock { other.listeners }
+        lock.withLock { listeners += theirs }
+    }
+
+    func deliver(server: String, _ message: [UInt8]) {
+        let now = lock.withLock { listeners }
+        guard !now.isEmpty, let (level, relayed) = Engine.relayedLog(message, server: server) else { return }
+        for listener in now where level >= listener.level { listener.relay(relayed) }
+    }
+}
+
+/// The listeners of mergeable requests in flight, by cache key: the leader and each follower
+/// that wants logs join the key's list (whoever comes first makes it) and leave when done; the
+/// last one out forgets it. A follower that joins late hears what comes after it joined.
+final class RequestLogRegistry: @unchecked Sendable {
+    private let lock = Lock()
+    private var flights: [HashedKey: (logs: RequestLogs, holders: Int)] = [:]   // guarded by lock
+
+    func join(_ key: HashedKey) -> RequestLogs {
+        lock.withLock {
+            if let entry = flights[key] {
+                flights[key]!.holders = entry.holders + 1
+                return entry.logs
+            }
+            let logs = RequestLogs()
+            flights[key] = (logs, 1)
+            return logs
+        }
+    }
+
+    func leave(_ key: HashedKey) {
+        lock.withLock {
+            guard let entry = flights[key] else { return }
+            if entry.holders <= 1 { flights[key] = nil } else { flights[key]!.holders = entry.holders - 1 }
+        }
+    }
+
+    /// Keys with listeners now (for tests: nothing is left behind).
+    var count: Int { lock.withLock { flights.count } }
 }

@@ -30,6 +30,17 @@ public struct OptimizeOptions: Sendable {
     /// Asks the caller's client a server's request (sampling, elicitation, roots) while this
     /// request runs; returns the client's response, or nil. Nil: the caller cannot be asked.
     public var onServerRequest: (@Sendable ([UInt8]) async -> [UInt8]?)?
+    /// The caller's log level. The log messages (`notifications/message`) a server sends about
+    /// this request, on the request's own response stream (Streamable HTTP: a server logging
+    /// while it serves the request), at this level or above go to `onNotification`, the logger
+    /// named after the server ("kv" or "kv/<logger>"): to this caller only (and to the callers
+    /// of identical requests merged into it, each at its own level), never to `onServerLog`.
+    /// Nil: the caller wants none. What a server sends is the request's business: a modern-era
+    /// server logs for a request whose `_meta["io.modelcontextprotocol/logLevel"]` asks (it
+    /// goes on to the server as the caller wrote it); a handshake-era one whatever its shared
+    /// session sends (it is never told a caller's level). Answers from the cache carry none;
+    /// stdio servers' messages belong to no request (see `onServerLog`).
+    public var logLevel: LogLevel?
 
     public init(agent: String? = nil, partition: String? = nil, servers: [String]? = nil, bypassCache: Bool = false, timeout: Duration? = nil,
                 session: String? = nil) {
@@ -109,8 +120,12 @@ extension Engine {
     /// before `start`; the host keeps and stops the loop.
     public func useEventLoop(_ loop: EventLoop) { runtime.use(loop) }
 
-    /// Calls `listener` with each log message a server sends (`notifications/message`, as the
-    /// server sent it) and the server's name; nil stops it. On an I/O thread: keep it short.
+    /// Calls `listener` with each log message a server sends outside of any request
+    /// (`notifications/message`, as the server sent it) and the server's name; nil stops it. On
+    /// an I/O thread: keep it short. Those are a stdio server's (stdio carries no per-request
+    /// streams, so a shared backend session cannot tell which request a message is about) and
+    /// an HTTP server's on its GET stream. Messages on a request's own stream go to that
+    /// request's caller (`OptimizeOptions.logLevel`) and are not heard here.
     public func onServerLog(_ listener: (@Sendable (_ server: String, _ message: [UInt8]) -> Void)?) { runtime.setLogListener(listener) }
 
     /// Calls `listener` with each `notifications/resources/updated` a server sends (the URI and
@@ -121,6 +136,16 @@ extension Engine {
     /// (`notifications/tools/list_changed`, prompts, resources) once the engine has listed that
     /// server again, so what the listener's clients fetch next is the new list; nil stops it.
     public func onListChanged(_ listener: (@Sendable (_ method: String) -> Void)?) { runtime.setListChangeListener(listener) }
+
+    /// A server's log message as clients get it, the logger named after the server ("kv" or
+    /// "kv/<logger>"), with its level; nil when it names no known level.
+    public static func relayedLog(_ message: [UInt8], server: String) -> (level: LogLevel, message: [UInt8])? {
+        guard case .object(var o)? = try? JSONParser.parse(message), case .object(var params)? = o["params"],
+              let name = params["level"]?.stringValue, let level = LogLevel(name) else { return nil }
+        params["logger"] = .string(params["logger"]?.stringValue.map { server + "/" + $0 } ?? server)
+        o["params"] = .object(params)
+        return (level, Array(JSONValue.object(o).jsonString.utf8))
+    }
 
     /// Whether `start` has run (backends exist).
     public var isRunning: Bool { runtime.isStarted }
@@ -291,8 +316,9 @@ extension Engine {
 
     /// Sends a prepared request to its servers and answers it.
     public func completeRequest(_ request: PendingRequest) async -> OptimizedResponse {
-        defer { if let token = request.plan.progressToken { runtime.progress.end(token) } }
-        return finish(await execute(request.plan), started: request.started)
+        let plan = request.plan
+        defer { if let token = plan.progressToken { runtime.progress.end(token) } }
+        return finish(await execute(plan), started: request.started)
     }
 
     private func finish(_ answer: OptimizedResponse, started: UInt64) -> OptimizedResponse {
@@ -347,6 +373,10 @@ extension Engine {
         /// How to ask the caller's client (server requests), and who that client is.
         var askClient: ServerRequestRoutes.Ask?
         var caller = ""
+        /// Where the log messages on the upstream request's own stream go (the caller, or
+        /// every merged caller that wants them); nil: nobody wants them. (A class: a plan is
+        /// copied on the request path, and copying an optional closure costs more.)
+        var logs: RequestLogs?
 
 
         init(id: [UInt8], method: String, params: [UInt8]?, tool: String?, candidates: [String], group: String,
@@ -371,6 +401,13 @@ extension Engine {
 
         /// Latency statistics key: this tool (or method) on this group.
         var latencyKey: String { group + "/" + (tool ?? method) }
+
+        /// From now on its log messages go to `shared` (the merged callers' listeners, its own
+        /// caller's among them). Only before the plan is sent: nothing else reads it yet.
+        func logTo(_ shared: RequestLogs) {
+            if let own = logs { shared.absorb(own) }
+            logs = shared
+        }
     }
 
     // Indirect: its two large payloads share no spare bits, so copies never read a partly
@@ -541,6 +578,11 @@ extension Engine {
             plan.priority = .low
             refreshAhead(plan, key: lookup.key)
             return .answer(refreshing)
+        }
+        if let level = options.logLevel, let relay = options.onNotification {
+            plan.logs = RequestLogs(level: level, relay: relay)
+            // From now on leaders of mergeable requests gather their followers' listeners.
+            if runtime.logsWanted.load() == 0 { runtime.logsWanted.add() }
         }
         return .call(plan)
     }
@@ -715,10 +757,16 @@ extension Engine {
             })
             switch joined {
             case .leader:
+                // Callers merged into this request hear its log messages too (each filters
+                // them by its own level): a listener list shared under the key, once anyone
+                // asked for logs.
+                let logs = plan.logs != nil || runtime.logsWanted.load() != 0 ? runtime.requestLogs.join(key) : nil
+                defer { if logs != nil { runtime.requestLogs.leave(key) } }
                 if !plan.bypassCache, let shared = runtime.shared, let hit = await shared.get(lookup.key) {
                     outcome = promote(hit, plan: plan, lookup: lookup)
                     source = .shared
                 } else {
+                    if let logs { plan.logTo(logs) }
                     outcome = await callUpstream(plan)
                     // Filled before merged requests are released; the same decode shapes the reply.
                     if let response = outcome.message { shape = fill(plan, lookup: lookup, response: response, originNanos: outcome.originNanos) }
@@ -727,6 +775,10 @@ extension Engine {
             case .follower:
                 runtime.metrics.coalesced.add()
                 source = .coalesced
+                // The leader's request carries the leader's level: what it brings from now on
+                // reaches this caller too.
+                if let own = plan.logs { runtime.requestLogs.join(key).absorb(own) }
+                defer { if plan.logs != nil { runtime.requestLogs.leave(key) } }
                 outcome = await box!.wait()   // made when it joined as a follower
                 runtime.metrics.baselineNanos.add(outcome.originNanos)
             }
@@ -842,7 +894,15 @@ extension Engine {
         do {
             // A caller that gives up cancels its upstream call, unless others may be waiting on
             // it (a cacheable request can be merged with identical ones; its result fills the cache).
-            let response = try await backend.request(UpstreamRequest(method: plan.method, params: plan.params), timeout: timeout,
+            var request = UpstreamRequest(method: plan.method, params: plan.params)
+            if let logs = plan.logs {
+                // The request's own stream: its log messages go to its callers; the rest
+                // (progress) as from any other stream.
+                request.listener = RequestListener { [weak self] method, message in
+                    if method == "notifications/message" { logs.deliver(server: server, message) } else { self?.backendNotification(server: server, method: method, message: message) }
+                }
+            }
+            let response = try await backend.request(request, timeout: timeout,
                                                      tenant: plan.tenant, priority: plan.priority, cancellable: plan.lookup == nil)
             let elapsed = monotonicNanos() &- started
             runtime.metrics.upstreamLatency.record(nanoseconds: elapsed)
