@@ -164,6 +164,27 @@ public final class Router: @unchecked Sendable {
 
     private let lastErrors = LockedValue<[String: (String, UInt64)]>([:])
 
+    /// Where the outcomes of one (server, tool) pair are recorded, looked up once for a call
+    /// that reads the server's circuit before and after and records its outcome (each by name
+    /// was a locked String-keyed lookup). nil for a server never registered.
+    public struct OutcomeCells: @unchecked Sendable {   // cells of atomics, as the table's
+        fileprivate let server: StatsCell
+        fileprivate let pair: StatsCell
+    }
+
+    public func outcomeCells(server: String, tool: String) -> OutcomeCells? {
+        guard let serverCell = stats.existingCell(server: server, tool: nil) else { return nil }
+        return OutcomeCells(server: serverCell, pair: stats.cell(server: server, tool: tool))
+    }
+
+    public func circuitState(_ cells: OutcomeCells) -> CircuitState { CircuitBreaker.state(cells.server) }
+
+    /// `record(server:tool:...)` on cells looked up before.
+    public func record(_ cells: OutcomeCells, server: String, latency: Duration, success: Bool, error: String? = nil) {
+        record(server: cells.server, pair: cells.pair, latencyNanos: latency.nanosecondsDouble, success: success, started: false)
+        if let error, !success { lastErrors.withLock { $0[server] = (error, nowMillis) } }
+    }
+
     private func record(server: StatsCell, pair: StatsCell, latencyNanos: Double, success: Bool, started: Bool) {
         let now = nowMillis
         pair.record(latencyNanos: latencyNanos, success: success, alpha: settings.ewmaAlpha, nowMillis: now, started: started)

@@ -885,7 +885,10 @@ extension Engine {
         guard let backend = found ?? backend(server, session: plan.session) else {
             return (.failure(UpstreamError(.closed, "no backend for server \"\(server)\"\(plan.session == nil ? "" : " in this session (too many sessions?)")")), 0)
         }
-        let before = router.circuitState(server: server)
+        // The server's and the pair's statistics, looked up once for the circuit before and
+        // after and the outcome (a tool-less request, by name as before).
+        let cells = plan.tool.flatMap { router.outcomeCells(server: server, tool: $0) }
+        let before = cells.map { router.circuitState($0) } ?? router.circuitState(server: server)
         let started = monotonicNanos()
         runtime.metrics.upstreamCalls.add()
         // While it runs, this caller answers what the server asks its client.
@@ -907,16 +910,14 @@ extension Engine {
             let elapsed = monotonicNanos() &- started
             runtime.metrics.upstreamLatency.record(nanoseconds: elapsed)
             latencies.record(nanoseconds: elapsed)
-            if let tool = plan.tool { _ = router.record(server: server, tool: tool, latency: .nanoseconds(Int64(elapsed)), success: true) }
-            circuitEvents(server: server, before: before)
+            if let cells { router.record(cells, server: server, latency: .nanoseconds(Int64(elapsed)), success: true) }
+            circuitEvents(server: server, cells: cells, before: before)
             pinContinuation(response, server: server)
             return (.success(response), elapsed)
         } catch {
             let elapsed = monotonicNanos() &- started
-            if let tool = plan.tool {
-                _ = router.record(server: server, tool: tool, latency: .nanoseconds(Int64(elapsed)), success: false, error: error.message)
-            }
-            circuitEvents(server: server, before: before)
+            if let cells { router.record(cells, server: server, latency: .nanoseconds(Int64(elapsed)), success: false, error: error.message) }
+            circuitEvents(server: server, cells: cells, before: before)
             return (.failure(error), elapsed)
         }
     }
@@ -973,8 +974,8 @@ extension Engine {
         }
     }
 
-    private func circuitEvents(server: String, before: CircuitState?) {
-        let after = router.circuitState(server: server)
+    private func circuitEvents(server: String, cells: Router.OutcomeCells?, before: CircuitState?) {
+        let after = cells.map { router.circuitState($0) } ?? router.circuitState(server: server)
         guard after != before else { return }
         if after == .open { runtime.events.emit(.circuitOpened, ["server": .string(server)]) }
         if after == .closed { runtime.events.emit(.circuitClosed, ["server": .string(server)]) }
