@@ -38,7 +38,10 @@ class LogFixture: XCTestCase, @unchecked Sendable {
             line += data
         }
         let text = String(decoding: line, as: UTF8.self)
-        guard text.hasPrefix("PORT "), let port = Int(text.dropFirst(5).prefix { $0.isNumber }) else { throw XCTSkip("the FastMCP server did not start: \(text)") }
+        guard text.hasPrefix("PORT "), let port = Int(text.dropFirst(5).prefix { $0.isNumber }) else {
+            XCTFail("the FastMCP server did not start: \(text)")
+            throw CancellationError()
+        }
         return port
     }
 
