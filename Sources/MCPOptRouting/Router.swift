@@ -155,10 +155,8 @@ public final class Router: @unchecked Sendable {
     /// Returns false for a server never registered.
     @discardableResult
     public func record(server: String, tool: String, latency: Duration, success: Bool, error: String? = nil) -> Bool {
-        guard let serverCell = stats.existingCell(server: server, tool: nil) else { return false }
-        let pair = stats.cell(server: server, tool: tool)
-        record(server: serverCell, pair: pair, latencyNanos: latency.nanosecondsDouble, success: success, started: false)
-        if let error, !success { lastErrors.withLock { $0[server] = (error, nowMillis) } }
+        guard let cells = outcomeCells(server: server, tool: tool) else { return false }
+        record(cells, server: server, latency: latency, success: success, error: error)
         return true
     }
 
@@ -429,7 +427,7 @@ public final class Router: @unchecked Sendable {
             return withUnsafeTemporaryAllocation(of: Bool.self, capacity: max(1, servers.count)) { mask in
                 var allowed: UnsafePointer<Bool>? = nil
                 if let names = requirements.allowedServers {
-                    for (index, server) in servers.enumerated() { mask.initializeElement(at: index, to: names.contains(server.id)) }
+                    for index in servers.indices { mask.initializeElement(at: index, to: names.contains(servers[index].id)) }
                     allowed = UnsafePointer(mask.baseAddress)
                 }
                 return withUnsafeTemporaryAllocation(of: Int32.self, capacity: max(1, maxFallbacks)) { storage in

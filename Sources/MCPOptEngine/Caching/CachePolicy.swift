@@ -1,3 +1,4 @@
+import MCPOptRouting
 import MCPOptProtocol
 
 /// What may be answered from the cache, under which key, for how long, shared with whom.
@@ -22,6 +23,11 @@ public struct CachePolicy: Sendable {
         public init(readOnly: Bool = false, idempotent: Bool = false) {
             self.readOnly = readOnly
             self.idempotent = idempotent
+        }
+
+        /// What a server's catalog declares (hints it leaves out count as false).
+        init(declared: MCPOptRouting.ToolAnnotations) {
+            self.init(readOnly: declared.readOnly ?? false, idempotent: declared.idempotent ?? false)
         }
     }
 

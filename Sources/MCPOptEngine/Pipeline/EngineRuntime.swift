@@ -167,28 +167,26 @@ final class EngineRuntime: @unchecked Sendable {
         }
     }
 
-    /// Who offers a tool: the servers whose (healthy) catalog lists it, sorted by name, with
-    /// each one's group, `stateful` flag and annotations for it.
-    struct ToolOwners: Sendable {
-        var servers: [String] = []
-        var groups: [String] = []
-        var stateful: [Bool] = []
-        var annotations: [MCPOptRouting.ToolAnnotations] = []
+    /// A server whose (healthy) catalog lists a tool: its group, whether it is stateful, and
+    /// what it declares about the tool.
+    struct ToolOwner: Sendable {
+        let server: String
+        let group: String
+        let stateful: Bool
+        let annotations: MCPOptRouting.ToolAnnotations
     }
 
-    /// Indexed once per change of the catalogs: the cache lookup that precedes routing takes
-    /// one lock and one hash here.
-    func toolOwners(_ tool: String) -> ToolOwners? {
+    /// The owners of `tool`, sorted by server name; indexed once per change of the catalogs, so
+    /// the cache lookup that precedes routing takes one lock and one hash here.
+    func toolOwners(_ tool: String) -> [ToolOwner]? {
         lock.withLock {
             if toolOwnersByName == nil {
-                var owners: [String: ToolOwners] = [:]
+                var owners: [String: [ToolOwner]] = [:]
                 for catalog in catalogsByServer.values.sorted(by: { $0.server < $1.server }) where catalog.error == nil {
                     let server = directory.server(catalog.server)
                     for info in catalog.toolInfos {
-                        owners[info.name, default: ToolOwners()].servers.append(catalog.server)
-                        owners[info.name]!.groups.append(server?.group ?? catalog.server)
-                        owners[info.name]!.stateful.append(server?.stateful ?? false)
-                        owners[info.name]!.annotations.append(info.annotations)
+                        owners[info.name, default: []].append(ToolOwner(server: catalog.server, group: server?.group ?? catalog.server,
+                                                                       stateful: server?.stateful ?? false, annotations: info.annotations))
                     }
                 }
                 toolOwnersByName = owners
@@ -196,7 +194,7 @@ final class EngineRuntime: @unchecked Sendable {
             return toolOwnersByName?[tool]
         }
     }
-    @exclusivity(unchecked) private var toolOwnersByName: [String: ToolOwners]?   // guarded by lock
+    @exclusivity(unchecked) private var toolOwnersByName: [String: [ToolOwner]]?   // guarded by lock
     /// Bumped whenever a server's catalog is replaced.
     private(set) var catalogGeneration = 0               // guarded by lock
     var currentCatalogGeneration: Int { lock.withLock { catalogGeneration } }

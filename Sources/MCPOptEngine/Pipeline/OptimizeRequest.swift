@@ -378,7 +378,6 @@ extension Engine {
         /// copied on the request path, and copying an optional closure costs more.)
         var logs: RequestLogs?
 
-
         init(id: [UInt8], method: String, params: [UInt8]?, tool: String?, candidates: [String], group: String,
              lookup: CachePolicy.Lookup?, ticket: FillTicket?, safe: Bool, hedgeable: Bool, invalidates: [String],
              storeTags: [String], timeout: Duration, explicitTimeout: Bool, session: String?) {
@@ -514,12 +513,10 @@ extension Engine {
             annotations = early.annotations
             trusted = runtime.policy.trustedGroups.contains(group)
         } else if let tool, let declared = runtime.annotations(server: first, tool: tool) {
-            annotations = CachePolicy.ToolAnnotations(readOnly: declared.readOnly ?? false, idempotent: declared.idempotent ?? false)
+            annotations = CachePolicy.ToolAnnotations(declared: declared)
             trusted = runtime.policy.trustedGroups.contains(group)
         }
-        var partition = options.partition ?? options.agent ?? ""
-        // A stateful server's answers depend on the session: they are cached within it only.
-        if let session = options.session, firstBackendConfig.stateful { partition += "\u{1}session:" + session }
+        let partition = cachePartition(options, stateful: firstBackendConfig.stateful)
         // The lookup made before routing is the same one when routing chose the same group.
         let early = earlyLookup.flatMap { $0.group == group && $0.partition == partition ? $0 : nil }
         let lookup = early.map(\.lookup) ?? runtime.policy.lookup(view, group: group, annotations: annotations, partition: partition)
@@ -610,20 +607,18 @@ extension Engine {
     /// hit is due for a refresh ahead (which needs the routed plan).
     private func cachedBeforeRouting(_ view: MessageView, id: [UInt8], tool: String, allowed: Set<String>?, _ options: OptimizeOptions) -> BeforeRouting {
         guard let owners = runtime.toolOwners(tool) else { return .notApplicable }
-        var pick = -1
-        for index in owners.servers.indices where allowed?.contains(owners.servers[index]) ?? true {
-            if pick < 0 {
-                pick = index
-            } else if owners.groups[index] != owners.groups[pick] || owners.stateful[index] != owners.stateful[pick] {
-                return .notApplicable
+        var pick: EngineRuntime.ToolOwner?
+        for owner in owners where allowed?.contains(owner.server) ?? true {
+            guard let first = pick else {
+                pick = owner
+                continue
             }
+            if owner.group != first.group || owner.stateful != first.stateful { return .notApplicable }
         }
-        guard pick >= 0 else { return .notApplicable }
-        let group = owners.groups[pick]
-        let declared = owners.annotations[pick]
-        let annotations = CachePolicy.ToolAnnotations(readOnly: declared.readOnly ?? false, idempotent: declared.idempotent ?? false)
-        var partition = options.partition ?? options.agent ?? ""
-        if let session = options.session, owners.stateful[pick] { partition += "\u{1}session:" + session }
+        guard let pick else { return .notApplicable }
+        let group = pick.group
+        let annotations = CachePolicy.ToolAnnotations(declared: pick.annotations)
+        let partition = cachePartition(options, stateful: pick.stateful)
         guard let lookup = runtime.policy.lookup(view, group: group, annotations: annotations, partition: partition) else {
             return .missed(EarlyLookup(group: group, partition: partition, annotations: annotations, lookup: nil))
         }
@@ -632,6 +627,14 @@ extension Engine {
         }
         if CachedValue.refreshDue(hit.header, strategy: config.caching.warmingStrategy, nowMs: CachedValue.nowMs()) { return .notApplicable }
         return .answered(answerHit(hit, id: id, method: "tools/call", tool: tool, key: lookup.key))
+    }
+
+    /// Whose cache entries a request reads and fills: its partition, else its agent; a
+    /// stateful server's answers depend on the session, so they are cached within it only.
+    private func cachePartition(_ options: OptimizeOptions, stateful: Bool) -> String {
+        let partition = options.partition ?? options.agent ?? ""
+        guard stateful, let session = options.session else { return partition }
+        return partition + "\u{1}session:" + session
     }
 
     /// The answer to a cache hit, counted.
@@ -888,7 +891,7 @@ extension Engine {
         // The server's and the pair's statistics, looked up once for the circuit before and
         // after and the outcome (a tool-less request, by name as before).
         let cells = plan.tool.flatMap { router.outcomeCells(server: server, tool: $0) }
-        let before = cells.map { router.circuitState($0) } ?? router.circuitState(server: server)
+        let before = circuitState(server, cells)
         let started = monotonicNanos()
         runtime.metrics.upstreamCalls.add()
         // While it runs, this caller answers what the server asks its client.
@@ -974,8 +977,12 @@ extension Engine {
         }
     }
 
+    private func circuitState(_ server: String, _ cells: Router.OutcomeCells?) -> CircuitState? {
+        cells.map { router.circuitState($0) } ?? router.circuitState(server: server)
+    }
+
     private func circuitEvents(server: String, cells: Router.OutcomeCells?, before: CircuitState?) {
-        let after = cells.map { router.circuitState($0) } ?? router.circuitState(server: server)
+        let after = circuitState(server, cells)
         guard after != before else { return }
         if after == .open { runtime.events.emit(.circuitOpened, ["server": .string(server)]) }
         if after == .closed { runtime.events.emit(.circuitClosed, ["server": .string(server)]) }
