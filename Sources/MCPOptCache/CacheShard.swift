@@ -702,6 +702,7 @@ struct ShardReader {
                         if let page = mco_load_pointer(pageTable + Int(ref >> 17)) {
                             let offset = Int(ref & 0x1_FFFF) << 3
                             let candidate = (page + offset).assumingMemoryBound(to: mco_item.self)
+                            mco_item_prefetch(candidate)
                             var keyLength: UInt32 = 0, valueLength: UInt32 = 0, expiry: UInt32 = 0, flags: UInt32 = 0
                             mco_item_peek(candidate, &keyLength, &valueLength, &expiry, &flags)
                             // Lengths are checked against the page before use: a torn header
