@@ -79,7 +79,7 @@ let package = Package(
             name: "mcpopt",
             dependencies: [
                 "MCPOptEngine", "MCPOptConfig", "MCPOptJSON", "MCPOptProtocol", "MCPOptCache", "MCPOptRouting", "MCPOptSync",
-                "MCPOptIO", "MCPOptUpstream", "MCPOptGateway", "MCPOptMock", "MCPOptDemo", "MCPOptRedis",
+                "MCPOptIO", "MCPOptUpstream", "MCPOptGateway", "MCPOptMock", "MCPOptDemo", "MCPOptRedis", "CMCPOptSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings,

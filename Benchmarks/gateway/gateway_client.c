@@ -3,9 +3,11 @@
  * mcpopt gateway. Each connection initializes a handshake-era session and sends its
  * Mcp-Session-Id after. With CONNECTIONS > 1, that many threads run side by side (throughput
  * under concurrency); the figures are over all their calls.
- * Usage: gateway_client LABEL N PORT TOOL hit|miss [OFFSET [CONNECTIONS]]
+ * Usage: gateway_client LABEL N PORT TOOL hit|miss [OFFSET [CONNECTIONS [SAMPLES]]]
  *   miss: arguments differ on every call (starting at OFFSET, so repeated runs stay misses);
- *   hit: the same arguments every time.
+ *   hit: the same arguments every time;
+ *   SAMPLES: a file each call's round trip is appended to (microseconds, one a line), so
+ *   several runs can be pooled.
  * Prints one JSON line: requests, round trips per second, p50/p99/mean in microseconds.
  * Run by `mcpopt bench gateway`. */
 #define _GNU_SOURCE
@@ -99,7 +101,7 @@ static void *run(void *arg) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 6) { fprintf(stderr, "usage: gateway_client LABEL N PORT TOOL hit|miss [OFFSET [CONNECTIONS]]\n"); return 2; }
+    if (argc < 6) { fprintf(stderr, "usage: gateway_client LABEL N PORT TOOL hit|miss [OFFSET [CONNECTIONS [SAMPLES]]]\n"); return 2; }
     int n = atoi(argv[2]), connections = argc > 7 ? atoi(argv[7]) : 1;
     if (n < 1 || connections < 1 || connections > MAX_CONNECTIONS) { fprintf(stderr, "N >= 1, 1 <= CONNECTIONS <= %d\n", MAX_CONNECTIONS); return 2; }
     long offset = argc > 6 ? atol(argv[6]) : 0;
@@ -125,6 +127,12 @@ int main(int argc, char **argv) {
     double *all = malloc((size_t)each * connections * sizeof *all);
     for (int c = 0; c < connections; c++)
         for (int i = 0; i < each; i++) { all[total++] = workers[c].samples[i]; sum += workers[c].samples[i]; }
+    if (argc > 8) {
+        FILE *samples = fopen(argv[8], "a");
+        if (!samples) { perror(argv[8]); return 1; }
+        for (int i = 0; i < total; i++) fprintf(samples, "%.3f\n", all[i]);
+        if (fclose(samples)) { perror(argv[8]); return 1; }
+    }
     qsort(all, total, sizeof *all, cmp);
     printf("{\"path\":\"%s\",\"requests\":%d,\"connections\":%d,\"roundTripsPerSecond\":%.0f,\"p50Us\":%.1f,\"p99Us\":%.1f,\"meanUs\":%.1f}\n",
            argv[1], total, connections, total / (end - start), all[total / 2], all[(int)(total * 0.99)], sum / total);

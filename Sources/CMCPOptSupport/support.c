@@ -1,6 +1,8 @@
 #define _GNU_SOURCE
 #include "mcpopt_support.h"
 #include <dlfcn.h>
+#include <errno.h>
+#include <sched.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,4 +83,25 @@ const mco_error *mco_tls_error_get(void) {
 
 int mco_process_has_jemalloc(void) {
     return dlsym(RTLD_DEFAULT, "mallocx") != NULL || dlsym(RTLD_DEFAULT, "je_mallocx") != NULL;
+}
+
+int mco_affinity_get(int tid, int32_t *cpus, size_t capacity) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(tid, sizeof set, &set) != 0) return -errno;
+    size_t count = 0;
+    for (int cpu = 0; cpu < CPU_SETSIZE && count < capacity; cpu++)
+        if (CPU_ISSET(cpu, &set)) cpus[count++] = cpu;
+    return (int)count;
+}
+
+int mco_affinity_set(int tid, const int32_t *cpus, size_t count) {
+    if (!cpus && count) return -EINVAL;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (size_t i = 0; i < count; i++) {
+        if (cpus[i] < 0 || cpus[i] >= CPU_SETSIZE) return -EINVAL;
+        CPU_SET(cpus[i], &set);
+    }
+    return sched_setaffinity(tid, sizeof set, &set) == 0 ? 0 : -errno;
 }

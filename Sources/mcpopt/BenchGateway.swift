@@ -18,7 +18,8 @@ struct BenchGateway: ParsableCommand {
             Compiles Benchmarks/upstream/http_echo_server.c and Benchmarks/gateway/{gateway_client,abi_hit}.c \
             with cc, starts the echo server, haproxy and nginx (installed with apt-get when missing, unless \
             --no-install), this program as `mcpopt serve`, and FastMCP's proxy (skipped when fastmcp cannot be \
-            imported). Rows that cannot run are listed as skipped, with the reason.
+            imported). Rows that cannot run are listed as skipped, with the reason. The rows compared in a \
+            round run interleaved, in --blocks turns of their calls each, so they see the same machine.
             """)
 
     @Option(help: "Calls per latency row (FastMCP's proxy gets a 40th of them: it is that slow).")
@@ -39,6 +40,12 @@ struct BenchGateway: ParsableCommand {
     @Option(help: "libmcpopt for the C ABI rows (default: libMCPOpt.so beside the program, or ../lib/libmcpopt.so.1).")
     var library: String?
 
+    @Option(help: "Where the processes of the latency rounds run, comma-separated: any (where the scheduler puts them), same (all on one CPU), split (the client on one CPU, the servers on another). Each placement runs --rounds rounds.")
+    var placements = "any,same,split"
+
+    @Option(help: "Turns each round's latency rows are measured in: every path runs a share of its calls in each turn, so a drift of the machine during the round reaches every path alike.")
+    var blocks = 10
+
     @Option(help: "Client connections (and C ABI threads, at most 2 of them) for the throughput rows.")
     var connections = 4
 
@@ -51,6 +58,11 @@ struct BenchGateway: ParsableCommand {
     func validate() throws {
         guard requests >= 10 else { throw ValidationError("--requests must be at least 10") }
         guard (1...20).contains(rounds) else { throw ValidationError("--rounds must be between 1 and 20") }
+        let names = placements.split(separator: ",").map(String.init)
+        guard !names.isEmpty, let bad = Optional(names.filter { BenchPlacement(rawValue: $0) == nil }), bad.isEmpty else {
+            throw ValidationError("--placements: \(placements.isEmpty ? "empty" : "unknown \(names.filter { BenchPlacement(rawValue: $0) == nil }.joined(separator: ", "))"); use any, same, split")
+        }
+        guard (1...100).contains(blocks), blocks <= requests else { throw ValidationError("--blocks must be between 1 and 100, and at most --requests") }
         guard (1...64).contains(connections) else { throw ValidationError("--connections must be between 1 and 64") }
         guard (1...10_000).contains(herd) else { throw ValidationError("--herd must be between 1 and 10000") }
     }
@@ -108,23 +120,79 @@ struct BenchGateway: ParsableCommand {
             }
             return row
         }
+        // Rows measured side by side: `blocks` turns, each running every path for its share of
+        // the calls in the same order; a row's figures come from the samples of all its turns.
+        // (This guest's round trips drift by up to 2x over minutes; measured one after the other,
+        // the rows of a round compared different states of the machine.)
+        func interleaved(_ paths: [(label: String, port: Int, mode: String, offset: Int)], calls: Int, connections: Int = 1) throws -> [JSONValue] {
+            let files = paths.indices.map { "\(processes.directory)/samples-\($0).txt" }
+            for file in files { unlink(file) }
+            var seconds = [Double](repeating: 0, count: paths.count)
+            var failures = [JSONValue?](repeating: nil, count: paths.count)
+            for block in 0..<blocks {
+                let share = calls / blocks + (block < calls % blocks ? 1 : 0)
+                for (index, path) in paths.enumerated() where failures[index] == nil {
+                    // Each turn's misses start elsewhere, so they stay misses.
+                    let arguments = [client, path.label, "\(share)", "\(path.port)", "echo", path.mode,
+                                     "\(path.offset + block * 10_000_000)", "\(connections)", files[index]]
+                    let (status, output, errors) = try processes.run(path.label, arguments, seconds: timeout)
+                    guard status == 0, let row = try? JSONParser.parse(output.split(separator: "\n").last.map(String.init) ?? ""),
+                          let rate = row["roundTripsPerSecond"]?.doubleValue, rate > 0 else {
+                        failures[index] = ["path": .string(path.label), "error": .string(status == nil ? "ran out of time (\(Int(timeout)) s)" : "the client failed: \(errors)")]
+                        continue
+                    }
+                    seconds[index] += Double(share) / rate
+                }
+            }
+            return paths.indices.map { index in
+                if let failure = failures[index] { return failure }
+                let samples = BenchProcesses.read(files[index]).split(separator: "\n").compactMap { Double($0) }.sorted()
+                guard !samples.isEmpty else { return ["path": .string(paths[index].label), "error": "no samples"] }
+                func tenth(_ x: Double) -> JSONValue { .double((x * 10).rounded() / 10) }
+                return ["path": .string(paths[index].label), "requests": .int(Int64(samples.count)), "connections": .int(Int64(connections)),
+                        "blocks": .int(Int64(blocks)), "roundTripsPerSecond": .double((Double(samples.count) / seconds[index]).rounded()),
+                        "p50Us": tenth(samples[samples.count / 2]), "p99Us": tenth(samples[Int(Double(samples.count) * 0.99)]),
+                        "meanUs": tenth(samples.reduce(0, +) / Double(samples.count))]
+            }
+        }
         let fastmcpCalls = max(requests / 40, 5)
         var roundResults: [JSONValue] = []
+        let allowed = BenchAffinity.allowed()
+        var placementOrder: [BenchPlacement] = []
+        for name in placements.split(separator: ",") where !placementOrder.contains(BenchPlacement(rawValue: String(name))!) {
+            placementOrder.append(BenchPlacement(rawValue: String(name))!)
+        }
+        for placement in placementOrder {
+        guard let cpus = placement.cpus(allowed: allowed) else {
+            skipped.append("placement \(placement.rawValue): this process may use \(allowed.count) CPU(s)")
+            continue
+        }
+        // The servers (and what they started) where the placement puts them; the clients
+        // inherit this thread's CPUs when it starts them.
+        processes.pinAll(to: cpus.servers)
+        BenchAffinity.pin(0, to: cpus.client)
+        defer {
+            processes.pinAll(to: allowed)
+            BenchAffinity.pin(0, to: allowed)
+        }
         for round in 1...rounds {
-            var rows: [JSONValue] = []
-            rows.append(try measure("direct", echoPort, calls: requests, "miss"))
-            for peer in ["haproxy", "nginx"] { if let port = ports[peer] { rows.append(try measure(peer, port, calls: requests, "miss")) } }
-            // Misses stay misses across rounds: each round's arguments start elsewhere.
-            rows.append(try measure("mcpopt miss", gateway, calls: requests, "miss", offset: round * 1_000_000_000))
-            rows.append(try measure("mcpopt hit", gateway, calls: requests, "hit"))
-            if let port = ports["fastmcp"] { rows.append(try measure("fastmcp proxy", port, calls: fastmcpCalls, "miss", offset: round * 1_000_000_000)) }
+            var paths: [(label: String, port: Int, mode: String, offset: Int)] = [("direct", echoPort, "miss", 0)]
+            for peer in ["haproxy", "nginx"] { if let port = ports[peer] { paths.append((peer, port, "miss", 0)) } }
+            // Misses stay misses across rounds and placements: each round's arguments start elsewhere.
+            let offset = (roundResults.count + 1) * 1_000_000_000
+            paths.append(("mcpopt miss", gateway, "miss", offset))
+            paths.append(("mcpopt hit", gateway, "hit", 0))
+            var rows = try interleaved(paths, calls: requests)
+            // FastMCP's proxy adds milliseconds: a drift of microseconds does not matter to it.
+            if let port = ports["fastmcp"] { rows.append(try measure("fastmcp proxy", port, calls: fastmcpCalls, "miss", offset: offset)) }
             rows = Self.withAddedLatency(rows)
-            roundResults.append(["round": .int(Int64(round)), "rows": .array(rows), "goals": Self.goals(rows)])
+            roundResults.append(["round": .int(Int64(round)), "placement": .string(placement.rawValue), "rows": .array(rows), "goals": Self.goals(rows)])
+        }
         }
 
         // Cache hits with several connections: the gateway beside the direct call.
-        let concurrent = [try measure("direct, \(connections) connections", echoPort, calls: requests, "hit", connections: connections),
-                          try measure("mcpopt hit, \(connections) connections", gateway, calls: requests, "hit", connections: connections)]
+        let concurrent = try interleaved([("direct, \(connections) connections", echoPort, "hit", 0),
+                                          ("mcpopt hit, \(connections) connections", gateway, "hit", 0)], calls: requests, connections: connections)
 
         // Against the real server: its own round trip beside a cache hit in front of it.
         var realRows: [JSONValue] = []
@@ -155,7 +223,7 @@ struct BenchGateway: ParsableCommand {
         blockOn { herdResult.value = await Self.thunderingHerd(count: herd, toolMs: 200) }
 
         let result: JSONValue = [
-            "benchmark": "gateway", "requestsPerRow": .int(Int64(requests)), "fastmcpRequestsPerRow": .int(Int64(fastmcpCalls)),
+            "benchmark": "gateway", "requestsPerRow": .int(Int64(requests)), "blocks": .int(Int64(blocks)), "fastmcpRequestsPerRow": .int(Int64(fastmcpCalls)),
             "machine": machine, "rounds": .array(roundResults), "concurrentHits": .array(concurrent),
             "cAbiHits": .array(abiRows), "realServer": .array(realRows), "realServerHitOverDirect": Self.realServerRatio(realRows),
             "herd": herdResult.value ?? .null, "skipped": .array(skipped.map { .string($0) }),
@@ -443,7 +511,7 @@ struct BenchGateway: ParsableCommand {
             return JSONWriter.number(d >= 1_000 ? d.rounded() : d)
         }
         let machine = result["machine"]
-        var lines = ["mcpopt bench gateway: \(n(result["requestsPerRow"])) calls per row (FastMCP proxy \(n(result["fastmcpRequestsPerRow"]))), one at a time; "
+        var lines = ["mcpopt bench gateway: \(n(result["requestsPerRow"])) calls per row in \(n(result["blocks"])) interleaved turns (FastMCP proxy \(n(result["fastmcpRequestsPerRow"])) at once), one at a time; "
             + "\(n(machine?["cores"])) cores, kernel \(machine?["kernel"]?.stringValue ?? "?"), load \(machine?["loadAverageAtStart"]?.stringValue ?? "?") at start"]
         let header = "path".padding(28) + "p50 us".leftPad(10) + "p99 us".leftPad(10) + "mean us".leftPad(10) + "calls/s".leftPad(10) + "added p50".leftPad(11)
         func line(_ row: JSONValue) -> String {
@@ -452,8 +520,13 @@ struct BenchGateway: ParsableCommand {
             return path + n(row["p50Us"]).leftPad(10) + n(row["p99Us"]).leftPad(10) + n(row["meanUs"]).leftPad(10)
                 + n(row["roundTripsPerSecond"]).leftPad(10) + (row["path"]?.stringValue == "direct" ? "-" : row["addedP50Us"].map { "+" + n($0) } ?? "").leftPad(11)
         }
+        var placement = ""
         for round in result["rounds"]?.arrayValue ?? [] {
-            lines += ["", "round \(n(round["round"]))", header] + (round["rows"]?.arrayValue ?? []).map(line)
+            if let name = round["placement"]?.stringValue, name != placement {
+                placement = name
+                lines += ["", BenchPlacement(rawValue: name)?.summary ?? name]
+            }
+            lines += ["", "round \(n(round["round"])) (\(placement))", header] + (round["rows"]?.arrayValue ?? []).map(line)
             let g = round["goals"]
             lines.append("goals: miss added / haproxy added = \(n(g?["missAddedOverHaproxyAdded"])) (<= 1.5); "
                 + "FastMCP added / miss added = \(n(g?["fastmcpAddedOverMissAdded"])) (>= 300); hit p50 / direct p50 = \(n(g?["hitP50OverDirectP50"])) (< 1)")

@@ -99,6 +99,11 @@ final class BenchProcesses: @unchecked Sendable {
         forget(child)
     }
 
+    /// Pins every running child, with the processes and threads it started, to `cpus`.
+    func pinAll(to cpus: [Int32]) {
+        for child in lock.withLock({ children }) { BenchAffinity.pinGroup(child.pid, to: cpus) }
+    }
+
     /// Stops every child still running, newest first, and removes the directory.
     func stopAll() {
         let running = lock.withLock { children }

@@ -30,6 +30,13 @@ const mco_error *mco_tls_error_get(void);
 // 1 when the process has jemalloc (its mallocx symbol resolves), else 0.
 int mco_process_has_jemalloc(void);
 
+// CPU affinity (Linux; the glibc calls need _GNU_SOURCE, which Swift's Glibc module lacks).
+// The CPUs thread `tid` (0: the caller) may run on, in order, at most `capacity` of them;
+// returns how many, or -errno.
+int mco_affinity_get(int tid, int32_t *cpus, size_t capacity);
+// Pins thread `tid` (0: the caller) to `count` CPUs. Returns 0 or -errno.
+int mco_affinity_set(int tid, const int32_t *cpus, size_t count);
+
 #ifdef __cplusplus
 }
 #endif
