@@ -116,10 +116,7 @@ public final class GatewayFront: @unchecked Sendable {
     // MARK: handshake era
 
     private func handshake(_ request: HTTPParser, body: [UInt8], headerVersion: ProtocolVersion?, decoder: MessageDecoder) -> Action {
-        let acceptable = request.withHeader("accept") { accept in
-            accept.map { ByteSearch.containsIgnoringCase($0, "*/*")
-                || (ByteSearch.containsIgnoringCase($0, "application/json") && ByteSearch.containsIgnoringCase($0, "text/event-stream")) } ?? false
-        }
+        let acceptable = request.withHeader("accept") { accept in accept.map { ByteSearch.mediaRanges($0).allowsJSONAndEventStream } ?? false }
         guard acceptable else {
             return .respond(status: 406, headers: [], body: Array("Not Acceptable: Accept must list application/json and text/event-stream".utf8))
         }

@@ -52,31 +52,6 @@ public enum ByteSearch {
         }
     }
 
-    /// Whether `text` contains `token` (lowercase ASCII), ignoring ASCII case: for header
-    /// values such as Accept.
-    public static func containsIgnoringCase(_ text: String, _ token: StaticString) -> Bool {
-        var text = text
-        return text.withUTF8 { containsIgnoringCase(UnsafeRawBufferPointer($0), token) }
-    }
-
-    /// Whether the bytes contain `token` (lowercase ASCII), ignoring ASCII case.
-    public static func containsIgnoringCase(_ hay: UnsafeRawBufferPointer, _ token: StaticString) -> Bool {
-        let needle = UnsafeRawBufferPointer(start: token.utf8Start, count: token.utf8CodeUnitCount)
-        guard needle.count > 0 else { return true }
-        guard hay.count >= needle.count else { return false }
-        let first = needle[0]
-        var i = 0
-        while i <= hay.count - needle.count {
-            if lower(hay[i]) == first {
-                var j = 1
-                while j < needle.count, lower(hay[i + j]) == needle[j] { j += 1 }
-                if j == needle.count { return true }
-            }
-            i += 1
-        }
-        return false
-    }
-
     /// Whether the bytes are `token` (lowercase ASCII), ignoring ASCII case.
     public static func equalsIgnoringCase(_ bytes: UnsafeRawBufferPointer, _ token: StaticString) -> Bool {
         guard bytes.count == token.utf8CodeUnitCount else { return false }
@@ -91,4 +66,42 @@ public enum ByteSearch {
     }
 
     @inline(__always) static func lower(_ b: UInt8) -> UInt8 { b >= 65 && b <= 90 ? b | 0x20 : b }
+
+    /// The media ranges of an Accept header that MCP's Streamable HTTP cares about.
+    public struct MediaRanges: OptionSet, Sendable {
+        public let rawValue: UInt8
+        public init(rawValue: UInt8) { self.rawValue = rawValue }
+        public static let any = MediaRanges(rawValue: 1)               // */*
+        public static let anyApplication = MediaRanges(rawValue: 2)    // application/*
+        public static let json = MediaRanges(rawValue: 4)              // application/json
+        public static let eventStream = MediaRanges(rawValue: 8)       // text/event-stream
+
+        /// What a POST's Accept must allow in the handshake era: JSON and SSE, or anything.
+        public var allowsJSONAndEventStream: Bool { contains(.any) || contains([.json, .eventStream]) }
+    }
+
+    /// Which of those ranges an Accept header lists, in one pass: comma-separated ranges, each
+    /// compared without its parameters (`;q=0.9`) or surrounding blanks, ignoring ASCII case.
+    /// (It was three substring searches a request, which also took `application/json-seq` for
+    /// `application/json`.)
+    public static func mediaRanges(_ accept: UnsafeRawBufferPointer) -> MediaRanges {
+        var found: MediaRanges = []
+        var start = 0
+        while start <= accept.count {
+            var end = start
+            while end < accept.count && accept[end] != 0x2C { end += 1 }   // ','
+            var last = end
+            var first = start
+            while first < last && (accept[first] == 0x20 || accept[first] == 0x09) { first += 1 }
+            if let semicolon = (first..<last).first(where: { accept[$0] == 0x3B }) { last = semicolon }   // ';'
+            while last > first && (accept[last - 1] == 0x20 || accept[last - 1] == 0x09) { last -= 1 }
+            let range = UnsafeRawBufferPointer(rebasing: accept[first..<last])
+            if equals(range, "*/*") { found.insert(.any) }
+            else if equalsIgnoringCase(range, "application/*") { found.insert(.anyApplication) }
+            else if equalsIgnoringCase(range, "application/json") { found.insert(.json) }
+            else if equalsIgnoringCase(range, "text/event-stream") { found.insert(.eventStream) }
+            start = end + 1
+        }
+        return found
+    }
 }

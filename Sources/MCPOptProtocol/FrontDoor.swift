@@ -65,8 +65,7 @@ public enum FrontDoor {
         }
         // From here on: the modern era.
         let acceptable = request.withHeader("accept") { accept in
-            accept.map { ByteSearch.containsIgnoringCase($0, "*/*") || ByteSearch.containsIgnoringCase($0, "application/*")
-                || (ByteSearch.containsIgnoringCase($0, "application/json") && ByteSearch.containsIgnoringCase($0, "text/event-stream")) } ?? false
+            accept.map { let ranges = ByteSearch.mediaRanges($0); return ranges.allowsJSONAndEventStream || ranges.contains(.anyApplication) } ?? false
         }
         guard acceptable else {
             return plain(406, "Not Acceptable: Accept must list application/json and text/event-stream")

@@ -30,7 +30,7 @@ final class StateSyncTests: XCTestCase, @unchecked Sendable {
     func text(_ v: VersionedValue?) -> String? { v.map { String(decoding: $0.value, as: UTF8.self) } }
 
     func testEventualConcurrentWritesConverge() async throws {
-        let (a, b, redis) = try await twoEngines("eventual")
+        let (a, b, _) = try await twoEngines("eventual")   // the teardown block keeps the server
 
         // A write in one reaches the other, with its version.
         let written = a.state.put("greeting", Array("hello".utf8))

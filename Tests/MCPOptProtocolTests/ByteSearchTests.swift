@@ -26,13 +26,22 @@ final class ByteSearchTests: XCTestCase {
         XCTAssertFalse(ByteSearch.contains(Array(#"{"input":"required input_requirement"}"#.utf8), Array("input_required\"".utf8)))
     }
 
-    func testHeaderTokensIgnoreASCIICase() {
-        XCTAssertTrue(ByteSearch.containsIgnoringCase("Application/JSON, text/Event-Stream", "text/event-stream"))
-        XCTAssertTrue(ByteSearch.containsIgnoringCase("*/*", "*/*"))
-        XCTAssertFalse(ByteSearch.containsIgnoringCase("application/jso", "application/json"))
-        XCTAssertFalse(ByteSearch.containsIgnoringCase("", "a"))
-        XCTAssertTrue(ByteSearch.containsIgnoringCase("x", ""))
-        XCTAssertFalse(ByteSearch.containsIgnoringCase("applicatioN/jsoñ", "application/json"))
+    func testAcceptMediaRangesAreReadInOnePass() {
+        func ranges(_ accept: String) -> ByteSearch.MediaRanges { Array(accept.utf8).withUnsafeBytes { ByteSearch.mediaRanges($0) } }
+        XCTAssertEqual(ranges("application/json, text/event-stream"), [.json, .eventStream])
+        XCTAssertEqual(ranges("Application/JSON,text/Event-Stream"), [.json, .eventStream])
+        XCTAssertEqual(ranges(" text/event-stream ; q=0.9 ,\tapplication/json;q=1"), [.json, .eventStream])
+        XCTAssertEqual(ranges("*/*"), [.any])
+        XCTAssertEqual(ranges("text/html, application/*;q=0.8"), [.anyApplication])
+        // Whole ranges only: a longer type or a prefix is not the range.
+        XCTAssertEqual(ranges("application/json-seq, text/event-streams, application/jso"), [])
+        XCTAssertEqual(ranges("applicatioN/jsoñ"), [])
+        XCTAssertEqual(ranges(""), [])
+        XCTAssertEqual(ranges(",,;"), [])
+        XCTAssertTrue(ranges("*/*").allowsJSONAndEventStream)
+        XCTAssertTrue(ranges("text/event-stream, application/json").allowsJSONAndEventStream)
+        XCTAssertFalse(ranges("application/json").allowsJSONAndEventStream)
+        XCTAssertFalse(ranges("application/*").allowsJSONAndEventStream)
     }
 
     func testBytesAreComparedAndBuiltWithoutStrings() {
