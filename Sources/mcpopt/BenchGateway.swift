@@ -58,10 +58,8 @@ struct BenchGateway: ParsableCommand {
     func validate() throws {
         guard requests >= 10 else { throw ValidationError("--requests must be at least 10") }
         guard (1...20).contains(rounds) else { throw ValidationError("--rounds must be between 1 and 20") }
-        let names = placements.split(separator: ",").map(String.init)
-        guard !names.isEmpty, let bad = Optional(names.filter { BenchPlacement(rawValue: $0) == nil }), bad.isEmpty else {
-            throw ValidationError("--placements: \(placements.isEmpty ? "empty" : "unknown \(names.filter { BenchPlacement(rawValue: $0) == nil }.joined(separator: ", "))"); use any, same, split")
-        }
+        let unknown = placements.split(separator: ",", omittingEmptySubsequences: false).filter { BenchPlacement(rawValue: String($0)) == nil }
+        guard unknown.isEmpty else { throw ValidationError("--placements: unknown \(unknown.map { "'\($0)'" }.joined(separator: ", ")); use any, same, split") }
         guard (1...100).contains(blocks), blocks <= requests else { throw ValidationError("--blocks must be between 1 and 100, and at most --requests") }
         guard (1...64).contains(connections) else { throw ValidationError("--connections must be between 1 and 64") }
         guard (1...10_000).contains(herd) else { throw ValidationError("--herd must be between 1 and 10000") }
@@ -159,35 +157,35 @@ struct BenchGateway: ParsableCommand {
         var roundResults: [JSONValue] = []
         let allowed = BenchAffinity.allowed()
         var placementOrder: [BenchPlacement] = []
-        for name in placements.split(separator: ",") where !placementOrder.contains(BenchPlacement(rawValue: String(name))!) {
-            placementOrder.append(BenchPlacement(rawValue: String(name))!)
+        for placement in placements.split(separator: ",").compactMap({ BenchPlacement(rawValue: String($0)) }) where !placementOrder.contains(placement) {
+            placementOrder.append(placement)
         }
         for placement in placementOrder {
-        guard let cpus = placement.cpus(allowed: allowed) else {
-            skipped.append("placement \(placement.rawValue): this process may use \(allowed.count) CPU(s)")
-            continue
-        }
-        // The servers (and what they started) where the placement puts them; the clients
-        // inherit this thread's CPUs when it starts them.
-        processes.pinAll(to: cpus.servers)
-        BenchAffinity.pin(0, to: cpus.client)
-        defer {
-            processes.pinAll(to: allowed)
-            BenchAffinity.pin(0, to: allowed)
-        }
-        for round in 1...rounds {
-            var paths: [(label: String, port: Int, mode: String, offset: Int)] = [("direct", echoPort, "miss", 0)]
-            for peer in ["haproxy", "nginx"] { if let port = ports[peer] { paths.append((peer, port, "miss", 0)) } }
-            // Misses stay misses across rounds and placements: each round's arguments start elsewhere.
-            let offset = (roundResults.count + 1) * 1_000_000_000
-            paths.append(("mcpopt miss", gateway, "miss", offset))
-            paths.append(("mcpopt hit", gateway, "hit", 0))
-            var rows = try interleaved(paths, calls: requests)
-            // FastMCP's proxy adds milliseconds: a drift of microseconds does not matter to it.
-            if let port = ports["fastmcp"] { rows.append(try measure("fastmcp proxy", port, calls: fastmcpCalls, "miss", offset: offset)) }
-            rows = Self.withAddedLatency(rows)
-            roundResults.append(["round": .int(Int64(round)), "placement": .string(placement.rawValue), "rows": .array(rows), "goals": Self.goals(rows)])
-        }
+            guard let cpus = placement.cpus(allowed: allowed) else {
+                skipped.append("placement \(placement.rawValue): this process may use \(allowed.count) CPU(s)")
+                continue
+            }
+            // The servers (and what they started) where the placement puts them; the clients
+            // inherit this thread's CPUs when it starts them.
+            processes.pinAll(to: cpus.servers)
+            BenchAffinity.pin(0, to: cpus.client)
+            defer {
+                processes.pinAll(to: allowed)
+                BenchAffinity.pin(0, to: allowed)
+            }
+            for round in 1...rounds {
+                var paths: [(label: String, port: Int, mode: String, offset: Int)] = [("direct", echoPort, "miss", 0)]
+                for peer in ["haproxy", "nginx"] { if let port = ports[peer] { paths.append((peer, port, "miss", 0)) } }
+                // Misses stay misses across rounds and placements: each round's arguments start elsewhere.
+                let offset = (roundResults.count + 1) * 1_000_000_000
+                paths.append(("mcpopt miss", gateway, "miss", offset))
+                paths.append(("mcpopt hit", gateway, "hit", 0))
+                var rows = try interleaved(paths, calls: requests)
+                // FastMCP's proxy adds milliseconds: a drift of microseconds does not matter to it.
+                if let port = ports["fastmcp"] { rows.append(try measure("fastmcp proxy", port, calls: fastmcpCalls, "miss", offset: offset)) }
+                rows = Self.withAddedLatency(rows)
+                roundResults.append(["round": .int(Int64(round)), "placement": .string(placement.rawValue), "rows": .array(rows), "goals": Self.goals(rows)])
+            }
         }
 
         // Cache hits with several connections: the gateway beside the direct call.
