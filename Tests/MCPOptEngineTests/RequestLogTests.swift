@@ -171,3 +171,93 @@ final class RequestLogTests: LogFixture, @unchecked Sendable {
         XCTAssertEqual(everyone.items, ["kv info info: hi", "kv warning warning: hi"])
     }
 }
+
+/// Identical cacheable requests merged into one upstream call: every caller that sent a
+/// progress token hears the call's progress with its own token; none is left behind.
+final class MergedProgressTests: LogFixture, @unchecked Sendable {
+    /// A tools/call of the FastMCP server's `slow` (progress `n` times after `wait_ms`), with a
+    /// progress token when given.
+    func slow(id: Int, token: String?, modern: Bool) -> [UInt8] {
+        var meta: [String] = []
+        if modern { meta += [#""io.modelcontextprotocol/protocolVersion":"2026-07-28""#, #""io.modelcontextprotocol/clientCapabilities":{}"#] }
+        if let token { meta.append(#""progressToken":"\#(token)""#) }
+        let metaJSON = meta.isEmpty ? "" : #","_meta":{"# + meta.joined(separator: ",") + "}"
+        return Array(#"{"jsonrpc":"2.0","id":\#(id),"method":"tools/call","params":{"name":"slow","arguments":{"n":3,"wait_ms":1500}\#(metaJSON)}}"#.utf8)
+    }
+
+    /// "token progress/total" of each progress notification heard.
+    func options(_ server: String, _ heard: LockedList) -> OptimizeOptions {
+        var o = OptimizeOptions(servers: [server])
+        o.onNotification = { message in
+            guard let params = (try? JSONParser.parse(message))?["params"] else { return heard.append("unreadable") }
+            heard.append("\(params["progressToken"]?.stringValue ?? "?") \(params["progress"]?.doubleValue ?? -1)/\(params["total"]?.doubleValue ?? -1)")
+        }
+        return o
+    }
+
+    func testEveryMergedCallerHearsTheCallsProgressWithItsOwnToken() async throws {
+        let port = try startFastMCP()
+        let url = "http://127.0.0.1:\(port)/mcp"
+        let engine = try Engine(json: #"""
+            {"mcpServers": {"p_h": {"url": "\#(url)", "protocol": "handshake"}, "p_m": {"url": "\#(url)", "protocol": "modern"}},
+             "caching": {"tools": {"slow": "60s"}}}
+            """#)
+        await engine.start()
+        addTeardownBlock { await engine.stop() }
+        for server in ["p_h", "p_m"] {
+            let modern = server == "p_m"
+            let leader = LockedList(), follower = LockedList(), silent = LockedList()
+            let merged = engine.runtime.coalescer.stats.merged
+            let first = Task { await engine.optimizeRequest(self.slow(id: 1, token: "lead", modern: modern), self.options(server, leader)) }
+            await eventually("the first request is in flight") { engine.runtime.coalescer.stats.inFlight == 1 }
+            let second = Task { await engine.optimizeRequest(self.slow(id: 2, token: "follow", modern: modern), self.options(server, follower)) }
+            let third = Task { await engine.optimizeRequest(self.slow(id: 3, token: nil, modern: modern), self.options(server, silent)) }
+            let results = [await first.value, await second.value, await third.value]
+            XCTAssertEqual(results.map(\.source), [.origin, .coalesced, .coalesced], "\(server): \(results.map(\.error))")
+            XCTAssertEqual(engine.runtime.coalescer.stats.merged, merged + 2, server)
+            XCTAssertEqual(leader.items, ["lead 1.0/3.0", "lead 2.0/3.0", "lead 3.0/3.0"], server)
+            XCTAssertEqual(follower.items, ["follow 1.0/3.0", "follow 2.0/3.0", "follow 3.0/3.0"], "\(server): a merged caller hears the call's progress, with its own token")
+            XCTAssertEqual(silent.items, [], "\(server): a caller that sent no token hears none")
+            // The answer is cached now: a later identical call is a hit, with no progress.
+            let later = LockedList()
+            let hit = await engine.optimizeRequest(slow(id: 4, token: "late", modern: modern), options(server, later))
+            XCTAssertEqual(hit.source, .memory)
+            XCTAssertEqual(later.items, [])
+        }
+        XCTAssertEqual(engine.runtime.progress.count, 0, "nothing is left behind")
+    }
+
+    /// Leaders and merged callers beginning, joining, hearing and ending from many threads:
+    /// every merged caller hears the progress relayed after it joined, with its own token,
+    /// and nothing is left behind.
+    func testConcurrentLeadersFollowersAndRelays() async {
+        let relay = ProgressRelay()
+        let heard = LockedList()
+        await withTaskGroup(of: Void.self) { group in
+            for flight in 0..<20 {
+                group.addTask {
+                    let key = HashedKey(Array("key \(flight)".utf8))
+                    let leader = relay.begin(original: Array("\"L\(flight)\"".utf8), relay: { _ in })
+                    relay.lead(key, token: leader)
+                    await withTaskGroup(of: Void.self) { followers in
+                        for f in 0..<10 {
+                            followers.addTask {
+                                let own = relay.begin(original: Array("\"F\(flight)-\(f)\"".utf8), relay: { message in
+                                    if let token = (try? JSONParser.parse(message))?["params"]?["progressToken"]?.stringValue { heard.append(token) }
+                                })
+                                relay.follow(key, token: own)
+                                relay.relay(Array(#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"\#(leader)","progress":1}}"#.utf8))
+                                relay.end(own)
+                            }
+                        }
+                    }
+                    relay.end(leader)
+                }
+            }
+        }
+        XCTAssertEqual(relay.count, 0, "nothing is left behind")
+        let tokens = Set(heard.items)
+        XCTAssertEqual(tokens.count, 200, "each merged caller heard, with its own token, the progress relayed after it joined")
+        XCTAssertTrue(tokens.allSatisfy { $0.hasPrefix("F") })
+    }
+}

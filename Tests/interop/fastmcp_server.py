@@ -20,8 +20,10 @@ def add(a: int, b: int) -> int:
 
 
 @mcp.tool
-async def slow(n: int, ctx: Context) -> str:
-    """Reports progress n times."""
+async def slow(n: int, ctx: Context, wait_ms: int = 0) -> str:
+    """Reports progress n times, after `wait_ms` (so that identical calls can be merged)."""
+    if wait_ms:
+        await asyncio.sleep(wait_ms / 1000)
     for i in range(n):
         await ctx.report_progress(i + 1, n)
     return f"done {n}"

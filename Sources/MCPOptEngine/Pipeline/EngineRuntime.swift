@@ -345,35 +345,79 @@ final class ContinuationPins: @unchecked Sendable {
     }
 }
 
-/// Progress notifications back to the caller whose request they are about. Each relayed
+/// Progress notifications back to the callers whose request they are about. Each relayed
 /// request goes upstream with a token of the engine's own (callers' tokens may collide); a
 /// backend's `notifications/progress` with that token is passed on with the caller's token.
+/// Callers merged into a request (identical, in flight) that asked for progress too hear that
+/// request's progress, each with its own token, from when they joined until it ends.
 final class ProgressRelay: @unchecked Sendable {
+    private struct Listener {
+        let token: String          // the engine token the listener's own request was given
+        let original: [UInt8]      // its caller's token (JSON)
+        let relay: @Sendable ([UInt8]) -> Void
+    }
     private let lock = Lock()
-    @exclusivity(unchecked) private var routes: [String: (original: [UInt8], relay: @Sendable ([UInt8]) -> Void)] = [:]   // guarded by lock
-    @exclusivity(unchecked) private var next: UInt64 = 0                                                                  // guarded by lock
+    /// By engine token sent upstream: who hears its progress (its caller, then merged callers).
+    @exclusivity(unchecked) private var routes: [String: [Listener]] = [:]   // guarded by lock
+    /// Mergeable requests in flight that carry a token, by cache key, and back.
+    @exclusivity(unchecked) private var flights: [HashedKey: String] = [:]   // guarded by lock
+    @exclusivity(unchecked) private var flightKeys: [String: HashedKey] = [:]   // guarded by lock
+    /// A merged caller's token -> the token of the request it hears.
+    @exclusivity(unchecked) private var riding: [String: String] = [:]   // guarded by lock
+    @exclusivity(unchecked) private var next: UInt64 = 0   // guarded by lock
 
     func begin(original: [UInt8], relay: @escaping @Sendable ([UInt8]) -> Void) -> String {
         lock.withLock {
             next += 1
             let token = "mcpopt-progress-\(next)"
-            routes[token] = (original, relay)
+            routes[token] = [Listener(token: token, original: original, relay: relay)]
             return token
         }
     }
 
-    func end(_ token: String) { lock.withLock { _ = routes.removeValue(forKey: token) } }
+    /// The request with `token` leads the mergeable requests under `key`: callers merged into
+    /// it from now on hear its progress.
+    func lead(_ key: HashedKey, token: String) {
+        lock.withLock {
+            flights[key] = token
+            flightKeys[token] = key
+        }
+    }
 
-    /// Passes a backend's progress notification to its caller (unknown tokens are dropped).
+    /// The request with `token` was merged into the one leading `key`: its caller hears that
+    /// request's progress (nothing when that request carries no token).
+    func follow(_ key: HashedKey, token: String) {
+        lock.withLock {
+            guard let leader = flights[key], routes[leader] != nil, let own = routes[token]?.first else { return }
+            routes[leader]!.append(own)
+            riding[token] = leader
+        }
+    }
+
+    /// The request with `token` is answered: neither it nor its merged callers hear more.
+    func end(_ token: String) {
+        lock.withLock {
+            routes[token] = nil
+            if let key = flightKeys.removeValue(forKey: token), flights[key] == token { flights[key] = nil }
+            if let leader = riding.removeValue(forKey: token) { routes[leader]?.removeAll { $0.token == token } }
+        }
+    }
+
+    /// Passes a backend's progress notification to its callers (unknown tokens are dropped).
     func relay(_ message: [UInt8]) {
         guard case .object(var o)? = try? JSONParser.parse(message), case .object(var params)? = o["params"],
               let token = params["progressToken"]?.stringValue,
-              let route = lock.withLock({ routes[token] }),
-              let original = try? JSONParser.parse(route.original) else { return }
-        params["progressToken"] = original
-        o["params"] = .object(params)
-        route.relay(Array(JSONValue.object(o).jsonString.utf8))
+              let listeners = lock.withLock({ routes[token] }) else { return }
+        for listener in listeners {
+            guard let original = try? JSONParser.parse(listener.original) else { continue }
+            params["progressToken"] = original
+            o["params"] = .object(params)
+            listener.relay(Array(JSONValue.object(o).jsonString.utf8))
+        }
     }
+
+    /// Requests with a route, merged callers and flights now (for tests: nothing is left behind).
+    var count: Int { lock.withLock { routes.count + riding.count + flights.count } }
 }
 
 /// Where the log messages of one upstream request go: its caller and the callers merged into

@@ -760,6 +760,8 @@ extension Engine {
             })
             switch joined {
             case .leader:
+                // Callers merged into this request hear its progress, each with its own token.
+                if let token = plan.progressToken { runtime.progress.lead(key, token: token) }
                 // Callers merged into this request hear its log messages too (each filters
                 // them by its own level): a listener list shared under the key, once anyone
                 // asked for logs.
@@ -782,6 +784,7 @@ extension Engine {
                 // reaches this caller too.
                 if let own = plan.logs { runtime.requestLogs.join(key).absorb(own) }
                 defer { if plan.logs != nil { runtime.requestLogs.leave(key) } }
+                if let token = plan.progressToken { runtime.progress.follow(key, token: token) }
                 outcome = await box!.wait()   // made when it joined as a follower
                 runtime.metrics.baselineNanos.add(outcome.originNanos)
             }
