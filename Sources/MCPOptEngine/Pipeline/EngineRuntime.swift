@@ -417,7 +417,7 @@ final class ProgressRelay: @unchecked Sendable {
     }
 
     /// Requests with a route, merged callers and flights now (for tests: nothing is left behind).
-    var count: Int { lock.withLock { routes.count + riding.count + flights.count } }
+    var count: Int { lock.withLock { routes.count + riding.count + flights.count + flightKeys.count } }
 }
 
 /// Where the log messages of one upstream request go: its caller and the callers merged into
