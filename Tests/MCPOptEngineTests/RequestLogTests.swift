@@ -227,6 +227,23 @@ final class MergedProgressTests: LogFixture, @unchecked Sendable {
         XCTAssertEqual(engine.runtime.progress.count, 0, "nothing is left behind")
     }
 
+    /// Progress must increase (the protocol says so); what a second, hedged attempt reports
+    /// again is dropped, and nothing is kept once the request ends.
+    func testProgressThatDoesNotIncreaseIsDropped() {
+        let relay = ProgressRelay()
+        let heard = LockedList()
+        let token = relay.begin(original: Array(#""mine""#.utf8), relay: { message in
+            let params = (try? JSONParser.parse(message))?["params"]
+            heard.append("\(params?["progressToken"]?.stringValue ?? "?") \(params?["progress"]?.doubleValue ?? -1)")
+        })
+        for progress in [1, 2, 1, 3, 2, 3, 4] {
+            relay.relay(Array(#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"\#(token)","progress":\#(progress),"total":4}}"#.utf8))
+        }
+        XCTAssertEqual(heard.items, ["mine 1.0", "mine 2.0", "mine 3.0", "mine 4.0"])
+        relay.end(token)
+        XCTAssertEqual(relay.count, 0)
+    }
+
     /// Leaders and merged callers beginning, joining, hearing and ending from many threads:
     /// every merged caller hears the progress relayed after it joined, with its own token,
     /// and nothing is left behind.
@@ -239,6 +256,9 @@ final class MergedProgressTests: LogFixture, @unchecked Sendable {
                     let key = HashedKey(Array("key \(flight)".utf8))
                     let leader = relay.begin(original: Array("\"L\(flight)\"".utf8), relay: { _ in })
                     relay.lead(key, token: leader)
+                    // A server's progress increases: a flight's relays take their values in order.
+                    let progress = NSLock()
+                    nonisolated(unsafe) var reached = 0
                     await withTaskGroup(of: Void.self) { followers in
                         for f in 0..<10 {
                             followers.addTask {
@@ -246,7 +266,10 @@ final class MergedProgressTests: LogFixture, @unchecked Sendable {
                                     if let token = (try? JSONParser.parse(message))?["params"]?["progressToken"]?.stringValue { heard.append(token) }
                                 })
                                 relay.follow(key, token: own)
-                                relay.relay(Array(#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"\#(leader)","progress":1}}"#.utf8))
+                                progress.withLock {
+                                    reached += 1
+                                    relay.relay(Array(#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"\#(leader)","progress":\#(reached)}}"#.utf8))
+                                }
                                 relay.end(own)
                             }
                         }

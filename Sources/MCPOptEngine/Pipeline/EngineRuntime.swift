@@ -349,7 +349,9 @@ final class ContinuationPins: @unchecked Sendable {
 /// request goes upstream with a token of the engine's own (callers' tokens may collide); a
 /// backend's `notifications/progress` with that token is passed on with the caller's token.
 /// Callers merged into a request (identical, in flight) that asked for progress too hear that
-/// request's progress, each with its own token, from when they joined until it ends.
+/// request's progress, each with its own token, from when they joined until it ends. Progress
+/// that does not increase is dropped: the protocol requires it to increase, and a hedged
+/// request's two attempts each report their own.
 final class ProgressRelay: @unchecked Sendable {
     private struct Listener {
         let token: String          // the engine token the listener's own request was given
@@ -364,6 +366,8 @@ final class ProgressRelay: @unchecked Sendable {
     @exclusivity(unchecked) private var flightKeys: [String: HashedKey] = [:]   // guarded by lock
     /// A merged caller's token -> the token of the request it hears.
     @exclusivity(unchecked) private var riding: [String: String] = [:]   // guarded by lock
+    /// The last progress relayed for each engine token.
+    @exclusivity(unchecked) private var reached: [String: Double] = [:]   // guarded by lock
     @exclusivity(unchecked) private var next: UInt64 = 0   // guarded by lock
 
     func begin(original: [UInt8], relay: @escaping @Sendable ([UInt8]) -> Void) -> String {
@@ -398,6 +402,7 @@ final class ProgressRelay: @unchecked Sendable {
     func end(_ token: String) {
         lock.withLock {
             routes[token] = nil
+            reached[token] = nil
             if let key = flightKeys.removeValue(forKey: token), flights[key] == token { flights[key] = nil }
             if let leader = riding.removeValue(forKey: token) { routes[leader]?.removeAll { $0.token == token } }
         }
@@ -407,7 +412,14 @@ final class ProgressRelay: @unchecked Sendable {
     func relay(_ message: [UInt8]) {
         guard case .object(var o)? = try? JSONParser.parse(message), case .object(var params)? = o["params"],
               let token = params["progressToken"]?.stringValue,
-              let listeners = lock.withLock({ routes[token] }) else { return }
+              let listeners = lock.withLock({ () -> [Listener]? in
+                  guard let listeners = routes[token] else { return nil }
+                  if let progress = params["progress"]?.doubleValue {
+                      if let last = reached[token], progress <= last { return nil }
+                      reached[token] = progress
+                  }
+                  return listeners
+              }) else { return }
         for listener in listeners {
             guard let original = try? JSONParser.parse(listener.original) else { continue }
             params["progressToken"] = original
@@ -417,7 +429,7 @@ final class ProgressRelay: @unchecked Sendable {
     }
 
     /// Requests with a route, merged callers and flights now (for tests: nothing is left behind).
-    var count: Int { lock.withLock { routes.count + riding.count + flights.count + flightKeys.count } }
+    var count: Int { lock.withLock { routes.count + riding.count + flights.count + flightKeys.count + reached.count } }
 }
 
 /// Where the log messages of one upstream request go: its caller and the callers merged into
