@@ -47,17 +47,19 @@ typedef struct mco_item {
 
 static inline size_t mco_item_value_offset(size_t key_length) { return (MCO_ITEM_HEADER + key_length + 7) & ~(size_t)7; }
 
-// Item memory may be rewritten by a writer while a reader copies it; the sequence lock makes
-// the reader discard such a copy. These accesses are the seqlock's intended races, so they are
-// kept out of ThreadSanitizer's view; everything else is checked.
 /// Asks for the cache lines after the item's first while the header is still on its way, so a
-/// hit's misses overlap instead of queueing behind the key check (+11% gets/s, BENCHMARKS.md).
+/// hit's misses overlap instead of queueing behind the key check (11-53% more gets/s in
+/// alternating runs, BENCHMARKS.md).
 /// Five lines cover a 32-byte key and a 256-byte value at any alignment; longer values are
 /// left to the hardware prefetcher, which follows a sequential copy.
 static inline void mco_item_prefetch(const mco_item *item) {
     const char *line = (const char *)((uintptr_t)item & ~(uintptr_t)63);
     for (int i = 1; i <= 5; i++) __builtin_prefetch(line + 64 * i);
 }
+
+// Item memory may be rewritten by a writer while a reader copies it; the sequence lock makes
+// the reader discard such a copy. These accesses are the seqlock's intended races, so they are
+// kept out of ThreadSanitizer's view; everything else is checked.
 /// A reader's snapshot of the header fields it needs.
 MCO_NO_TSAN static inline void mco_item_peek(const mco_item *item, uint32_t *key_length, uint32_t *value_length,
                                              uint32_t *expiry, uint32_t *flags) {
