@@ -59,8 +59,10 @@ public func mcpopt_engine_create(_ json: UnsafePointer<CChar>?, _ length: Int, _
 @_cdecl("mcpopt_engine_destroy")
 public func mcpopt_engine_destroy(_ handle: OpaquePointer?) -> Int32 {
     guard let handle else { return LastError.succeed() }
-    // A started engine's servers are asked to exit (stdio children are not left behind).
-    if let engine = engines.lookup(handle), engine.isRunning { blocking { await engine.stop() } }
+    // A started engine's servers are asked to exit (stdio children are not left behind). Also
+    // when it never started: a start in progress on another thread then stops short, and the
+    // engine's monitor never begins ticking (a host may exit right after).
+    if let engine = engines.lookup(handle) { blocking { await engine.stop() } }
     guard engines.remove(handle) else {
         return LastError.fail(.invalidHandle, "engine handle \(handle) is not live: destroyed twice, or never created by mcpopt_engine_create")
     }

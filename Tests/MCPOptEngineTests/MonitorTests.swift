@@ -44,4 +44,20 @@ final class MonitorTests: XCTestCase, @unchecked Sendable {
         _ = engine.state.put("plan/step", Array("2".utf8))
         XCTAssertEqual(recorder.named(.stateUpdated).last?.data["key"], "plan/step")
     }
+
+    /// A start still listing servers when the engine stops must not begin ticking after the
+    /// stop: nothing would stop it, and its weak references would outlive a host that exits.
+    func testAMonitorStoppedBeforeItStartedNeverTicks() async throws {
+        let engine = try Engine(json: #"{"mcpServers": {}}"#)
+        let monitor = EngineMonitor()
+        XCTAssertNil(monitor.stop(engine), "nothing was ticking")
+        monitor.start(engine)   // what a start finishing after the stop does
+        XCTAssertNil(monitor.stop(engine), "the late start began no ticking task")
+        // A monitor that started normally hands its task to stop, which ends it.
+        let running = EngineMonitor()
+        running.start(engine)
+        let task = running.stop(engine)
+        XCTAssertNotNil(task)
+        await task?.value
+    }
 }

@@ -15,10 +15,14 @@ final class EngineMonitor: @unchecked Sendable {
     private var targetsMet = false                   // guarded by lock
     private var task: Task<Void, Never>?             // guarded by lock
     private var watch: UInt64?                       // guarded by lock
+    /// Set by `stop`, for good (an engine does not start again): a start still in progress
+    /// when the engine stops (its servers being listed) must not begin ticking afterwards,
+    /// unstopped, with weak references a host exiting right after would leak.
+    private var ended = false                        // guarded by lock
 
     func start(_ engine: Engine) {
         lock.withLock {
-            guard task == nil else { return }
+            guard task == nil, !ended else { return }
             watch = engine.state.watch(prefix: "") { [weak engine] key, version in
                 engine?.events.emit(.stateUpdated, ["key": .string(key), "deleted": .bool(version.deleted), "version": .string(version.stamp.description)])
             }
@@ -40,6 +44,7 @@ final class EngineMonitor: @unchecked Sendable {
             defer {
                 task = nil
                 watch = nil
+                ended = true
             }
             return (task, watch)
         }
