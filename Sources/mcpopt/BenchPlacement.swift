@@ -52,14 +52,10 @@ enum BenchAffinity {
 
     /// Pins every thread of every process in process group `group` (a server and the workers it
     /// started: nginx's, uvicorn's). Threads started later inherit their creator's CPUs.
-    /// Returns how many threads were pinned.
-    @discardableResult
-    static func pinGroup(_ group: pid_t, to cpus: [Int32]) -> Int {
-        var pinned = 0
+    static func pinGroup(_ group: pid_t, to cpus: [Int32]) {
         for pid in processes(inGroup: group) {
-            for tid in numericEntries("/proc/\(pid)/task") where pin(tid, to: cpus) { pinned += 1 }
+            for tid in numericEntries("/proc/\(pid)/task") { pin(tid, to: cpus) }
         }
-        return pinned
     }
 
     /// The processes whose process group is `group` (field 5 of /proc/PID/stat).

@@ -358,23 +358,27 @@ final class ProgressRelay: @unchecked Sendable {
         let original: [UInt8]      // its caller's token (JSON)
         let relay: @Sendable ([UInt8]) -> Void
     }
+    /// One request's progress: who hears it (its caller, then merged callers), how far it got,
+    /// the key it leads merged requests under, and the request it rides on when merged.
+    private final class Route {
+        var listeners: [Listener]
+        var reached: Double?
+        var leading: HashedKey?
+        var riding: Route?
+        init(_ listener: Listener) { listeners = [listener] }
+    }
     private let lock = Lock()
-    /// By engine token sent upstream: who hears its progress (its caller, then merged callers).
-    @exclusivity(unchecked) private var routes: [String: [Listener]] = [:]   // guarded by lock
-    /// Mergeable requests in flight that carry a token, by cache key, and back.
-    @exclusivity(unchecked) private var flights: [HashedKey: String] = [:]   // guarded by lock
-    @exclusivity(unchecked) private var flightKeys: [String: HashedKey] = [:]   // guarded by lock
-    /// A merged caller's token -> the token of the request it hears.
-    @exclusivity(unchecked) private var riding: [String: String] = [:]   // guarded by lock
-    /// The last progress relayed for each engine token.
-    @exclusivity(unchecked) private var reached: [String: Double] = [:]   // guarded by lock
+    /// By engine token sent upstream.
+    @exclusivity(unchecked) private var routes: [String: Route] = [:]   // guarded by lock
+    /// Mergeable requests in flight that carry a token, by cache key.
+    @exclusivity(unchecked) private var flights: [HashedKey: Route] = [:]   // guarded by lock
     @exclusivity(unchecked) private var next: UInt64 = 0   // guarded by lock
 
     func begin(original: [UInt8], relay: @escaping @Sendable ([UInt8]) -> Void) -> String {
         lock.withLock {
             next += 1
             let token = "mcpopt-progress-\(next)"
-            routes[token] = [Listener(token: token, original: original, relay: relay)]
+            routes[token] = Route(Listener(token: token, original: original, relay: relay))
             return token
         }
     }
@@ -383,8 +387,9 @@ final class ProgressRelay: @unchecked Sendable {
     /// it from now on hear its progress.
     func lead(_ key: HashedKey, token: String) {
         lock.withLock {
-            flights[key] = token
-            flightKeys[token] = key
+            guard let route = routes[token] else { return }
+            route.leading = key
+            flights[key] = route
         }
     }
 
@@ -392,19 +397,18 @@ final class ProgressRelay: @unchecked Sendable {
     /// request's progress (nothing when that request carries no token).
     func follow(_ key: HashedKey, token: String) {
         lock.withLock {
-            guard let leader = flights[key], routes[leader] != nil, let own = routes[token]?.first else { return }
-            routes[leader]!.append(own)
-            riding[token] = leader
+            guard let leader = flights[key], let own = routes[token], let listener = own.listeners.first else { return }
+            leader.listeners.append(listener)
+            own.riding = leader
         }
     }
 
     /// The request with `token` is answered: neither it nor its merged callers hear more.
     func end(_ token: String) {
         lock.withLock {
-            routes[token] = nil
-            reached[token] = nil
-            if let key = flightKeys.removeValue(forKey: token), flights[key] == token { flights[key] = nil }
-            if let leader = riding.removeValue(forKey: token) { routes[leader]?.removeAll { $0.token == token } }
+            guard let route = routes.removeValue(forKey: token) else { return }
+            if let key = route.leading, flights[key] === route { flights[key] = nil }
+            route.riding?.listeners.removeAll { $0.token == token }
         }
     }
 
@@ -413,12 +417,12 @@ final class ProgressRelay: @unchecked Sendable {
         guard case .object(var o)? = try? JSONParser.parse(message), case .object(var params)? = o["params"],
               let token = params["progressToken"]?.stringValue,
               let listeners = lock.withLock({ () -> [Listener]? in
-                  guard let listeners = routes[token] else { return nil }
+                  guard let route = routes[token] else { return nil }
                   if let progress = params["progress"]?.doubleValue {
-                      if let last = reached[token], progress <= last { return nil }
-                      reached[token] = progress
+                      if let last = route.reached, progress <= last { return nil }
+                      route.reached = progress
                   }
-                  return listeners
+                  return route.listeners
               }) else { return }
         for listener in listeners {
             guard let original = try? JSONParser.parse(listener.original) else { continue }
@@ -428,8 +432,8 @@ final class ProgressRelay: @unchecked Sendable {
         }
     }
 
-    /// Requests with a route, merged callers and flights now (for tests: nothing is left behind).
-    var count: Int { lock.withLock { routes.count + riding.count + flights.count + flightKeys.count + reached.count } }
+    /// Requests with a route and flights now (for tests: nothing is left behind).
+    var count: Int { lock.withLock { routes.count + flights.count } }
 }
 
 /// Where the log messages of one upstream request go: its caller and the callers merged into
