@@ -55,35 +55,20 @@ enum FuzzTargets {
         guard stats.pageBytes <= 64 << 10 else { fatalError("budget exceeded: \(stats.pageBytes)") }
     }
 
-    /// Parses a stream (the first byte picks response or request) whole and byte by byte: both
-    /// must agree on every message.
+    /// Parses a stream (the first byte picks response or request) whole and byte by byte, and
+    /// whole with http-parser alone: all three must agree on every message (the fast path for
+    /// plain heads reads exactly what http-parser reads).
     static func http(_ bytes: UnsafeRawBufferPointer) {
-        func parse(chunk: Int) -> [String] {
-            let parser = HTTPParser(bytes.first.map { $0 & 1 == 0 } ?? true ? .response : .request, maxHeadBytes: 4096, maxHeaders: 32)
-            var out: [String] = []
-            var offset = bytes.isEmpty ? 0 : 1
-            var body: [UInt8] = []
-            while offset < bytes.count {
-                let end = min(offset + chunk, bytes.count)
-                guard let used = try? parser.feed(UnsafeRawBufferPointer(rebasing: bytes[offset..<end])) else {
-                    out.append("error")
-                    return out
-                }
-                body += parser.takeBody()
-                offset += used
-                if parser.isComplete {
-                    out.append("\(parser.status) \(parser.method) \(parser.target) \(parser.headers.map { "\($0.name)=\($0.value)" }) \(body)")
-                    body = []
-                    parser.next()
-                } else if used == 0 {
-                    out.append("stuck")
-                    return out
-                }
-            }
-            return out
+        guard let first = bytes.first else { return }
+        let kind: HTTPParser.Kind = first & 1 == 0 ? .response : .request
+        let stream = UnsafeRawBufferPointer(rebasing: bytes[1...])
+        func parse(chunk: Int, fastPath: Bool) -> [String] {
+            HTTPParser.transcript(stream, kind: kind, chunk: chunk, fastPath: fastPath, maxHeadBytes: 4096, maxHeaders: 32)
         }
-        let whole = parse(chunk: Int.max / 2)
-        let bytewise = parse(chunk: 1)
+        let whole = parse(chunk: Int.max / 2, fastPath: true)
+        let slow = parse(chunk: Int.max / 2, fastPath: false)
+        guard whole == slow else { fatalError("the fast path read differently from http-parser: \(whole) vs \(slow)") }
+        let bytewise = parse(chunk: 1, fastPath: true)
         guard whole == bytewise else { fatalError("chunking changed the parse: \(whole) vs \(bytewise)") }
     }
 

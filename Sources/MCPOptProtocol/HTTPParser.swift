@@ -13,11 +13,14 @@ public final class HTTPParser {
 
     private let parser: OpaquePointer
 
-    public init(_ kind: Kind, maxHeadBytes: Int = 64 << 10, maxHeaders: Int = 100) {
+    /// `fastPath`: plain heads are read without http-parser (see http_shim.c); false gives
+    /// http-parser every byte (what the fast path is compared against).
+    public init(_ kind: Kind, maxHeadBytes: Int = 64 << 10, maxHeaders: Int = 100, fastPath: Bool = true) {
         guard let p = mco_http_new(kind == .request ? Int32(MCO_HTTP_REQUEST) : Int32(MCO_HTTP_RESPONSE), maxHeadBytes, maxHeaders) else {
             fatalError("out of memory creating an HTTP parser")
         }
         parser = p
+        if !fastPath { mco_http_set_fast(p, 0) }
     }
 
     deinit { mco_http_free(parser) }
@@ -42,6 +45,8 @@ public final class HTTPParser {
     /// A response to HEAD has no body whatever its headers say.
     public func expectHeadResponse(_ isHead: Bool) { mco_http_expect_head_response(parser, isHead ? 1 : 0) }
 
+    /// The fast path read this message's head (http-parser did not).
+    public var readByFastPath: Bool { mco_http_read_fast(parser) != 0 }
     public var isHeadComplete: Bool { mco_http_head_done(parser) != 0 }
     public var isComplete: Bool { mco_http_message_done(parser) != 0 }
     public var status: Int { Int(mco_http_status(parser)) }
@@ -123,22 +128,18 @@ public final class HTTPParser {
     }
 
     private func forEachHeader(named target: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) -> Bool) {
-        for i in 0..<headerCount {
+        guard let wanted = target.baseAddress?.assumingMemoryBound(to: CChar.self) else { return }
+        var from = 0
+        while true {
+            let i = mco_http_find(parser, wanted, target.count, from)
+            guard i >= 0 else { return }
             var n: UnsafePointer<CChar>?, v: UnsafePointer<CChar>?
             var nLength = 0, vLength = 0
-            mco_http_header(parser, i, &n, &nLength, &v, &vLength)
-            guard nLength == target.count, let n else { continue }
-            let candidate = UnsafeRawBufferPointer(start: n, count: nLength)
-            var same = true
-            for j in 0..<nLength where Self.lower(candidate[j]) != Self.lower(target[j]) {
-                same = false
-                break
-            }
-            if same, !body(UnsafeRawBufferPointer(start: v, count: vLength)) { return }
+            mco_http_header(parser, Int(i), &n, &nLength, &v, &vLength)
+            if !body(UnsafeRawBufferPointer(start: v, count: vLength)) { return }
+            from = Int(i) + 1
         }
     }
-
-    @inline(__always) private static func lower(_ b: UInt8) -> UInt8 { b >= 0x41 && b <= 0x5A ? b | 0x20 : b }
 
     /// Body bytes received and not yet taken, passed to `body` and then dropped.
     public func takeBody<T>(_ body: (UnsafeRawBufferPointer) throws -> T) rethrows -> T {
@@ -149,4 +150,49 @@ public final class HTTPParser {
     }
 
     public func takeBody() -> [UInt8] { takeBody { Array($0) } }
+
+    /// What a byte stream parses to, a line per message (and how it ends), fed `chunk` bytes at a
+    /// time: for comparing the fast path with http-parser, and chunkings with each other.
+    public static func transcript(_ bytes: UnsafeRawBufferPointer, kind: Kind, chunk: Int, fastPath: Bool = true,
+                                  maxHeadBytes: Int = 64 << 10, maxHeaders: Int = 100) -> [String] {
+        let parser = HTTPParser(kind, maxHeadBytes: maxHeadBytes, maxHeaders: maxHeaders, fastPath: fastPath)
+        func head() -> String {
+            let framing = "keepAlive=\(parser.keepAlive) chunked=\(parser.isChunked) length=\(parser.contentLength.map(String.init) ?? "-")"
+            let start = kind == .response ? "\(parser.status)" : "\(parser.method) \(parser.target)"
+            return "\(start) \(framing) \(parser.headers.map { "\($0.name)=\($0.value)" })"
+        }
+        var out: [String] = []
+        var offset = 0
+        var body: [UInt8] = []
+        while offset < bytes.count {
+            let end = min(offset + max(1, chunk), bytes.count)
+            let used: Int
+            do {
+                used = try parser.feed(UnsafeRawBufferPointer(rebasing: bytes[offset..<end]))
+            } catch {
+                out.append("error")
+                return out
+            }
+            body += parser.takeBody()
+            offset += used
+            if parser.isComplete {
+                out.append(head() + " body=\(body)")
+                body = []
+                parser.next()
+            } else if used == 0 {
+                out.append("stuck")
+                return out
+            }
+        }
+        let open = parser.isHeadComplete ? "open: " + head() : "open"
+        do {
+            try parser.finish()
+            body += parser.takeBody()
+            out.append(parser.isComplete ? "closed: " + head() + " body=\(body)" : open)
+        } catch {
+            out.append(open + " then error")
+        }
+        return out
+    }
 }
+

@@ -148,6 +148,146 @@ final class HTTPParserTests: XCTestCase {
     }
 }
 
+/// The fast path for plain heads against http-parser alone: on thousands of messages built
+/// from pieces at the edge of the plain shape, both read the same (fuzzed further by the
+/// `http` fuzz target).
+final class HTTPFastPathTests: XCTestCase {
+    /// Repeatable choices (SplitMix64).
+    struct SplitMix: RandomNumberGenerator {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+    }
+
+    static let requestLines = [
+        "POST /mcp HTTP/1.1", "GET / HTTP/1.1", "DELETE /mcp?x=1&y=%20 HTTP/1.1", "GET /a#frag HTTP/1.1", "POST http://h/mcp HTTP/1.1",
+        "OPTIONS * HTTP/1.1", "post /mcp HTTP/1.1", "POST  /mcp HTTP/1.1", "POST /mcp HTTP/1.0", "POST /mcp HTTP/1.1 ", "PATCH /p HTTP/1.1",
+        "HEAD /h HTTP/1.1", "PUT /\u{7F} HTTP/1.1", "\r\nPOST /mcp HTTP/1.1", "BREW /pot HTTP/1.1", "POST /é HTTP/1.1",
+    ]
+    static let statusLines = [
+        "HTTP/1.1 200 OK", "HTTP/1.1 202 Accepted", "HTTP/1.1 404 Not Found", "HTTP/1.1 204 No Content", "HTTP/1.1 304 Not Modified",
+        "HTTP/1.1 101 Switching Protocols", "HTTP/1.1 100 Continue", "HTTP/1.0 200 OK", "HTTP/1.1 200 ", "HTTP/1.1 200", "HTTP/1.1 999 Odd",
+        "HTTP/1.1 20 OK", "HTTP/1.1 500 Internal\tError", "http/1.1 200 OK",
+    ]
+    static let headers = [
+        "Host: 127.0.0.1:8080", "Content-Type: application/json", "Accept: application/json, text/event-stream", "Mcp-Session-Id: abc123",
+        "X-Empty:", "X-Blank: ", "X-Tab:\tv", "X-Inner: a  b", "X-Trailing: v ", "X-Ctl: v\u{1}", "X-Utf8: é", "X-Fold: a\r\n b",
+        "X Space: v", "X-Colon : v", ": novalue", "X-Bare-LF: v\nY: w", "Connection: close", "Connection: keep-alive", "Connection: Keep-Alive",
+        "Connection: keep-alive, Upgrade", "Upgrade: websocket", "Proxy-Connection: close", "Transfer-Encoding: chunked", "Transfer-Encoding: identity",
+        "Expect: 100-continue", "x-lower: y", "X-UPPER: Y",
+        "X-Long-Ctl: abcdefghij\u{1}klmnopqr", "X-Long-Del: abcdefghijklmn\u{7F}opqrstuv", "X-Long-Tab: abcdefgh\tijklmnopqrst",
+        "X-Long-LF: abcdefghijklmnop\nqrstuvwxyz", "X-Long-Utf8: abcdefghijklmnopqrs\u{E9}tuv", "X-Long: abcdefghijklmnopqrstuvwxyz0123456789",
+    ]
+    static let lengths = ["", "Content-Length: 5", "Content-Length: 05", "Content-Length:5", "Content-Length: 5 ", "Content-Length: +5",
+                          "Content-Length: 5\r\nContent-Length: 5", "content-length: 0", "Content-Length: 99999999999999999999", "Content-Length: 12"]
+    static let bodies = ["", "hello", "hello world!", "5\r\nhello\r\n0\r\n\r\n", "{\"jsonrpc\":\"2.0\"}"]
+
+    /// A message from one choice of each piece, with 0-4 extra headers; half the choices are
+    /// among the plain first three of their list.
+    static func message<R: RandomNumberGenerator>(_ kind: HTTPParser.Kind, _ rng: inout R) -> String {
+        func pick(_ list: [String]) -> String { Bool.random(using: &rng) ? list[Int.random(in: 0..<3, using: &rng)] : list.randomElement(using: &rng)! }
+        var text = pick(kind == .request ? requestLines : statusLines) + "\r\n"
+        var lines = (0..<Int.random(in: 0...4, using: &rng)).map { _ in pick(headers) }
+        let length = lengths.randomElement(using: &rng)!
+        if !length.isEmpty { lines.insert(length, at: Int.random(in: 0...lines.count, using: &rng)) }
+        for line in lines { text += line + "\r\n" }
+        return text + "\r\n" + bodies.randomElement(using: &rng)!
+    }
+
+    func testTheFastPathReadsWhatHTTPParserReads() {
+        var rng = SplitMix(state: 0x5eed)
+        var fastReads = 0
+        for i in 0..<6000 {
+            let kind: HTTPParser.Kind = i % 2 == 0 ? .request : .response
+            let text = (0..<Int.random(in: 1...3, using: &rng)).map { _ in Self.message(kind, &rng) }.joined()
+            let bytes = Array(text.utf8)
+            let split = Int.random(in: 1...max(1, bytes.count), using: &rng)
+            bytes.withUnsafeBytes { stream in
+                let slow = HTTPParser.transcript(stream, kind: kind, chunk: .max / 2, fastPath: false, maxHeadBytes: 512, maxHeaders: 6)
+                for chunk in [Int.max / 2, split] {
+                    let fast = HTTPParser.transcript(stream, kind: kind, chunk: chunk, fastPath: true, maxHeadBytes: 512, maxHeaders: 6)
+                    XCTAssertEqual(fast, slow, "chunk \(chunk == .max / 2 ? "whole" : String(chunk)) of \(text.debugDescription)")
+                }
+                let probe = HTTPParser(kind, maxHeadBytes: 512, maxHeaders: 6)
+                if (try? probe.feed(stream)) != nil, probe.readByFastPath { fastReads += 1 }
+            }
+        }
+        // The plain shape is common among the pieces: the comparison covered the fast path.
+        XCTAssertGreaterThan(fastReads, 1000)
+    }
+
+    func testPlainRequestsAndResponsesTakeTheFastPathAndOthersDoNot() throws {
+        func first(_ text: String, _ kind: HTTPParser.Kind) throws -> HTTPParser {
+            let parser = HTTPParser(kind)
+            _ = try Array(text.utf8).withUnsafeBytes { try parser.feed($0) }
+            return parser
+        }
+        let request = try first("POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nMcp-Session-Id: s1\r\nContent-Length: 2\r\n\r\n{}", .request)
+        XCTAssertTrue(request.readByFastPath)
+        XCTAssertTrue(request.isComplete)
+        XCTAssertEqual(request.method, "POST")
+        XCTAssertEqual(request.header("mcp-session-id"), "s1")
+        XCTAssertEqual(request.takeBody(), Array("{}".utf8))
+        let response = try first("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", .response)
+        XCTAssertTrue(response.readByFastPath)
+        XCTAssertEqual(response.status, 200)
+        for (text, kind) in [("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", HTTPParser.Kind.response),
+                             ("HTTP/1.1 200 OK\r\n\r\n", .response), ("POST /mcp HTTP/1.1\r\nConnection: close\r\n\r\n", .request),
+                             ("POST /mcp HTTP/1.1\r\nHost: a", .request)] {
+            XCTAssertFalse(try first(text, kind).readByFastPath, text)
+        }
+    }
+
+    /// Header lookups ignore ASCII case only: a long name in any case, and names that differ by
+    /// characters one case bit apart (^ and ~, @ and `) are told apart, on either path.
+    func testHeaderLookupsIgnoreASCIICaseOnly() throws {
+        let head = "GET / HTTP/1.1\r\nX^A: caret\r\nX~A: tilde\r\nAccess-Control-Request-Headers: long\r\nX`B: tick\r\n\r\n"
+        for fast in [true, false] {
+            let parser = HTTPParser(.request, fastPath: fast)
+            _ = try Array(head.utf8).withUnsafeBytes { try parser.feed($0) }
+            XCTAssertEqual(parser.readByFastPath, fast)
+            XCTAssertEqual(parser.header("x~a"), "tilde")
+            XCTAssertEqual(parser.header("X^a"), "caret")
+            XCTAssertEqual(parser.header("ACCESS-control-REQUEST-headers"), "long")
+            XCTAssertNil(parser.header("access-control-request-headerz"))
+            XCTAssertNil(parser.header("x@b"))
+            XCTAssertEqual(parser.header("X`b"), "tick")
+        }
+    }
+
+    /// A body split across reads after a fast head, then a pipelined request the fast path
+    /// reads again; a message http-parser read in between does not stop it.
+    func testBodiesAcrossReadsAndAlternatingPaths() throws {
+        let parser = HTTPParser(.request)
+        let stream = Array(("POST /a HTTP/1.1\r\nContent-Length: 10\r\n\r\n01234" + "56789"
+            + "POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+            + "POST /c HTTP/1.1\r\nContent-Length: 1\r\n\r\nz").utf8)
+        var offset = 0
+        var seen: [(String, Bool, [UInt8])] = []
+        var body: [UInt8] = []
+        for cut in [45, stream.count] {
+            while offset < cut {
+                let used = try stream[offset..<cut].withUnsafeBytes { try parser.feed($0) }
+                offset += used
+                body += parser.takeBody()
+                if parser.isComplete {
+                    seen.append((parser.target, parser.readByFastPath, body))
+                    body = []
+                    parser.next()
+                } else if used == 0 { break }
+            }
+        }
+        XCTAssertEqual(seen.map(\.0), ["/a", "/b", "/c"])
+        XCTAssertEqual(seen.map(\.1), [true, false, true])
+        XCTAssertEqual(seen.map { String(decoding: $0.2, as: UTF8.self) }, ["0123456789", "hi", "z"])
+    }
+}
+
 final class SSEParserTests: XCTestCase {
     func events(_ chunks: [String]) throws -> [SSEEvent] {
         var parser = SSEParser()

@@ -44,6 +44,13 @@ size_t mco_http_header_count(const mco_http *h);
 int mco_http_header(const mco_http *h, size_t index, const char **name, size_t *name_length,
                     const char **value, size_t *value_length);
 
+// The index of the first header from `from` on named `name` (ASCII case-insensitive), or -1.
+int64_t mco_http_find(const mco_http *h, const char *name, size_t name_length, size_t from);
+// Whether plain heads are read without http-parser (on by default; off compares the two).
+void mco_http_set_fast(mco_http *h, int enabled);
+// Whether the fast path read the current message's head.
+int mco_http_read_fast(const mco_http *h);
+
 // Body bytes received and not yet taken.
 const char *mco_http_body(const mco_http *h, size_t *length);
 void mco_http_body_take(mco_http *h);
