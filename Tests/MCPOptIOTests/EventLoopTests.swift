@@ -53,6 +53,44 @@ final class EventLoopTests: XCTestCase {
         }
     }
 
+    /// A write the pipe cannot take at once (over its 64 KiB) finishes through the reactor, and
+    /// the writes asked for meanwhile wait behind it: the reader gets every byte, in order, and
+    /// each write's callback runs once, in order.
+    func testWritesToOneFdStayInOrderWhenTheKernelIsFull() throws {
+        try onEachBackend { loop in
+            var fds: [Int32] = [0, 0]
+            XCTAssertEqual(pipe(&fds), 0)
+            let (reader, writer) = (fds[0], fds[1])
+            let big = (0..<300_000).map { UInt8(truncatingIfNeeded: $0 % 251) }
+            let expected = big + Array("first".utf8) + big + Array("second".utf8)
+            let received = Box<[UInt8]>([])
+            let finished = Box<[Int]>([])
+            onLoop(loop, timeout: 20) { loop, finish in
+                loop.adopt(reader)
+                loop.adopt(writer)
+                for (index, part) in [big, Array("first".utf8), big, Array("second".utf8)].enumerated() {
+                    loop.write(writer, part) { result in
+                        if case .failure(let error) = result { XCTFail("\(error)") }
+                        finished.value.append(index)
+                        if index == 3 { close(writer) }
+                    }
+                }
+                func readAll() {
+                    loop.read(reader, maxBytes: 65_536) { result in
+                        guard case .success(let bytes) = result, !bytes.isEmpty else { finish(); return }
+                        received.value += bytes
+                        readAll()
+                    }
+                }
+                readAll()
+            }
+            close(reader)
+            XCTAssertEqual(received.value.count, expected.count, "\(loop.backend)")
+            XCTAssertTrue(received.value == expected, "\(loop.backend): bytes out of order")
+            XCTAssertEqual(finished.value, [0, 1, 2, 3], "\(loop.backend)")
+        }
+    }
+
     func testTimersFireAndCancel() throws {
         try onEachBackend { loop in
             let outcomes = Box<[String]>([])
