@@ -155,6 +155,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
                 loop.adopt(fd)
                 let connection = HTTPConnection(fd: fd)
                 connections[fd] = connection
+                connection.isOpen = true
                 readMore(connection)
             case .failure(let error):
                 // The stream ended. Out of descriptors and the like: start again shortly
@@ -179,7 +180,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         c.readToken = loop.receive(c.fd) { [self] event in
             switch event {
             case .bytes(let bytes):
-                guard !c.closeAfterRead, connections[c.fd] === c else { return }
+                guard !c.closeAfterRead, c.isOpen else { return }
                 c.pending.append(contentsOf: bytes)
                 // While a request runs, what comes next waits for its answer.
                 if !c.busy {
@@ -194,7 +195,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
                     Glibc.close(c.fd)
                     return
                 }
-                guard connections[c.fd] === c else { return }
+                guard c.isOpen else { return }
                 if c.paused, error?.code == ECANCELED {
                     // Paused: started again once the request is answered (nextRequest).
                     if !c.busy { process(c) }
@@ -212,6 +213,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
 
     private func close(_ c: HTTPConnection, immediately: Bool = false) {
         guard connections.removeValue(forKey: c.fd) != nil else { return }
+        c.isOpen = false
         if let session = c.streamOf, sessionStreams[session] === c {
             sessionStreams.removeValue(forKey: session)
             service.setSessionStream(session, nil)
@@ -246,7 +248,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         readMore(c)   // to notice the client going away
         service.setSessionStream(session) { [weak self] message in
             _ = self?.loop.execute { [weak self] in
-                guard let self, self.sessionStreams[session] === c, self.connections[c.fd] === c else { return }
+                guard let self, self.sessionStreams[session] === c, c.isOpen else { return }
                 self.write(c, Self.chunk(Array("event: message\ndata: ".utf8) + message + Array("\n\n".utf8))) { [weak self] ok in
                     if !ok { self?.close(c) }
                 }
@@ -326,11 +328,19 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
             // text/event-stream: the front door checked) with the notifications first.
             // So are servers' requests to the client (a handshake-era session answers them in
             // POSTs of their own).
-            let notify: @Sendable ([UInt8]) -> Void = { [weak self] message in _ = self?.loop.execute { [weak self] in self?.stream(c, message) } }
+            // The connection's relays, made once per connection (and per session for asks), not
+            // per request: most requests are answered without using them.
+            let notify = c.notify ?? relayNotifications(c)
             var caller = ServiceCaller(partition: parser.header("authorization").map { String(hash64Hex($0)) } ?? "", session: dispatch.sessionID,
                                        notify: notify)
             if let session = dispatch.sessionID {
-                caller.ask = { [weak self] request in await self?.asker.ask(request, owner: session, send: notify) }
+                if let relay = c.ask, relay.session == session {
+                    caller.ask = relay.ask
+                } else {
+                    let ask: @Sendable ([UInt8]) async -> [UInt8]? = { [weak self] request in await self?.asker.ask(request, owner: session, send: notify) }
+                    c.ask = (session, ask)
+                    caller.ask = ask
+                }
             }
             // Cache hits and protocol answers are served here, on the loop thread; only work
             // that waits on a server goes to a task.
@@ -348,7 +358,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
                     _ = loop.execute { [self] in
                         if let key, running[key] === c { running.removeValue(forKey: key) }
                         c.task = nil
-                        guard connections[c.fd] === c else { return }   // the client is gone
+                        guard c.isOpen else { return }   // the client is gone
                         // A cancelled request gets no answer (the client has moved on): an
                         // event stream that ends without one.
                         if c.cancelled { endWithoutAnswer(c) } else { reply(c, answer, era: dispatch.era) }
@@ -358,6 +368,17 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
                 if c.pending.isEmpty { readMore(c) }
             }
         }
+    }
+
+    /// What sends a notification to the client of `c` while its request runs (kept on `c`).
+    private func relayNotifications(_ c: HTTPConnection) -> @Sendable ([UInt8]) -> Void {
+        // Weakly: the connection keeps the closure.
+        let notify: @Sendable ([UInt8]) -> Void = { [weak self, weak c] message in
+            guard let c else { return }
+            _ = self?.loop.execute { [weak self] in self?.stream(c, message) }
+        }
+        c.notify = notify
+        return notify
     }
 
     /// `notifications/cancelled` from a session: its request that names stops (its server is
@@ -381,7 +402,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
             bytes = Array("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nContent-Length: 0\r\n\r\n".utf8)
         }
         write(c, bytes) { [self] ok in
-            guard ok, keepAlive, connections[c.fd] === c else {
+            guard ok, keepAlive, c.isOpen else {
                 close(c)
                 return
             }
@@ -392,7 +413,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
     /// A notification for the request in progress on `c`: the first one sends the head of an
     /// SSE answer (chunked), each is an event.
     private func stream(_ c: HTTPConnection, _ message: [UInt8]) {
-        guard connections[c.fd] === c, c.busy, !c.answered else { return }
+        guard c.isOpen, c.busy, !c.answered else { return }
         if !c.streaming {
             c.streaming = true
             let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -421,8 +442,8 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
             let ok: Bool
             if case .success = result { ok = true } else { ok = false }
             then?(ok)
-            guard ok, connections[c.fd] === c, !c.outbox.isEmpty else {
-                if !ok || connections[c.fd] !== c { c.outbox.removeAll() }
+            guard ok, c.isOpen, !c.outbox.isEmpty else {
+                if !ok || !c.isOpen { c.outbox.removeAll() }
                 c.writing = false
                 return
             }
@@ -439,7 +460,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
             let last = Self.chunk(Array("event: message\ndata: ".utf8) + (answer ?? []) + Array("\n\n".utf8)) + Array("0\r\n\r\n".utf8)
             let keepAlive = c.parser.keepAlive
             write(c, last) { [self] ok in
-                guard ok, keepAlive, connections[c.fd] === c else {
+                guard ok, keepAlive, c.isOpen else {
                     close(c)
                     return
                 }
@@ -453,7 +474,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         }
         var status = 200
         if era == .modern, let code = Self.errorCode(answer) { status = RPCErrorCode.httpStatus(for: code) }
-        send(c, status: status, headers: [("Content-Type", "application/json")], body: answer)
+        send(c, status: status, contentType: "application/json", body: answer)
     }
 
     static func errorCode(_ message: [UInt8]) -> Int64? {
@@ -465,24 +486,32 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         }
     }
 
-    private func send(_ c: HTTPConnection, status: Int, headers: [(String, String)], body: [UInt8], close closing: Bool = false) {
-        guard connections[c.fd] === c else { return }
+    /// Sends a response with `headers`, and a Content-Type given as a literal (the JSON answers:
+    /// no header array to build and walk).
+    private func send(_ c: HTTPConnection, status: Int, headers: [(String, String)] = [], contentType: StaticString? = nil, body: [UInt8],
+                      close closing: Bool = false) {
+        guard c.isOpen else { return }
         let keepAlive = !closing && c.parser.isComplete && c.parser.keepAlive
         // Head and body in one buffer, one write.
         var out: [UInt8] = []
-        out.reserveCapacity(96 + headers.reduce(0) { $0 + $1.0.utf8.count + $1.1.utf8.count + 4 } + body.count)
+        out.reserveCapacity(128 + headers.reduce(0) { $0 + $1.0.utf8.count + $1.1.utf8.count + 4 } + body.count)
         out.append(literal: "HTTP/1.1 ")
         out.append(decimal: status)
         out.append(UInt8(ascii: " "))
         out.append(literal: Self.reason(status))
         out.append(literal: "\r\n")
-        out.append(headerLines: headers)
+        if let contentType {
+            out.append(literal: "Content-Type: ")
+            out.append(literal: contentType)
+            out.append(literal: "\r\n")
+        }
+        if !headers.isEmpty { out.append(headerLines: headers) }
         out.append(literal: "Content-Length: ")
         out.append(decimal: body.count)
         out.append(literal: keepAlive ? "\r\n\r\n" : "\r\nConnection: close\r\n\r\n")
         out.append(contentsOf: body)
         write(c, out) { [self] ok in
-            guard ok, keepAlive, connections[c.fd] === c else {
+            guard ok, keepAlive, c.isOpen else {
                 close(c)
                 return
             }
@@ -549,6 +578,8 @@ final class HTTPConnection: @unchecked Sendable {
     // 95 instructions an access, a dozen accesses a request) could never fire: unchecked.
     let fd: Int32
     let parser = HTTPParser(.request)
+    /// In the front's table of connections (a flag: the table lookup cost five a request).
+    @exclusivity(unchecked) var isOpen = false
     @exclusivity(unchecked) var pending: [UInt8] = []
     @exclusivity(unchecked) var body: [UInt8] = []
     @exclusivity(unchecked) var busy = false
@@ -573,5 +604,9 @@ final class HTTPConnection: @unchecked Sendable {
     /// The request waiting on a server, and whether the client cancelled it.
     @exclusivity(unchecked) var task: Task<Void, Never>?
     @exclusivity(unchecked) var cancelled = false
+    /// Sends a notification to this client during its request (made on its first request).
+    @exclusivity(unchecked) var notify: (@Sendable ([UInt8]) -> Void)?
+    /// Asks this client for a session's server request (made for the last session it served).
+    @exclusivity(unchecked) var ask: (session: String, ask: @Sendable ([UInt8]) async -> [UInt8]?)?
     init(fd: Int32) { self.fd = fd }
 }

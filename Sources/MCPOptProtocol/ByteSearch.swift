@@ -85,6 +85,8 @@ public enum ByteSearch {
     /// (It was three substring searches a request, which also took `application/json-seq` for
     /// `application/json`.)
     public static func mediaRanges(_ accept: UnsafeRawBufferPointer) -> MediaRanges {
+        // What the SDKs send, byte for byte: no need to take it apart.
+        if equals(accept, "application/json, text/event-stream") { return [.json, .eventStream] }
         var found: MediaRanges = []
         var start = 0
         while start <= accept.count {
