@@ -47,9 +47,20 @@ typedef struct stream {
 
 typedef struct pending_timer {
     uint64_t token;
-    uint64_t deadline;          // epoll: monotonic ns
-    struct __kernel_timespec ts; // io_uring: must live until the timeout completes
+    uint64_t deadline;          // monotonic ns
 } pending_timer;
+
+// io_uring: timers are kept here, as on epoll, and the ring only holds a few timeouts that wake
+// the loop by the earliest deadline (absolute). A request's timer then costs no operation in
+// the kernel to start or to cancel (it used to be a timeout and a cancellation each): a timeout
+// armed for a timer that was cancelled just fires once, later, for nothing.
+#define WAKE_SLOTS 4
+#define WAKE_SLOT_TOKEN(slot) (UINT64_MAX - 1 - (uint64_t)(slot))
+typedef struct wake_slot {
+    int busy;
+    uint64_t deadline;
+    struct __kernel_timespec ts; // read by the kernel when the SQE is submitted
+} wake_slot;
 
 typedef struct fd_ops {          // epoll: what waits on an fd
     int registered;
@@ -99,9 +110,10 @@ struct mco_loop {
     int epoll_fd;
     fd_ops *fds;
     int fd_capacity;
-    // timers (both: io_uring keeps their timespecs here)
+    // timers (both backends)
     pending_timer *timers;
     int timer_count, timer_capacity;
+    wake_slot wake_slots[WAKE_SLOTS];  // io_uring
     // completions produced outside a wait (epoll cancels)
     mco_completion *ready;
     int ready_count, ready_capacity;
@@ -205,9 +217,6 @@ static pending_timer *add_timer(mco_loop *l, uint64_t token) {
     return t;
 }
 
-// io_uring keeps a pointer to a timer's timespec: those live in separately allocated blocks.
-typedef struct uring_timer { struct __kernel_timespec ts; } uring_timer;
-
 static int remove_timer(mco_loop *l, uint64_t token) {
     for (int i = 0; i < l->timer_count; i++) {
         if (l->timers[i].token == token) {
@@ -227,6 +236,47 @@ static struct io_uring_sqe *sqe_for(mco_loop *l) {
         sqe = io_uring_get_sqe(&l->ring);
     }
     return sqe;
+}
+
+// Pushes the timers that are due (-ETIME); returns the earliest deadline left (UINT64_MAX: none).
+static uint64_t expire_timers(mco_loop *l, uint64_t now) {
+    uint64_t next = UINT64_MAX;
+    for (int i = 0; i < l->timer_count;) {
+        if (l->timers[i].deadline <= now) {
+            push_ready(l, l->timers[i].token, -ETIME);
+            l->timers[i] = l->timers[--l->timer_count];
+            continue;
+        }
+        if (l->timers[i].deadline < next) next = l->timers[i].deadline;
+        i++;
+    }
+    return next;
+}
+
+// The earliest deadline a timeout in the ring wakes the loop by (UINT64_MAX: none).
+static uint64_t uring_armed_until(const mco_loop *l) {
+    uint64_t armed = UINT64_MAX;
+    for (int i = 0; i < WAKE_SLOTS; i++) if (l->wake_slots[i].busy && l->wake_slots[i].deadline < armed) armed = l->wake_slots[i].deadline;
+    return armed;
+}
+
+// Makes sure the ring wakes the loop by `deadline`: a timeout in a free slot when none fires by
+// then. With every slot taken, the wait itself is bounded instead (uring_wait).
+static void uring_arm_wake(mco_loop *l, uint64_t deadline) {
+    if (deadline == UINT64_MAX || uring_armed_until(l) <= deadline) return;
+    for (int i = 0; i < WAKE_SLOTS; i++) {
+        wake_slot *w = &l->wake_slots[i];
+        if (w->busy) continue;
+        struct io_uring_sqe *sqe = sqe_for(l);
+        if (!sqe) return;
+        w->busy = 1;
+        w->deadline = deadline;
+        w->ts.tv_sec = (long long)(deadline / 1000000000ull);
+        w->ts.tv_nsec = (long long)(deadline % 1000000000ull);
+        io_uring_prep_timeout(sqe, &w->ts, 0, IORING_TIMEOUT_ABS);
+        io_uring_sqe_set_data64(sqe, WAKE_SLOT_TOKEN(i));
+        return;
+    }
 }
 
 static int arm_wake(mco_loop *l) {
@@ -739,23 +789,10 @@ int mco_loop_poll_readable(mco_loop *l, int fd, uint64_t token) {
 }
 
 int mco_loop_timer(mco_loop *l, uint64_t nanos, uint64_t token) {
-    if (l->backend == MCO_BACKEND_EPOLL) {
-        pending_timer *t = add_timer(l, token);
-        if (!t) return -ENOMEM;
-        t->deadline = now_ns() + nanos;
-        return 0;
-    }
-    uring_timer *block = malloc(sizeof *block);
-    if (!block) return -ENOMEM;
-    block->ts.tv_sec = (long long)(nanos / 1000000000ull);
-    block->ts.tv_nsec = (long long)(nanos % 1000000000ull);
     pending_timer *t = add_timer(l, token);
-    if (!t) { free(block); return -ENOMEM; }
-    t->deadline = (uint64_t)(uintptr_t)block;   // io_uring: the timespec's block, freed on completion
-    struct io_uring_sqe *sqe = sqe_for(l);
-    if (!sqe) { remove_timer(l, token); free(block); return -EBUSY; }
-    io_uring_prep_timeout(sqe, &block->ts, 0, 0);
-    io_uring_sqe_set_data64(sqe, token);
+    if (!t) return -ENOMEM;
+    t->deadline = now_ns() + nanos;
+    if (l->backend == MCO_BACKEND_URING) uring_arm_wake(l, t->deadline);
     return 0;
 }
 
@@ -785,6 +822,7 @@ static int stream_cancel(mco_loop *l, int slot) {
 int mco_loop_cancel(mco_loop *l, uint64_t token) {
     int slot = stream_by_token(l, token);
     if (slot >= 0) return stream_cancel(l, slot);
+    if (remove_timer(l, token)) return push_ready(l, token, -ECANCELED);
     if (l->backend == MCO_BACKEND_URING) {
         struct io_uring_sqe *sqe = sqe_for(l);
         if (!sqe) return -EBUSY;
@@ -792,7 +830,6 @@ int mco_loop_cancel(mco_loop *l, uint64_t token) {
         io_uring_sqe_set_data64(sqe, 0);   // the cancel's own completion is dropped
         return 0;
     }
-    if (remove_timer(l, token)) return push_ready(l, token, -ECANCELED);
     for (int fd = 0; fd < l->fd_capacity; fd++) {
         fd_ops *o = &l->fds[fd];
         if (o->read_kind >= 0 && o->read_token == token) { o->read_kind = -1; epoll_update(l, fd, o); return push_ready(l, token, -ECANCELED); }
@@ -828,6 +865,16 @@ static void between_waits(mco_loop *l) {
 
 static int uring_wait(mco_loop *l, mco_completion *out, int max, int64_t timeout_ns) {
     if (!l->wake_armed) arm_wake(l);
+    if (l->timer_count > 0) {
+        uint64_t now = now_ns();
+        uint64_t next = expire_timers(l, now);
+        uring_arm_wake(l, next);
+        // No timeout in the ring fires by the next deadline (every slot taken): bound the wait.
+        if (next != UINT64_MAX && uring_armed_until(l) > next) {
+            int64_t left = (int64_t)(next - now);
+            if (timeout_ns < 0 || left < timeout_ns) timeout_ns = left;
+        }
+    }
     if (l->ready_count > 0) {
         // Completions at hand (direct reads and writes): returned without a syscall. What was
         // prepared meanwhile goes with the next wait that blocks, which usually comes next;
@@ -857,6 +904,10 @@ static int uring_wait(mco_loop *l, mco_completion *out, int max, int64_t timeout
         uint64_t token = io_uring_cqe_get_data64(cqe);
         if (token == WAKE_TOKEN) { l->wake_armed = 0; continue; }
         if (token == 0) continue;
+        if (token >= WAKE_SLOT_TOKEN(WAKE_SLOTS - 1) && token <= WAKE_SLOT_TOKEN(0)) {
+            l->wake_slots[WAKE_SLOT_TOKEN(0) - token].busy = 0;   // due timers are found below
+            continue;
+        }
         if (token & STREAM_TAG) {
             count += uring_stream_cqe(l, cqe, out + count);
             if (count == max) break;
@@ -875,13 +926,12 @@ static int uring_wait(mco_loop *l, mco_completion *out, int max, int64_t timeout
             break;
         }
         if (handled) continue;
-        for (int i = 0; i < l->timer_count; i++) {
-            if (l->timers[i].token == token) { free((void *)(uintptr_t)l->timers[i].deadline); l->timers[i] = l->timers[--l->timer_count]; break; }
-        }
         out[count++] = (mco_completion){token, cqe->res, 0, NULL};
         if (count == max) break;
     }
     io_uring_cq_advance(&l->ring, seen);
+    // Timers that came due while waiting.
+    if (l->timer_count > 0) uring_arm_wake(l, expire_timers(l, now_ns()));
     // Reads that completed on their poll are reported now too.
     if (count < max && l->ready_count > 0) count += take_ready(l, out + count, max - count);
     return count;
@@ -891,16 +941,8 @@ static int epoll_wait_completions(mco_loop *l, mco_completion *out, int max, int
     // Timers that are due, and the wait until the next one.
     uint64_t now = now_ns();
     int64_t wait = timeout_ns;
-    for (int i = 0; i < l->timer_count;) {
-        if (l->timers[i].deadline <= now) {
-            push_ready(l, l->timers[i].token, -ETIME);
-            l->timers[i] = l->timers[--l->timer_count];
-            continue;
-        }
-        int64_t left = (int64_t)(l->timers[i].deadline - now);
-        if (wait < 0 || left < wait) wait = left;
-        i++;
-    }
+    uint64_t next = expire_timers(l, now);
+    if (next != UINT64_MAX && (wait < 0 || (int64_t)(next - now) < wait)) wait = (int64_t)(next - now);
     if (l->ready_count == 0) {
         struct epoll_event events[64];
         int ms = wait < 0 ? -1 : (int)((wait + 999999) / 1000000);
@@ -920,15 +962,7 @@ static int epoll_wait_completions(mco_loop *l, mco_completion *out, int max, int
             if (o->write_kind >= 0 && (e & (EPOLLOUT | EPOLLHUP | EPOLLERR))) epoll_try(l, fd, o, 0);
             epoll_update(l, fd, o);
         }
-        now = now_ns();
-        for (int i = 0; i < l->timer_count;) {
-            if (l->timers[i].deadline <= now) {
-                push_ready(l, l->timers[i].token, -ETIME);
-                l->timers[i] = l->timers[--l->timer_count];
-                continue;
-            }
-            i++;
-        }
+        expire_timers(l, now_ns());
     }
     int count = l->ready_count < max ? l->ready_count : max;
     memcpy(out, l->ready, count * sizeof *out);

@@ -108,6 +108,37 @@ final class EventLoopTests: XCTestCase {
         }
     }
 
+    /// Timers started with ever earlier deadlines (more than the ring's wake-up timeouts, so the
+    /// last ones depend on the bounded wait) all fire, in deadline order, none early; a timer
+    /// cancelled before its deadline reports so and never fires; a long timer cancelled leaves
+    /// nothing that fires later.
+    func testManyTimersFireInDeadlineOrderAndCancelledOnesDoNot() throws {
+        try onEachBackend { loop in
+            let fired = Box<[Int]>([])
+            let early = Box<[String]>([])
+            let cancelled = Box<[Int]>([])
+            onLoop(loop, timeout: 10) { loop, finish in
+                let start = DispatchTime.now().uptimeNanoseconds
+                for i in 0..<10 {
+                    let delay = 200 - i * 15   // 200, 185, ... 65 ms: each earlier than the last
+                    let token = loop.after(.milliseconds(delay)) { didFire in
+                        let elapsed = Int((DispatchTime.now().uptimeNanoseconds - start) / 1_000_000)
+                        if !didFire { cancelled.value.append(i); return }
+                        if elapsed < delay { early.value.append("\(i) at \(elapsed) ms") }
+                        fired.value.append(i)
+                    }
+                    if i == 4 { loop.cancel(token) }
+                }
+                let long = loop.after(.seconds(30)) { didFire in if didFire { early.value.append("the long timer fired") } }
+                loop.cancel(long)
+                loop.after(.milliseconds(260)) { _ in finish() }
+            }
+            XCTAssertEqual(fired.value, [9, 8, 7, 6, 5, 3, 2, 1, 0], "\(loop.backend)")
+            XCTAssertEqual(cancelled.value, [4], "\(loop.backend)")
+            XCTAssertEqual(early.value, [], "\(loop.backend)")
+        }
+    }
+
     func testTCPLoopbackEcho() throws {
         try onEachBackend { loop in
             let (listener, address) = loopbackListener(backlog: 8)
