@@ -76,12 +76,9 @@ public final class GatewayFront: @unchecked Sendable {
     /// ran `FrontDoor.checkHostAndOrigin` already.
     public func handle(_ request: HTTPParser, body: [UInt8], decoder: MessageDecoder, hostAndOriginChecked: Bool = false) -> Action {
         if !hostAndOriginChecked, let verdict = FrontDoor.checkHostAndOrigin(request, policy: policy) { return Self.action(verdict) }
-        switch request.method {
-        case "DELETE": return endSession(request)
-        case "GET": return openStream(request)
-        case "POST": break
-        default: return .respond(status: 405, headers: [FrontDoor.Header("Allow", "GET, POST, DELETE")], body: [])
-        }
+        if request.methodIs("DELETE") { return endSession(request) }
+        if request.methodIs("GET") { return openStream(request) }
+        guard request.methodIs("POST") else { return .respond(status: 405, headers: [FrontDoor.Header("Allow", "GET, POST, DELETE")], body: []) }
         let verdict = body.withUnsafeBytes { FrontDoor.check(request, body: $0, decoder: decoder, policy: policy, knownMethods: knownMethods, hostAndOriginChecked: true) }
         switch verdict {
         case .answer:

@@ -300,7 +300,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
                 send(c, status: 404, headers: [("Content-Type", "text/plain")], body: Array("Not Found: the MCP endpoint is \(settings.path)".utf8))
                 return
             }
-            guard parser.method == "GET", let page = path == "/metrics" ? metricsPage : healthPage else {
+            guard parser.methodIs("GET"), let page = path == "/metrics" ? metricsPage : healthPage else {
                 send(c, status: 404, headers: [("Content-Type", "text/plain")], body: Array("Not Found".utf8))
                 return
             }

@@ -55,7 +55,7 @@ public enum FrontDoor {
                              hostAndOriginChecked: Bool = false) -> Verdict
     {
         if !hostAndOriginChecked, let verdict = checkHostAndOrigin(request, policy: policy) { return verdict }
-        guard request.method == "POST" else {
+        guard request.methodIs("POST") else {
             return .answer(status: 405, headers: [Header("Allow", "POST")], body: [])
         }
         let versionHeader = request.header("mcp-protocol-version")

@@ -51,6 +51,13 @@ public final class HTTPParser {
     public var isComplete: Bool { mco_http_message_done(parser) != 0 }
     public var status: Int { Int(mco_http_status(parser)) }
     public var method: String { String(cString: mco_http_method(parser)) }
+    /// Whether the request's method is `name` (compared on the C string: no String is made).
+    public func methodIs(_ name: StaticString) -> Bool {
+        name.withUTF8Buffer { wanted in
+            guard let have = mco_http_method(parser) else { return false }
+            return strlen(have) == wanted.count && memcmp(have, wanted.baseAddress!, wanted.count) == 0
+        }
+    }
     public var target: String {
         var length = 0
         let p = mco_http_target(parser, &length)
