@@ -244,6 +244,36 @@ final class MergedProgressTests: LogFixture, @unchecked Sendable {
         XCTAssertEqual(relay.count, 0)
     }
 
+    /// A caller merged into a request whose server already reported progress first hears the
+    /// progress reached so far (with its own token), then what follows; never less than it heard.
+    func testALateMergedCallerFirstHearsTheProgressReachedSoFar() {
+        let relay = ProgressRelay()
+        let heard = LockedList()
+        func listener(_ name: String) -> @Sendable ([UInt8]) -> Void {
+            { message in
+                let params = (try? JSONParser.parse(message))?["params"]
+                heard.append("\(name): \(params?["progressToken"]?.stringValue ?? "?") \(params?["progress"]?.doubleValue ?? -1) \(params?["message"]?.stringValue ?? "")")
+            }
+        }
+        func progress(_ token: String, _ value: Int) {
+            relay.relay(Array(#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"\#(token)","progress":\#(value),"total":9,"message":"step \#(value)"}}"#.utf8))
+        }
+        let key = HashedKey(Array("same call".utf8))
+        let leader = relay.begin(original: Array(#""lead""#.utf8), relay: listener("leader"))
+        relay.lead(key, token: leader)
+        progress(leader, 1)
+        progress(leader, 2)
+        let follower = relay.begin(original: Array(#""late""#.utf8), relay: listener("follower"))
+        relay.follow(key, token: follower)
+        progress(leader, 2)
+        progress(leader, 3)
+        XCTAssertEqual(heard.items, ["leader: lead 1.0 step 1", "leader: lead 2.0 step 2", "follower: late 2.0 step 2",
+                                     "leader: lead 3.0 step 3", "follower: late 3.0 step 3"])
+        relay.end(follower)
+        relay.end(leader)
+        XCTAssertEqual(relay.count, 0)
+    }
+
     /// Leaders and merged callers beginning, joining, hearing and ending from many threads:
     /// every merged caller hears the progress relayed after it joined, with its own token,
     /// and nothing is left behind.

@@ -353,16 +353,45 @@ final class ContinuationPins: @unchecked Sendable {
 /// that does not increase is dropped: the protocol requires it to increase, and a hedged
 /// request's two attempts each report their own.
 final class ProgressRelay: @unchecked Sendable {
-    private struct Listener {
+    /// A caller that hears a request's progress. What it was sent last is its own: a caller
+    /// merged late is first sent the progress reached so far, and a relay racing that catch-up
+    /// must not send it an older value after a newer one.
+    private final class Listener: @unchecked Sendable {
         let token: String          // the engine token the listener's own request was given
         let original: [UInt8]      // its caller's token (JSON)
         let relay: @Sendable ([UInt8]) -> Void
+        private let sending = Lock()
+        @exclusivity(unchecked) private var sent: Double?   // guarded by sending
+        init(token: String, original: [UInt8], relay: @escaping @Sendable ([UInt8]) -> Void) {
+            self.token = token
+            self.original = original
+            self.relay = relay
+        }
+
+        /// Sends `notification` (a progress notification, any token) with this caller's token,
+        /// unless it already had this much progress. Held across the send, so the check and the
+        /// order of sends agree (the relay only queues the message for its client).
+        func deliver(_ notification: JSONObject, progress: Double?) {
+            guard case .object(var params)? = notification["params"], let original = try? JSONParser.parse(original) else { return }
+            sending.withLock {
+                if let progress {
+                    if let last = sent, progress <= last { return }
+                    sent = progress
+                }
+                params["progressToken"] = original
+                var message = notification
+                message["params"] = .object(params)
+                relay(Array(JSONValue.object(message).jsonString.utf8))
+            }
+        }
     }
-    /// One request's progress: who hears it (its caller, then merged callers), how far it got,
-    /// the key it leads merged requests under, and the request it rides on when merged.
+    /// One request's progress: who hears it (its caller, then merged callers), how far it got
+    /// (and the notification that got it there), the key it leads merged requests under, and
+    /// the request it rides on when merged.
     private final class Route {
         var listeners: [Listener]
         var reached: Double?
+        var last: JSONObject?
         var leading: HashedKey?
         var riding: Route?
         init(_ listener: Listener) { listeners = [listener] }
@@ -394,13 +423,16 @@ final class ProgressRelay: @unchecked Sendable {
     }
 
     /// The request with `token` was merged into the one leading `key`: its caller hears that
-    /// request's progress (nothing when that request carries no token).
+    /// request's progress (nothing when that request carries no token), starting with the
+    /// progress it reached before this caller joined.
     func follow(_ key: HashedKey, token: String) {
-        lock.withLock {
-            guard let leader = flights[key], let own = routes[token], let listener = own.listeners.first else { return }
+        let catchUp = lock.withLock { () -> (Listener, JSONObject, Double?)? in
+            guard let leader = flights[key], let own = routes[token], let listener = own.listeners.first else { return nil }
             leader.listeners.append(listener)
             own.riding = leader
+            return leader.last.map { (listener, $0, leader.reached) }
         }
+        if let (listener, notification, progress) = catchUp { listener.deliver(notification, progress: progress) }
     }
 
     /// The request with `token` is answered: neither it nor its merged callers hear more.
@@ -414,22 +446,19 @@ final class ProgressRelay: @unchecked Sendable {
 
     /// Passes a backend's progress notification to its callers (unknown tokens are dropped).
     func relay(_ message: [UInt8]) {
-        guard case .object(var o)? = try? JSONParser.parse(message), case .object(var params)? = o["params"],
-              let token = params["progressToken"]?.stringValue,
-              let listeners = lock.withLock({ () -> [Listener]? in
-                  guard let route = routes[token] else { return nil }
-                  if let progress = params["progress"]?.doubleValue {
-                      if let last = route.reached, progress <= last { return nil }
-                      route.reached = progress
-                  }
-                  return route.listeners
-              }) else { return }
-        for listener in listeners {
-            guard let original = try? JSONParser.parse(listener.original) else { continue }
-            params["progressToken"] = original
-            o["params"] = .object(params)
-            listener.relay(Array(JSONValue.object(o).jsonString.utf8))
-        }
+        guard case .object(let o)? = try? JSONParser.parse(message), case .object(let params)? = o["params"],
+              let token = params["progressToken"]?.stringValue else { return }
+        let progress = params["progress"]?.doubleValue
+        guard let listeners = lock.withLock({ () -> [Listener]? in
+            guard let route = routes[token] else { return nil }
+            if let progress {
+                if let last = route.reached, progress <= last { return nil }
+                route.reached = progress
+                route.last = o
+            }
+            return route.listeners
+        }) else { return }
+        for listener in listeners { listener.deliver(o, progress: progress) }
     }
 
     /// Requests with a route and flights now (for tests: nothing is left behind).
