@@ -40,9 +40,9 @@ public final class EventLoop: @unchecked Sendable {
     // The state below is confined (to the lock, or to the loop thread), so Swift's dynamic
     // exclusivity checks on it could never fire; they cost ~95 instructions an access, and a
     // gateway request made about 30 of them here (callgrind, 2026-11-30).
-    @exclusivity(unchecked) private var queue: [@Sendable () -> Void] = []      // guarded by lock
+    @exclusivity(unchecked) private var queue: [Work] = []      // guarded by lock
     /// The loop thread swaps it with `queue`: both keep their capacity, no allocation a turn.
-    @exclusivity(unchecked) private var draining: [@Sendable () -> Void] = []   // loop thread
+    @exclusivity(unchecked) private var draining: [Work] = []   // loop thread
     @exclusivity(unchecked) private var stopping = false                         // guarded by lock
     private var thread = pthread_t()
     private var loopThread = pthread_t()
@@ -51,12 +51,12 @@ public final class EventLoop: @unchecked Sendable {
 
     // Loop-thread state.
     /// By token; a stream's stays until its last completion.
-    @exclusivity(unchecked) private var callbacks: [UInt64: (mco_completion) -> Void] = [:]
+    @exclusivity(unchecked) private var callbacks: [UInt64: Completion] = [:]
     @exclusivity(unchecked) private var nextToken: UInt64 = 1
     /// Callbacks to run before the loop next waits (work the loop thread queued for itself,
     /// operations that could not be submitted); swapped with `running`, as `queue` is.
-    @exclusivity(unchecked) private var deferred: [() -> Void] = []
-    @exclusivity(unchecked) private var running: [() -> Void] = []
+    @exclusivity(unchecked) private var deferred: [Work] = []
+    @exclusivity(unchecked) private var running: [Work] = []
     /// Per fd with a write the kernel did not take at once: the writes asked for since, in order.
     @exclusivity(unchecked) private var backlog: [Int32: [(bytes: [UInt8], done: (Result<Void, IOError>) -> Void)]] = [:]
 
@@ -105,18 +105,22 @@ public final class EventLoop: @unchecked Sendable {
     /// Whether the caller runs on this loop's thread.
     public var inLoop: Bool { pthread_equal(pthread_self(), loopThread) != 0 }
 
+    /// Whether the caller runs on this loop's thread and the loop still takes work (what
+    /// `execute` would run, the caller may run at once).
+    public var isRunningHere: Bool { inLoop && !lock.withLock { stopping } }
+
     /// Runs `work` on the loop thread, soon. Safe from any thread. Returns false (and drops
     /// `work`) once the loop is shutting down.
     @discardableResult
     public func execute(_ work: @escaping @Sendable () -> Void) -> Bool {
         // From the loop thread itself: runs before the loop next waits, with no wake-up.
         if inLoop, !lock.withLock({ stopping }) {
-            deferred.append(work)
+            deferred.append(Work(run: work))
             return true
         }
         return lock.withLock { () -> Bool in
             guard !stopping, let loop else { return false }
-            queue.append(work)
+            queue.append(Work(run: work))
             _ = mco_loop_wake(loop)
             return true
         }
@@ -154,11 +158,11 @@ public final class EventLoop: @unchecked Sendable {
                 swap(&queue, &draining)
                 return stopping
             }
-            for item in draining { item() }
+            for item in draining { item.run() }
             draining.removeAll(keepingCapacity: true)
             while !deferred.isEmpty {
                 swap(&deferred, &running)
-                for item in running { item() }
+                for item in running { item.run() }
                 running.removeAll(keepingCapacity: true)
             }
             if stop { break }
@@ -168,9 +172,9 @@ public final class EventLoop: @unchecked Sendable {
                 let completion = completions[index]
                 // A stream keeps its callback until its last completion.
                 if completion.flags & UInt32(MCO_COMPLETION_MORE) != 0 {
-                    callbacks[completion.token]?(completion)
+                    callbacks[completion.token]?.run(completion)
                 } else if let callback = callbacks.removeValue(forKey: completion.token) {
-                    callback(completion)
+                    callback.run(completion)
                 }
             }
         }
@@ -198,7 +202,7 @@ public final class EventLoop: @unchecked Sendable {
         let token = nextToken
         nextToken &+= 1
         if nextToken >= 1 << 63 { nextToken = 1 }   // the C loop keeps tokens from 2^63 up
-        callbacks[token] = callback
+        callbacks[token] = Completion(run: callback)
         return token
     }
 
@@ -208,7 +212,7 @@ public final class EventLoop: @unchecked Sendable {
         // run inside the call that started the operation).
         if let callback = callbacks.removeValue(forKey: token) {
             let failure = mco_completion(token: token, result: rc, flags: 0, data: nil)
-            deferred.append { callback(failure) }
+            deferred.append(Work { callback.run(failure) })
         }
     }
 
@@ -246,13 +250,13 @@ public final class EventLoop: @unchecked Sendable {
         // this returns, as every callback does.
         let written = bytes.isEmpty ? 0 : bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
         if written == bytes.count {
-            deferred.append { done(.success(())) }
+            deferred.append(Work { done(.success(())) })
             return
         }
         if written < 0 {
             let code = errno
             if code != EAGAIN && code != EWOULDBLOCK {
-                deferred.append { done(.failure(IOError(code, "write"))) }
+                deferred.append(Work { done(.failure(IOError(code, "write"))) })
                 return
             }
         }
@@ -415,6 +419,18 @@ extension EventLoop: TaskExecutor {
             globalConcurrentExecutor.enqueue(ExecutorJob(job))
         }
     }
+}
+
+/// Work queued for the loop thread. A closure kept in a struct keeps its own representation: in
+/// an array of bare closures each one was wrapped in a new closure (an allocation per `execute`)
+/// to fit the array's generic element.
+struct Work: @unchecked Sendable {
+    let run: () -> Void
+}
+
+/// An operation's callback, kept in a struct for the same reason as `Work`.
+struct Completion {
+    let run: (mco_completion) -> Void
 }
 
 /// Memory an operation's buffer lives in, owned by the operation's callback: freed when the

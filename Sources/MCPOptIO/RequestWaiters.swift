@@ -74,7 +74,11 @@ final class RequestWaiters {
 /// work, the answer is `.closed`.
 func onLoop(_ loop: EventLoop, _ body: @escaping @Sendable (RequestWaiters.Continuation) -> Void) async -> Result<[UInt8], UpstreamError> {
     await withCheckedContinuation { continuation in
-        if !loop.execute({ body(continuation) }) {
+        // A task that runs on the loop (its preferred executor) starts the request here: no
+        // work item to queue and run a moment later.
+        if loop.isRunningHere {
+            body(continuation)
+        } else if !loop.execute({ body(continuation) }) {
             continuation.resume(returning: .failure(UpstreamError(.closed, "the event loop is shut down")))
         }
     }
