@@ -113,14 +113,18 @@ public final class EventLoop: @unchecked Sendable {
     /// `work`) once the loop is shutting down.
     @discardableResult
     public func execute(_ work: @escaping @Sendable () -> Void) -> Bool {
+        submit(.closure(work))
+    }
+
+    private func submit(_ work: Work) -> Bool {
         // From the loop thread itself: runs before the loop next waits, with no wake-up.
         if inLoop, !lock.withLock({ stopping }) {
-            deferred.append(Work(run: work))
+            deferred.append(work)
             return true
         }
         return lock.withLock { () -> Bool in
             guard !stopping, let loop else { return false }
-            queue.append(Work(run: work))
+            queue.append(work)
             _ = mco_loop_wake(loop)
             return true
         }
@@ -158,11 +162,11 @@ public final class EventLoop: @unchecked Sendable {
                 swap(&queue, &draining)
                 return stopping
             }
-            for item in draining { item.run() }
+            for item in draining { run(item) }
             draining.removeAll(keepingCapacity: true)
             while !deferred.isEmpty {
                 swap(&deferred, &running)
-                for item in running { item.run() }
+                for item in running { run(item) }
                 running.removeAll(keepingCapacity: true)
             }
             if stop { break }
@@ -192,6 +196,13 @@ public final class EventLoop: @unchecked Sendable {
         finished.signal()
     }
 
+    private func run(_ work: Work) {
+        switch work {
+        case .closure(let body): body()
+        case .job(let job): job.runSynchronously(on: asUnownedTaskExecutor())
+        }
+    }
+
     // MARK: Operations (loop thread only)
 
     private func token(_ callback: @escaping (Int32) -> Void) -> UInt64 {
@@ -212,7 +223,7 @@ public final class EventLoop: @unchecked Sendable {
         // run inside the call that started the operation).
         if let callback = callbacks.removeValue(forKey: token) {
             let failure = mco_completion(token: token, result: rc, flags: 0, data: nil)
-            deferred.append(Work { callback.run(failure) })
+            deferred.append(.closure { callback.run(failure) })
         }
     }
 
@@ -250,13 +261,13 @@ public final class EventLoop: @unchecked Sendable {
         // this returns, as every callback does.
         let written = bytes.isEmpty ? 0 : bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
         if written == bytes.count {
-            deferred.append(Work { done(.success(())) })
+            deferred.append(.closure { done(.success(())) })
             return
         }
         if written < 0 {
             let code = errno
             if code != EAGAIN && code != EWOULDBLOCK {
-                deferred.append(Work { done(.failure(IOError(code, "write"))) })
+                deferred.append(.closure { done(.failure(IOError(code, "write"))) })
                 return
             }
         }
@@ -413,19 +424,20 @@ final class Semaphore: @unchecked Sendable {
 extension EventLoop: TaskExecutor {
     public func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
-        let executor = asUnownedTaskExecutor()
-        if !execute({ job.runSynchronously(on: executor) }) {
+        if !submit(.job(job)) {
             // The loop is stopping: the task still runs to its end, on the global pool.
             globalConcurrentExecutor.enqueue(ExecutorJob(job))
         }
     }
 }
 
-/// Work queued for the loop thread. A closure kept in a struct keeps its own representation: in
-/// an array of bare closures each one was wrapped in a new closure (an allocation per `execute`)
-/// to fit the array's generic element.
-struct Work: @unchecked Sendable {
-    let run: () -> Void
+/// Work queued for the loop thread: a closure, or a task's job (run on the loop as its
+/// executor). A closure kept in an enum keeps its own representation: in an array of bare
+/// closures each one was wrapped in a new closure (an allocation per `execute`) to fit the
+/// array's generic element, and a job needed a closure of its own.
+enum Work: @unchecked Sendable {
+    case closure(() -> Void)
+    case job(UnownedJob)
 }
 
 /// An operation's callback, kept in a struct for the same reason as `Work`.
