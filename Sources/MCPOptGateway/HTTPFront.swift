@@ -353,21 +353,30 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
                 // The id canonical, as the cancellation's requestId is read.
                 let key = dispatch.sessionID.flatMap { session in dispatch.requestID.flatMap { canonicalRequestID($0) }.map { session + "\u{0}" + $0 } }
                 c.cancelled = false
+                let era = dispatch.era
                 c.task = Task(executorPreference: loop) { [self] in
                     let answer = await service.complete(pending)
-                    _ = loop.execute { [self] in
-                        if let key, running[key] === c { running.removeValue(forKey: key) }
-                        c.task = nil
-                        guard c.isOpen else { return }   // the client is gone
-                        // A cancelled request gets no answer (the client has moved on): an
-                        // event stream that ends without one.
-                        if c.cancelled { endWithoutAnswer(c) } else { reply(c, answer, era: dispatch.era) }
+                    // The task runs on the loop (its executor) unless the loop is stopping.
+                    if loop.isRunningHere {
+                        answered(c, answer, key: key, era: era)
+                    } else {
+                        _ = loop.execute { [self] in answered(c, answer, key: key, era: era) }
                     }
                 }
                 if let key { running[key] = c }
                 if c.pending.isEmpty { readMore(c) }
             }
         }
+    }
+
+    /// The request `c` waited on a server for is answered (loop thread).
+    private func answered(_ c: HTTPConnection, _ answer: [UInt8], key: String?, era: ProtocolEra) {
+        if let key, running[key] === c { running.removeValue(forKey: key) }
+        c.task = nil
+        guard c.isOpen else { return }   // the client is gone
+        // A cancelled request gets no answer (the client has moved on): an event stream that
+        // ends without one.
+        if c.cancelled { endWithoutAnswer(c) } else { reply(c, answer, era: era) }
     }
 
     /// What sends a notification to the client of `c` while its request runs (kept on `c`).
