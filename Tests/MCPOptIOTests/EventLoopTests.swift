@@ -26,6 +26,15 @@ final class EventLoopTests: XCTestCase {
         XCTAssertEqual(done.wait(timeout: .now() + timeout), .success, "timed out on \(loop.backend)")
     }
 
+    /// Reads `fd` into `received` until end of file (or an error), then calls `then`.
+    private static func readAll(_ loop: EventLoop, _ fd: Int32, maxBytes: Int, into received: Box<[UInt8]>, then: @escaping @Sendable () -> Void) {
+        loop.read(fd, maxBytes: maxBytes) { result in
+            guard case .success(let bytes) = result, !bytes.isEmpty else { return then() }
+            received.value += bytes
+            readAll(loop, fd, maxBytes: maxBytes, into: received, then: then)
+        }
+    }
+
     func testPipesReadAndWrite() throws {
         try onEachBackend { loop in
             var fds: [Int32] = [0, 0]
@@ -39,14 +48,7 @@ final class EventLoopTests: XCTestCase {
                     if case .failure(let error) = result { XCTFail("\(error)") }
                     close(writer)
                 }
-                func readAll() {
-                    loop.read(reader, maxBytes: 4) { result in
-                        guard case .success(let bytes) = result, !bytes.isEmpty else { finish(); return }
-                        received.value += bytes
-                        readAll()
-                    }
-                }
-                readAll()
+                Self.readAll(loop, reader, maxBytes: 4, into: received, then: finish)
             }
             close(reader)
             XCTAssertEqual(String(decoding: received.value, as: UTF8.self), "hello, loop", "\(loop.backend)")
@@ -75,14 +77,7 @@ final class EventLoopTests: XCTestCase {
                         if index == 3 { close(writer) }
                     }
                 }
-                func readAll() {
-                    loop.read(reader, maxBytes: 65_536) { result in
-                        guard case .success(let bytes) = result, !bytes.isEmpty else { finish(); return }
-                        received.value += bytes
-                        readAll()
-                    }
-                }
-                readAll()
+                Self.readAll(loop, reader, maxBytes: 65_536, into: received, then: finish)
             }
             close(reader)
             XCTAssertEqual(received.value.count, expected.count, "\(loop.backend)")

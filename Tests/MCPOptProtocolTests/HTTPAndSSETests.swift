@@ -152,18 +152,6 @@ final class HTTPParserTests: XCTestCase {
 /// from pieces at the edge of the plain shape, both read the same (fuzzed further by the
 /// `http` fuzz target).
 final class HTTPFastPathTests: XCTestCase {
-    /// Repeatable choices (SplitMix64).
-    struct SplitMix: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     static let requestLines = [
         "POST /mcp HTTP/1.1", "GET / HTTP/1.1", "DELETE /mcp?x=1&y=%20 HTTP/1.1", "GET /a#frag HTTP/1.1", "POST http://h/mcp HTTP/1.1",
         "OPTIONS * HTTP/1.1", "post /mcp HTTP/1.1", "POST  /mcp HTTP/1.1", "POST /mcp HTTP/1.0", "POST /mcp HTTP/1.1 ", "PATCH /p HTTP/1.1",
@@ -187,26 +175,31 @@ final class HTTPFastPathTests: XCTestCase {
                           "Content-Length: 5\r\nContent-Length: 5", "content-length: 0", "Content-Length: 99999999999999999999", "Content-Length: 12"]
     static let bodies = ["", "hello", "hello world!", "5\r\nhello\r\n0\r\n\r\n", "{\"jsonrpc\":\"2.0\"}"]
 
-    /// A message from one choice of each piece, with 0-4 extra headers; half the choices are
-    /// among the plain first three of their list.
-    static func message<R: RandomNumberGenerator>(_ kind: HTTPParser.Kind, _ rng: inout R) -> String {
-        func pick(_ list: [String]) -> String { Bool.random(using: &rng) ? list[Int.random(in: 0..<3, using: &rng)] : list.randomElement(using: &rng)! }
-        var text = pick(kind == .request ? requestLines : statusLines) + "\r\n"
-        var lines = (0..<Int.random(in: 0...4, using: &rng)).map { _ in pick(headers) }
-        let length = lengths.randomElement(using: &rng)!
-        if !length.isEmpty { lines.insert(length, at: Int.random(in: 0...lines.count, using: &rng)) }
+    /// Choice `salt` of stream `i` from `list`: every piece meets every other across the
+    /// streams, and half the choices are among the plain first three of the list.
+    static func pick(_ list: [String], _ i: Int, _ salt: Int) -> String {
+        let n = i &* (2 &* salt &+ 3) &+ salt &* 7 &+ i / (salt &+ 5)
+        return (i / (salt + 2)) % 2 == 0 ? list[n % 3] : list[n % list.count]
+    }
+
+    /// Message `m` of stream `i`: one choice of each piece, with 0-4 extra headers.
+    static func message(_ kind: HTTPParser.Kind, _ i: Int, _ m: Int) -> String {
+        let salt = m * 11
+        var text = pick(kind == .request ? requestLines : statusLines, i, salt) + "\r\n"
+        var lines = (0..<((i / 3 + m) % 5)).map { pick(headers, i, salt + 1 + $0) }
+        let length = pick(lengths, i, salt + 6)
+        if !length.isEmpty { lines.insert(length, at: (i / 7) % (lines.count + 1)) }
         for line in lines { text += line + "\r\n" }
-        return text + "\r\n" + bodies.randomElement(using: &rng)!
+        return text + "\r\n" + pick(bodies, i, salt + 7)
     }
 
     func testTheFastPathReadsWhatHTTPParserReads() {
-        var rng = SplitMix(state: 0x5eed)
         var fastReads = 0
         for i in 0..<6000 {
             let kind: HTTPParser.Kind = i % 2 == 0 ? .request : .response
-            let text = (0..<Int.random(in: 1...3, using: &rng)).map { _ in Self.message(kind, &rng) }.joined()
+            let text = (0..<(1 + (i / 2) % 3)).map { Self.message(kind, i / 2, $0) }.joined()
             let bytes = Array(text.utf8)
-            let split = Int.random(in: 1...max(1, bytes.count), using: &rng)
+            let split = 1 + (i &* 7919) % max(1, bytes.count)
             bytes.withUnsafeBytes { stream in
                 let slow = HTTPParser.transcript(stream, kind: kind, chunk: .max / 2, fastPath: false, maxHeadBytes: 512, maxHeaders: 6)
                 for chunk in [Int.max / 2, split] {
