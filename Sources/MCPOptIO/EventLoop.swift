@@ -57,8 +57,6 @@ public final class EventLoop: @unchecked Sendable {
     /// operations that could not be submitted); swapped with `running`, as `queue` is.
     @exclusivity(unchecked) private var deferred: [Work] = []
     @exclusivity(unchecked) private var running: [Work] = []
-    /// Per fd with a write the kernel did not take at once: the writes asked for since, in order.
-    @exclusivity(unchecked) private var backlog: [Int32: [(bytes: [UInt8], done: (Result<Void, IOError>) -> Void)]] = [:]
 
     /// Starts a loop thread. `backend` nil: io_uring if available (or as MCPOPT_IO says).
     /// `multishot` nil: as MCPOPT_IO_MULTISHOT says (on unless "0"). `receiveBuffers`: the
@@ -189,7 +187,6 @@ public final class EventLoop: @unchecked Sendable {
             loop = nil
         }
         callbacks.removeAll()
-        backlog.removeAll()
         deferred.removeAll()
         running.removeAll()
         draining.removeAll()
@@ -247,14 +244,11 @@ public final class EventLoop: @unchecked Sendable {
         return token
     }
 
-    /// Writes all of `bytes` (continuing after partial writes). Writes to one fd go out in the
-    /// order they were asked for.
+    /// Writes all of `bytes` (continuing after partial writes). One write at a time per fd:
+    /// the next after `done` (the HTTP front, the upstreams and the Redis connection queue
+    /// theirs). Two at once could interleave, the second going at once while the rest of the
+    /// first waits for room.
     public func write(_ fd: Int32, _ bytes: [UInt8], _ done: @escaping (Result<Void, IOError>) -> Void) {
-        // Behind an earlier write the kernel did not take at once: after it, in order.
-        if !backlog.isEmpty, backlog[fd] != nil {
-            backlog[fd]!.append((bytes, done))
-            return
-        }
         // Most writes go at once (the socket or pipe has room; adopted fds do not block): from
         // the caller's bytes, with no copy, no operation and no token. Only what the kernel did
         // not take is copied and waits for room through the reactor. `done` still runs after
@@ -274,17 +268,7 @@ public final class EventLoop: @unchecked Sendable {
         let offset = max(written, 0)
         let buffer = IOBuffer(byteCount: bytes.count - offset)
         bytes.withUnsafeBytes { buffer.pointer.copyMemory(from: $0.baseAddress! + offset, byteCount: bytes.count - offset) }
-        backlog[fd] = []
-        writeRemaining(fd, buffer, offset: 0, total: bytes.count - offset) { [unowned self] result in
-            done(result)
-            // The writes that waited go now (the first that does not go at once holds the rest).
-            guard var waiting = backlog.removeValue(forKey: fd) else { return }
-            while !waiting.isEmpty, backlog[fd] == nil {
-                let (next, nextDone) = waiting.removeFirst()
-                write(fd, next, nextDone)
-            }
-            if !waiting.isEmpty { backlog[fd]!.insert(contentsOf: waiting, at: 0) }
-        }
+        writeRemaining(fd, buffer, offset: 0, total: bytes.count - offset, done)
     }
 
     private func writeRemaining(_ fd: Int32, _ buffer: IOBuffer, offset: Int, total: Int,

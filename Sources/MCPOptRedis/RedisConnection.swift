@@ -101,6 +101,9 @@ public final class RedisConnection: @unchecked Sendable {
     private var open = false
     private var closed = false
     private var pending: [Pending] = []
+    /// Commands waiting for the write in progress to finish (loop thread).
+    private var outbox: [UInt8] = []
+    private var writing = false
     private var head = 0
     private var nextSeq: UInt64 = 0
     private var reader = RESPReader()
@@ -210,8 +213,21 @@ public final class RedisConnection: @unchecked Sendable {
             close(reason: "a command timed out after \(timeout)", kind: .timeout)
         }
         pending.append(Pending(seq: seq, expected: count, done: done, timer: timer))
+        outbox += bytes
+        flush()
+    }
+
+    /// Writes what was queued, one write at a time (commands pipelined while a write is out
+    /// go together in the next one): the loop does not order two writes on one fd.
+    private func flush() {
+        guard !writing, !outbox.isEmpty, !closed else { return }
+        writing = true
+        let bytes = outbox
+        outbox.removeAll(keepingCapacity: true)
         loop.write(fd, bytes) { [self] result in
-            if case .failure(let error) = result { close(reason: "write failed: \(error.message)") }
+            writing = false
+            if case .failure(let error) = result { return close(reason: "write failed: \(error.message)") }
+            flush()
         }
     }
 
@@ -268,6 +284,7 @@ public final class RedisConnection: @unchecked Sendable {
             Glibc.close(fd)
             fd = -1
         }
+        outbox.removeAll()
         let waiting = pending[head...]
         pending.removeAll()
         head = 0

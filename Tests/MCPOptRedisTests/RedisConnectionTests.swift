@@ -63,6 +63,21 @@ final class RedisConnectionTests: XCTestCase {
         XCTAssertEqual(replies[1], .bulk([0, 1, 2, 255]))
         XCTAssertTrue(replies[2].isError, "a Redis error is a reply, not a thrown error")
 
+        // Large commands sent at once on one connection: each goes whole and in order, also
+        // when the socket cannot take them at once (the connection queues its writes).
+        let values = (0..<6).map { i in [UInt8](repeating: UInt8(ascii: "a") + UInt8(i), count: 8 << 20) }
+        let stored = try await withThrowingTaskGroup(of: RESPValue.self) { group in
+            for (i, value) in values.enumerated() {
+                group.addTask { try await c.command([Array("SET".utf8), Array("big\(i)".utf8), value], timeout: .seconds(20)) }
+            }
+            return try await group.reduce(into: [RESPValue]()) { $0.append($1) }
+        }
+        XCTAssertEqual(stored, Array(repeating: .status("OK"), count: 6))
+        for (i, value) in values.enumerated() {
+            let got = try await c.command([Array("GET".utf8), Array("big\(i)".utf8)], timeout: .seconds(20))
+            XCTAssertTrue(got == .bulk(value), "value \(i) came back changed")
+        }
+
         // Pub/sub: a subscriber connection gets the messages.
         let received = LockedBox<[[UInt8]]>([])
         let sub = RedisConnection(endpoint: endpoint, loop: loop)
