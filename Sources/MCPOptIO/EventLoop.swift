@@ -116,7 +116,7 @@ public final class EventLoop: @unchecked Sendable {
 
     private func submit(_ work: Work) -> Bool {
         // From the loop thread itself: runs before the loop next waits, with no wake-up.
-        if inLoop, !lock.withLock({ stopping }) {
+        if isRunningHere {
             deferred.append(work)
             return true
         }

@@ -358,13 +358,13 @@ final class ProgressRelay: @unchecked Sendable {
     /// must not send it an older value after a newer one.
     private final class Listener: @unchecked Sendable {
         let token: String          // the engine token the listener's own request was given
-        let original: [UInt8]      // its caller's token (JSON)
+        let original: JSONValue?   // its caller's token (nil: not JSON, nothing is sent)
         let relay: @Sendable ([UInt8]) -> Void
         private let sending = Lock()
         @exclusivity(unchecked) private var sent: Double?   // guarded by sending
         init(token: String, original: [UInt8], relay: @escaping @Sendable ([UInt8]) -> Void) {
             self.token = token
-            self.original = original
+            self.original = try? JSONParser.parse(original)
             self.relay = relay
         }
 
@@ -372,7 +372,7 @@ final class ProgressRelay: @unchecked Sendable {
         /// unless it already had this much progress. Held across the send, so the check and the
         /// order of sends agree (the relay only queues the message for its client).
         func deliver(_ notification: JSONObject, progress: Double?) {
-            guard case .object(var params)? = notification["params"], let original = try? JSONParser.parse(original) else { return }
+            guard case .object(var params)? = notification["params"], let original else { return }
             sending.withLock {
                 if let progress {
                     if let last = sent, progress <= last { return }
@@ -385,13 +385,12 @@ final class ProgressRelay: @unchecked Sendable {
             }
         }
     }
-    /// One request's progress: who hears it (its caller, then merged callers), how far it got
-    /// (and the notification that got it there), the key it leads merged requests under, and
-    /// the request it rides on when merged.
+    /// One request's progress: who hears it (its caller, then merged callers), the
+    /// notification that took it furthest and how far, the key it leads merged requests under,
+    /// and the request it rides on when merged.
     private final class Route {
         var listeners: [Listener]
-        var reached: Double?
-        var last: JSONObject?
+        var reached: (notification: JSONObject, progress: Double)?
         var leading: HashedKey?
         var riding: Route?
         init(_ listener: Listener) { listeners = [listener] }
@@ -426,11 +425,11 @@ final class ProgressRelay: @unchecked Sendable {
     /// request's progress (nothing when that request carries no token), starting with the
     /// progress it reached before this caller joined.
     func follow(_ key: HashedKey, token: String) {
-        let catchUp = lock.withLock { () -> (Listener, JSONObject, Double?)? in
+        let catchUp = lock.withLock { () -> (Listener, JSONObject, Double)? in
             guard let leader = flights[key], let own = routes[token], let listener = own.listeners.first else { return nil }
             leader.listeners.append(listener)
             own.riding = leader
-            return leader.last.map { (listener, $0, leader.reached) }
+            return leader.reached.map { (listener, $0.notification, $0.progress) }
         }
         if let (listener, notification, progress) = catchUp { listener.deliver(notification, progress: progress) }
     }
@@ -452,9 +451,8 @@ final class ProgressRelay: @unchecked Sendable {
         guard let listeners = lock.withLock({ () -> [Listener]? in
             guard let route = routes[token] else { return nil }
             if let progress {
-                if let last = route.reached, progress <= last { return nil }
-                route.reached = progress
-                route.last = o
+                if let last = route.reached, progress <= last.progress { return nil }
+                route.reached = (o, progress)
             }
             return route.listeners
         }) else { return }
