@@ -104,6 +104,11 @@ public final class RedisConnection: @unchecked Sendable {
     /// Commands waiting for the write in progress to finish (loop thread).
     private var outbox: [UInt8] = []
     private var writing = false
+    /// The read in flight (cancelled at close: the fd's number may soon name another socket).
+    private var readToken: UInt64 = 0
+    /// Counts connections: a completion of an earlier one (this object connects again after a
+    /// failure) is recognised and dropped, never fed to the current one.
+    private var generation: UInt64 = 0
     private var head = 0
     private var nextSeq: UInt64 = 0
     private var reader = RESPReader()
@@ -171,6 +176,8 @@ public final class RedisConnection: @unchecked Sendable {
         // A connection may be connected again after it failed or was closed.
         if fd >= 0 { close(reason: "reconnecting") }
         closed = false
+        generation &+= 1
+        let current = generation
         reader = RESPReader()
         self.onMessage = onMessage
         self.onClose = onClose
@@ -185,13 +192,13 @@ public final class RedisConnection: @unchecked Sendable {
         loop.adopt(fd)
         var finished = false
         let timer = loop.after(timeout) { [self] fired in
-            guard fired, !finished else { return }
+            guard fired, !finished, generation == current else { return }
             finished = true
             close(reason: "connect timed out")
             done(.failure(RedisError(.timeout, "cannot connect to Redis at \(endpoint.description) within \(timeout)")))
         }
         loop.connect(fd, address: address) { [self] result in
-            guard !finished else { return }
+            guard !finished, generation == current else { return }
             finished = true
             loop.cancel(timer)
             if case .failure(let error) = result {
@@ -207,7 +214,7 @@ public final class RedisConnection: @unchecked Sendable {
     private func send(_ bytes: [UInt8], expecting count: Int, timeout: Duration, _ done: @escaping (Result<[RESPValue], RedisError>) -> Void) {
         guard open, !closed else { return done(.failure(RedisError(.closed, "the connection to Redis at \(endpoint.description) is closed"))) }
         nextSeq += 1
-        let seq = nextSeq
+        let seq = nextSeq   // unique across generations: a stale timer finds nothing
         let timer = loop.after(timeout) { [self] fired in
             guard fired, pending[head...].contains(where: { $0.seq == seq }) else { return }
             close(reason: "a command timed out after \(timeout)", kind: .timeout)
@@ -224,7 +231,9 @@ public final class RedisConnection: @unchecked Sendable {
         writing = true
         let bytes = outbox
         outbox.removeAll(keepingCapacity: true)
+        let current = generation
         loop.write(fd, bytes) { [self] result in
+            guard generation == current else { return }   // a write of a closed connection
             writing = false
             if case .failure(let error) = result { return close(reason: "write failed: \(error.message)") }
             flush()
@@ -232,8 +241,10 @@ public final class RedisConnection: @unchecked Sendable {
     }
 
     private func readMore() {
-        loop.read(fd) { [self] result in
-            guard !closed else { return }
+        let current = generation
+        readToken = loop.read(fd) { [self] result in
+            guard generation == current, !closed else { return }
+            readToken = 0
             guard case .success(let bytes) = result, !bytes.isEmpty else {
                 close(reason: "Redis closed the connection")
                 return
@@ -281,10 +292,17 @@ public final class RedisConnection: @unchecked Sendable {
         let wasOpen = open
         open = false
         if fd >= 0 {
+            // Shut down first: an operation still in the kernel holds the socket open, and Redis
+            // must see the connection end. Then the read is cancelled before the number can be
+            // reused (its completion, like a write's, is dropped by the generation check).
+            shutdown(fd, Int32(SHUT_RDWR))
+            loop.cancel(readToken)
+            readToken = 0
             Glibc.close(fd)
             fd = -1
         }
         outbox.removeAll()
+        writing = false
         let waiting = pending[head...]
         pending.removeAll()
         head = 0

@@ -107,6 +107,62 @@ final class RedisConnectionTests: XCTestCase {
     }
 }
 
+extension RedisConnectionTests {
+    /// A command that times out closes the connection; connected again (the same object), the
+    /// old socket must be gone for good: when the stalled Redis answers the old command, that
+    /// reply must not reach the new connection's command (it once could, through the read
+    /// left in flight on the old socket).
+    func testAfterATimeoutAReconnectedConnectionGetsOnlyItsOwnReplies() async throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/redis-server") else {
+            if ProcessInfo.processInfo.environment["CI"] != nil { XCTFail("redis-server is missing: run scripts/setup") }
+            throw XCTSkip("redis-server is missing")
+        }
+        let port = Int.random(in: 12_000..<32_000)
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
+        server.arguments = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        server.standardOutput = FileHandle.nullDevice
+        server.standardError = FileHandle.nullDevice
+        try server.run()
+        defer {
+            kill(server.processIdentifier, SIGCONT)
+            kill(server.processIdentifier, SIGKILL)
+            server.waitUntilExit()
+        }
+        for backend in EventLoop.Backend.allCases {
+            let loop: EventLoop
+            do { loop = try EventLoop(backend: backend) } catch { continue }   // io_uring may be unavailable
+            defer { loop.shutdown() }
+            let c = RedisConnection(endpoint: RedisEndpoint(host: "127.0.0.1", port: port), loop: loop)
+            var connected = false
+            for _ in 0..<200 where !connected {   // bounded: the server is starting
+                do { try await c.connect(timeout: .seconds(1)); connected = true } catch { try await Task.sleep(for: .milliseconds(10)) }
+            }
+            XCTAssertTrue(connected)
+            _ = try await c.pipeline([[Array("SET".utf8), Array("old".utf8), Array("stale".utf8)],
+                                      [Array("SET".utf8), Array("new".utf8), Array("fresh".utf8)]], timeout: .seconds(2))
+            kill(server.processIdentifier, SIGSTOP)
+            do {
+                _ = try await c.command([Array("GET".utf8), Array("old".utf8)], timeout: .milliseconds(100))
+                XCTFail("a frozen Redis answered")
+            } catch {
+                XCTAssertEqual(error.kind, .timeout, error.message)
+            }
+            // The kernel accepts the new connection while Redis is stopped; it answers in order
+            // once it runs again.
+            try await c.connect(timeout: .seconds(2))
+            async let fresh = c.command([Array("GET".utf8), Array("new".utf8)], timeout: .seconds(5))
+            try await Task.sleep(for: .milliseconds(50))
+            kill(server.processIdentifier, SIGCONT)
+            let reply = try await fresh
+            XCTAssertEqual(reply, .bulk(Array("fresh".utf8)), "\(backend): a reply meant for the closed connection")
+            let again = try await c.command([Array("GET".utf8), Array("new".utf8)], timeout: .seconds(2))
+            XCTAssertEqual(again, .bulk(Array("fresh".utf8)), "\(backend)")
+            c.close()
+        }
+    }
+}
+
 final class LockedBox<T>: @unchecked Sendable {
     private let lock = NSLock()
     private var stored: T

@@ -147,8 +147,7 @@ final class SharedCache: @unchecked Sendable {
             commands.append([pexpire, t, setTTL, nx])
             commands.append([pexpire, t, setTTL, gt])
         }
-        writes.add()
-        send(connection, commands)
+        send(connection, commands, counting: writes)
     }
 
     /// Invalidates `tags` in L2 and in every other instance's L1 (not waited for).
@@ -164,8 +163,7 @@ final class SharedCache: @unchecked Sendable {
         command.append(epochKey)
         command.append(channel)
         command.append(Array(payload.jsonString.utf8))
-        invalidationsSent.add()
-        send(connection, [command])
+        send(connection, [command], counting: invalidationsSent)
     }
 
     /// Tells every other instance to drop these from its L1: keys, glob patterns over keys,
@@ -183,10 +181,9 @@ final class SharedCache: @unchecked Sendable {
         if !groups.isEmpty { o["g"] = .array(groups.map { .string($0) }) }
         // No tag sets: the script only counts the epoch and publishes.
         let command: [[UInt8]] = [eval, invalidateScript, Array("1".utf8), epochKey, channel, Array(JSONValue.object(o).jsonString.utf8)]
-        invalidationsSent.add()
         var commands = [command]
         for key in keys { commands.append([Array("DEL".utf8), redisKey(key)]) }
-        send(connection, commands)
+        send(connection, commands, counting: invalidationsSent)
         for pattern in patterns { deleteMatching(pattern, on: connection) }
     }
 
@@ -259,7 +256,9 @@ final class SharedCache: @unchecked Sendable {
         }
     }
 
-    private func send(_ connection: RedisConnection, _ commands: [[[UInt8]]]) {
+    /// Sends without waiting; `counter` counts it once Redis has acknowledged it (a figure that
+    /// says "written" is true when read).
+    private func send(_ connection: RedisConnection, _ commands: [[[UInt8]]], counting counter: AtomicCounter) {
         let timeout = options.commandTimeout
         Task(executorPreference: loop) { [self] in
             do throws(RedisError) {
@@ -267,6 +266,8 @@ final class SharedCache: @unchecked Sendable {
                 if let e = replies.first(where: \.isError), case .error(let text) = e {
                     errors.add()
                     lock.withLock { lastError = text }
+                } else {
+                    counter.add()
                 }
             } catch {
                 failed(connection, error)
@@ -361,8 +362,8 @@ final class SharedCache: @unchecked Sendable {
     }
 
     private func clearL1() {
-        l1Clears.add()
         l1.clear()
+        l1Clears.add()   // after: whoever reads the figure may rely on the clear being done
     }
 
     private func received(_ payload: [UInt8]) {
@@ -374,7 +375,7 @@ final class SharedCache: @unchecked Sendable {
         }
         if gap { clearL1() }
         guard message["i"]?.stringValue != instance else { return }
-        invalidationsReceived.add()
+        defer { invalidationsReceived.add() }   // counted once applied
         if let ts = message["ts"]?.integerValue {
             let now = Self.realtimeNanos()
             if now > UInt64(max(0, ts)) { coherenceLag.record(nanoseconds: now - UInt64(ts)) }
