@@ -44,9 +44,6 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
     /// The accept stream on `listener` (cancelled before it is closed: it holds the socket).
     @exclusivity(unchecked) private var acceptToken: UInt64 = 0
     @exclusivity(unchecked) private var connections: [Int32: HTTPConnection] = [:]   // loop thread only
-    /// Requests waiting on a server, by session and request id, so that a client's
-    /// `notifications/cancelled` (a POST of its own) can stop one. Loop thread only.
-    @exclusivity(unchecked) private var running: [String: HTTPConnection] = [:]
     /// Servers' requests to clients, sent on the stream of the request they came during.
     private let asker = ClientAsker()
     /// Each session's GET stream (one; a new one replaces it). Loop thread only.
@@ -348,31 +345,31 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
             case .answered(let answer):
                 reply(c, answer, era: dispatch.era)
             case .pending(let pending):
-                // A handshake-era session may cancel it by a notification (by session and id);
-                // any client, by closing the connection (watched while it runs).
-                // The id canonical, as the cancellation's requestId is read.
-                let key = dispatch.sessionID.flatMap { session in dispatch.requestID.flatMap { canonicalRequestID($0) }.map { session + "\u{0}" + $0 } }
+                // A handshake-era session may cancel it by a notification (by session and id:
+                // kept on the connection, looked for only when a cancellation comes); any
+                // client, by closing the connection (watched while it runs).
                 c.cancelled = false
+                c.runningSession = dispatch.sessionID
+                c.runningID = dispatch.requestID ?? []
                 let era = dispatch.era
                 c.task = Task(executorPreference: loop) { [self] in
                     let answer = await service.complete(pending)
                     // The task runs on the loop (its executor) unless the loop is stopping.
                     if loop.isRunningHere {
-                        answered(c, answer, key: key, era: era)
+                        answered(c, answer, era: era)
                     } else {
-                        _ = loop.execute { [self] in answered(c, answer, key: key, era: era) }
+                        _ = loop.execute { [self] in answered(c, answer, era: era) }
                     }
                 }
-                if let key { running[key] = c }
                 if c.pending.isEmpty { readMore(c) }
             }
         }
     }
 
     /// The request `c` waited on a server for is answered (loop thread).
-    private func answered(_ c: HTTPConnection, _ answer: [UInt8], key: String?, era: ProtocolEra) {
-        if let key, running[key] === c { running.removeValue(forKey: key) }
+    private func answered(_ c: HTTPConnection, _ answer: [UInt8], era: ProtocolEra) {
         c.task = nil
+        c.runningSession = nil
         guard c.isOpen else { return }   // the client is gone
         // A cancelled request gets no answer (the client has moved on): an event stream that
         // ends without one.
@@ -394,9 +391,15 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
     /// told where that is safe: see Engine) and gets no answer.
     private func cancel(_ message: [UInt8], session: String) {
         guard case .object(let o)? = try? JSONParser.parse(message), o["method"]?.stringValue == "notifications/cancelled",
-              let id = o["params"]?["requestId"], let c = running[session + "\u{0}" + id.jsonString], let task = c.task, !c.cancelled else { return }
-        c.cancelled = true
-        task.cancel()
+              let id = o["params"]?["requestId"]?.jsonString else { return }
+        // Rare: a scan of the open connections costs less than a table kept for every request.
+        // Ids compare canonical, as the cancellation's requestId is read.
+        for c in connections.values where c.runningSession == session && !c.cancelled {
+            guard let task = c.task, canonicalRequestID(c.runningID) == id else { continue }
+            c.cancelled = true
+            task.cancel()
+            return
+        }
     }
 
     /// Ends the answer to a cancelled request: an SSE stream with no response in it.
@@ -613,6 +616,10 @@ final class HTTPConnection: @unchecked Sendable {
     /// The request waiting on a server, and whether the client cancelled it.
     @exclusivity(unchecked) var task: Task<Void, Never>?
     @exclusivity(unchecked) var cancelled = false
+    /// That request's session (nil: none, or no request running) and raw JSON id: what a
+    /// `notifications/cancelled` names.
+    @exclusivity(unchecked) var runningSession: String?
+    @exclusivity(unchecked) var runningID: [UInt8] = []
     /// Sends a notification to this client during its request (made on its first request).
     @exclusivity(unchecked) var notify: (@Sendable ([UInt8]) -> Void)?
     /// Asks this client for a session's server request (made for the last session it served).
