@@ -485,10 +485,17 @@ public final class Gateway: MCPService, @unchecked Sendable {
     }
 
     /// A handshake-era caller who can be asked, and its request as sent to the engine.
-    struct InputAsker: Sendable {
+    /// A class: kept on most handshake-era requests, and an optional struct holding options
+    /// is destroyed through the runtime's generic witnesses (~1k instructions a request).
+    final class InputAsker: Sendable {
         let ask: @Sendable ([UInt8]) async -> [UInt8]?
         let request: [UInt8]
         let options: OptimizeOptions
+        init(ask: @escaping @Sendable ([UInt8]) async -> [UInt8]?, request: [UInt8], options: OptimizeOptions) {
+            self.ask = ask
+            self.request = request
+            self.options = options
+        }
     }
 
     /// The methods whose results may be `input_required` (modern era).

@@ -538,12 +538,14 @@ extension Engine {
         // still makes what it changed stale.
         let readOnlyCall = trusted && annotations?.readOnly == true
         let idempotentCall = trusted && annotations?.idempotent == true
-        let safe = !pinned && (method != "tools/call" || lookup != nil || readOnlyCall || idempotentCall)
-        let hedgeable = !pinned && (method != "tools/call" || lookup != nil || (trusted && annotations?.readOnly == true))
+        // (`lookup != nil` would compare two Lookup? values through the generic witnesses.)
+        let cacheable = lookup.map { _ in true } ?? false
+        let safe = !pinned && (method != "tools/call" || cacheable || readOnlyCall || idempotentCall)
+        let hedgeable = !pinned && (method != "tools/call" || cacheable || (trusted && annotations?.readOnly == true))
         var invalidates: [String] = []
         var storeTags: [String] = []
         if let tool {
-            let (inv, tags) = invalidationTags(tool: tool, group: group, arguments: view.arguments, isWrite: lookup == nil && !readOnlyCall)
+            let (inv, tags) = invalidationTags(tool: tool, group: group, arguments: view.arguments, isWrite: !cacheable && !readOnlyCall)
             invalidates = inv
             storeTags = tags
         } else if method == "resources/read", let uri = view.uri.string {
@@ -585,12 +587,21 @@ extension Engine {
     }
 
     /// A cache lookup made before routing, kept for the request's own lookup after it.
-    private struct EarlyLookup {
+    /// A class: an optional struct of this size is copied and destroyed through the runtime's
+    /// generic value witnesses (~160 instructions each, seven times a request); a reference is
+    /// one release.
+    private final class EarlyLookup {
         let group: String
         let partition: String
         let annotations: CachePolicy.ToolAnnotations
         /// nil: not cacheable.
         let lookup: CachePolicy.Lookup?
+        init(group: String, partition: String, annotations: CachePolicy.ToolAnnotations, lookup: CachePolicy.Lookup?) {
+            self.group = group
+            self.partition = partition
+            self.annotations = annotations
+            self.lookup = lookup
+        }
     }
 
     private enum BeforeRouting {
@@ -912,7 +923,7 @@ extension Engine {
                 }
             }
             let response = try await backend.request(request, timeout: timeout,
-                                                     tenant: plan.tenant, priority: plan.priority, cancellable: plan.lookup == nil)
+                                                     tenant: plan.tenant, priority: plan.priority, cancellable: plan.lookup.map { _ in false } ?? true)
             let elapsed = monotonicNanos() &- started
             runtime.metrics.upstreamLatency.record(nanoseconds: elapsed)
             latencies.record(nanoseconds: elapsed)
