@@ -89,6 +89,7 @@ let package = Package(
         // Fuzz targets; replays a corpus when built normally (see scripts/fuzz).
         .executableTarget(name: "mcpopt-fuzz", dependencies: ["MCPOptCache", "MCPOptConfig", "MCPOptJSON", "MCPOptProtocol"], path: "Sources/MCPOptFuzz", swiftSettings: swiftSettings),
         .testTarget(name: "MCPOptJSONTests", dependencies: ["MCPOptJSON"], swiftSettings: swiftSettings),
+        .testTarget(name: "MCPOptSyncTests", dependencies: ["MCPOptSync"], swiftSettings: swiftSettings),
         .testTarget(name: "MCPOptCacheTests", dependencies: ["MCPOptCache"], swiftSettings: swiftSettings),
         .testTarget(name: "MCPOptRoutingTests", dependencies: ["MCPOptRouting"], swiftSettings: swiftSettings),
         .testTarget(name: "MCPOptIOTests", dependencies: ["MCPOptIO", "MCPOptUpstream", "MCPOptProtocol", "MCPOptJSON"], swiftSettings: swiftSettings),

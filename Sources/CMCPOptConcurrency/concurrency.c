@@ -4,6 +4,9 @@
 #include <string.h>
 #include <time.h>
 #include <pthread.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 uint64_t mco_global_epoch = 1;
 static mco_reader *readers;
@@ -93,3 +96,22 @@ uint64_t mco_thread_random(void) {
     random_state = x;
     return x * 0x2545F4914F6CDD1Dull;
 }
+
+// The contended paths of mco_mutex: a short spin (the holder is usually on another CPU and
+// about to give the lock back), then sleeping on the word marked "waiters".
+void mco_mutex_wait(mco_mutex *m) {
+    int c = 1;
+    for (int spin = 0; spin < 64; spin++) {
+        c = 0;
+        if (__atomic_compare_exchange_n(&m->state, &c, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return;
+        if (c == 2) break;
+        __builtin_ia32_pause();
+    }
+    if (c != 2) c = __atomic_exchange_n(&m->state, 2, __ATOMIC_ACQUIRE);
+    while (c != 0) {
+        syscall(SYS_futex, &m->state, FUTEX_WAIT_PRIVATE, 2, NULL, NULL, 0);
+        c = __atomic_exchange_n(&m->state, 2, __ATOMIC_ACQUIRE);
+    }
+}
+
+void mco_mutex_wake(mco_mutex *m) { syscall(SYS_futex, &m->state, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0); }

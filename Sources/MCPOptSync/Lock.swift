@@ -1,25 +1,23 @@
-import Glibc
+import CMCPOptConcurrency
 
-/// A pthread mutex. Used instead of Synchronization.Mutex where ThreadSanitizer must see the
-/// locking: on Linux that Mutex is a raw futex, which TSan reports as races.
+/// A mutex: a futex word taken with one compare-and-swap when free (see `mco_mutex` in
+/// CMCPOptConcurrency). Not Synchronization.Mutex: on Linux that is a futex lock compiled into
+/// the standard library, whose atomics ThreadSanitizer does not see, so it reports races; this
+/// one's atomics are compiled into the caller and seen.
 public final class Lock: @unchecked Sendable {
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private let mutex: UnsafeMutablePointer<mco_mutex>
 
     public init() {
         mutex = .allocate(capacity: 1)
-        mutex.initialize(to: pthread_mutex_t())
-        pthread_mutex_init(mutex, nil)
+        mutex.initialize(to: mco_mutex(state: 0))
     }
 
-    deinit {
-        pthread_mutex_destroy(mutex)
-        mutex.deallocate()
-    }
+    deinit { mutex.deallocate() }
 
     @inline(__always)
     public func withLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
+        mco_mutex_lock(mutex)
+        defer { mco_mutex_unlock(mutex) }
         return try body()
     }
 }

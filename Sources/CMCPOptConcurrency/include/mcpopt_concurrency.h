@@ -96,6 +96,25 @@ void *mco_cache_line_alloc(size_t size);
 /// Monotonic milliseconds from the coarse clock (a few ns; resolution of a scheduler tick).
 uint64_t mco_coarse_millis(void);
 
+// ---- Mutex (futex) --------------------------------------------------------------------------
+// The uncontended path is one compare-and-swap to take and one exchange to give back, inlined
+// where it is used; pthread_mutex_lock/unlock cost ~110 instructions a pair through the PLT,
+// and a request takes ~36 (BENCHMARKS.md). Three states (Drepper, "Futexes Are Tricky",
+// mutex 3): 0 free, 1 held, 2 held with waiters, who sleep on the word. These are the
+// compiler's atomics, compiled into the caller: ThreadSanitizer sees them (it does not see a
+// futex lock precompiled into a library, such as Synchronization.Mutex on Linux).
+typedef struct { int state; } mco_mutex;
+void mco_mutex_wait(mco_mutex *m);
+void mco_mutex_wake(mco_mutex *m);
+static inline void mco_mutex_lock(mco_mutex *m) {
+    int expected = 0;
+    if (__atomic_compare_exchange_n(&m->state, &expected, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return;
+    mco_mutex_wait(m);
+}
+static inline void mco_mutex_unlock(mco_mutex *m) {
+    if (__atomic_exchange_n(&m->state, 0, __ATOMIC_RELEASE) == 2) mco_mutex_wake(m);
+}
+
 #ifdef __cplusplus
 }
 #endif
