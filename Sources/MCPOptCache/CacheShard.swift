@@ -62,19 +62,19 @@ final class CacheShard: @unchecked Sendable {
     static let keyGenerationCount = 1024
     let keyGenerations: UnsafeMutablePointer<UInt64>
 
-    // Writer-only state (under `lock`).
+    // Writer-only state (under `lock`: no dynamic exclusivity checks, ~20 a fill).
     private var table: UnsafeMutablePointer<UInt64>
     private var capacity: Int
     private var entryCount = 0
     /// Replaced index tables and the epoch after which no reader can still hold them.
-    private var retiredTables: [(table: UnsafeMutablePointer<UInt64>, epoch: UInt64, bytes: Int)] = []
+    @exclusivity(unchecked) private var retiredTables: [(table: UnsafeMutablePointer<UInt64>, epoch: UInt64, bytes: Int)] = []
     /// How often keys were asked for recently (misses, and hits counted as the queues consume
     /// them): the admission filter into the main queues (see `evictOne`).
-    private var sketch: FrequencySketch
-    private(set) var classes: [SizeClass]
-    private var pageClass: [Int32]
-    private var pageLive: [Int32]
-    private var sparePages: [Int] = []
+    @exclusivity(unchecked) private var sketch: FrequencySketch
+    @exclusivity(unchecked) private(set) var classes: [SizeClass]
+    @exclusivity(unchecked) private var pageClass: [Int32]
+    @exclusivity(unchecked) private var pageLive: [Int32]
+    @exclusivity(unchecked) private var sparePages: [Int] = []
     private(set) var pagesTaken = 0
     private var allocations = 0
     private var rebalanceCheck = 0

@@ -54,7 +54,8 @@ public final class GatewayFront: @unchecked Sendable {
     }
 
     public let identity: Identity
-    public var policy = FrontDoor.Policy()
+    /// Set before serving, read by every request (so not checked for exclusivity at run time).
+    @exclusivity(unchecked) public var policy = FrontDoor.Policy()
     /// Called with the id of each session a client ended (DELETE); set before serving.
     public var onSessionEnded: (@Sendable (String) -> Void)?
     private let knownMethods: Set<String>

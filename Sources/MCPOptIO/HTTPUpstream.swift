@@ -16,12 +16,13 @@ public final class HTTPUpstream: @unchecked Sendable {
     public let loop: EventLoop
     public let maxConnections: Int
 
+    // Guarded by `shared` (so not checked for exclusivity at run time as well).
     private let shared = Lock()
-    private var notificationHandler: (@Sendable (String, [UInt8]) -> Void)?   // guarded by shared
-    private var serverRequestHandler: ServerRequestHandler?                   // guarded by shared
-    private var opened = 0
-    private var sharedVersion: ProtocolVersion?
-    private var logLines: [String] = []
+    @exclusivity(unchecked) private var notificationHandler: (@Sendable (String, [UInt8]) -> Void)?
+    @exclusivity(unchecked) private var serverRequestHandler: ServerRequestHandler?
+    @exclusivity(unchecked) private var opened = 0
+    @exclusivity(unchecked) private var sharedVersion: ProtocolVersion?
+    @exclusivity(unchecked) private var logLines: [String] = []
 
     private let headers: [(String, String)]
     private let mode: ClientSession.Mode
@@ -37,7 +38,8 @@ public final class HTTPUpstream: @unchecked Sendable {
     @exclusivity(unchecked) private var connections: [ObjectIdentifier: Connection] = [:]
     private var open: Int { connections.count }
     @exclusivity(unchecked) private var waiting: [(StreamableHTTPSession.ExchangeID, [UInt8])] = []
-    private lazy var waiters = RequestWaiters(loop: loop)
+    /// Not lazy: a lazy property is checked for exclusivity at every use.
+    private let waiters: RequestWaiters
     @exclusivity(unchecked) private var started = false
     @exclusivity(unchecked) private var stopping = false
     /// How long before the GET stream is opened again after it ended (doubles to 30 s).
@@ -69,6 +71,7 @@ public final class HTTPUpstream: @unchecked Sendable {
         self.headers = headers
         self.mode = mode
         session = StreamableHTTPSession(endpoint: endpoint, headers: headers, mode: mode, identity: identity)
+        waiters = RequestWaiters(loop: loop)
     }
 
     /// Who this client says it is, and what it can do for the server (its capabilities).

@@ -12,12 +12,13 @@ final class RequestWaiters {
         var timedOut = false
     }
 
+    // Loop thread only: no dynamic exclusivity checks (three a request).
     private let loop: EventLoop
-    private var waiters: [UInt64: Waiter] = [:]
-    private var nextToken: UInt64 = 1
+    @exclusivity(unchecked) private var waiters: [UInt64: Waiter] = [:]
+    @exclusivity(unchecked) private var nextToken: UInt64 = 1
     /// Who hears the notifications on a waiting request's own stream (see
     /// UpstreamRequest.listener): apart, so that requests without one (most) pay nothing.
-    private var listeners: [UInt64: RequestListener] = [:]
+    @exclusivity(unchecked) private var listeners: [UInt64: RequestListener] = [:]
 
     init(loop: EventLoop) { self.loop = loop }
 

@@ -53,7 +53,8 @@ public final class StdioUpstream: @unchecked Sendable {
     private var writing = false
     /// A batch is being queued: its lines wait to go out together.
     private var holdingWrites = false
-    private lazy var waiters = RequestWaiters(loop: loop)
+    /// Not lazy: a lazy property is checked for exclusivity at every use.
+    private let waiters: RequestWaiters
     private var backoff: Duration
     private var startedAt: UInt64 = 0
     private var stopping = false
@@ -74,6 +75,7 @@ public final class StdioUpstream: @unchecked Sendable {
         self.identity = identity
         self.policy = policy
         backoff = policy.initialBackoff
+        waiters = RequestWaiters(loop: loop)
     }
 
     // MARK: Public API (any thread)

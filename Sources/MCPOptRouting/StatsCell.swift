@@ -87,8 +87,8 @@ struct StatsCell {
 /// when tables are built and outcomes are recorded by name; routing reads cells by pointer).
 final class StatsStore: @unchecked Sendable {
     private let lock = Lock()
-    private var cells: [String: UnsafeMutablePointer<UInt64>] = [:]
-    private var chunks: [UnsafeMutablePointer<UInt64>] = []
+    @exclusivity(unchecked) private var cells: [String: UnsafeMutablePointer<UInt64>] = [:]
+    @exclusivity(unchecked) private var chunks: [UnsafeMutablePointer<UInt64>] = []
     private var used = StatsStore.cellsPerChunk
     static let cellsPerChunk = 1024
 
