@@ -154,7 +154,7 @@ public final class HTTPUpstream: @unchecked Sendable {
         return nil
     }
 
-    private func enqueue(_ request: UpstreamRequest, timeout: Duration, box: CancelBox?, _ continuation: CheckedContinuation<Result<[UInt8], UpstreamError>, Never>) {
+    private func enqueue(_ request: UpstreamRequest, timeout: Duration, box: CancelBox?, _ continuation: RequestWaiters.Continuation) {
         if box?.cancelled == true {
             continuation.resume(returning: .failure(UpstreamError(.cancelled, "cancelled by the client")))
             return

@@ -62,13 +62,13 @@ extension HTTPUpstream: MCPUpstream {}
 /// Continuations of a batch's requests, gathered until the last one is in.
 final class ContinuationGathering<T>: @unchecked Sendable {
     private let lock = Lock()
-    private var items: [(Int, CheckedContinuation<T, Never>)] = []   // guarded by lock
+    private var items: [(Int, UnsafeContinuation<T, Never>)] = []   // guarded by lock
     private let count: Int
 
     init(count: Int) { self.count = count }
 
     /// Adds one; all of them (by index) when this was the last.
-    func add(_ index: Int, _ continuation: CheckedContinuation<T, Never>) -> [(Int, CheckedContinuation<T, Never>)]? {
+    func add(_ index: Int, _ continuation: UnsafeContinuation<T, Never>) -> [(Int, UnsafeContinuation<T, Never>)]? {
         lock.withLock {
             items.append((index, continuation))
             return items.count == count ? items.sorted { $0.0 < $1.0 } : nil

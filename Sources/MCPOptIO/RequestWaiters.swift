@@ -3,7 +3,10 @@ import MCPOptUpstream
 /// Callers waiting for their answers, each with a time limit (loop thread only). Shared by the
 /// stdio and HTTP upstreams: a request gets a token; its answer, its failure or its timer ends it.
 final class RequestWaiters {
-    typealias Continuation = CheckedContinuation<Result<[UInt8], UpstreamError>, Never>
+    /// Unsafe, not Checked: every request of every upstream waits on one, and the checked
+    /// kind allocates a canary and checks each resume. Each is resumed exactly once: by its
+    /// answer, its failure or its timer (`finish`, `failed`, `timeOut`, `failAll`).
+    typealias Continuation = UnsafeContinuation<Result<[UInt8], UpstreamError>, Never>
 
     private struct Waiter {
         let continuation: Continuation
@@ -74,7 +77,7 @@ final class RequestWaiters {
 /// Runs `body` on `loop` with a continuation and waits for it; if the loop no longer takes
 /// work, the answer is `.closed`.
 func onLoop(_ loop: EventLoop, _ body: @escaping @Sendable (RequestWaiters.Continuation) -> Void) async -> Result<[UInt8], UpstreamError> {
-    await withCheckedContinuation { continuation in
+    await withUnsafeContinuation { continuation in
         // A task that runs on the loop (its preferred executor) starts the request here: no
         // work item to queue and run a moment later.
         if loop.isRunningHere {

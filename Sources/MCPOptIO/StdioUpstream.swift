@@ -123,7 +123,7 @@ public final class StdioUpstream: @unchecked Sendable {
         return await withTaskGroup(of: (Int, Result<[UInt8], UpstreamError>).self) { group in
             for index in requests.indices {
                 group.addTask { [self] in
-                    let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<[UInt8], UpstreamError>, Never>) in
+                    let result = await withUnsafeContinuation { (continuation: RequestWaiters.Continuation) in
                         // The last one in sends them all.
                         guard let all = gathering.add(index, continuation) else { return }
                         let accepted = loop.execute { [self] in
@@ -329,7 +329,7 @@ public final class StdioUpstream: @unchecked Sendable {
         }
     }
 
-    private func enqueue(_ request: UpstreamRequest, timeout: Duration, box: CancelBox?, _ continuation: CheckedContinuation<Result<[UInt8], UpstreamError>, Never>) {
+    private func enqueue(_ request: UpstreamRequest, timeout: Duration, box: CancelBox?, _ continuation: RequestWaiters.Continuation) {
         if box?.cancelled == true {
             continuation.resume(returning: .failure(UpstreamError(.cancelled, "cancelled by the client")))
             return
