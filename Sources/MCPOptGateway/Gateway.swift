@@ -587,14 +587,17 @@ public final class Gateway: MCPService, @unchecked Sendable {
         let logLevel = modern && view.logLevel.isPresent ? view.logLevel.string.flatMap { LogLevel($0) } : nil
         func result(_ value: JSONValue) -> Route { .answer(answers.result(value, id: id, method: method, modern: modern)) }
         func error(_ code: Int64, _ text: String) -> Route { .answer(answers.error(id: id, code: code, text)) }
-        if method == "logging/setLevel", !modern {
+        // Calls, the most of what comes, skip the checks for methods answered here (each a
+        // String comparison against a literal longer than a small string: ~80 instructions).
+        let call = method == "tools/call"
+        if !call, method == "logging/setLevel", !modern {
             let level = (view.params.isPresent ? (try? JSONParser.parse(view.params.buffer)) : nil)?["level"]?.stringValue
             guard let level, let chosen = LogLevel(level) else {
                 return error(RPCErrorCode.invalidParams, "logging/setLevel needs params.level, one of \(LogLevel.allCases.map(\.name).joined(separator: ", "))")
             }
             lock.withLock { logLevels[session] = chosen }
         }
-        if let answer = answers.answer(view, method: method, id: id, modern: modern) { return .answer(answer) }
+        if !call, let answer = answers.answer(view, method: method, id: id, modern: modern) { return .answer(answer) }
 
         // A retry answering requests of a call the gateway keeps open (see InputBridge).
         if modern, Self.asksForInput.contains(method), ByteSearch.contains(bytes, inputStatePrefix),
@@ -603,14 +606,6 @@ public final class Gateway: MCPService, @unchecked Sendable {
             return .resume(id: id, method: method, state: state, responses: params["inputResponses"]?.objectValue ?? [:])
         }
         switch method {
-        case "tools/list":
-            refreshNamespaces()
-            return result(["tools": .array(exposedTools())])
-        case "prompts/list":
-            refreshNamespaces()
-            return result(["prompts": .array(exposedPrompts())])
-        case "resources/list", "resources/templates/list":
-            return .engine(Array(bytes), id: id, method: method, servers: nil, modern: modern, logLevel: logLevel)
         case "tools/call", "prompts/get":
             guard let exposed = view.name.string else { return error(RPCErrorCode.invalidParams, "\(method) needs params.name") }
             refreshNamespaces()
@@ -625,6 +620,14 @@ public final class Gateway: MCPService, @unchecked Sendable {
             params["name"] = .string(entry.original)
             let rewritten = Array(#"{"jsonrpc":"2.0","id":"#.utf8) + id + Array(#","method":"\#(method)","params":\#(JSONValue.object(params).jsonString)}"#.utf8)
             return .engine(rewritten, id: id, method: method, servers: [entry.group], modern: modern, logLevel: logLevel)
+        case "tools/list":
+            refreshNamespaces()
+            return result(["tools": .array(exposedTools())])
+        case "prompts/list":
+            refreshNamespaces()
+            return result(["prompts": .array(exposedPrompts())])
+        case "resources/list", "resources/templates/list":
+            return .engine(Array(bytes), id: id, method: method, servers: nil, modern: modern, logLevel: logLevel)
         case "resources/read", "completion/complete":
             return .engine(Array(bytes), id: id, method: method, servers: nil, modern: modern, logLevel: logLevel)
         case "subscriptions/listen":

@@ -76,6 +76,13 @@ public struct CachePolicy: Sendable {
         return Lookup(key: Self.key(request, method: method, group: group, partition: partition), ttl: min(ttl, maxTTL), partition: partition)
     }
 
+    /// `lookup` for a `tools/call` whose tool name the caller has already read (the strings
+    /// are not made again from the bytes).
+    public func lookup(call request: MessageView, tool: String, group: String, annotations: ToolAnnotations?, partition: String) -> Lookup? {
+        guard request.kind == .request, !request.isContinuation, let ttl = toolTTL(tool: tool, group: group, annotations: annotations) else { return nil }
+        return Lookup(key: Self.key(request, method: "tools/call", group: group, partition: partition), ttl: min(ttl, maxTTL), partition: partition)
+    }
+
     func toolTTL(tool: String, group: String, annotations: ToolAnnotations?) -> Duration? {
         // The "<group>/<tool>" key is built only when such rules exist (it is per request).
         let rule = hasGroupRules ? toolRules[group + "/" + tool] ?? toolRules[tool] : toolRules[tool]

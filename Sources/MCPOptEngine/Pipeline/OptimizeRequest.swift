@@ -437,7 +437,7 @@ extension Engine {
         var candidates: [String]
         var tool: String?
         var earlyLookup: EarlyLookup?
-        if options.servers == nil, ["tools/list", "prompts/list", "resources/list", "resources/templates/list"].contains(method) {
+        if options.servers == nil, method != "tools/call", ["tools/list", "prompts/list", "resources/list", "resources/templates/list"].contains(method) {
             return .answer(answer(id: id, result: Array(aggregatedList(method, allowed: allowed).jsonString.utf8)))
         }
         switch method {
@@ -630,7 +630,7 @@ extension Engine {
         let group = pick.group
         let annotations = CachePolicy.ToolAnnotations(declared: pick.annotations)
         let partition = cachePartition(options, stateful: pick.stateful)
-        guard let lookup = runtime.policy.lookup(view, group: group, annotations: annotations, partition: partition) else {
+        guard let lookup = runtime.policy.lookup(call: view, tool: tool, group: group, annotations: annotations, partition: partition) else {
             return .missed(EarlyLookup(group: group, partition: partition, annotations: annotations, lookup: nil))
         }
         guard let hit = cachedResult(lookup) else {
