@@ -256,6 +256,9 @@ public final class Gateway: MCPService, @unchecked Sendable {
     /// Per client session ("" for the one client of stdio): the log level it chose and where
     /// messages outside of requests go (stdio's output, an HTTP session's GET stream).
     @exclusivity(unchecked) private var logLevels: [String: LogLevel] = [:]                         // guarded by lock
+    /// How many sessions chose a level (stored under lock, read without): most gateways have
+    /// none, and their requests skip the locked String-keyed lookup.
+    private let logLevelCount = AtomicCounter()
     @exclusivity(unchecked) private var sessionStreams: [String: @Sendable ([UInt8]) -> Void] = [:]  // guarded by lock
     @exclusivity(unchecked) private var relayingLogs = false                                         // guarded by lock
 
@@ -391,7 +394,7 @@ public final class Gateway: MCPService, @unchecked Sendable {
             // carries since modern-era servers log only for requests that opt in (a
             // handshake-era server's session is shared: it is never told a client's level).
             var level = requested
-            if !modern, let chosen = lock.withLock({ logLevels[caller.session ?? ""] }) {
+            if !modern, logLevelCount.load() > 0, let chosen = lock.withLock({ logLevels[caller.session ?? ""] }) {
                 level = chosen
                 request = Self.withLogLevel(request, chosen.name)
             }
@@ -559,6 +562,7 @@ public final class Gateway: MCPService, @unchecked Sendable {
     private func dropSession(_ session: String) {
         let abandoned = lock.withLock { () -> [String] in
             logLevels.removeValue(forKey: session)
+            logLevelCount.store(UInt64(logLevels.count))
             sessionStreams.removeValue(forKey: session)
             listens.removeValue(forKey: session)
             return Array(subscribers.keys.filter { subscribers[$0]?.contains(session) == true })
@@ -595,7 +599,10 @@ public final class Gateway: MCPService, @unchecked Sendable {
             guard let level, let chosen = LogLevel(level) else {
                 return error(RPCErrorCode.invalidParams, "logging/setLevel needs params.level, one of \(LogLevel.allCases.map(\.name).joined(separator: ", "))")
             }
-            lock.withLock { logLevels[session] = chosen }
+            lock.withLock {
+                logLevels[session] = chosen
+                logLevelCount.store(UInt64(logLevels.count))
+            }
         }
         if !call, let answer = answers.answer(view, method: method, id: id, modern: modern) { return .answer(answer) }
 

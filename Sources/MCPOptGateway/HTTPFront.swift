@@ -486,7 +486,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         }
         var status = 200
         if era == .modern, let code = Self.errorCode(answer) { status = RPCErrorCode.httpStatus(for: code) }
-        send(c, status: status, contentType: "application/json", body: answer)
+        send(c, status: status, json: true, body: answer)
     }
 
     static func errorCode(_ message: [UInt8]) -> Int64? {
@@ -500,22 +500,23 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
 
     /// Sends a response with `headers`, and a Content-Type given as a literal (the JSON answers:
     /// no header array to build and walk).
-    private func send(_ c: HTTPConnection, status: Int, headers: [(String, String)] = [], contentType: StaticString? = nil, body: [UInt8],
+    private func send(_ c: HTTPConnection, status: Int, headers: [(String, String)] = [], json: Bool = false, body: [UInt8],
                       close closing: Bool = false) {
         guard c.isOpen else { return }
         let keepAlive = !closing && c.parser.isComplete && c.parser.keepAlive
         // Head and body in one buffer, one write.
         var out: [UInt8] = []
         out.reserveCapacity(128 + headers.reduce(0) { $0 + $1.0.utf8.count + $1.1.utf8.count + 4 } + body.count)
-        out.append(literal: "HTTP/1.1 ")
-        out.append(decimal: status)
-        out.append(UInt8(ascii: " "))
-        out.append(literal: Self.reason(status))
-        out.append(literal: "\r\n")
-        if let contentType {
-            out.append(literal: "Content-Type: ")
-            out.append(literal: contentType)
+        if status == 200, json {
+            // Most answers: one literal for the status line and the content type.
+            out.append(literal: "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        } else {
+            out.append(literal: "HTTP/1.1 ")
+            out.append(decimal: status)
+            out.append(UInt8(ascii: " "))
+            out.append(literal: Self.reason(status))
             out.append(literal: "\r\n")
+            if json { out.append(literal: "Content-Type: application/json\r\n") }
         }
         if !headers.isEmpty { out.append(headerLines: headers) }
         out.append(literal: "Content-Length: ")
