@@ -25,7 +25,8 @@ final class RedisEndpointTests: XCTestCase {
 /// A connection against a real redis-server (started here): pipelining, errors as replies,
 /// pub/sub, a server that goes away, a port where nothing listens.
 final class RedisConnectionTests: XCTestCase {
-    func testCommandsPipelineAndFailuresAreClear() async throws {
+    /// A redis-server on a random port (skipped, or failed on CI, when there is none).
+    func startRedis() throws -> (server: Process, port: Int) {
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/redis-server") else {
             if ProcessInfo.processInfo.environment["CI"] != nil { XCTFail("redis-server is missing: run scripts/setup") }
             throw XCTSkip("redis-server is missing")
@@ -37,25 +38,38 @@ final class RedisConnectionTests: XCTestCase {
         server.standardOutput = FileHandle.nullDevice
         server.standardError = FileHandle.nullDevice
         try server.run()
-        defer {
-            if server.isRunning {
-                kill(server.processIdentifier, SIGKILL)
-                server.waitUntilExit()
-            }
-        }
-        let loop = try EventLoop()
-        defer { loop.shutdown() }
-        let endpoint = RedisEndpoint(host: "127.0.0.1", port: port)
-        let c = RedisConnection(endpoint: endpoint, loop: loop)
-        var connected = false
-        for _ in 0..<200 where !connected {   // bounded: the server is starting
+        return (server, port)
+    }
+
+    /// Stops it, also when frozen.
+    func stop(_ server: Process) {
+        guard server.isRunning else { return }
+        kill(server.processIdentifier, SIGCONT)
+        kill(server.processIdentifier, SIGKILL)
+        server.waitUntilExit()
+    }
+
+    /// Connects while the server starts (bounded: 200 tries, 10 ms apart).
+    func connect(_ c: RedisConnection) async throws -> Bool {
+        for _ in 0..<200 {
             do {
                 try await c.connect(timeout: .seconds(1))
-                connected = true
+                return true
             } catch {
                 try await Task.sleep(for: .milliseconds(10))
             }
         }
+        return false
+    }
+
+    func testCommandsPipelineAndFailuresAreClear() async throws {
+        let (server, port) = try startRedis()
+        defer { stop(server) }
+        let loop = try EventLoop()
+        defer { loop.shutdown() }
+        let endpoint = RedisEndpoint(host: "127.0.0.1", port: port)
+        let c = RedisConnection(endpoint: endpoint, loop: loop)
+        let connected = try await connect(c)
         XCTAssertTrue(connected)
         let key = Array("k\u{0}binary".utf8)
         let replies = try await c.pipeline([[Array("SET".utf8), key, [0, 1, 2, 255]], [Array("GET".utf8), key], [Array("INCR".utf8), key]], timeout: .seconds(1))
@@ -113,31 +127,14 @@ extension RedisConnectionTests {
     /// reply must not reach the new connection's command (it once could, through the read
     /// left in flight on the old socket).
     func testAfterATimeoutAReconnectedConnectionGetsOnlyItsOwnReplies() async throws {
-        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/redis-server") else {
-            if ProcessInfo.processInfo.environment["CI"] != nil { XCTFail("redis-server is missing: run scripts/setup") }
-            throw XCTSkip("redis-server is missing")
-        }
-        let port = Int.random(in: 12_000..<32_000)
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
-        server.arguments = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        server.standardOutput = FileHandle.nullDevice
-        server.standardError = FileHandle.nullDevice
-        try server.run()
-        defer {
-            kill(server.processIdentifier, SIGCONT)
-            kill(server.processIdentifier, SIGKILL)
-            server.waitUntilExit()
-        }
+        let (server, port) = try startRedis()
+        defer { stop(server) }
         for backend in EventLoop.Backend.allCases {
             let loop: EventLoop
             do { loop = try EventLoop(backend: backend) } catch { continue }   // io_uring may be unavailable
             defer { loop.shutdown() }
             let c = RedisConnection(endpoint: RedisEndpoint(host: "127.0.0.1", port: port), loop: loop)
-            var connected = false
-            for _ in 0..<200 where !connected {   // bounded: the server is starting
-                do { try await c.connect(timeout: .seconds(1)); connected = true } catch { try await Task.sleep(for: .milliseconds(10)) }
-            }
+            let connected = try await connect(c)
             XCTAssertTrue(connected)
             _ = try await c.pipeline([[Array("SET".utf8), Array("old".utf8), Array("stale".utf8)],
                                       [Array("SET".utf8), Array("new".utf8), Array("fresh".utf8)]], timeout: .seconds(2))
