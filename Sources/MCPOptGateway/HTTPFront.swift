@@ -498,8 +498,8 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         }
     }
 
-    /// Sends a response with `headers`, and a Content-Type given as a literal (the JSON answers:
-    /// no header array to build and walk).
+    /// Sends a response with `headers`. `json`: a JSON answer, whose Content-Type (and for a 200
+    /// the status line too) comes from a literal: no header array to build and walk.
     private func send(_ c: HTTPConnection, status: Int, headers: [(String, String)] = [], json: Bool = false, body: [UInt8],
                       close closing: Bool = false) {
         guard c.isOpen else { return }
