@@ -824,6 +824,15 @@ int mco_loop_cancel(mco_loop *l, uint64_t token) {
     if (slot >= 0) return stream_cancel(l, slot);
     if (remove_timer(l, token)) return push_ready(l, token, -ECANCELED);
     if (l->backend == MCO_BACKEND_URING) {
+        // A read or write waiting on its poll is done now: once cancelled it must never call
+        // read or write on its fd number (which may name another file by the time the poll
+        // ends). The poll's own late completion then finds no such operation and is dropped.
+        for (int i = 0; i < l->read_count; i++) {
+            if (l->reads[i].token != token) continue;
+            l->reads[i] = l->reads[--l->read_count];
+            push_ready(l, token, -ECANCELED);
+            break;
+        }
         struct io_uring_sqe *sqe = sqe_for(l);
         if (!sqe) return -EBUSY;
         io_uring_prep_cancel64(sqe, token, 0);
@@ -836,6 +845,36 @@ int mco_loop_cancel(mco_loop *l, uint64_t token) {
         if (o->write_kind >= 0 && o->write_token == token) { o->write_kind = -1; epoll_update(l, fd, o); return push_ready(l, token, -ECANCELED); }
     }
     return -ENOENT;
+}
+
+int mco_loop_forget(mco_loop *l, int fd) {
+    if (fd < 0) return -EBADF;
+    if (l->backend == MCO_BACKEND_EPOLL) {
+        if (fd >= l->fd_capacity) return 0;
+        fd_ops *o = &l->fds[fd];
+        if (o->read_kind >= 0 && o->read_kind != OP_ACCEPT_STREAM && o->read_kind != OP_RECV_STREAM) {
+            o->read_kind = -1;
+            push_ready(l, o->read_token, -ECANCELED);
+        }
+        if (o->write_kind >= 0) {
+            o->write_kind = -1;
+            push_ready(l, o->write_token, -ECANCELED);
+        }
+        epoll_update(l, fd, o);
+        return 0;
+    }
+    for (int i = 0; i < l->read_count;) {
+        if (l->reads[i].fd != fd) { i++; continue; }
+        uint64_t token = l->reads[i].token;
+        l->reads[i] = l->reads[--l->read_count];
+        push_ready(l, token, -ECANCELED);
+        struct io_uring_sqe *sqe = sqe_for(l);   // the poll goes too (it holds the file open)
+        if (sqe) {
+            io_uring_prep_cancel64(sqe, token, 0);
+            io_uring_sqe_set_data64(sqe, 0);
+        }
+    }
+    return 0;
 }
 
 int mco_loop_wake(mco_loop *l) {

@@ -189,6 +189,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
             case .end(let error):
                 c.reading = false
                 if c.closeAfterRead {
+                    loop.forget(c.fd)
                     Glibc.close(c.fd)
                     return
                 }
@@ -225,6 +226,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
             return
         }
         if c.reading { loop.cancel(c.readToken) }
+        loop.forget(c.fd)   // an answer still being written goes nowhere else
         Glibc.close(c.fd)
     }
 

@@ -371,6 +371,15 @@ public final class EventLoop: @unchecked Sendable {
         _ = mco_loop_cancel(loop, token)
     }
 
+    /// Drops every read and write still waiting on `fd` (their callbacks get ECANCELED). Call
+    /// it before closing `fd`: a number closed with an operation on it can go to the next file
+    /// opened, which the operation would then read from or write to. Streams are cancelled
+    /// (`cancel`) and closed once ended, as before.
+    public func forget(_ fd: Int32) {
+        guard fd >= 0 else { return }
+        _ = mco_loop_forget(loop, fd)
+    }
+
     /// Operations in flight (callbacks not yet called).
     public var pendingOperations: Int { callbacks.count }
 }

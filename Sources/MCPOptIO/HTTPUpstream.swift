@@ -386,8 +386,10 @@ public final class HTTPUpstream: @unchecked Sendable {
         guard connections.removeValue(forKey: ObjectIdentifier(connection)) != nil else { return }
         connection.exchange = nil
         idle.removeAll { $0 === connection }
-        // The stream holds the socket until it ends: cancelled first (its end is ignored).
+        // The stream holds the socket until it ends: cancelled first (its end is ignored); a
+        // write still waiting is dropped (the number may go to the next connection).
         loop.cancel(connection.receiveToken)
+        loop.forget(connection.fd)
         close(connection.fd)
     }
 

@@ -104,8 +104,6 @@ public final class RedisConnection: @unchecked Sendable {
     /// Commands waiting for the write in progress to finish (loop thread).
     private var outbox: [UInt8] = []
     private var writing = false
-    /// The read in flight (cancelled at close: the fd's number may soon name another socket).
-    private var readToken: UInt64 = 0
     /// Counts connections: a completion of an earlier one (this object connects again after a
     /// failure) is recognised and dropped, never fed to the current one.
     private var generation: UInt64 = 0
@@ -191,16 +189,21 @@ public final class RedisConnection: @unchecked Sendable {
         }
         loop.adopt(fd)
         var finished = false
+        // Whatever happens, `done` is called once: a connect superseded by another (the object
+        // connected again meanwhile) fails without touching the newer connection.
+        let superseded = RedisError(.closed, "the connection to Redis at \(endpoint.description) was replaced while connecting")
         let timer = loop.after(timeout) { [self] fired in
-            guard fired, !finished, generation == current else { return }
+            guard fired, !finished else { return }
             finished = true
+            guard generation == current else { return done(.failure(superseded)) }
             close(reason: "connect timed out")
             done(.failure(RedisError(.timeout, "cannot connect to Redis at \(endpoint.description) within \(timeout)")))
         }
         loop.connect(fd, address: address) { [self] result in
-            guard !finished, generation == current else { return }
+            guard !finished else { return }
             finished = true
             loop.cancel(timer)
+            guard generation == current else { return done(.failure(superseded)) }
             if case .failure(let error) = result {
                 close(reason: error.message)
                 return done(.failure(RedisError(.connect, "cannot connect to Redis at \(endpoint.description): \(error.message)")))
@@ -242,9 +245,8 @@ public final class RedisConnection: @unchecked Sendable {
 
     private func readMore() {
         let current = generation
-        readToken = loop.read(fd) { [self] result in
+        loop.read(fd) { [self] result in
             guard generation == current, !closed else { return }
-            readToken = 0
             guard case .success(let bytes) = result, !bytes.isEmpty else {
                 close(reason: "Redis closed the connection")
                 return
@@ -293,11 +295,11 @@ public final class RedisConnection: @unchecked Sendable {
         open = false
         if fd >= 0 {
             // Shut down first: an operation still in the kernel holds the socket open, and Redis
-            // must see the connection end. Then the read is cancelled before the number can be
-            // reused (its completion, like a write's, is dropped by the generation check).
+            // must see the connection end. Then the read and any write still waiting are
+            // dropped before the number can be reused (their completions, ECANCELED, are
+            // ignored by the generation check).
             shutdown(fd, Int32(SHUT_RDWR))
-            loop.cancel(readToken)
-            readToken = 0
+            loop.forget(fd)
             Glibc.close(fd)
             fd = -1
         }

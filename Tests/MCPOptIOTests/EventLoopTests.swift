@@ -269,6 +269,115 @@ final class EventLoopTests: XCTestCase {
     }
 }
 
+extension EventLoopTests {
+    /// Fills a non-blocking pipe's buffer: a write to it then has to wait.
+    private static func fill(_ fd: Int32) {
+        let chunk = [UInt8](repeating: 0x2E, count: 65_536)
+        for _ in 0..<64 where chunk.withUnsafeBytes({ Glibc.write(fd, $0.baseAddress, $0.count) }) > 0 {}
+    }
+
+    /// Reads what `fd` has now (non-blocking), up to end of file or EAGAIN.
+    private static func drain(_ fd: Int32) -> [UInt8] {
+        var out: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n <= 0 { return out }
+            out += buffer[..<n]
+        }
+    }
+
+    /// A read and a write still waiting when their descriptors are forgotten and closed: both
+    /// end with ECANCELED, and the files that then take those numbers (dup2) are left alone:
+    /// the new reader's bytes go to the new read, none of the old write's bytes reach the new
+    /// writer's pipe (io_uring's poll used to call read/write on the number once it woke), and
+    /// a new write there that has to wait is not refused as a second one (epoll kept the old in
+    /// the number's slot).
+    func testAForgottenDescriptorsWaitingReadAndWriteLeaveTheNextFileWithItsNumberAlone() throws {
+        try onEachBackend { loop in
+            var a: [Int32] = [0, 0], b: [Int32] = [0, 0], c: [Int32] = [0, 0], d: [Int32] = [0, 0]
+            XCTAssertEqual(pipe(&a), 0)
+            XCTAssertEqual(pipe(&b), 0)
+            // The new pipes, made first so that their numbers are other ones until moved.
+            XCTAssertEqual(pipe(&c), 0)
+            XCTAssertEqual(pipe(&d), 0)
+            let (oldReader, oldWriter) = (a[0], b[1])
+            let oldRead = Box<[String]>([]), oldWrite = Box<[String]>([])
+            onLoop(loop) { loop, finish in
+                loop.adopt(oldReader)
+                loop.adopt(oldWriter)
+                Self.fill(oldWriter)
+                loop.read(oldReader) { result in oldRead.value.append(Self.describe(result.map { String(decoding: $0, as: UTF8.self) })) }
+                loop.write(oldWriter, Array("old bytes".utf8)) { result in oldWrite.value.append(Self.describe(result.map { "written" })) }
+                loop.forget(oldReader)
+                loop.forget(oldWriter)
+                close(oldReader)
+                close(oldWriter)
+                finish()
+            }
+            // The new pipes take the old numbers.
+            XCTAssertEqual(dup2(c[0], oldReader), oldReader)
+            XCTAssertEqual(dup2(d[1], oldWriter), oldWriter)
+            close(c[0])
+            close(d[1])
+            _ = fcntl(d[0], F_SETFL, fcntl(d[0], F_GETFL) | O_NONBLOCK)
+            // The old pipes wake up: the one read from has a writer that closes, the one
+            // written to is drained (writable again), then closed.
+            close(a[1])
+            _ = fcntl(b[0], F_SETFL, fcntl(b[0], F_GETFL) | O_NONBLOCK)
+            _ = Self.drain(b[0])
+            let freshWriter = c[1]
+            let newRead = Box<String>("")
+            let newWrite = Box<String>("")
+            onLoop(loop) { loop, finish in
+                loop.adopt(oldReader)
+                loop.adopt(oldWriter)
+                Self.fill(oldWriter)
+                loop.write(oldWriter, Array("new bytes".utf8)) { result in newWrite.value = Self.describe(result.map { "written" }) }
+                loop.read(oldReader) { result in
+                    newRead.value = Self.describe(result.map { String(decoding: $0, as: UTF8.self) })
+                    finish()
+                }
+                _ = Array("fresh".utf8).withUnsafeBytes { Glibc.write(freshWriter, $0.baseAddress, $0.count) }
+            }
+            // Draining the new pipe lets the new write go; any stale one would go too.
+            var reachedNewPipe = Self.drain(d[0])
+            for _ in 0..<200 {   // bounded: 2 s
+                let done = Box(false)
+                onLoop(loop) { _, finish in
+                    done.value = !newWrite.value.isEmpty
+                    finish()
+                }
+                if done.value { break }
+                usleep(10_000)
+                reachedNewPipe += Self.drain(d[0])
+            }
+            usleep(20_000)
+            reachedNewPipe += Self.drain(d[0])
+            let text = String(decoding: reachedNewPipe, as: UTF8.self)
+            XCTAssertEqual(newRead.value, "fresh", "\(loop.backend): the new read got the new pipe's bytes")
+            XCTAssertEqual(oldRead.value, ["ECANCELED"], "\(loop.backend)")
+            XCTAssertEqual(oldWrite.value, ["ECANCELED"], "\(loop.backend)")
+            XCTAssertFalse(text.contains("old bytes"), "\(loop.backend): the old write reached the new pipe")
+            XCTAssertEqual(newWrite.value, "written", "\(loop.backend): the new write, which had to wait, went")
+            XCTAssertTrue(text.hasSuffix("new bytes"), "\(loop.backend)")
+            onLoop(loop) { loop, finish in
+                loop.forget(oldReader)
+                loop.forget(oldWriter)
+                finish()
+            }
+            for fd in [oldReader, oldWriter, b[0], c[1], d[0]] { close(fd) }
+        }
+    }
+
+    private static func describe(_ result: Result<String, IOError>) -> String {
+        switch result {
+        case .success(let text): text
+        case .failure(let error): error.code == ECANCELED ? "ECANCELED" : "error \(error.code)"
+        }
+    }
+}
+
 /// Loop-confined mutable state for tests (touched on the loop thread, read after a barrier).
 final class Box<Value>: @unchecked Sendable {
     var value: Value
