@@ -286,6 +286,8 @@ public final class StdioUpstream: @unchecked Sendable {
         let status = child.reap() ?? -1
         process = nil
         generation += 1   // stale callbacks of this process are ignored from now on
+        // What still waits on the pipes ends before their numbers go to the next process's.
+        for fd in [child.stdin, child.stdout, child.stderr] { loop.forget(fd) }
         child.closeDescriptors()
         let reason = "the server \(ChildProcess.describe(status))"
         log(reason)
@@ -438,6 +440,7 @@ public final class StdioUpstream: @unchecked Sendable {
         shutdownWaiters.append(continuation)
         guard shutdownWaiters.count == 1 else { return }
         // Close stdin: a well-behaved server exits on end of input.
+        loop.forget(child.stdin)
         child.closeStdin()
         let current = generation
         loop.after(grace) { [self] _ in
