@@ -167,7 +167,7 @@ final class HTTPFastPathTests: XCTestCase {
         "X-Empty:", "X-Blank: ", "X-Tab:\tv", "X-Inner: a  b", "X-Trailing: v ", "X-Ctl: v\u{1}", "X-Utf8: é", "X-Fold: a\r\n b",
         "X Space: v", "X-Colon : v", ": novalue", "X-Bare-LF: v\nY: w", "Connection: close", "Connection: keep-alive", "Connection: Keep-Alive",
         "Connection: keep-alive, Upgrade", "Upgrade: websocket", "Proxy-Connection: close", "Transfer-Encoding: chunked", "Transfer-Encoding: identity",
-        "Expect: 100-continue", "x-lower: y", "X-UPPER: Y",
+        "Expect: 100-continue", "x-lower: y", "X-UPPER: Y", "Transfer-Encodingx: chunked", "transfer-encoding-x: identity",
         "X-Long-Ctl: abcdefghij\u{1}klmnopqr", "X-Long-Del: abcdefghijklmn\u{7F}opqrstuv", "X-Long-Tab: abcdefgh\tijklmnopqrst",
         "X-Long-LF: abcdefghijklmnop\nqrstuvwxyz", "X-Long-Utf8: abcdefghijklmnopqrs\u{E9}tuv", "X-Long: abcdefghijklmnopqrstuvwxyz0123456789",
     ]
