@@ -79,6 +79,7 @@ typedef struct uring_read {    // io_uring: a read or write waiting for readines
     void *buffer;
     unsigned length;
     int writing;
+    int cancelled;   // reported ECANCELED already: its poll's completion is dropped when it comes
 } uring_read;
 
 struct mco_loop {
@@ -716,7 +717,7 @@ static int uring_poll_io(mco_loop *l, int fd, void *buffer, unsigned length, uin
     if (!sqe) return -EBUSY;
     io_uring_prep_poll_add(sqe, fd, writing ? POLLOUT : POLLIN);
     io_uring_sqe_set_data64(sqe, token);
-    l->reads[l->read_count++] = (uring_read){token, fd, buffer, length, writing};
+    l->reads[l->read_count++] = (uring_read){token, fd, buffer, length, writing, 0};
     return 0;
 }
 
@@ -824,12 +825,12 @@ int mco_loop_cancel(mco_loop *l, uint64_t token) {
     if (slot >= 0) return stream_cancel(l, slot);
     if (remove_timer(l, token)) return push_ready(l, token, -ECANCELED);
     if (l->backend == MCO_BACKEND_URING) {
-        // A read or write waiting on its poll is done now: once cancelled it must never call
-        // read or write on its fd number (which may name another file by the time the poll
-        // ends). The poll's own late completion then finds no such operation and is dropped.
+        // A read or write waiting on its poll ends now: once cancelled it must never call read
+        // or write on its fd number (which may name another file by the time the poll ends).
+        // It stays listed, marked, until its poll's completion comes and is dropped.
         for (int i = 0; i < l->read_count; i++) {
-            if (l->reads[i].token != token) continue;
-            l->reads[i] = l->reads[--l->read_count];
+            if (l->reads[i].token != token || l->reads[i].cancelled) continue;
+            l->reads[i].cancelled = 1;
             push_ready(l, token, -ECANCELED);
             break;
         }
@@ -863,10 +864,10 @@ int mco_loop_forget(mco_loop *l, int fd) {
         epoll_update(l, fd, o);
         return 0;
     }
-    for (int i = 0; i < l->read_count;) {
-        if (l->reads[i].fd != fd) { i++; continue; }
+    for (int i = 0; i < l->read_count; i++) {
+        if (l->reads[i].fd != fd || l->reads[i].cancelled) continue;
         uint64_t token = l->reads[i].token;
-        l->reads[i] = l->reads[--l->read_count];
+        l->reads[i].cancelled = 1;   // listed until its poll's completion, which is dropped
         push_ready(l, token, -ECANCELED);
         struct io_uring_sqe *sqe = sqe_for(l);   // the poll goes too (it holds the file open)
         if (sqe) {
@@ -958,6 +959,7 @@ static int uring_wait(mco_loop *l, mco_completion *out, int max, int64_t timeout
             uring_read r = l->reads[i];
             l->reads[i] = l->reads[--l->read_count];
             handled = 1;
+            if (r.cancelled) break;   // its end was reported at the cancellation; the fd may be another file's now
             if (cqe->res < 0) { push_ready(l, token, cqe->res); break; }
             ssize_t n = r.writing ? write(r.fd, r.buffer, r.length) : read(r.fd, r.buffer, r.length);
             if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) uring_poll_io(l, r.fd, r.buffer, r.length, token, r.writing);
