@@ -226,7 +226,7 @@ static int64_t fast_message(mco_http *h, const char *bytes, size_t length) {
         /* 1xx, 204 and 304 have no body whatever the headers say: http-parser's. */
         if (status < 200 || status == 204 || status == 304) return 0;
         p += 13;
-        while (p < end && (((unsigned char)*p >= 0x20 && (unsigned char)*p < 0x7f) || *p == '\t')) p++;
+        while (p < end && plain_byte((unsigned char)*p)) p++;   /* the reason phrase */
         if (end - p < 2 || p[0] != '\r' || p[1] != '\n') return 0;
         p += 2;
     }

@@ -799,6 +799,23 @@ int mco_loop_timer(mco_loop *l, uint64_t nanos, uint64_t token) {
 
 // A stream's cancellation. epoll: ended now (nothing is in flight). io_uring: the kernel is
 // asked to cancel its SQE; what it completed meanwhile is still delivered, then -ECANCELED.
+// Ends the polled read or write at `i` now (-ECANCELED): once ended it must never call read or
+// write on its fd number, which may name another file by the time its poll ends. It stays
+// listed, marked, until that poll's completion comes, which is then dropped.
+static void uring_end_read(mco_loop *l, int i) {
+    l->reads[i].cancelled = 1;
+    push_ready(l, l->reads[i].token, -ECANCELED);
+}
+
+// Asks the kernel to cancel the submission of `token` (the cancel's own completion is dropped).
+static int uring_cancel_submission(mco_loop *l, uint64_t token) {
+    struct io_uring_sqe *sqe = sqe_for(l);
+    if (!sqe) return -EBUSY;
+    io_uring_prep_cancel64(sqe, token, 0);
+    io_uring_sqe_set_data64(sqe, 0);
+    return 0;
+}
+
 static int stream_cancel(mco_loop *l, int slot) {
     stream *s = &l->streams[slot];
     if (s->state == STREAM_CANCELLING) return 0;
@@ -812,12 +829,9 @@ static int stream_cancel(mco_loop *l, int slot) {
         stream_end(l, slot, -ECANCELED);
         return 0;
     }
-    struct io_uring_sqe *sqe = sqe_for(l);
-    if (!sqe) return -EBUSY;
-    io_uring_prep_cancel64(sqe, stream_tag(l, slot), 0);
-    io_uring_sqe_set_data64(sqe, 0);
-    s->state = STREAM_CANCELLING;
-    return 0;
+    int rc = uring_cancel_submission(l, stream_tag(l, slot));
+    if (rc == 0) s->state = STREAM_CANCELLING;
+    return rc;
 }
 
 int mco_loop_cancel(mco_loop *l, uint64_t token) {
@@ -825,20 +839,12 @@ int mco_loop_cancel(mco_loop *l, uint64_t token) {
     if (slot >= 0) return stream_cancel(l, slot);
     if (remove_timer(l, token)) return push_ready(l, token, -ECANCELED);
     if (l->backend == MCO_BACKEND_URING) {
-        // A read or write waiting on its poll ends now: once cancelled it must never call read
-        // or write on its fd number (which may name another file by the time the poll ends).
-        // It stays listed, marked, until its poll's completion comes and is dropped.
         for (int i = 0; i < l->read_count; i++) {
             if (l->reads[i].token != token || l->reads[i].cancelled) continue;
-            l->reads[i].cancelled = 1;
-            push_ready(l, token, -ECANCELED);
+            uring_end_read(l, i);
             break;
         }
-        struct io_uring_sqe *sqe = sqe_for(l);
-        if (!sqe) return -EBUSY;
-        io_uring_prep_cancel64(sqe, token, 0);
-        io_uring_sqe_set_data64(sqe, 0);   // the cancel's own completion is dropped
-        return 0;
+        return uring_cancel_submission(l, token);
     }
     for (int fd = 0; fd < l->fd_capacity; fd++) {
         fd_ops *o = &l->fds[fd];
@@ -866,14 +872,8 @@ int mco_loop_forget(mco_loop *l, int fd) {
     }
     for (int i = 0; i < l->read_count; i++) {
         if (l->reads[i].fd != fd || l->reads[i].cancelled) continue;
-        uint64_t token = l->reads[i].token;
-        l->reads[i].cancelled = 1;   // listed until its poll's completion, which is dropped
-        push_ready(l, token, -ECANCELED);
-        struct io_uring_sqe *sqe = sqe_for(l);   // the poll goes too (it holds the file open)
-        if (sqe) {
-            io_uring_prep_cancel64(sqe, token, 0);
-            io_uring_sqe_set_data64(sqe, 0);
-        }
+        uring_end_read(l, i);
+        uring_cancel_submission(l, l->reads[i].token);   // the poll goes too (it holds the file open)
     }
     return 0;
 }

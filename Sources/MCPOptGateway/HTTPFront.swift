@@ -189,8 +189,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
             case .end(let error):
                 c.reading = false
                 if c.closeAfterRead {
-                    loop.forget(c.fd)
-                    Glibc.close(c.fd)
+                    loop.closeDescriptor(c.fd)
                     return
                 }
                 guard c.isOpen else { return }
@@ -226,8 +225,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
             return
         }
         if c.reading { loop.cancel(c.readToken) }
-        loop.forget(c.fd)   // an answer still being written goes nowhere else
-        Glibc.close(c.fd)
+        loop.closeDescriptor(c.fd)   // an answer still being written goes nowhere else
     }
 
     /// Keeps `c` open as `session`'s stream of server messages (SSE, chunked); a stream the

@@ -380,6 +380,13 @@ public final class EventLoop: @unchecked Sendable {
         _ = mco_loop_forget(loop, fd)
     }
 
+    /// Closes `fd` once what still waits on it is forgotten (see `forget`): how a descriptor
+    /// this loop served is closed.
+    public func closeDescriptor(_ fd: Int32) {
+        forget(fd)
+        Glibc.close(fd)
+    }
+
     /// Operations in flight (callbacks not yet called).
     public var pendingOperations: Int { callbacks.count }
 }

@@ -389,8 +389,7 @@ public final class HTTPUpstream: @unchecked Sendable {
         // The stream holds the socket until it ends: cancelled first (its end is ignored); a
         // write still waiting is dropped (the number may go to the next connection).
         loop.cancel(connection.receiveToken)
-        loop.forget(connection.fd)
-        close(connection.fd)
+        loop.closeDescriptor(connection.fd)
     }
 
     private func drainWaiting() {

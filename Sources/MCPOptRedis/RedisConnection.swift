@@ -299,8 +299,7 @@ public final class RedisConnection: @unchecked Sendable {
             // dropped before the number can be reused (their completions, ECANCELED, are
             // ignored by the generation check).
             shutdown(fd, Int32(SHUT_RDWR))
-            loop.forget(fd)
-            Glibc.close(fd)
+            loop.closeDescriptor(fd)
             fd = -1
         }
         outbox.removeAll()

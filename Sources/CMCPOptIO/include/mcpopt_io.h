@@ -106,11 +106,11 @@ int mco_loop_recv(mco_loop *loop, int fd, unsigned length, uint64_t token);
 /// then ends with -ECANCELED. -ENOENT when no such operation is pending.
 int mco_loop_cancel(mco_loop *loop, uint64_t token);
 /// Drops every read and write (on epoll also a connect) still waiting on `fd`; they complete
-/// with -ECANCELED. Call it before closing `fd`:
-/// a number closed with an operation on it can go to the next
-/// file opened, which that operation would then read from or write to (io_uring's poll holds
-/// the old file and then calls read or write on the number; epoll keeps the operation in the
-/// number's slot). Streams are not touched: cancel them, and close when they have ended.
+/// with -ECANCELED. Call it before closing `fd`: a number closed with an operation on it can go
+/// to the next file opened, which that operation would then read from or write to (io_uring's
+/// poll holds the old file and then calls read or write on the number; epoll keeps the
+/// operation in the number's slot). Streams are not touched: cancel them, and close when they
+/// have ended.
 int mco_loop_forget(mco_loop *loop, int fd);
 /// Wakes a waiting loop (any thread). The wake-up is not reported as a completion.
 int mco_loop_wake(mco_loop *loop);
