@@ -84,7 +84,7 @@ add_test(NAME mock_and_demo COMMAND ${MCPOPT_PYTHON} ${CMAKE_SOURCE_DIR}/Tests/i
 set_tests_properties(mock_and_demo PROPERTIES TIMEOUT 600)
 
 # Parsers under libFuzzer + AddressSanitizer, briefly (scripts/fuzz TARGET SECONDS for longer).
-foreach(target json config rpc http sse cache)
+foreach(target json config rpc http sse cache repeat)
   add_test(NAME fuzz_${target} COMMAND ${CMAKE_SOURCE_DIR}/scripts/fuzz ${target} 20)
   set_tests_properties(fuzz_${target} PROPERTIES TIMEOUT 900 RESOURCE_LOCK fuzz_build)
 endforeach()

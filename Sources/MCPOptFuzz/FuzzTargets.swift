@@ -13,6 +13,7 @@ enum FuzzTargets {
         "http": http,
         "sse": sse,
         "cache": cache,
+        "repeat": repeatMemo,
     ]
 
     /// The bytes as operations on a small cache beside a plain dictionary: whatever the input,
@@ -106,6 +107,66 @@ enum FuzzTargets {
         if view.canonicalArguments.isPresent {
             guard let (canonical, hash) = try? checker.canonicalize(view.canonicalArguments.buffer) else { fatalError("canonical arguments do not parse") }
             guard canonical == view.canonicalArguments.bytes!, hash == view.argumentsHash else { fatalError("canonical form is not stable") }
+        }
+    }
+
+    /// What a request decodes to, apart from its id: the memo's promise is that a match
+    /// decodes as the kept request did.
+    final class Decoded {
+        let kind: MessageKind
+        let method: [UInt8]?
+        let params: [UInt8]?
+        let arguments: UInt64
+        let id: Range<Int>
+        init?(_ bytes: UnsafeRawBufferPointer) {
+            guard let view = try? checker.decode(bytes), view.idRaw.isPresent, let offset = view.offset(of: view.idRaw) else { return nil }
+            kind = view.kind
+            method = view.method.bytes
+            params = view.params.bytes
+            arguments = view.argumentsHash
+            id = offset..<(offset + view.idRaw.count)
+        }
+        func sameApartFromID(_ other: Decoded) -> Bool {
+            kind == other.kind && method == other.method && params == other.params && arguments == other.arguments
+        }
+    }
+
+    static let repeatSeeds = [
+        #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"x":1}}}"#,
+        #"{"method":"tools/call","params":{"name":"b","arguments":{"id":2}},"jsonrpc":"2.0","id":"ab"}"#,
+        #"{"id":-5 , "jsonrpc":"2.0","method":"ping"}"#,
+    ]
+
+    /// The repeat memo (`RepeatMemo`): the input is looked up among kept seed requests, and a
+    /// match must decode as its kept request did, with its id where the memo says; the input
+    /// itself, kept when it is a request, must match with its id replaced by any plain token,
+    /// and decode with that token as its id.
+    static func repeatMemo(_ bytes: UnsafeRawBufferPointer) {
+        let memo = RepeatMemo()
+        var kept: [Decoded] = []
+        func keep(_ raw: UnsafeRawBufferPointer) -> Bool {
+            guard let decoded = Decoded(raw) else { return false }
+            let before = memo.count
+            memo.remember(raw, bodyStart: 0, id: decoded.id, value: decoded, footprint: 0, epoch: 0)
+            kept.append(decoded)
+            return memo.count > before
+        }
+        for seed in repeatSeeds { _ = Array(seed.utf8).withUnsafeBytes(keep) }
+        func check(_ raw: UnsafeRawBufferPointer) {
+            guard let (value, id) = memo.find(raw, bodyStart: 0, epoch: 0) else { return }
+            guard let decoded = Decoded(raw) else { fatalError("a match that does not decode") }
+            let at = raw.baseAddress!.distance(to: id.baseAddress!)
+            guard decoded.id == at..<(at + id.count) else { fatalError("the memo's id is not where the decoder reads it") }
+            guard decoded.sameApartFromID(value as! Decoded) else { fatalError("a match decodes differently from its kept request") }
+        }
+        check(bytes)
+        guard bytes.count < 4096, keep(bytes), let own = kept.last else { return }
+        for token in ["7", "\"k\"", "-12", "\"\"", "123456789012345"] {
+            let repeated = Array(bytes[..<own.id.lowerBound]) + Array(token.utf8) + Array(bytes[own.id.upperBound...])
+            repeated.withUnsafeBytes { raw in
+                guard memo.find(raw, bodyStart: 0, epoch: 0) != nil else { fatalError("a repeat of a kept request with id \(token) does not match") }
+                check(raw)
+            }
         }
     }
 

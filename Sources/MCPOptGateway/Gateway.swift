@@ -376,6 +376,18 @@ public final class Gateway: MCPService, @unchecked Sendable {
     /// Answers at once what needs no I/O (protocol messages, lists, cache hits), on the
     /// caller's thread; otherwise the routed, planned request to finish with `complete`.
     public func handleImmediately(_ message: [UInt8], caller: Caller = .init()) -> ServiceAnswer<Pending> {
+        handle(message, caller: caller, repeatable: nil)
+    }
+
+    /// Offers a repeat answer for the calls the engine answers from the cache before routing
+    /// (`HitReplay`). What the gateway adds before the engine (the exposed name's group) comes
+    /// from the catalogs, which the replay's epoch covers; after it, a modern result's
+    /// completion.
+    public func handleImmediately(_ message: [UInt8], caller: Caller, repeatable: inout (any RepeatableAnswer)?) -> ServiceAnswer<Pending> {
+        withUnsafeMutablePointer(to: &repeatable) { handle(message, caller: caller, repeatable: $0) }
+    }
+
+    private func handle(_ message: [UInt8], caller: Caller, repeatable: UnsafeMutablePointer<(any RepeatableAnswer)?>?) -> ServiceAnswer<Pending> {
         switch route(message, session: caller.session ?? "") {
         case .none: return .answered(nil)
         case .answer(let bytes): return .answered(bytes)
@@ -410,9 +422,11 @@ public final class Gateway: MCPService, @unchecked Sendable {
                 && (servers.map { groups in lock.withLock { groups.contains { handshakeGroups.contains($0) } } } ?? true)
             let bridge = mayAsk ? InputBridge() : nil
             if let bridge { options.onServerRequest = { await bridge.ask($0) } }
-            let prepared = engine.prepareRequest(request, options)
+            var replay: HitReplay?
+            let prepared = repeatable != nil && method == "tools/call" ? engine.prepareRequest(request, options, replay: &replay) : engine.prepareRequest(request, options)
             if case .answered(let response)? = prepared {
                 if method == "resources/subscribe" { undoRefusedSubscription(response.message, request: request, session: caller.session ?? "") }
+                if let replay, let repeatable { repeatable.pointee = modern ? ModernReplay(replay) : replay }
                 return .answered(modern ? Self.completingModernResult(response.message, method: method) : response.message)
             }
             let pending: Pending
@@ -485,6 +499,16 @@ public final class Gateway: MCPService, @unchecked Sendable {
             let text = Array(result.jsonString.utf8)
             return text.withUnsafeBytes { MessageEncoder.result(idJSON: id, result: $0) }
         }
+    }
+
+    /// A modern-era call's repeat answer: the engine's, completed as a modern result.
+    final class ModernReplay: RepeatableAnswer {
+        let replay: HitReplay
+        init(_ replay: HitReplay) { self.replay = replay }
+        func answer(id: UnsafeRawBufferPointer) -> [UInt8]? {
+            replay.answer(id: id).map { Gateway.completingModernResult($0, method: "tools/call") }
+        }
+        var footprint: Int { replay.footprint + 16 }
     }
 
     /// A handshake-era caller who can be asked, and its request as sent to the engine.
@@ -699,3 +723,5 @@ public final class Gateway: MCPService, @unchecked Sendable {
         }
     }
 }
+
+extension HitReplay: RepeatableAnswer {}

@@ -37,6 +37,8 @@ public final class GatewayFront: @unchecked Sendable {
         public var message: [UInt8]
         /// The request's id as sent (handshake era: what a cancellation names it by).
         public var requestID: [UInt8]? = nil
+        /// Where that id's token lies in `message`, as the decoder read it.
+        public var requestIDRange: Range<Int>? = nil
     }
 
     public enum Action: Sendable {
@@ -73,6 +75,11 @@ public final class GatewayFront: @unchecked Sendable {
 
     public var sessionCount: Int { lock.withLock { sessions.count } }
 
+    /// Changes whenever a session ends: an answer given to a session's request is only
+    /// repeated (see `RepeatMemo`) while the epoch it was given in lasts.
+    public var answersEpoch: UInt64 { endedCount.load() }
+    private let endedCount = AtomicCounter()
+
     /// Decides what to do with one complete HTTP request. `hostAndOriginChecked`: the caller
     /// ran `FrontDoor.checkHostAndOrigin` already.
     public func handle(_ request: HTTPParser, body: [UInt8], decoder: MessageDecoder, hostAndOriginChecked: Bool = false) -> Action {
@@ -107,7 +114,8 @@ public final class GatewayFront: @unchecked Sendable {
                 let text = Array(result.jsonString.utf8)
                 return Self.json(200, text.withUnsafeBytes { MessageEncoder.result(idJSON: view.idRaw.buffer, result: $0) })
             }
-            return .dispatch(Dispatch(era: .modern, version: version, sessionID: nil, clientCapabilities: meta?[MetaKey.clientCapabilities] ?? [:], message: body))
+            return .dispatch(Dispatch(era: .modern, version: version, sessionID: nil, clientCapabilities: meta?[MetaKey.clientCapabilities] ?? [:], message: body,
+                                      requestIDRange: Self.idRange(view)))
         }
     }
 
@@ -147,8 +155,12 @@ public final class GatewayFront: @unchecked Sendable {
                 return Self.json(200, empty.withUnsafeBytes { MessageEncoder.result(idJSON: view.idRaw.buffer, result: $0) })
             }
             return .dispatch(Dispatch(era: .handshake, version: session.version, sessionID: sid, clientCapabilities: session.clientCapabilities, message: body,
-                                      requestID: view.idRaw.isPresent ? Array(view.idRaw.buffer) : nil))
+                                      requestID: view.idRaw.isPresent ? Array(view.idRaw.buffer) : nil, requestIDRange: Self.idRange(view)))
         }
+    }
+
+    private static func idRange(_ view: MessageView) -> Range<Int>? {
+        view.offset(of: view.idRaw).map { $0..<($0 + view.idRaw.count) }
     }
 
     private func initialize(_ view: MessageView) -> Action {
@@ -193,6 +205,7 @@ public final class GatewayFront: @unchecked Sendable {
         let existed = lock.withLock { () -> Bool in
             guard sessions.removeValue(forKey: sid) != nil else { return false }
             ended.insert(sid)
+            endedCount.add()
             return true
         }
         if existed { onSessionEnded?(sid) }

@@ -21,6 +21,9 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         public var bearerToken: String?
         public var policy = FrontDoor.Policy()
         public var maxConnections = 1024
+        /// Repeats of calls answered from the cache are recognised by their bytes and answered
+        /// without the full path (see `RepeatMemo`); nil turns that off.
+        public var repeats: RepeatMemo.Limits? = RepeatMemo.Limits()
         public init() {}
     }
 
@@ -49,6 +52,11 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
     /// Each session's GET stream (one; a new one replaces it). Loop thread only.
     @exclusivity(unchecked) private var sessionStreams: [String: HTTPConnection] = [:]
     @exclusivity(unchecked) private var stopped = false                          // loop thread only
+    /// Requests answered from the cache, by their bytes (loop thread only).
+    private let repeats: RepeatMemo?
+    private let repeatsAnsweredCount = AtomicCounter()
+    /// Requests the repeat lane answered (see `Settings.repeats`).
+    public var repeatsAnswered: UInt64 { repeatsAnsweredCount.load() }
 
     public init(service: Service, settings: Settings) throws(IOError) {
         self.service = service
@@ -59,6 +67,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         ])
         front.policy = settings.policy
         front.onSessionEnded = { [service] sid in service.sessionEnded(sid) }
+        repeats = settings.repeats.map { RepeatMemo(limits: $0) }
         loop = try EventLoop(name: "mcpopt-http")
     }
 
@@ -258,11 +267,19 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         while !c.busy {
             if !c.pending.isEmpty {
                 let used: Int
+                let first = !c.feeding
                 do {
                     used = try c.pending.withUnsafeBytes { (bytes) throws(HTTPParser.Failure) in try c.parser.feed(bytes) }
                 } catch {
                     send(c, status: 400, headers: [("Content-Type", "text/plain")], body: Array("Bad Request: \(error)".utf8), close: true)
                     return
+                }
+                if used > 0 { c.feeding = true }
+                // A request read whole in one go: its bytes are what repeats are told by.
+                if first, repeats != nil, c.parser.isComplete {
+                    c.raw.removeAll(keepingCapacity: true)
+                    c.pending.withUnsafeBytes { c.raw.append(contentsOf: UnsafeRawBufferPointer(rebasing: $0[..<used])) }
+                    c.rawIsWhole = true
                 }
                 c.pending.removeFirst(used)
                 if used == 0 && !c.parser.isComplete { break }
@@ -283,6 +300,18 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
     private func serve(_ c: HTTPConnection) {
         let parser = c.parser
         let body = c.body
+        // A repeat of a request answered from the cache: byte for byte the same but for its id,
+        // in the same epoch of sessions, so every check below would pass again as it did.
+        let epoch = front.answersEpoch
+        if c.rawIsWhole, let repeats, let answer = c.raw.withUnsafeBytes({ raw -> [UInt8]? in
+            guard let (value, id) = repeats.find(raw, bodyStart: raw.count - body.count, epoch: epoch) else { return nil }
+            return unsafeDowncast(value, to: RepeatEntry.self).answer.answer(id: id)
+        }) {
+            c.answered = true
+            repeatsAnsweredCount.add()
+            send(c, status: 200, json: true, body: answer)
+            return
+        }
         if let token = settings.bearerToken, parser.header("authorization") != "Bearer " + token {
             send(c, status: 401, headers: [("WWW-Authenticate", "Bearer"), ("Content-Type", "text/plain")], body: Array("Unauthorized: a bearer token is required".utf8))
             return
@@ -341,8 +370,12 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
             }
             // Cache hits and protocol answers are served here, on the loop thread; only work
             // that waits on a server goes to a task.
-            switch service.handleImmediately(dispatch.message, caller: caller) {
+            var repeatable: (any RepeatableAnswer)?
+            let immediate = c.rawIsWhole && repeats != nil
+                ? service.handleImmediately(dispatch.message, caller: caller, repeatable: &repeatable) : service.handleImmediately(dispatch.message, caller: caller)
+            switch immediate {
             case .answered(let answer):
+                if let repeatable, let range = dispatch.requestIDRange { remember(c, body: body, id: range, repeatable, epoch: epoch) }
                 reply(c, answer, era: dispatch.era)
             case .pending(let pending):
                 // A handshake-era session may cancel it by a notification (by session and id:
@@ -363,6 +396,16 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
                 }
                 if c.pending.isEmpty { readMore(c) }
             }
+        }
+    }
+
+    /// Keeps what answers repeats of `c`'s request (its body the tail of its bytes: not chunked).
+    private func remember(_ c: HTTPConnection, body: [UInt8], id: Range<Int>, _ answer: any RepeatableAnswer, epoch: UInt64) {
+        guard let repeats, c.raw.count >= body.count, c.raw.suffix(body.count).elementsEqual(body) else { return }
+        let bodyStart = c.raw.count - body.count
+        c.raw.withUnsafeBytes { raw in
+            repeats.remember(raw, bodyStart: bodyStart, id: (bodyStart + id.lowerBound)..<(bodyStart + id.upperBound), value: RepeatEntry(answer),
+                             footprint: answer.footprint, epoch: epoch)
         }
     }
 
@@ -535,6 +578,8 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
     /// The answer went out: the connection takes its next request.
     private func nextRequest(_ c: HTTPConnection) {
         c.answered = false
+        c.feeding = false
+        c.rawIsWhole = false
         c.parser.next()
         c.body.removeAll(keepingCapacity: true)
         c.busy = false
@@ -625,5 +670,16 @@ final class HTTPConnection: @unchecked Sendable {
     @exclusivity(unchecked) var notify: (@Sendable ([UInt8]) -> Void)?
     /// Asks this client for a session's server request (made for the last session it served).
     @exclusivity(unchecked) var ask: (session: String, ask: @Sendable ([UInt8]) async -> [UInt8]?)?
+    /// Bytes of the current request were parsed.
+    @exclusivity(unchecked) var feeding = false
+    /// The current request's bytes, when they came whole (see `RepeatMemo`).
+    @exclusivity(unchecked) var raw: [UInt8] = []
+    @exclusivity(unchecked) var rawIsWhole = false
     init(fd: Int32) { self.fd = fd }
+}
+
+/// What a `RepeatMemo` of the HTTP front keeps (a class: the memo holds objects).
+final class RepeatEntry {
+    let answer: any RepeatableAnswer
+    init(_ answer: any RepeatableAnswer) { self.answer = answer }
 }

@@ -38,6 +38,10 @@ public protocol MCPService: AnyObject, Sendable {
     var identity: GatewayFront.Identity { get }
     /// Answers on the caller's thread what needs no waiting.
     func handleImmediately(_ message: [UInt8], caller: ServiceCaller) -> ServiceAnswer<Pending>
+    /// `handleImmediately`; when the answer is one a byte-identical repeat of `message` from
+    /// the same caller (only the id differing) may get without being handled again, also sets
+    /// `repeatable` to what answers such repeats (see `RepeatMemo`).
+    func handleImmediately(_ message: [UInt8], caller: ServiceCaller, repeatable: inout (any RepeatableAnswer)?) -> ServiceAnswer<Pending>
     /// Finishes what `handleImmediately` could not answer.
     func complete(_ pending: Pending) async -> [UInt8]
     /// A client ended its session (HTTP DELETE).
@@ -52,7 +56,18 @@ public protocol MCPService: AnyObject, Sendable {
     func closeStreams()
 }
 
+/// Answers a repeat of a request, given the repeat's id (its raw JSON token): the bytes of the
+/// JSON-RPC response, or nil when the service must handle the repeat itself.
+public protocol RepeatableAnswer: AnyObject, Sendable {
+    func answer(id: UnsafeRawBufferPointer) -> [UInt8]?
+    /// Bytes it holds.
+    var footprint: Int { get }
+}
+
 extension MCPService {
+    public func handleImmediately(_ message: [UInt8], caller: ServiceCaller, repeatable: inout (any RepeatableAnswer)?) -> ServiceAnswer<Pending> {
+        handleImmediately(message, caller: caller)
+    }
     public var sendsSessionMessages: Bool { false }
     public func setSessionStream(_ session: String, _ send: (@Sendable ([UInt8]) -> Void)?) {}
     public func closeStreams() {}

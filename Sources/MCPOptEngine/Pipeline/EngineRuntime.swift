@@ -164,6 +164,7 @@ final class EngineRuntime: @unchecked Sendable {
             catalogsByServer[catalog.server] = catalog
             catalogGeneration += 1
             toolOwnersByName = nil
+            catalogEpoch.store(UInt64(catalogGeneration))
         }
     }
 
@@ -198,6 +199,8 @@ final class EngineRuntime: @unchecked Sendable {
     /// Bumped whenever a server's catalog is replaced.
     private(set) var catalogGeneration = 0               // guarded by lock
     var currentCatalogGeneration: Int { lock.withLock { catalogGeneration } }
+    /// `catalogGeneration`, read without the lock (a replayed cache hit checks it each time).
+    let catalogEpoch = AtomicCounter()
 
     /// Records whether a server is up; true when that changed (the caller emits the event).
     func markUp(_ server: String, _ up: Bool) -> Bool {

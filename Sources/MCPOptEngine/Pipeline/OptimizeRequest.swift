@@ -304,10 +304,18 @@ extension Engine {
         runtime.isReady ? prepare(message, options) : nil
     }
 
-    private func prepare(_ message: [UInt8], _ options: OptimizeOptions) -> Prepared {
+    /// `prepareRequest`, and when the answer is a cache hit that a byte-identical repeat of
+    /// the request (another id aside) would get too, a `HitReplay` that answers such repeats
+    /// without planning them again (see HitReplay).
+    public func prepareRequest(_ message: [UInt8], _ options: OptimizeOptions, replay: inout HitReplay?) -> Prepared? {
+        guard runtime.isReady else { return nil }
+        return withUnsafeMutablePointer(to: &replay) { prepare(message, options, replay: $0) }
+    }
+
+    private func prepare(_ message: [UInt8], _ options: OptimizeOptions, replay: UnsafeMutablePointer<HitReplay?>? = nil) -> Prepared {
         let started = monotonicNanos()
         runtime.metrics.requests.add()
-        let planned = message.withUnsafeBytes { plan($0, options) }
+        let planned = message.withUnsafeBytes { bytes in MessageDecoder.withPooled { decoder in plan(bytes, options, decoder: decoder, replay: replay) } }
         switch planned {
         case .answer(let r): return .answered(finish(r, started: started))
         case .call(let plan): return .pending(PendingRequest(plan: plan, started: started))
@@ -323,13 +331,19 @@ extension Engine {
 
     private func finish(_ answer: OptimizedResponse, started: UInt64) -> OptimizedResponse {
         var response = answer
+        response.executionTime = .nanoseconds(Int64(recordOutcome(success: response.success, started: started)))
+        return response
+    }
+
+    /// Counts a request's end; returns its time in nanoseconds.
+    @discardableResult
+    private func recordOutcome(success: Bool, started: UInt64) -> UInt64 {
         let metrics = runtime.metrics
         let elapsed = monotonicNanos() &- started
-        response.executionTime = .nanoseconds(Int64(elapsed))
         metrics.latency.record(nanoseconds: elapsed)
-        (response.success ? metrics.succeeded : metrics.failed).add()
+        (success ? metrics.succeeded : metrics.failed).add()
         metrics.actualNanos.add(elapsed)
-        return response
+        return elapsed
     }
 
     /// Everything decided before any I/O. A class: a plan is passed through several async
@@ -416,11 +430,10 @@ extension Engine {
         case call(Plan)
     }
 
-    private func plan(_ bytes: UnsafeRawBufferPointer, _ options: OptimizeOptions) -> Planned {
-        MessageDecoder.withPooled { decoder in plan(bytes, options, decoder: decoder) }
-    }
-
-    private func plan(_ bytes: UnsafeRawBufferPointer, _ options: OptimizeOptions, decoder: MessageDecoder) -> Planned {
+    /// `replay`: where a replay of a cache hit answered before routing goes, when the caller
+    /// wants one.
+    private func plan(_ bytes: UnsafeRawBufferPointer, _ options: OptimizeOptions, decoder: MessageDecoder,
+                      replay: UnsafeMutablePointer<HitReplay?>?) -> Planned {
         let view: MessageView
         do {
             view = try decoder.decode(bytes)
@@ -458,7 +471,7 @@ extension Engine {
                 return .answer(failure(id: id, code: RPCErrorCode.invalidParams, "\(error)"))
             }
             if !options.bypassCache, !view.requestState.isPresent {
-                switch cachedBeforeRouting(view, id: id, tool: name, allowed: requirements.allowedServers, options) {
+                switch cachedBeforeRouting(view, id: id, tool: name, allowed: requirements.allowedServers, options, replay: replay) {
                 case .answered(let response): return .answer(response)
                 case .missed(let early): earlyLookup = early
                 case .notApplicable: break
@@ -616,7 +629,11 @@ extension Engine {
     /// more than the lookup itself. Not applicable (route first) when several groups offer it
     /// (the routed group decides the key), when their servers differ on `stateful`, or when the
     /// hit is due for a refresh ahead (which needs the routed plan).
-    private func cachedBeforeRouting(_ view: MessageView, id: [UInt8], tool: String, allowed: Set<String>?, _ options: OptimizeOptions) -> BeforeRouting {
+    private func cachedBeforeRouting(_ view: MessageView, id: [UInt8], tool: String, allowed: Set<String>?, _ options: OptimizeOptions,
+                                     replay: UnsafeMutablePointer<HitReplay?>?) -> BeforeRouting {
+        // Read before the catalog is: a replay made from a catalog replaced meanwhile is
+        // already stale.
+        let epoch = runtime.catalogEpoch.load()
         guard let owners = runtime.toolOwners(tool) else { return .notApplicable }
         var pick: EngineRuntime.ToolOwner?
         for owner in owners where allowed?.contains(owner.server) ?? true {
@@ -637,7 +654,26 @@ extension Engine {
             return .missed(EarlyLookup(group: group, partition: partition, annotations: annotations, lookup: lookup))
         }
         if CachedValue.refreshDue(hit.header, strategy: config.caching.warmingStrategy, nowMs: CachedValue.nowMs()) { return .notApplicable }
+        // Everything that led here depends on the request's bytes, the caller's options (the
+        // same for a repeat from the same caller), the configuration (fixed) and the catalogs
+        // (the epoch): a repeat needs only the lookup again.
+        if let replay { replay.pointee = HitReplay(engine: self, lookup: lookup, sharedKey: runtime.policy.sharedKey(lookup), tool: tool, epoch: epoch) }
         return .answered(answerHit(hit, id: id, method: "tools/call", tool: tool, key: lookup.key))
+    }
+
+    /// A repeat of the request `replay` was made for, with `id`: the cached result if it is
+    /// still there and not due for a refresh, counted as the hit it is; nil otherwise (the
+    /// request is then planned as any other).
+    func answer(_ replay: HitReplay, id: UnsafeRawBufferPointer) -> [UInt8]? {
+        guard runtime.catalogEpoch.load() == replay.epoch else { return nil }
+        let started = monotonicNanos()
+        guard let hit = cachedResult(replay.lookup.key, orShared: replay.sharedKey),
+              !CachedValue.refreshDue(hit.header, strategy: config.caching.warmingStrategy, nowMs: CachedValue.nowMs()) else { return nil }
+        runtime.metrics.requests.add()
+        countHit(hit.header, method: "tools/call", tool: replay.tool, key: replay.lookup.key)
+        let message = hit.result.withUnsafeBytes { MessageEncoder.result(idJSON: id, result: $0) }
+        recordOutcome(success: true, started: started)
+        return message
     }
 
     /// Whose cache entries a request reads and fills: its partition, else its agent; a
@@ -651,12 +687,16 @@ extension Engine {
     /// The answer to a cache hit, counted.
     private func answerHit(_ hit: (result: ArraySlice<UInt8>, header: CachedValue.Header), id: [UInt8], method: String, tool: String?,
                            key: [UInt8]) -> OptimizedResponse {
-        runtime.metrics.cacheHits.add()
-        runtime.metrics.baselineNanos.add(hit.header.originNanos)
-        runtime.events.emit(.cacheHit, ["method": .string(method), "tool": tool.map { .string($0) } ?? .null])
-        if hit.header.refreshed { runtime.warming.hitAfterRefresh(key) }
+        countHit(hit.header, method: method, tool: tool, key: key)
         return OptimizedResponse(message: hit.result.withUnsafeBytes { MessageEncoder.result(idJSON: id, result: $0) }, success: true,
                                  server: nil, source: .memory, attempts: 0, executionTime: .zero, error: nil)
+    }
+
+    private func countHit(_ header: CachedValue.Header, method: String, tool: String?, key: [UInt8]) {
+        runtime.metrics.cacheHits.add()
+        runtime.metrics.baselineNanos.add(header.originNanos)
+        runtime.events.emit(.cacheHit, ["method": .string(method), "tool": tool.map { .string($0) } ?? .null])
+        if header.refreshed { runtime.warming.hitAfterRefresh(key) }
     }
 
     /// Servers whose catalog satisfies `offers`, those with a closed circuit first.
@@ -698,7 +738,13 @@ extension Engine {
 
     /// A cached result (CachedValue: a header, then the result's JSON).
     private func cachedResult(_ lookup: CachePolicy.Lookup) -> (result: ArraySlice<UInt8>, header: CachedValue.Header)? {
-        guard let value = cache.get(lookup.key) ?? cache.get(runtime.policy.sharedKey(lookup)), let header = CachedValue.header(value) else { return nil }
+        cachedResult(lookup.key, orShared: runtime.policy.sharedKey(lookup))
+    }
+
+    /// The partition's entry, else the one shared across partitions (a result a server marked
+    /// public is stored under both).
+    private func cachedResult(_ key: [UInt8], orShared shared: @autoclosure () -> [UInt8]) -> (result: ArraySlice<UInt8>, header: CachedValue.Header)? {
+        guard let value = cache.get(key) ?? cache.get(shared()), let header = CachedValue.header(value) else { return nil }
         return (CachedValue.result(value), header)
     }
 

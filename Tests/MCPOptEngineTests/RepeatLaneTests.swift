@@ -1,0 +1,193 @@
+import Foundation
+import Glibc
+import XCTest
+import MCPOptGateway
+import MCPOptJSON
+@testable import MCPOptEngine
+
+/// The HTTP front's repeat lane (`RepeatMemo`, `HitReplay`) in `mcpopt serve`'s arrangement, in
+/// front of the FastMCP key-value server (Tests/interop/kv_server.py, which counts the reads it
+/// serves): a repeat of a cached call is answered as the full path answers it, with its own id,
+/// and counted as a hit; whatever the full path would decide differently (a write, a catalog
+/// change, another credential, an ended session, a check the headers fail) is decided by it.
+/// The client is a blocking socket with bounded receive timeouts; nothing is timed.
+final class RepeatLaneTests: XCTestCase, @unchecked Sendable {
+    struct Answer {
+        let status: Int
+        let headers: [String: String]
+        let body: String
+        var json: JSONValue? { try? JSONParser.parse(Array(body.utf8)) }
+        var text: String? { json?["result"]?["content"]?.arrayValue?.first?["text"]?.stringValue }
+    }
+
+    private func startGateway(repeats: Bool = true) async throws -> (HTTPFront<Gateway>, Engine) {
+        let engine = try Engine(json: #"{"mcpServers": {\#(try RequestPathTests.kvServer("kv"))}, "caching": {"tools": {"reads_served": false}}}"#)
+        let gateway = Gateway(engine: engine)
+        var settings = HTTPFront<Gateway>.Settings()
+        settings.port = 0
+        if !repeats { settings.repeats = nil }
+        let front = try HTTPFront(service: gateway, settings: settings)
+        engine.useEventLoop(front.loop)
+        _ = await gateway.start()
+        try front.start()
+        addTeardownBlock {
+            front.stopServing()
+            await engine.stop()
+            front.stop()
+        }
+        return (front, engine)
+    }
+
+    private func connect(_ port: Int) throws -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        let rc = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard rc == 0 else { throw XCTSkip("cannot connect to the front") }
+        var timeout = timeval(tv_sec: 20, tv_usec: 0)   // every read below is bounded
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        addTeardownBlock { Glibc.close(fd) }
+        return fd
+    }
+
+    private func sendAll(_ fd: Int32, _ bytes: [UInt8]) {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n <= 0 { return }
+            offset += n
+        }
+    }
+
+    /// One request, its answer read whole (Content-Length bodies only: these answers have no
+    /// progress to stream).
+    /// `credential`: the bearer token sent (the gateway requires none; it partitions the cache).
+    private func exchange(_ fd: Int32, method: String = "POST", body: String, session: String?, credential: String = "alice", headers: [String] = [],
+                          split: Bool = false) -> Answer? {
+        var head = "\(method) /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json, text/event-stream\r\nContent-Type: application/json\r\n"
+        head += "Authorization: Bearer \(credential)\r\n"
+        if let session { head += "Mcp-Session-Id: \(session)\r\nMCP-Protocol-Version: 2025-06-18\r\n" }
+        for h in headers { head += h + "\r\n" }
+        head += "Content-Length: \(body.utf8.count)\r\n\r\n"
+        if split {
+            // The body a moment after the head: the front reads the request in two goes.
+            sendAll(fd, Array(head.utf8))
+            usleep(50_000)
+            sendAll(fd, Array(body.utf8))
+        } else {
+            sendAll(fd, Array((head + body).utf8))
+        }
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            if let end = received.indices.dropLast(3).first(where: { received[$0..<($0 + 4)].elementsEqual([13, 10, 13, 10]) }) {
+                let headText = String(decoding: received[..<end], as: UTF8.self)
+                var lines = headText.components(separatedBy: "\r\n")
+                let status = Int(lines.removeFirst().split(separator: " ")[1]) ?? 0
+                var fields: [String: String] = [:]
+                for line in lines {
+                    guard let colon = line.firstIndex(of: ":") else { continue }
+                    fields[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+                }
+                let length = Int(fields["content-length"] ?? "0") ?? 0
+                if received.count >= end + 4 + length {
+                    return Answer(status: status, headers: fields, body: String(decoding: received[(end + 4)..<(end + 4 + length)], as: UTF8.self))
+                }
+            }
+            let n = recv(fd, &buffer, buffer.count, 0)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { return nil }
+            received += buffer[0..<n]
+        }
+    }
+
+    private func initialize(_ fd: Int32) throws -> String {
+        let answer = exchange(fd, body: #"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#, session: nil)
+        let session = try XCTUnwrap(answer?.headers["mcp-session-id"])
+        XCTAssertEqual(exchange(fd, body: #"{"jsonrpc":"2.0","method":"notifications/initialized"}"#, session: session)?.status, 202)
+        return session
+    }
+
+    private func call(_ tool: String, _ arguments: String, id: String) -> String {
+        #"{"jsonrpc":"2.0","id":\#(id),"method":"tools/call","params":{"name":"\#(tool)","arguments":\#(arguments)}}"#
+    }
+
+    private func reads(_ fd: Int32, _ session: String) -> Int {
+        Int(exchange(fd, body: call("reads_served", "{}", id: "900"), session: session)?.text ?? "") ?? -1
+    }
+
+    func testARepeatOfACachedCallIsAnsweredAsTheFullPathAnswersItUntilAnythingItDependsOnChanges() async throws {
+        let (front, engine) = try await startGateway()
+        let fd = try connect(front.port)
+        let session = try initialize(fd)
+        XCTAssertEqual(exchange(fd, body: call("put", #"{"key":"a","value":"1"}"#, id: "1"), session: session)?.text, "ok")
+        // A miss (the server reads), a hit through the full path (the lane learns it), then
+        // repeats through the lane.
+        XCTAssertEqual(exchange(fd, body: call("get", #"{"key":"a"}"#, id: "2"), session: session)?.text, "1")
+        let readsAfterMiss = reads(fd, session)
+        let full = try XCTUnwrap(exchange(fd, body: call("get", #"{"key":"a"}"#, id: "3"), session: session))
+        XCTAssertEqual(front.repeatsAnswered, 0)
+        let hitsBefore = engine.metrics.cacheHits.load()
+        for id in ["4", "5"] {
+            let lane = try XCTUnwrap(exchange(fd, body: call("get", #"{"key":"a"}"#, id: id), session: session))
+            XCTAssertEqual(lane.status, 200)
+            XCTAssertEqual(lane.headers["content-type"], "application/json")
+            XCTAssertEqual(lane.body, full.body.replacingOccurrences(of: #""id":3"#, with: #""id":\#(id)"#), "the full path's answer, with the repeat's id")
+        }
+        XCTAssertEqual(front.repeatsAnswered, 2)
+        XCTAssertEqual(engine.metrics.cacheHits.load() - hitsBefore, 2, "answers of the lane are counted as hits")
+        // A longer id changes the Content-Length: the full path, once per id length; a string
+        // id and a negative one of that length then go through the lane.
+        XCTAssertEqual(exchange(fd, body: call("get", #"{"key":"a"}"#, id: #""""#), session: session)?.json?["id"], .string(""))
+        XCTAssertEqual(front.repeatsAnswered, 2)
+        XCTAssertEqual(exchange(fd, body: call("get", #"{"key":"a"}"#, id: "-7"), session: session)?.json?["id"], .int(-7))
+        XCTAssertEqual(front.repeatsAnswered, 3)
+        XCTAssertEqual(reads(fd, session), readsAfterMiss, "no repeat reached the server")
+
+        // A write in the group drops the cached read: the repeat goes to the server, fresh.
+        XCTAssertEqual(exchange(fd, body: call("put", #"{"key":"a","value":"2"}"#, id: "7"), session: session)?.text, "ok")
+        XCTAssertEqual(exchange(fd, body: call("get", #"{"key":"a"}"#, id: "8"), session: session)?.text, "2")
+        XCTAssertEqual(front.repeatsAnswered, 3)
+        XCTAssertEqual(reads(fd, session), readsAfterMiss + 1)
+        // What the lane knows names the cache entry, not its value: the refilled entry answers.
+        XCTAssertEqual(exchange(fd, body: call("get", #"{"key":"a"}"#, id: "9"), session: session)?.text, "2")
+        XCTAssertEqual(front.repeatsAnswered, 4)
+
+        // A catalog replaced: the full path decides (a hit still), then the lane learns again.
+        engine.runtime.setCatalog(try XCTUnwrap(engine.runtime.catalog("kv")))
+        XCTAssertEqual(exchange(fd, body: call("get", #"{"key":"a"}"#, id: "8"), session: session)?.text, "2")
+        XCTAssertEqual(front.repeatsAnswered, 4)
+        XCTAssertEqual(exchange(fd, body: call("get", #"{"key":"a"}"#, id: "9"), session: session)?.text, "2")
+        XCTAssertEqual(front.repeatsAnswered, 5)
+
+        // Another credential is another cache partition: the full path, and the server.
+        let readsBefore = reads(fd, session)
+        XCTAssertEqual(exchange(fd, body: call("get", #"{"key":"a"}"#, id: "9"), session: session, credential: "bob")?.text, "2")
+        XCTAssertEqual(front.repeatsAnswered, 5)
+        XCTAssertEqual(reads(fd, session), readsBefore + 1)
+        // A header the front refuses is refused, whatever the lane knows of the body.
+        XCTAssertEqual(exchange(fd, body: call("get", #"{"key":"a"}"#, id: "9"), session: session, headers: ["Origin: http://evil.example"])?.status, 403)
+        // A request read in two goes is answered (through the full path).
+        XCTAssertEqual(exchange(fd, body: call("get", #"{"key":"a"}"#, id: "9"), session: session, split: true)?.text, "2")
+
+        // An ended session: the same bytes are refused as the full path refuses them.
+        XCTAssertEqual(exchange(fd, method: "DELETE", body: "", session: session)?.status, 200)
+        let answered = front.repeatsAnswered
+        XCTAssertEqual(exchange(fd, body: call("get", #"{"key":"a"}"#, id: "9"), session: session)?.status, 404)
+        XCTAssertEqual(front.repeatsAnswered, answered)
+    }
+
+    func testWithTheLaneOffEveryRepeatTakesTheFullPath() async throws {
+        let (front, engine) = try await startGateway(repeats: false)
+        let fd = try connect(front.port)
+        let session = try initialize(fd)
+        _ = exchange(fd, body: call("put", #"{"key":"b","value":"1"}"#, id: "1"), session: session)
+        for id in 2...5 { XCTAssertEqual(exchange(fd, body: call("get", #"{"key":"b"}"#, id: "\(id)"), session: session)?.text, "1") }
+        XCTAssertEqual(front.repeatsAnswered, 0)
+        XCTAssertEqual(engine.metrics.cacheHits.load(), 3)
+    }
+}
