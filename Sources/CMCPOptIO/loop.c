@@ -11,6 +11,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define WAKE_TOKEN UINT64_MAX
@@ -87,6 +88,8 @@ struct mco_loop {
     uring_read *reads;
     int read_count, read_capacity;
     uint32_t features, in_use;
+    // The ring waits to be enabled by the loop thread (DEFER_TASKRUN: see uring_init).
+    int disabled;
     // streams, in slots (a free list through next_free)
     stream *streams;
     int stream_count, stream_capacity, free_stream, rearm_count;
@@ -441,12 +444,31 @@ static int uring_init(mco_loop *l, const mco_loop_options *o, char *error, size_
     unsigned entries = o->entries ? o->entries : 256;
     struct io_uring_params params;
     memset(&params, 0, sizeof params);
-    // COOP_TASKRUN (5.19): the kernel does not interrupt the loop thread to post completions
-    // (multishot ones arrive while it runs); they are posted when it next enters, which it
-    // does before every wait. Older kernels: without it, then without SUBMIT_ALL.
-    params.flags = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
-    int rc = io_uring_queue_init_params(entries, &l->ring, &params);
-    if (rc == 0) l->features |= MCO_FEATURE_SUBMIT_ALL | MCO_FEATURE_COOP_TASKRUN;
+    // DEFER_TASKRUN (6.1): the kernel's work for completions (a received request's copy, for
+    // one) waits until the loop thread asks for completions, which it does before every wait,
+    // instead of being queued to the thread as it happens: a cheaper wake-up per request
+    // (BENCHMARKS.md). It requires SINGLE_ISSUER (one thread submits: the loop's); the ring
+    // starts disabled and the loop thread enables it at its first wait (R_DISABLED), since the
+    // ring is made on the thread that creates the loop. MCPOPT_IO_DEFER=0 turns it off.
+    // Otherwise COOP_TASKRUN (5.19): the kernel does not interrupt the loop thread to post
+    // completions (multishot ones arrive while it runs); they are posted when it next enters.
+    // Older kernels: without either, then without SUBMIT_ALL.
+    const char *defer = getenv("MCPOPT_IO_DEFER");
+    int rc = -EINVAL;
+    if (!(defer && strcmp(defer, "0") == 0)) {
+        params.flags = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED;
+        rc = io_uring_queue_init_params(entries, &l->ring, &params);
+        if (rc == 0) {
+            l->features |= MCO_FEATURE_SUBMIT_ALL | MCO_FEATURE_DEFER_TASKRUN;
+            l->disabled = 1;
+        }
+    }
+    if (rc == -EINVAL) {
+        memset(&params, 0, sizeof params);
+        params.flags = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
+        rc = io_uring_queue_init_params(entries, &l->ring, &params);
+        if (rc == 0) l->features |= MCO_FEATURE_SUBMIT_ALL | MCO_FEATURE_COOP_TASKRUN;
+    }
     if (rc == -EINVAL) {
         memset(&params, 0, sizeof params);
         params.flags = IORING_SETUP_SUBMIT_ALL;
@@ -463,7 +485,7 @@ static int uring_init(mco_loop *l, const mco_loop_options *o, char *error, size_
     }
     l->backend = MCO_BACKEND_URING;
     probe_features(l);
-    l->in_use = l->features & (MCO_FEATURE_FAST_POLL | MCO_FEATURE_SUBMIT_ALL | MCO_FEATURE_COOP_TASKRUN);
+    l->in_use = l->features & (MCO_FEATURE_FAST_POLL | MCO_FEATURE_SUBMIT_ALL | MCO_FEATURE_COOP_TASKRUN | MCO_FEATURE_DEFER_TASKRUN);
     if (o->multishot) {
         l->in_use |= l->features & MCO_FEATURE_MULTISHOT_ACCEPT;
         // Multishot receive needs the buffer ring; without one, receives are emulated.
@@ -1014,6 +1036,12 @@ static int epoll_wait_completions(mco_loop *l, mco_completion *out, int max, int
 
 int mco_loop_wait(mco_loop *l, mco_completion *out, int max, int64_t timeout_ns) {
     if (max <= 0) return -EINVAL;
+    if (l->disabled) {
+        // liburing 2.3 has no io_uring_enable_rings.
+        int rc = (int)syscall(__NR_io_uring_register, l->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
+        if (rc < 0) return -errno;
+        l->disabled = 0;
+    }
     between_waits(l);
     if (l->backend == MCO_BACKEND_URING) return uring_wait(l, out, max, timeout_ns);
     return epoll_wait_completions(l, out, max, timeout_ns);

@@ -25,7 +25,7 @@ public final class EventLoop: @unchecked Sendable {
 
     public let backend: Backend
     /// Kernel facilities this loop uses ("fast-poll", "multishot-accept", "multishot-recv",
-    /// "buffer-rings", "submit-all", "coop-taskrun"): those found at start, less the multishot
+    /// "buffer-rings", "submit-all", "coop-taskrun", "defer-taskrun"): those found at start, less the multishot
     /// ones when turned off (`MCPOPT_IO_MULTISHOT=0`). Empty on epoll.
     public let features: [String]
     /// Kernel facilities found at start, used or not.
@@ -78,7 +78,8 @@ public final class EventLoop: @unchecked Sendable {
         backend = mco_loop_backend(created) == Int32(MCO_BACKEND_URING) ? .uring : .epoll
         let names = [(MCO_FEATURE_FAST_POLL, "fast-poll"), (MCO_FEATURE_MULTISHOT_ACCEPT, "multishot-accept"),
                      (MCO_FEATURE_MULTISHOT_RECV, "multishot-recv"), (MCO_FEATURE_BUFFER_RINGS, "buffer-rings"),
-                     (MCO_FEATURE_SUBMIT_ALL, "submit-all"), (MCO_FEATURE_COOP_TASKRUN, "coop-taskrun")]
+                     (MCO_FEATURE_SUBMIT_ALL, "submit-all"), (MCO_FEATURE_COOP_TASKRUN, "coop-taskrun"),
+                     (MCO_FEATURE_DEFER_TASKRUN, "defer-taskrun")]
         let found = mco_loop_features(created), used = mco_loop_features_in_use(created)
         kernelFeatures = names.filter { found & UInt32($0.0) != 0 }.map(\.1)
         features = names.filter { used & UInt32($0.0) != 0 }.map(\.1)

@@ -25,6 +25,7 @@ enum {
     MCO_FEATURE_BUFFER_RINGS = 8,      // provided buffer rings (io_uring_register_buf_ring)
     MCO_FEATURE_SUBMIT_ALL = 16,       // IORING_SETUP_SUBMIT_ALL
     MCO_FEATURE_COOP_TASKRUN = 32,     // IORING_SETUP_COOP_TASKRUN
+    MCO_FEATURE_DEFER_TASKRUN = 64,    // IORING_SETUP_DEFER_TASKRUN (with SINGLE_ISSUER)
 };
 
 /// mco_completion.flags
