@@ -144,16 +144,29 @@ enum FuzzTargets {
     static func repeatMemo(_ bytes: UnsafeRawBufferPointer) {
         let memo = RepeatMemo()
         var kept: [Decoded] = []
+        var lastEntry: RepeatMemo.Entry?
         func keep(_ raw: UnsafeRawBufferPointer) -> Bool {
             guard let decoded = Decoded(raw) else { return false }
             let before = memo.count
-            memo.remember(raw, bodyStart: 0, id: decoded.id, value: decoded, footprint: 0, epoch: 0)
+            lastEntry = memo.remember(raw, bodyStart: 0, id: decoded.id, value: decoded, footprint: 0, epoch: 0) ?? lastEntry
             kept.append(decoded)
             return memo.count > before
         }
         for seed in repeatSeeds { _ = Array(seed.utf8).withUnsafeBytes(keep) }
         func check(_ raw: UnsafeRawBufferPointer) {
-            guard let (value, id) = memo.find(raw, bodyStart: 0, epoch: 0) else { return }
+            if let last = lastEntry, let id = RepeatMemo.repeatAt(last, in: raw, epoch: 0) {
+                // A repeat found at the start of the bytes: what follows its length is another
+                // message's; the repeat itself decodes as the kept request.
+                let length = last.requestLength
+                let own = Array(raw[..<length])
+                let at = raw.baseAddress!.distance(to: id.baseAddress!)
+                own.withUnsafeBytes { message in
+                    guard let decoded = Decoded(message), decoded.id == at..<(at + id.count),
+                          decoded.sameApartFromID(last.value as! Decoded) else { fatalError("a repeat found before parsing decodes differently") }
+                }
+            }
+            guard let (entry, id) = memo.find(raw, bodyStart: 0, epoch: 0) else { return }
+            let value = entry.value
             guard let decoded = Decoded(raw) else { fatalError("a match that does not decode") }
             let at = raw.baseAddress!.distance(to: id.baseAddress!)
             guard decoded.id == at..<(at + id.count) else { fatalError("the memo's id is not where the decoder reads it") }
@@ -165,6 +178,9 @@ enum FuzzTargets {
             let repeated = Array(bytes[..<own.id.lowerBound]) + Array(token.utf8) + Array(bytes[own.id.upperBound...])
             repeated.withUnsafeBytes { raw in
                 guard memo.find(raw, bodyStart: 0, epoch: 0) != nil else { fatalError("a repeat of a kept request with id \(token) does not match") }
+                if token.utf8.count == own.id.count, let entry = lastEntry, RepeatMemo.repeatAt(entry, in: raw, epoch: 0) == nil {
+                    fatalError("a repeat with an id of the kept length is not found at the start")
+                }
                 check(raw)
             }
         }

@@ -505,8 +505,11 @@ public final class Gateway: MCPService, @unchecked Sendable {
     final class ModernReplay: RepeatableAnswer {
         let replay: HitReplay
         init(_ replay: HitReplay) { self.replay = replay }
-        func answer(id: UnsafeRawBufferPointer) -> [UInt8]? {
-            replay.answer(id: id).map { Gateway.completingModernResult($0, method: "tools/call") }
+        func answer(id: UnsafeRawBufferPointer, into out: inout [UInt8], head: (Int, inout [UInt8]) -> Void) -> Bool {
+            guard let answer = replay.answer(id: id).map({ Gateway.completingModernResult($0, method: "tools/call") }) else { return false }
+            head(answer.count, &out)
+            out.append(contentsOf: answer)
+            return true
         }
         var footprint: Int { replay.footprint + 16 }
     }

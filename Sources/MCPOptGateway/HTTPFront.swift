@@ -266,6 +266,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
     private func process(_ c: HTTPConnection) {
         while !c.busy {
             if !c.pending.isEmpty {
+                if !c.feeding, c.lastRepeat != nil, answerRepeatOfLast(c) { return }
                 let used: Int
                 let first = !c.feeding
                 do {
@@ -303,13 +304,11 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         // A repeat of a request answered from the cache: byte for byte the same but for its id,
         // in the same epoch of sessions, so every check below would pass again as it did.
         let epoch = front.answersEpoch
-        if c.rawIsWhole, let repeats, let answer = c.raw.withUnsafeBytes({ raw -> [UInt8]? in
-            guard let (value, id) = repeats.find(raw, bodyStart: raw.count - body.count, epoch: epoch) else { return nil }
-            return unsafeDowncast(value, to: RepeatEntry.self).answer.answer(id: id)
+        if c.rawIsWhole, let repeats, let out = c.raw.withUnsafeBytes({ raw -> [UInt8]? in
+            guard let (entry, id) = repeats.find(raw, bodyStart: raw.count - body.count, epoch: epoch) else { return nil }
+            return repeatAnswer(entry, id: id, connection: c, keepAlive: parser.keepAlive)
         }) {
-            c.answered = true
-            repeatsAnsweredCount.add()
-            send(c, status: 200, json: true, body: answer)
+            sendRepeat(c, out, keepAlive: parser.keepAlive)
             return
         }
         if let token = settings.bearerToken, parser.header("authorization") != "Bearer " + token {
@@ -403,10 +402,47 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
     private func remember(_ c: HTTPConnection, body: [UInt8], id: Range<Int>, _ answer: any RepeatableAnswer, epoch: UInt64) {
         guard let repeats, c.raw.count >= body.count, c.raw.suffix(body.count).elementsEqual(body) else { return }
         let bodyStart = c.raw.count - body.count
-        c.raw.withUnsafeBytes { raw in
+        let entry = c.raw.withUnsafeBytes { raw in
             repeats.remember(raw, bodyStart: bodyStart, id: (bodyStart + id.lowerBound)..<(bodyStart + id.upperBound), value: RepeatEntry(answer),
                              footprint: answer.footprint, epoch: epoch)
         }
+        if let entry { c.lastRepeat = (entry, c.parser.keepAlive) }
+    }
+
+    /// The whole HTTP answer to a repeat of `entry`'s request with `id`, or nil (the full path
+    /// answers). `c` remembers the entry: its next request is checked against it first.
+    private func repeatAnswer(_ entry: RepeatMemo.Entry, id: UnsafeRawBufferPointer, connection c: HTTPConnection, keepAlive: Bool) -> [UInt8]? {
+        var out: [UInt8] = []
+        let answered = unsafeDowncast(entry.value, to: RepeatEntry.self).answer.answer(id: id, into: &out) { length, out in
+            out.reserveCapacity(96 + length)
+            Self.appendJSONHead(&out, length: length, keepAlive: keepAlive)
+        }
+        guard answered else { return nil }
+        c.lastRepeat = (entry, keepAlive)
+        return out
+    }
+
+    /// Answers the request at the start of `c.pending` if it repeats the last one the repeat
+    /// lane knew on `c`, before any parsing (see `RepeatMemo.repeatAt`): the same head, so the
+    /// same parse and checks, and the same body but for the id.
+    private func answerRepeatOfLast(_ c: HTTPConnection) -> Bool {
+        guard let (last, keepAlive) = c.lastRepeat else { return false }
+        let epoch = front.answersEpoch
+        guard let out = c.pending.withUnsafeBytes({ pending -> [UInt8]? in
+            guard let id = RepeatMemo.repeatAt(last, in: pending, epoch: epoch) else { return nil }
+            return repeatAnswer(last, id: id, connection: c, keepAlive: keepAlive)
+        }) else { return false }
+        c.pending.removeFirst(last.requestLength)
+        c.busy = true
+        sendRepeat(c, out, keepAlive: keepAlive)
+        return true
+    }
+
+    /// Sends a repeat's answer (head and body in `out`).
+    private func sendRepeat(_ c: HTTPConnection, _ out: [UInt8], keepAlive: Bool) {
+        c.answered = true
+        repeatsAnsweredCount.add()
+        writeAnswer(c, out, keepAlive: keepAlive)
     }
 
     /// The request `c` waited on a server for is answered (loop thread).
@@ -550,9 +586,8 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         // Head and body in one buffer, one write.
         var out: [UInt8] = []
         out.reserveCapacity(128 + headers.reduce(0) { $0 + $1.0.utf8.count + $1.1.utf8.count + 4 } + body.count)
-        if status == 200, json {
-            // Most answers: one literal for the status line and the content type.
-            out.append(literal: "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        if status == 200, json, headers.isEmpty {
+            Self.appendJSONHead(&out, length: body.count, keepAlive: keepAlive)
         } else {
             out.append(literal: "HTTP/1.1 ")
             out.append(decimal: status)
@@ -560,12 +595,17 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
             out.append(literal: Self.reason(status))
             out.append(literal: "\r\n")
             if json { out.append(literal: "Content-Type: application/json\r\n") }
+            if !headers.isEmpty { out.append(headerLines: headers) }
+            out.append(literal: "Content-Length: ")
+            out.append(decimal: body.count)
+            out.append(literal: keepAlive ? "\r\n\r\n" : "\r\nConnection: close\r\n\r\n")
         }
-        if !headers.isEmpty { out.append(headerLines: headers) }
-        out.append(literal: "Content-Length: ")
-        out.append(decimal: body.count)
-        out.append(literal: keepAlive ? "\r\n\r\n" : "\r\nConnection: close\r\n\r\n")
         out.append(contentsOf: body)
+        writeAnswer(c, out, keepAlive: keepAlive)
+    }
+
+    /// Writes a whole answer; then the connection takes its next request, or closes.
+    private func writeAnswer(_ c: HTTPConnection, _ out: [UInt8], keepAlive: Bool) {
         write(c, out) { [self] ok in
             guard ok, keepAlive, c.isOpen else {
                 close(c)
@@ -573,6 +613,14 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
             }
             nextRequest(c)
         }
+    }
+
+    /// The head of a 200 JSON answer of `length` bytes: one literal for the status line and the
+    /// content type (most answers).
+    static func appendJSONHead(_ out: inout [UInt8], length: Int, keepAlive: Bool) {
+        out.append(literal: "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ")
+        out.append(decimal: length)
+        out.append(literal: keepAlive ? "\r\n\r\n" : "\r\nConnection: close\r\n\r\n")
     }
 
     /// The answer went out: the connection takes its next request.
@@ -675,6 +723,9 @@ final class HTTPConnection: @unchecked Sendable {
     /// The current request's bytes, when they came whole (see `RepeatMemo`).
     @exclusivity(unchecked) var raw: [UInt8] = []
     @exclusivity(unchecked) var rawIsWhole = false
+    /// The last request the repeat lane knew on this connection, and whether it kept the
+    /// connection alive: the next request is compared with it before it is parsed.
+    @exclusivity(unchecked) var lastRepeat: (entry: RepeatMemo.Entry, keepAlive: Bool)?
     init(fd: Int32) { self.fd = fd }
 }
 

@@ -56,10 +56,12 @@ public protocol MCPService: AnyObject, Sendable {
     func closeStreams()
 }
 
-/// Answers a repeat of a request, given the repeat's id (its raw JSON token): the bytes of the
-/// JSON-RPC response, or nil when the service must handle the repeat itself.
+/// Answers a repeat of a request, given the repeat's id (its raw JSON token).
 public protocol RepeatableAnswer: AnyObject, Sendable {
-    func answer(id: UnsafeRawBufferPointer) -> [UInt8]?
+    /// Appends to `out` what `head` appends given the JSON-RPC response's length (the
+    /// transport's framing), then the response; false, with nothing appended, when the service
+    /// must handle the repeat itself.
+    func answer(id: UnsafeRawBufferPointer, into out: inout [UInt8], head: (Int, inout [UInt8]) -> Void) -> Bool
     /// Bytes it holds.
     var footprint: Int { get }
 }

@@ -28,19 +28,26 @@ public final class RepeatMemo {
         public init() {}
     }
 
-    final class Entry {
+    /// A kept request and its value.
+    public final class Entry {
         let prefix: [UInt8]
         let suffix: [UInt8]
-        let value: AnyObject
+        /// The kept request's id token's length.
+        let idLength: Int
+        public let value: AnyObject
         let epoch: UInt64
         let bytes: Int
-        init(prefix: [UInt8], suffix: [UInt8], value: AnyObject, epoch: UInt64, bytes: Int) {
+        init(prefix: [UInt8], suffix: [UInt8], idLength: Int, value: AnyObject, epoch: UInt64, bytes: Int) {
             self.prefix = prefix
             self.suffix = suffix
+            self.idLength = idLength
             self.value = value
             self.epoch = epoch
             self.bytes = bytes
         }
+
+        /// The length of the kept request, and of its repeats that `repeatAt` finds.
+        public var requestLength: Int { prefix.count + idLength + suffix.count }
     }
 
     public let limits: Limits
@@ -57,34 +64,55 @@ public final class RepeatMemo {
 
     /// The value kept for `request`'s bytes (whose JSON body starts at `bodyStart`) under
     /// `epoch`, and the request's own id token (a slice of `request`); nil when none is.
-    public func find(_ request: UnsafeRawBufferPointer, bodyStart: Int, epoch: UInt64) -> (value: AnyObject, id: UnsafeRawBufferPointer)? {
+    public func find(_ request: UnsafeRawBufferPointer, bodyStart: Int, epoch: UInt64) -> (entry: Entry, id: UnsafeRawBufferPointer)? {
         guard !table.isEmpty, bodyStart >= 0, bodyStart <= request.count, request.count <= limits.maxRequestBytes,
               let id = Self.topLevelID(UnsafeRawBufferPointer(rebasing: request[bodyStart...])) else { return nil }
         let start = bodyStart + id.lowerBound, end = bodyStart + id.upperBound
         let prefix = UnsafeRawBufferPointer(rebasing: request[..<start]), suffix = UnsafeRawBufferPointer(rebasing: request[end...])
         guard let entry = table[Self.key(prefix, suffix)], entry.epoch == epoch,
               Self.same(entry.prefix, prefix), Self.same(entry.suffix, suffix) else { return nil }
-        return (entry.value, UnsafeRawBufferPointer(rebasing: request[start..<end]))
+        return (entry, UnsafeRawBufferPointer(rebasing: request[start..<end]))
+    }
+
+    /// Whether `bytes` begin with a repeat of `entry`'s request (under `epoch`) whose id token
+    /// has the kept token's length: its id token, then. A check without parsing, hashing or a
+    /// table, for the next request on a connection whose last one was `entry`'s: where the id
+    /// token's length is the kept one's, so is the whole request's (an HTTP request's head, in
+    /// the prefix, gives the body's length), and `bytes` may hold more after it.
+    public static func repeatAt(_ entry: Entry, in bytes: UnsafeRawBufferPointer, epoch: UInt64) -> UnsafeRawBufferPointer? {
+        let start = entry.prefix.count, end = start + entry.idLength
+        guard entry.epoch == epoch, bytes.count >= end + entry.suffix.count,
+              same(entry.prefix, UnsafeRawBufferPointer(rebasing: bytes[..<start])),
+              same(entry.suffix, UnsafeRawBufferPointer(rebasing: bytes[end..<(end + entry.suffix.count)])) else { return nil }
+        // The token must be plain and end where the kept one did.
+        var scan = IDScan(UnsafeRawBufferPointer(rebasing: bytes[..<(end + entry.suffix.count)]))
+        scan.i = start
+        guard let token = scan.plainToken(), token == start..<end else { return nil }
+        return UnsafeRawBufferPointer(rebasing: bytes[start..<end])
     }
 
     /// Keeps `value` for requests like `request` but for the id token at `id` (where a JSON
     /// decoder found it). Not kept when the request is too long, or when the scan would not
     /// find that token (no repeat could match it). `footprint`: the bytes `value` holds.
-    public func remember(_ request: UnsafeRawBufferPointer, bodyStart: Int, id: Range<Int>, value: AnyObject, footprint: Int, epoch: UInt64) {
+    /// Returns the entry kept, if it was.
+    @discardableResult
+    public func remember(_ request: UnsafeRawBufferPointer, bodyStart: Int, id: Range<Int>, value: AnyObject, footprint: Int, epoch: UInt64) -> Entry? {
         guard request.count <= limits.maxRequestBytes, bodyStart >= 0, id.lowerBound >= bodyStart, id.upperBound <= request.count,
               let scanned = Self.topLevelID(UnsafeRawBufferPointer(rebasing: request[bodyStart...])),
-              scanned.lowerBound + bodyStart == id.lowerBound, scanned.upperBound + bodyStart == id.upperBound else { return }
+              scanned.lowerBound + bodyStart == id.lowerBound, scanned.upperBound + bodyStart == id.upperBound else { return nil }
         let prefix = UnsafeRawBufferPointer(rebasing: request[..<id.lowerBound]), suffix = UnsafeRawBufferPointer(rebasing: request[id.upperBound...])
         let size = prefix.count + suffix.count + footprint + 96
-        guard size <= limits.maxBytes else { return }
+        guard size <= limits.maxBytes else { return nil }
         let key = Self.key(prefix, suffix)
         if let old = table.removeValue(forKey: key) { bytes -= old.bytes }
         if table.count >= limits.maxEntries || bytes + size > limits.maxBytes {
             removeAll()
             resets += 1
         }
-        table[key] = Entry(prefix: Array(prefix), suffix: Array(suffix), value: value, epoch: epoch, bytes: size)
+        let entry = Entry(prefix: Array(prefix), suffix: Array(suffix), idLength: id.count, value: value, epoch: epoch, bytes: size)
+        table[key] = entry
         bytes += size
+        return entry
     }
 
     public func removeAll() {

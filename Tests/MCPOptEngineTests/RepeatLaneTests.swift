@@ -81,7 +81,15 @@ final class RepeatLaneTests: XCTestCase, @unchecked Sendable {
         } else {
             sendAll(fd, Array((head + body).utf8))
         }
-        var received: [UInt8] = []
+        return receive(fd)
+    }
+
+    /// Bytes read past the last answer (pipelined answers), by socket.
+    private var unread: [Int32: [UInt8]] = [:]
+
+    /// Reads one answer.
+    private func receive(_ fd: Int32) -> Answer? {
+        var received = unread.removeValue(forKey: fd) ?? []
         var buffer = [UInt8](repeating: 0, count: 65_536)
         while true {
             if let end = received.indices.dropLast(3).first(where: { received[$0..<($0 + 4)].elementsEqual([13, 10, 13, 10]) }) {
@@ -95,6 +103,7 @@ final class RepeatLaneTests: XCTestCase, @unchecked Sendable {
                 }
                 let length = Int(fields["content-length"] ?? "0") ?? 0
                 if received.count >= end + 4 + length {
+                    unread[fd] = Array(received[(end + 4 + length)...])
                     return Answer(status: status, headers: fields, body: String(decoding: received[(end + 4)..<(end + 4 + length)], as: UTF8.self))
                 }
             }
@@ -173,6 +182,22 @@ final class RepeatLaneTests: XCTestCase, @unchecked Sendable {
         XCTAssertEqual(exchange(fd, body: call("get", #"{"key":"a"}"#, id: "9"), session: session, headers: ["Origin: http://evil.example"])?.status, 403)
         // A request read in two goes is answered (through the full path).
         XCTAssertEqual(exchange(fd, body: call("get", #"{"key":"a"}"#, id: "9"), session: session, split: true)?.text, "2")
+
+        // Repeats sent together (pipelined) are answered in order, each with its own id; one
+        // with a longer id (another Content-Length) in between takes the full path.
+        let before = front.repeatsAnswered
+        let pipelined = ["5", "678", "6"].map { id in
+            let body = call("get", #"{"key":"a"}"#, id: id)
+            return "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json, text/event-stream\r\nContent-Type: application/json\r\n"
+                + "Authorization: Bearer alice\r\nMcp-Session-Id: \(session)\r\nMCP-Protocol-Version: 2025-06-18\r\nContent-Length: \(body.utf8.count)\r\n\r\n" + body
+        }.joined()
+        sendAll(fd, Array(pipelined.utf8))
+        for id in [5, 678, 6] {
+            let answer = try XCTUnwrap(receive(fd))
+            XCTAssertEqual(answer.json?["id"], .int(Int64(id)))
+            XCTAssertEqual(answer.text, "2")
+        }
+        XCTAssertEqual(front.repeatsAnswered - before, 2)
 
         // An ended session: the same bytes are refused as the full path refuses them.
         XCTAssertEqual(exchange(fd, method: "DELETE", body: "", session: session)?.status, 200)

@@ -58,7 +58,7 @@ final class RepeatMemoTests: XCTestCase {
 
     private func find(_ memo: RepeatMemo, _ request: [UInt8], epoch: UInt64 = 0) -> (String, String)? {
         request.withUnsafeBytes { raw in
-            memo.find(raw, bodyStart: bodyStart(request), epoch: epoch).map { (($0.value as! Value).name, String(decoding: $0.id, as: UTF8.self)) }
+            memo.find(raw, bodyStart: bodyStart(request), epoch: epoch).map { (($0.entry.value as! Value).name, String(decoding: $0.id, as: UTF8.self)) }
         }
     }
 
@@ -82,6 +82,24 @@ final class RepeatMemoTests: XCTestCase {
         var tampered = request(id: "7")
         tampered[5] = UInt8(ascii: "X")   // the path
         XCTAssertNil(find(memo, tampered))
+    }
+
+    func testARepeatAtTheStartOfBytesIsFoundWithoutParsingWhenItsIDHasTheKeptLength() throws {
+        let memo = RepeatMemo()
+        remember(memo, request(id: "1"), Value("read /a"))
+        let kept = request(id: "1")
+        let entry = try XCTUnwrap(kept.withUnsafeBytes { memo.find($0, bodyStart: bodyStart(kept), epoch: 0)?.entry })
+        XCTAssertEqual(entry.requestLength, kept.count)
+        func at(_ bytes: [UInt8], epoch: UInt64 = 0) -> String? {
+            bytes.withUnsafeBytes { RepeatMemo.repeatAt(entry, in: $0, epoch: epoch).map { String(decoding: $0, as: UTF8.self) } }
+        }
+        XCTAssertEqual(at(request(id: "8")), "8")
+        XCTAssertEqual(at(request(id: "8") + request(id: "9")), "8", "a pipelined request after it stays")
+        XCTAssertNil(at(Array(request(id: "8").dropLast())), "not all there yet")
+        XCTAssertNil(at(request(id: "12")), "another length: the head's Content-Length differs")
+        XCTAssertNil(at(request(id: "8", arguments: #"{"path":"/b"}"#)))
+        XCTAssertNil(at(request(id: "8"), epoch: 1))
+        for id in ["x", "-", "."] { XCTAssertNil(at(request(id: id)), "\(id) is not a plain id") }
     }
 
     func testTheDecoderSpanDecidesAndADuplicateIDIsNeverMatchedAtTheWrongPlace() {

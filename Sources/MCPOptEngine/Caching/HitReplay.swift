@@ -28,6 +28,13 @@ public final class HitReplay: @unchecked Sendable {
     /// The answer to the repeat with `id` (its raw JSON token), or nil: plan the request anew.
     public func answer(id: UnsafeRawBufferPointer) -> [UInt8]? { engine.answer(self, id: id) }
 
+    /// The answer appended to `out`, after what `head` appends given the answer's length (a
+    /// transport's framing): one buffer, no copy of the answer on its own. False: nothing was
+    /// appended; plan the request anew.
+    public func answer(id: UnsafeRawBufferPointer, into out: inout [UInt8], head: (Int, inout [UInt8]) -> Void) -> Bool {
+        engine.answer(self, id: id, into: &out, head: head)
+    }
+
     /// Bytes this replay holds (a front bounds what it keeps).
     public var footprint: Int { 64 + lookup.key.count + sharedKey.count + tool.utf8.count }
 }

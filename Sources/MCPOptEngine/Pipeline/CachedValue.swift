@@ -33,9 +33,13 @@ enum CachedValue {
         return out
     }
 
-    static func header(_ value: [UInt8]) -> Header? {
+    static func header(_ value: [UInt8]) -> Header? { value.withUnsafeBytes { header($0) } }
+
+    static func header(_ value: UnsafeRawBufferPointer) -> Header? {
         guard value.count >= headerSize else { return nil }
-        return Header(originNanos: get(value, 0, 8), expiresAtMs: get(value, 8, 8), ttlMs: UInt32(get(value, 16, 4)), refreshed: value[20] & 1 != 0)
+        return Header(originNanos: UInt64(littleEndian: value.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),
+                      expiresAtMs: UInt64(littleEndian: value.loadUnaligned(fromByteOffset: 8, as: UInt64.self)),
+                      ttlMs: UInt32(littleEndian: value.loadUnaligned(fromByteOffset: 16, as: UInt32.self)), refreshed: value[20] & 1 != 0)
     }
 
     static func result(_ value: [UInt8]) -> ArraySlice<UInt8> { value[headerSize...] }
@@ -63,9 +67,4 @@ enum CachedValue {
         for i in 0..<n { out[at + i] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(i))) }
     }
 
-    private static func get(_ v: [UInt8], _ at: Int, _ n: Int) -> UInt64 {
-        var x: UInt64 = 0
-        for i in 0..<n { x |= UInt64(v[at + i]) << (8 * UInt64(i)) }
-        return x
-    }
 }

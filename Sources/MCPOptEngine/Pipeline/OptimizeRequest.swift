@@ -664,16 +664,41 @@ extension Engine {
     /// A repeat of the request `replay` was made for, with `id`: the cached result if it is
     /// still there and not due for a refresh, counted as the hit it is; nil otherwise (the
     /// request is then planned as any other).
-    func answer(_ replay: HitReplay, id: UnsafeRawBufferPointer) -> [UInt8]? {
-        guard runtime.catalogEpoch.load() == replay.epoch else { return nil }
+    /// `out` gets `head(length)` and then the response, of that length; nothing when nil.
+    func answer(_ replay: HitReplay, id: UnsafeRawBufferPointer, into out: inout [UInt8], head: (Int, inout [UInt8]) -> Void) -> Bool {
+        guard runtime.catalogEpoch.load() == replay.epoch else { return false }
         let started = monotonicNanos()
-        guard let hit = cachedResult(replay.lookup.key, orShared: replay.sharedKey),
-              !CachedValue.refreshDue(hit.header, strategy: config.caching.warmingStrategy, nowMs: CachedValue.nowMs()) else { return nil }
+        // Read into a buffer on the stack (most results are small), else into an array.
+        let answered = withUnsafeTemporaryAllocation(byteCount: 2048, alignment: 8) { scratch -> Bool? in
+            func respond(_ value: UnsafeRawBufferPointer) -> Bool {
+                guard let header = CachedValue.header(value),
+                      !CachedValue.refreshDue(header, strategy: config.caching.warmingStrategy, nowMs: CachedValue.nowMs()) else { return false }
+                let result = UnsafeRawBufferPointer(rebasing: value[CachedValue.headerSize...])
+                head(MessageEncoder.resultLength(idJSON: id.count, result: result.count), &out)
+                MessageEncoder.appendResult(idJSON: id, result: result, to: &out)
+                countHit(header, method: "tools/call", tool: replay.tool, key: replay.lookup.key)
+                return true
+            }
+            // The partition's entry, else the shared one (as `cachedResult`).
+            func read(_ key: [UInt8]) -> Bool? {
+                switch key.withUnsafeBytes({ cache.get($0, into: scratch) }) {
+                case .hit(let length): return respond(UnsafeRawBufferPointer(rebasing: scratch[..<length]))
+                case .bufferTooSmall: return cache.get(key).map { value in value.withUnsafeBytes(respond) }
+                case .miss: return nil
+                }
+            }
+            return read(replay.lookup.key) ?? read(replay.sharedKey)
+        }
+        guard answered == true else { return false }
         runtime.metrics.requests.add()
-        countHit(hit.header, method: "tools/call", tool: replay.tool, key: replay.lookup.key)
-        let message = hit.result.withUnsafeBytes { MessageEncoder.result(idJSON: id, result: $0) }
         recordOutcome(success: true, started: started)
-        return message
+        return true
+    }
+
+    /// The response `answer(_:id:into:head:)` gives, as bytes (nil: plan the request anew).
+    func answer(_ replay: HitReplay, id: UnsafeRawBufferPointer) -> [UInt8]? {
+        var out: [UInt8] = []
+        return answer(replay, id: id, into: &out) { length, out in out.reserveCapacity(length) } ? out : nil
     }
 
     /// Whose cache entries a request reads and fills: its partition, else its agent; a
