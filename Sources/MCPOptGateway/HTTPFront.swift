@@ -276,11 +276,20 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
                     return
                 }
                 if used > 0 { c.feeding = true }
-                // A request read whole in one go: its bytes are what repeats are told by.
-                if first, repeats != nil, c.parser.isComplete {
-                    c.raw.removeAll(keepingCapacity: true)
-                    c.pending.withUnsafeBytes { c.raw.append(contentsOf: UnsafeRawBufferPointer(rebasing: $0[..<used])) }
-                    c.rawIsWhole = true
+                // The request's bytes, as they were parsed: what repeats are told by (up to the
+                // length the repeat lane keeps).
+                if let repeats {
+                    if first {
+                        c.raw.removeAll(keepingCapacity: true)
+                        c.rawIsWhole = true
+                    }
+                    if c.rawIsWhole {
+                        if c.raw.count + used > repeats.limits.maxRequestBytes {
+                            c.rawIsWhole = false
+                        } else {
+                            c.pending.withUnsafeBytes { c.raw.append(contentsOf: UnsafeRawBufferPointer(rebasing: $0[..<used])) }
+                        }
+                    }
                 }
                 c.pending.removeFirst(used)
                 if used == 0 && !c.parser.isComplete { break }
@@ -720,7 +729,7 @@ final class HTTPConnection: @unchecked Sendable {
     @exclusivity(unchecked) var ask: (session: String, ask: @Sendable ([UInt8]) async -> [UInt8]?)?
     /// Bytes of the current request were parsed.
     @exclusivity(unchecked) var feeding = false
-    /// The current request's bytes, when they came whole (see `RepeatMemo`).
+    /// The current request's bytes as parsed, while they are all there (see `RepeatMemo`).
     @exclusivity(unchecked) var raw: [UInt8] = []
     @exclusivity(unchecked) var rawIsWhole = false
     /// The last request the repeat lane knew on this connection, and whether it kept the

@@ -76,6 +76,9 @@ struct Serve: ParsableCommand {
     @Option(name: .long, parsing: .singleValue, help: "Also accept this Origin (repeatable; loopback origins are always accepted).")
     var allowOrigin: [String] = []
 
+    @Flag(name: .long, help: "Answer repeats of cached calls through the full request path too (see docs/GATEWAY.md, the repeat lane).")
+    var noRepeatLane = false
+
     func run() throws {
         let (host, port) = try Self.split(listen)
         let engine = try loadEngine(config)
@@ -86,13 +89,21 @@ struct Serve: ParsableCommand {
         settings.bearerToken = token ?? ProcessInfoLite.environment("MCPOPT_TOKEN")
         settings.policy.allowedHosts = allowHost
         settings.policy.allowedOrigins = allowOrigin
+        if noRepeatLane { settings.repeats = nil }
         let front: HTTPFront<Gateway>
         do {
             front = try HTTPFront(service: gateway, settings: settings)
         } catch {
             throw ValidationError("cannot start the HTTP front: \(error.message)")
         }
-        front.metricsPage = { (200, "text/plain; version=0.0.4", Array(engine.prometheusText().utf8)) }
+        front.metricsPage = { [weak front] in
+            var text = engine.prometheusText()
+            if let front {
+                text += "# HELP mcpopt_repeat_lane_answers_total Cache hits the HTTP front's repeat lane answered (counted in mcpopt_cache_hits_total too).\n"
+                text += "# TYPE mcpopt_repeat_lane_answers_total counter\nmcpopt_repeat_lane_answers_total \(front.repeatsAnswered)\n"
+            }
+            return (200, "text/plain; version=0.0.4", Array(text.utf8))
+        }
         front.healthPage = {
             let health = await engine.performHealthCheck()
             return (health["status"]?.stringValue == "unhealthy" ? 503 : 200, "application/json", Array(health.jsonString.utf8))

@@ -131,6 +131,9 @@ async def through_gateway(transport, era: str, direct: dict, repo: Path, label: 
         r1 = await session.call_tool("kv__get", {"key": "k"})
         r2 = await session.call_tool("kv2__get", {"key": "k"})
         check(f"{label}: a namespaced tool reaches its own server", r1.content[0].text == era and r2.content[0].text == "", (text_of(r1), text_of(r2)))
+        # Repeats of a cached call (over HTTP, most through the repeat lane): the same answer.
+        repeats = [(await session.call_tool("kv__get", {"key": "k"})).content[0].text for _ in range(6)]
+        check(f"{label}: repeats of a cached call answer the same", repeats == [era] * 6, repeats)
         try:
             r = await session.call_tool("no_such_tool", {})
             check(f"{label}: unknown tool is a -32602 error", False, text_of(r))
@@ -387,6 +390,8 @@ def http_checks(port: int) -> None:
           and [s["name"] for s in health["servers"] if not s["up"]] == ["broken"], body)
     status, body = fetch("/metrics")
     check("http: /metrics is Prometheus text", status == 200 and "mcpopt_requests_total" in body and 'mcpopt_server_up{server="time"' in body, body[:300])
+    lane = [line for line in body.splitlines() if line.startswith("mcpopt_repeat_lane_answers_total ")]
+    check("http: the repeat lane answered real clients' repeats", len(lane) == 1 and float(lane[0].split()[1]) > 0, lane)
     init = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {},
                                                                                     "clientInfo": {"name": "t", "version": "1"}}}).encode()
     accept = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
