@@ -615,12 +615,52 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
 
     /// Writes a whole answer; then the connection takes its next request, or closes.
     private func writeAnswer(_ c: HTTPConnection, _ out: [UInt8], keepAlive: Bool) {
+        // Most answers go out whole, at once, on a connection with nothing queued: then what
+        // follows runs on the loop's next turn (never inside this call: a client's pipelined
+        // requests would nest), through the connection itself, with no closure made.
+        if !c.writing, c.outbox.isEmpty, c.isOpen {
+            let written = out.withUnsafeBytes { loop.writeNow(c.fd, $0) }
+            if written == out.count {
+                afterThisTurn(c, keepAlive ? .nextRequest : .close)
+                return
+            }
+            if written < 0 && written != -Int(EAGAIN) && written != -Int(EWOULDBLOCK) {
+                afterThisTurn(c, .close)
+                return
+            }
+            // The rest waits for room.
+            write(c, written > 0 ? Array(out[written...]) : out) { [self] ok in
+                guard ok, keepAlive, c.isOpen else {
+                    close(c)
+                    return
+                }
+                nextRequest(c)
+            }
+            return
+        }
         write(c, out) { [self] ok in
             guard ok, keepAlive, c.isOpen else {
                 close(c)
                 return
             }
             nextRequest(c)
+        }
+    }
+
+    private func afterThisTurn(_ c: HTTPConnection, _ next: HTTPConnection.AfterWrite) {
+        c.afterWrite = next
+        if c.onWritten == nil { c.onWritten = { [weak self, unowned c] in self?.afterWrite(c) } }
+        loop.callSoon(c)
+    }
+
+    /// After an answer written at once (`writeAnswer`).
+    private func afterWrite(_ c: HTTPConnection) {
+        let next = c.afterWrite
+        c.afterWrite = .none
+        switch next {
+        case .nextRequest where c.isOpen: nextRequest(c)
+        case .nextRequest, .close: close(c)
+        case .none: break
         }
     }
 
@@ -688,7 +728,7 @@ private let cancelledWord = Array("notifications/cancelled".utf8)
 /// results back through `loop.execute`). Outside the generic front: a type nested in a generic
 /// class has its metadata looked up at run time, and dictionaries of it are not specialized
 /// (callgrind counted seven unspecialized lookups a request).
-final class HTTPConnection: @unchecked Sendable {
+final class HTTPConnection: LoopCallback, @unchecked Sendable {
     // Its state is confined to the loop thread, so Swift's dynamic exclusivity checks (about
     // 95 instructions an access, a dozen accesses a request) could never fire: unchecked.
     let fd: Int32
@@ -735,7 +775,13 @@ final class HTTPConnection: @unchecked Sendable {
     /// The last request the repeat lane knew on this connection, and whether it kept the
     /// connection alive: the next request is compared with it before it is parsed.
     @exclusivity(unchecked) var lastRepeat: (entry: RepeatMemo.Entry, keepAlive: Bool)?
+    /// What follows an answer written at once, on the loop's next turn (`onWritten`, made
+    /// once per connection, does it).
+    enum AfterWrite { case none, nextRequest, close }
+    @exclusivity(unchecked) var afterWrite = AfterWrite.none
+    @exclusivity(unchecked) var onWritten: (() -> Void)?
     init(fd: Int32) { self.fd = fd }
+    func loopTurn() { onWritten?() }
 }
 
 /// What a `RepeatMemo` of the HTTP front keeps (a class: the memo holds objects).

@@ -198,6 +198,7 @@ public final class EventLoop: @unchecked Sendable {
         switch work {
         case .closure(let body): body()
         case .job(let job): job.runSynchronously(on: asUnownedTaskExecutor())
+        case .callback(let object): object.loopTurn()
         }
     }
 
@@ -243,6 +244,22 @@ public final class EventLoop: @unchecked Sendable {
         }
         submitted(mco_loop_read(loop, fd, buffer.pointer, UInt32(maxBytes), token), token, "read")
         return token
+    }
+
+    /// Calls `object.loopTurn()` on the loop's next turn (loop thread only): after the caller
+    /// returns, before the loop next waits, as `execute` from the loop thread, without a
+    /// closure to allocate.
+    public func callSoon(_ object: LoopCallback) {
+        deferred.append(.callback(object))
+    }
+
+    /// Writes what the descriptor takes of `bytes` now, without waiting (loop thread only):
+    /// the count written, or -errno (-EAGAIN: no room). For an answer written whole, at once,
+    /// the usual case, with no operation, callback or copy; what is left goes through `write`.
+    public func writeNow(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Int {
+        guard !bytes.isEmpty else { return 0 }
+        let written = Glibc.write(fd, bytes.baseAddress, bytes.count)
+        return written < 0 ? -Int(errno) : written
     }
 
     /// Writes all of `bytes` (continuing after partial writes). One write at a time per fd:
@@ -439,6 +456,13 @@ extension EventLoop: TaskExecutor {
 enum Work: @unchecked Sendable {
     case closure(() -> Void)
     case job(UnownedJob)
+    case callback(LoopCallback)
+}
+
+/// An object the loop calls on its next turn (`EventLoop.callSoon`): the object is the
+/// callback, so nothing is allocated per call.
+public protocol LoopCallback: AnyObject {
+    func loopTurn()
 }
 
 /// An operation's callback, kept in a struct for the same reason as `Work`.

@@ -138,11 +138,17 @@ public final class RepeatMemo {
     }
 }
 
-/// The scan behind `RepeatMemo.topLevelID`.
-private struct IDScan {
-    let bytes: UnsafeRawBufferPointer
+/// The scan behind `RepeatMemo.topLevelID`: bytes through a plain pointer (a few instructions a
+/// byte: it runs on every request while the memo holds anything).
+struct IDScan {
+    let p: UnsafePointer<UInt8>
+    let n: Int
     var i = 0
-    init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
+    init(_ bytes: UnsafeRawBufferPointer) {
+        // An empty buffer may have no base address: any pointer does, nothing is read.
+        p = bytes.baseAddress.map { $0.assumingMemoryBound(to: UInt8.self) } ?? UnsafePointer(bitPattern: 1)!
+        n = bytes.count
+    }
 
     static let quote = UInt8(ascii: "\""), backslash = UInt8(ascii: "\\")
 
@@ -152,8 +158,8 @@ private struct IDScan {
         while true {
             skipSpace()
             let keyStart = i + 1
-            guard peek() == Self.quote, let keyEnd = skipString() else { return nil }
-            let isID = keyEnd - keyStart == 2 && bytes[keyStart] == UInt8(ascii: "i") && bytes[keyStart + 1] == UInt8(ascii: "d")
+            guard i < n, p[i] == Self.quote, let keyEnd = skipString() else { return nil }
+            let isID = keyEnd - keyStart == 2 && p[keyStart] == UInt8(ascii: "i") && p[keyStart + 1] == UInt8(ascii: "d")
             skipSpace()
             guard take(UInt8(ascii: ":")) else { return nil }
             skipSpace()
@@ -164,23 +170,23 @@ private struct IDScan {
         }
     }
 
-    func peek() -> UInt8? { i < bytes.count ? bytes[i] : nil }
-
-    mutating func take(_ byte: UInt8) -> Bool {
-        guard peek() == byte else { return false }
+    @inline(__always) mutating func take(_ byte: UInt8) -> Bool {
+        guard i < n, p[i] == byte else { return false }
         i += 1
         return true
     }
 
-    mutating func skipSpace() {
-        while let b = peek(), b == 0x20 || b == 0x09 || b == 0x0A || b == 0x0D { i += 1 }
+    @inline(__always) static func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0A || b == 0x0D }
+
+    @inline(__always) mutating func skipSpace() {
+        while i < n, Self.isSpace(p[i]) { i += 1 }
     }
 
     /// At a quote: moves past the string; returns the index of its closing quote.
     mutating func skipString() -> Int? {
         i += 1
-        while i < bytes.count {
-            let b = bytes[i]
+        while i < n {
+            let b = p[i]
             if b == Self.quote {
                 i += 1
                 return i - 1
@@ -193,12 +199,13 @@ private struct IDScan {
     /// Moves past one value: a string, an object or array (strings inside skipped, brackets
     /// counted), or a scalar up to the next delimiter.
     mutating func skipValue() -> Bool {
-        guard let first = peek() else { return false }
+        guard i < n else { return false }
+        let first = p[i]
         if first == Self.quote { return skipString() != nil }
         if first == UInt8(ascii: "{") || first == UInt8(ascii: "[") {
             var depth = 0
-            while let b = peek() {
-                switch b {
+            while i < n {
+                switch p[i] {
                 case Self.quote:
                     guard skipString() != nil else { return false }
                     continue
@@ -216,17 +223,22 @@ private struct IDScan {
             return false
         }
         let start = i
-        while let b = peek(), b != UInt8(ascii: ","), b != UInt8(ascii: "}"), b != UInt8(ascii: "]"), b != 0x20, b != 0x09, b != 0x0A, b != 0x0D { i += 1 }
+        while i < n {
+            let b = p[i]
+            if b == UInt8(ascii: ",") || b == UInt8(ascii: "}") || b == UInt8(ascii: "]") || Self.isSpace(b) { break }
+            i += 1
+        }
         return i > start
     }
 
     /// The plain id token here, followed by a delimiter; nil otherwise.
     mutating func plainToken() -> Range<Int>? {
         let start = i
-        guard let first = peek() else { return nil }
-        if first == Self.quote {
+        guard i < n else { return nil }
+        if p[i] == Self.quote {
             i += 1
-            while let b = peek(), b != Self.quote {
+            while i < n, p[i] != Self.quote {
+                let b = p[i]
                 guard b >= 0x20, b < 0x7F, b != Self.backslash, i - start <= 64 else { return nil }
                 i += 1
             }
@@ -234,13 +246,13 @@ private struct IDScan {
         } else {
             _ = take(UInt8(ascii: "-"))
             let digits = i
-            while let b = peek(), b >= 0x30, b <= 0x39 { i += 1 }
+            while i < n, p[i] >= 0x30, p[i] <= 0x39 { i += 1 }
             let count = i - digits
-            guard count >= 1, count <= 15, count == 1 || bytes[digits] != 0x30 else { return nil }
+            guard count >= 1, count <= 15, count == 1 || p[digits] != 0x30 else { return nil }
         }
         let end = i
         skipSpace()
-        guard let next = peek(), next == UInt8(ascii: ",") || next == UInt8(ascii: "}") else { return nil }
+        guard i < n, p[i] == UInt8(ascii: ",") || p[i] == UInt8(ascii: "}") else { return nil }
         return start..<end
     }
 }
