@@ -3,9 +3,10 @@
  * mcpopt gateway. Each connection initializes a handshake-era session and sends its
  * Mcp-Session-Id after. With CONNECTIONS > 1, that many threads run side by side (throughput
  * under concurrency); the figures are over all their calls.
- * Usage: gateway_client LABEL N PORT TOOL hit|miss [OFFSET [CONNECTIONS [SAMPLES]]]
+ * Usage: gateway_client LABEL N PORT TOOL hit|miss|rotate [OFFSET [CONNECTIONS [SAMPLES]]]
  *   miss: arguments differ on every call (starting at OFFSET, so repeated runs stay misses);
  *   hit: the same arguments every time;
+ *   rotate: eight arguments in turn (each call repeats an earlier one, never the last);
  *   SAMPLES: a file each call's round trip is appended to (microseconds, one a line), so
  *   several runs can be pooled.
  * Prints one JSON line: requests, round trips per second, p50/p99/mean in microseconds.
@@ -26,9 +27,11 @@
 static double now(void) { struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts.tv_sec + ts.tv_nsec / 1e9; }
 static int cmp(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return (x > y) - (x < y); }
 
+enum { MODE_MISS, MODE_HIT, MODE_ROTATE };
+
 typedef struct {
     const char *label, *tool;
-    int port, n, hit, ok;
+    int port, n, mode, ok;
     long offset;
     char session[256];
     char buf[1 << 16];
@@ -76,6 +79,13 @@ static int call(int fd, worker *w, int id, long argument) {
     return 0;
 }
 
+/* The call's argument: the same for hits, one of eight in turn, or new for misses. */
+static long argument(const worker *w, int id) {
+    if (w->mode == MODE_HIT) return 1L;
+    if (w->mode == MODE_ROTATE) return 1L + id % 8;
+    return w->offset + id;
+}
+
 /* One connection: handshake, warm-up, then its share of the calls once every connection is ready. */
 static void *run(void *arg) {
     worker *w = arg;
@@ -85,13 +95,13 @@ static void *run(void *arg) {
     if (connect(fd, (struct sockaddr *)&a, sizeof a)) { perror("connect"); failed = 1; }
     if (!failed && exchange(fd, w, "{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"initialize\",\"params\":{\"protocolVersion\":\"2025-06-18\",\"capabilities\":{},\"clientInfo\":{\"name\":\"bench\",\"version\":\"1\"}}}")) failed = 1;
     if (!failed && exchange(fd, w, "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}")) failed = 1;
-    for (int i = 0; i < w->n / 10 + 10 && !failed; i++, id++) failed = call(fd, w, id, w->hit ? 1L : w->offset + id);
+    for (int i = 0; i < w->n / 10 + 10 && !failed; i++, id++) failed = call(fd, w, id, argument(w, id));
     /* Every thread reaches the barrier, failed or not, so none waits forever; one takes the time. */
     if (pthread_barrier_wait(&ready) == PTHREAD_BARRIER_SERIAL_THREAD) start = now();
     pthread_barrier_wait(&ready);
     for (int i = 0; i < w->n && !failed; i++, id++) {
         double t = now();
-        failed = call(fd, w, id, w->hit ? 1L : w->offset + id);
+        failed = call(fd, w, id, argument(w, id));
         w->samples[i] = (now() - t) * 1e6;
     }
     w->end = now();
@@ -101,7 +111,7 @@ static void *run(void *arg) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 6) { fprintf(stderr, "usage: gateway_client LABEL N PORT TOOL hit|miss [OFFSET [CONNECTIONS [SAMPLES]]]\n"); return 2; }
+    if (argc < 6) { fprintf(stderr, "usage: gateway_client LABEL N PORT TOOL hit|miss|rotate [OFFSET [CONNECTIONS [SAMPLES]]]\n"); return 2; }
     int n = atoi(argv[2]), connections = argc > 7 ? atoi(argv[7]) : 1;
     if (n < 1 || connections < 1 || connections > MAX_CONNECTIONS) { fprintf(stderr, "N >= 1, 1 <= CONNECTIONS <= %d\n", MAX_CONNECTIONS); return 2; }
     long offset = argc > 6 ? atol(argv[6]) : 0;
@@ -111,7 +121,7 @@ int main(int argc, char **argv) {
     int each = (n + connections - 1) / connections;
     for (int c = 0; c < connections; c++) {
         worker *w = &workers[c];
-        w->label = argv[1]; w->tool = argv[4]; w->port = atoi(argv[3]); w->hit = strcmp(argv[5], "hit") == 0; w->n = each;
+        w->label = argv[1]; w->tool = argv[4]; w->port = atoi(argv[3]); w->mode = strcmp(argv[5], "hit") == 0 ? MODE_HIT : strcmp(argv[5], "rotate") == 0 ? MODE_ROTATE : MODE_MISS; w->n = each;
         w->offset = offset + (long)c * 100000000L;   /* each connection's misses are its own */
         w->samples = malloc(each * sizeof *w->samples);
         pthread_create(&threads[c], NULL, run, w);

@@ -180,6 +180,9 @@ struct BenchGateway: ParsableCommand {
                 let offset = (roundResults.count + 1) * 1_000_000_000
                 paths.append(("mcpopt miss", gateway, "miss", offset))
                 paths.append(("mcpopt hit", gateway, "hit", 0))
+                // Repeats that are never of the connection's last call (the repeat lane's memo
+                // after the parse, not its check before: docs/GATEWAY.md).
+                paths.append(("mcpopt hit, 8 in turn", gateway, "rotate", 0))
                 var rows = try interleaved(paths, calls: requests)
                 // FastMCP's proxy adds milliseconds: a drift of microseconds does not matter to it.
                 if let port = ports["fastmcp"] { rows.append(try measure("fastmcp proxy", port, calls: fastmcpCalls, "miss", offset: offset)) }
