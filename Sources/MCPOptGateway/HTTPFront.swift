@@ -618,6 +618,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         // Most answers go out whole, at once, on a connection with nothing queued: then what
         // follows runs on the loop's next turn (never inside this call: a client's pipelined
         // requests would nest), through the connection itself, with no closure made.
+        var rest = out
         if !c.writing, c.outbox.isEmpty, c.isOpen {
             let written = out.withUnsafeBytes { loop.writeNow(c.fd, $0) }
             if written == out.count {
@@ -628,17 +629,9 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
                 afterThisTurn(c, .close)
                 return
             }
-            // The rest waits for room.
-            write(c, written > 0 ? Array(out[written...]) : out) { [self] ok in
-                guard ok, keepAlive, c.isOpen else {
-                    close(c)
-                    return
-                }
-                nextRequest(c)
-            }
-            return
+            if written > 0 { rest = Array(out[written...]) }   // the rest waits for room
         }
-        write(c, out) { [self] ok in
+        write(c, rest) { [self] ok in
             guard ok, keepAlive, c.isOpen else {
                 close(c)
                 return
