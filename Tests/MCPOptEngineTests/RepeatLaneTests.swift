@@ -39,15 +39,7 @@ final class RepeatLaneTests: XCTestCase, @unchecked Sendable {
     }
 
     private func connect(_ port: Int) throws -> Int32 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        let rc = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard rc == 0 else { throw XCTSkip("cannot connect to the front") }
+        let fd = try XCTUnwrap(connectLoopback(port), "cannot connect to the front")
         var timeout = timeval(tv_sec: 20, tv_usec: 0)   // every read below is bounded
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         addTeardownBlock { Glibc.close(fd) }

@@ -31,14 +31,9 @@ final class SharedCacheTests: XCTestCase, @unchecked Sendable {
             try p.run()
             process = p
             for _ in 0..<200 {   // bounded: 2 s
-                if let fd = Optional(socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)), fd >= 0 {
-                    var a = sockaddr_in()
-                    a.sin_family = sa_family_t(AF_INET)
-                    a.sin_port = UInt16(port).bigEndian
-                    a.sin_addr.s_addr = inet_addr("127.0.0.1")
-                    let ok = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
+                if let fd = connectLoopback(port) {
                     close(fd)
-                    if ok { return }
+                    return
                 }
                 usleep(10_000)
             }
