@@ -56,4 +56,4 @@ final class ClientAsker: @unchecked Sendable {
     }
 }
 
-private let askPrefix = Array("mcpopt-ask-".utf8)
+private let askPrefix = ByteSearch.Needle("mcpopt-ask-")

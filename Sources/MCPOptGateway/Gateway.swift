@@ -248,8 +248,8 @@ public final class Gateway: MCPService, @unchecked Sendable {
     }
 
     private let listenKeyPrefix = "listen:"
-    private let inputRequiredWord = Array(#""input_required""#.utf8)
-    private let inputStatePrefix = Array(GatewayInputBridges.statePrefix.utf8)
+    private let inputRequiredWord = ByteSearch.Needle(#""input_required""#)
+    private let inputStatePrefix = ByteSearch.Needle(GatewayInputBridges.statePrefix)
     /// Modern callers' calls waiting for input from them.
     let inputBridges = GatewayInputBridges()
 

@@ -715,7 +715,7 @@ func hash64Hex(_ text: String) -> String {
     return String(copy.withUTF8 { hash64(UnsafeRawBufferPointer($0)) }, radix: 16)
 }
 
-private let cancelledWord = Array("notifications/cancelled".utf8)
+private let cancelledWord = ByteSearch.Needle("notifications/cancelled")
 
 /// One client connection of an `HTTPFront`. Touched on the loop thread only (tasks hand
 /// results back through `loop.execute`). Outside the generic front: a type nested in a generic

@@ -163,4 +163,4 @@ final class ThreadBody {
     init(_ run: @escaping () -> Void) { self.run = run }
 }
 
-private let cancelledWord = Array("notifications/cancelled".utf8)
+private let cancelledWord = ByteSearch.Needle("notifications/cancelled")

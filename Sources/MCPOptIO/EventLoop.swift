@@ -51,7 +51,7 @@ public final class EventLoop: @unchecked Sendable {
 
     // Loop-thread state.
     /// By token; a stream's stays until its last completion.
-    @exclusivity(unchecked) private var callbacks: [UInt64: Completion] = [:]
+    @exclusivity(unchecked) private var callbacks: [TokenKey: Completion] = [:]
     @exclusivity(unchecked) private var nextToken: UInt64 = 1
     /// Callbacks to run before the loop next waits (work the loop thread queued for itself,
     /// operations that could not be submitted); swapped with `running`, as `queue` is.
@@ -175,8 +175,8 @@ public final class EventLoop: @unchecked Sendable {
                 let completion = completions[index]
                 // A stream keeps its callback until its last completion.
                 if completion.flags & UInt32(MCO_COMPLETION_MORE) != 0 {
-                    callbacks[completion.token]?.run(completion)
-                } else if let callback = callbacks.removeValue(forKey: completion.token) {
+                    callbacks[TokenKey(completion.token)]?.run(completion)
+                } else if let callback = callbacks.removeValue(forKey: TokenKey(completion.token)) {
                     callback.run(completion)
                 }
             }
@@ -212,7 +212,7 @@ public final class EventLoop: @unchecked Sendable {
         let token = nextToken
         nextToken &+= 1
         if nextToken >= 1 << 63 { nextToken = 1 }   // the C loop keeps tokens from 2^63 up
-        callbacks[token] = Completion(run: callback)
+        callbacks[TokenKey(token)] = Completion(run: callback)
         return token
     }
 
@@ -220,7 +220,7 @@ public final class EventLoop: @unchecked Sendable {
         guard rc < 0 else { return }
         // Not submitted: fail it on the next turn (after the caller returns: callbacks never
         // run inside the call that started the operation).
-        if let callback = callbacks.removeValue(forKey: token) {
+        if let callback = callbacks.removeValue(forKey: TokenKey(token)) {
             let failure = mco_completion(token: token, result: rc, flags: 0, data: nil)
             deferred.append(.closure { callback.run(failure) })
         }

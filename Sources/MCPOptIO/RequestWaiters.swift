@@ -17,11 +17,11 @@ final class RequestWaiters {
 
     // Loop thread only: no dynamic exclusivity checks (three a request).
     private let loop: EventLoop
-    @exclusivity(unchecked) private var waiters: [UInt64: Waiter] = [:]
+    @exclusivity(unchecked) private var waiters: [TokenKey: Waiter] = [:]
     @exclusivity(unchecked) private var nextToken: UInt64 = 1
     /// Who hears the notifications on a waiting request's own stream (see
     /// UpstreamRequest.listener): apart, so that requests without one (most) pay nothing.
-    @exclusivity(unchecked) private var listeners: [UInt64: RequestListener] = [:]
+    @exclusivity(unchecked) private var listeners: [TokenKey: RequestListener] = [:]
 
     init(loop: EventLoop) { self.loop = loop }
 
@@ -33,29 +33,29 @@ final class RequestWaiters {
         nextToken += 1
         // The timer first, then one insertion (its callback never runs within `after`).
         let timer = loop.after(timeout) { [self] fired in
-            guard fired, waiters[token] != nil else { return }
-            waiters[token]?.timedOut = true
+            guard fired, waiters[TokenKey(token)] != nil else { return }
+            waiters[TokenKey(token)]?.timedOut = true
             onTimeout(token)
         }
-        waiters[token] = Waiter(continuation: continuation, timer: timer, timeout: timeout)
-        if let listener { listeners[token] = listener }
+        waiters[TokenKey(token)] = Waiter(continuation: continuation, timer: timer, timeout: timeout)
+        if let listener { listeners[TokenKey(token)] = listener }
         return token
     }
 
     /// Who hears the notifications on the stream of the request of `token`, while it waits.
-    func listener(_ token: UInt64) -> RequestListener? { listeners[token] }
+    func listener(_ token: UInt64) -> RequestListener? { listeners[TokenKey(token)] }
 
     /// Answers a caller (once; later answers for the token are dropped).
     func finish(_ token: UInt64, _ result: Result<[UInt8], UpstreamError>) {
-        guard let waiter = waiters.removeValue(forKey: token) else { return }
-        if !listeners.isEmpty { listeners[token] = nil }
+        guard let waiter = waiters.removeValue(forKey: TokenKey(token)) else { return }
+        if !listeners.isEmpty { listeners[TokenKey(token)] = nil }
         loop.cancel(waiter.timer)
         waiter.continuation.resume(returning: result)
     }
 
     /// A failure from the session: reported as a timeout when the time limit caused it.
     func failed(_ token: UInt64, _ error: UpstreamError) {
-        if let waiter = waiters[token], waiter.timedOut {
+        if let waiter = waiters[TokenKey(token)], waiter.timedOut {
             timeOut(token)
         } else {
             finish(token, .failure(error))
@@ -64,13 +64,13 @@ final class RequestWaiters {
 
     /// Answers a caller whose time is up.
     func timeOut(_ token: UInt64) {
-        guard let waiter = waiters[token] else { return }
+        guard let waiter = waiters[TokenKey(token)] else { return }
         finish(token, .failure(UpstreamError(.timeout, "no answer within \(waiter.timeout)")))
     }
 
     /// Fails every waiting caller.
     func failAll(_ error: UpstreamError) {
-        for token in Array(waiters.keys) { finish(token, .failure(error)) }
+        for key in Array(waiters.keys) { finish(key.raw, .failure(error)) }
     }
 }
 

@@ -4,8 +4,23 @@ import Glibc
 /// `firstRange(of:)` (in _StringProcessing) cost microseconds a call (generic metadata, a
 /// searcher per call); a profile of the gateway's miss path had them at 14% of its CPU.
 public enum ByteSearch {
+    /// A needle searched for often: its rarest byte is found once (the request path searches
+    /// every answer for a few fixed words).
+    public struct Needle: Sendable {
+        public let bytes: [UInt8]
+        let anchor: Int
+        public init(_ text: String) {
+            bytes = Array(text.utf8)
+            anchor = bytes.withUnsafeBytes { ByteSearch.rarest($0) }
+        }
+    }
+
     /// Whether `haystack` contains `needle` (memchr for the first byte, then memcmp).
     public static func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
+        haystack.withUnsafeBytes { contains($0, needle) }
+    }
+
+    public static func contains(_ haystack: [UInt8], _ needle: Needle) -> Bool {
         haystack.withUnsafeBytes { contains($0, needle) }
     }
 
@@ -13,22 +28,27 @@ public enum ByteSearch {
     /// is mostly quotes, punctuation and lowercase letters, and each false hit costs a memcmp),
     /// then memcmp around it.
     public static func contains(_ h: UnsafeRawBufferPointer, _ needle: [UInt8]) -> Bool {
-        guard !needle.isEmpty else { return true }
-        return needle.withUnsafeBytes { n in
-            guard h.count >= n.count, let hb = h.baseAddress, let nb = n.baseAddress else { return false }
-            let anchor = rarest(n)
-            let byte = Int32(n[anchor])
-            // Where the anchor byte of a match would lie: from `anchor` to `last`.
-            var offset = anchor
-            let last = h.count - n.count + anchor
-            while offset <= last {
-                guard let hit = memchr(hb + offset, byte, last - offset + 1) else { return false }
-                let at = hb.distance(to: UnsafeRawPointer(hit))
-                if memcmp(hb + (at - anchor), nb, n.count) == 0 { return true }
-                offset = at + 1
-            }
-            return false
+        needle.withUnsafeBytes { contains(h, $0, anchor: rarest($0)) }
+    }
+
+    public static func contains(_ h: UnsafeRawBufferPointer, _ needle: Needle) -> Bool {
+        needle.bytes.withUnsafeBytes { contains(h, $0, anchor: needle.anchor) }
+    }
+
+    private static func contains(_ h: UnsafeRawBufferPointer, _ n: UnsafeRawBufferPointer, anchor: Int) -> Bool {
+        guard !n.isEmpty else { return true }
+        guard h.count >= n.count, let hb = h.baseAddress, let nb = n.baseAddress else { return false }
+        let byte = Int32(n[anchor])
+        // Where the anchor byte of a match would lie: from `anchor` to `last`.
+        var offset = anchor
+        let last = h.count - n.count + anchor
+        while offset <= last {
+            guard let hit = memchr(hb + offset, byte, last - offset + 1) else { return false }
+            let at = hb.distance(to: UnsafeRawPointer(hit))
+            if memcmp(hb + (at - anchor), nb, n.count) == 0 { return true }
+            offset = at + 1
         }
+        return false
     }
 
     /// The position of the needle's least common byte in JSON text (roughly ranked).

@@ -139,4 +139,4 @@ public enum MessageEncoder {
     }
 }
 
-private let envelopePrefix = Array("io.modelcontextprotocol/".utf8)
+private let envelopePrefix = ByteSearch.Needle("io.modelcontextprotocol/")

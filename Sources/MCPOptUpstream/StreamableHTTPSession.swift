@@ -365,5 +365,5 @@ public final class StreamableHTTPSession {
     }
 }
 
-private let inputSchemaKey = Array(#""inputSchema""#.utf8)
+private let inputSchemaKey = ByteSearch.Needle(#""inputSchema""#)
 private let eventStream = Array("text/event-stream".utf8)

@@ -1234,4 +1234,4 @@ final class HedgeRace: @unchecked Sendable {
     }
 }
 
-private let inputRequiredWord = Array("input_required".utf8)
+private let inputRequiredWord = ByteSearch.Needle("input_required")
