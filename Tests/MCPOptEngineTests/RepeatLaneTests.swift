@@ -193,6 +193,19 @@ final class RepeatLaneTests: XCTestCase, @unchecked Sendable {
         }
         XCTAssertEqual(front.repeatsAnswered - before, 2)
 
+        // `Connection: close`, on connections of their own: the second is a repeat (the memo
+        // after the parse), answered with the same framing, and the connection ends.
+        for round in 0..<2 {
+            let other = try connect(front.port)
+            let before = front.repeatsAnswered
+            let answer = try XCTUnwrap(exchange(other, body: call("get", #"{"key":"a"}"#, id: "4"), session: session, headers: ["Connection: close"]))
+            XCTAssertEqual(answer.text, "2")
+            XCTAssertEqual(answer.headers["connection"], "close")
+            XCTAssertEqual(front.repeatsAnswered - before, UInt64(round), "the first is learnt, the second repeats it")
+            var byte: UInt8 = 0
+            XCTAssertEqual(recv(other, &byte, 1, 0), 0, "the front closed the connection")
+        }
+
         // An ended session: the same bytes are refused as the full path refuses them.
         XCTAssertEqual(exchange(fd, method: "DELETE", body: "", session: session)?.status, 200)
         let answered = front.repeatsAnswered
