@@ -35,10 +35,10 @@ public final class GatewayFront: @unchecked Sendable {
         public var clientCapabilities: JSONValue
         /// The JSON-RPC request, as the client sent it.
         public var message: [UInt8]
-        /// The request's id as sent (handshake era: what a cancellation names it by).
-        public var requestID: [UInt8]? = nil
-        /// Where that id's token lies in `message`, as the decoder read it.
+        /// Where the request's id token lies in `message`, as the decoder read it.
         public var requestIDRange: Range<Int>? = nil
+        /// The request's id as sent (what a handshake-era cancellation names it by).
+        public var requestID: [UInt8]? { requestIDRange.map { Array(message[$0]) } }
     }
 
     public enum Action: Sendable {
@@ -155,7 +155,7 @@ public final class GatewayFront: @unchecked Sendable {
                 return Self.json(200, empty.withUnsafeBytes { MessageEncoder.result(idJSON: view.idRaw.buffer, result: $0) })
             }
             return .dispatch(Dispatch(era: .handshake, version: session.version, sessionID: sid, clientCapabilities: session.clientCapabilities, message: body,
-                                      requestID: view.idRaw.isPresent ? Array(view.idRaw.buffer) : nil, requestIDRange: Self.idRange(view)))
+                                      requestIDRange: Self.idRange(view)))
         }
     }
 

@@ -271,17 +271,15 @@ public final class EventLoop: @unchecked Sendable {
         // the caller's bytes, with no copy, no operation and no token. Only what the kernel did
         // not take is copied and waits for room through the reactor. `done` still runs after
         // this returns, as every callback does.
-        let written = bytes.isEmpty ? 0 : bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        let written = bytes.withUnsafeBytes { writeNow(fd, $0) }
         if written == bytes.count {
             deferred.append(.closure { done(.success(())) })
             return
         }
-        if written < 0 {
-            let code = errno
-            if code != EAGAIN && code != EWOULDBLOCK {
-                deferred.append(.closure { done(.failure(IOError(code, "write"))) })
-                return
-            }
+        if written < 0 && written != -Int(EAGAIN) && written != -Int(EWOULDBLOCK) {
+            let code = Int32(-written)
+            deferred.append(.closure { done(.failure(IOError(code, "write"))) })
+            return
         }
         let offset = max(written, 0)
         let buffer = IOBuffer(byteCount: bytes.count - offset)
