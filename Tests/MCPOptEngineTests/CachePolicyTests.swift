@@ -40,7 +40,16 @@ final class CachePolicyTests: XCTestCase {
         XCTAssertNotEqual(try lookup(policy, call("t", #"{"x":2,"y":[1,2]}"#))?.key, a.key)
         XCTAssertNotEqual(try lookup(policy, call("t", #"{"x":1,"y":[1,2]}"#), group: "g2")?.key, a.key)
         XCTAssertNotEqual(try lookup(policy, call("t", #"{"x":1,"y":[1,2]}"#), partition: "agent-b")?.key, a.key)
-        XCTAssertEqual(policy.sharedKey(a), try lookup(policy, call("t", #"{"x":1,"y":[1,2]}"#), partition: "")?.key)
+        // The shared key is no caller's key, the anonymous caller's (partition "") included,
+        // and every caller's lookup of the same request has the same shared key.
+        let anonymous = try XCTUnwrap(try lookup(policy, call("t", #"{"x":1,"y":[1,2]}"#), partition: ""))
+        let other = try XCTUnwrap(try lookup(policy, call("t", #"{"x":1,"y":[1,2]}"#), partition: "agent-b"))
+        XCTAssertNotEqual(policy.sharedKey(a), anonymous.key)
+        XCTAssertNotEqual(policy.sharedKey(a), a.key)
+        XCTAssertEqual(policy.sharedKey(a), policy.sharedKey(anonymous))
+        XCTAssertEqual(policy.sharedKey(a), policy.sharedKey(other))
+        // A partition cannot be written to look like the shared key.
+        XCTAssertNotEqual(try lookup(policy, call("t", #"{"x":1,"y":[1,2]}"#), partition: "*")?.key, policy.sharedKey(a))
     }
 
     func testListsReadsAndDiscoveryAreCacheableOtherMethodsNot() throws {

@@ -57,11 +57,12 @@ final class RepeatLaneTests: XCTestCase, @unchecked Sendable {
 
     /// One request, its answer read whole (Content-Length bodies only: these answers have no
     /// progress to stream).
-    /// `credential`: the bearer token sent (the gateway requires none; it partitions the cache).
-    private func exchange(_ fd: Int32, method: String = "POST", body: String, session: String?, credential: String = "alice", headers: [String] = [],
+    /// `credential`: the bearer token sent, or nil for none (the gateway requires none; it
+    /// partitions the cache).
+    private func exchange(_ fd: Int32, method: String = "POST", body: String, session: String?, credential: String? = "alice", headers: [String] = [],
                           split: Bool = false) -> Answer? {
         var head = "\(method) /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json, text/event-stream\r\nContent-Type: application/json\r\n"
-        head += "Authorization: Bearer \(credential)\r\n"
+        if let credential { head += "Authorization: Bearer \(credential)\r\n" }
         if let session { head += "Mcp-Session-Id: \(session)\r\nMCP-Protocol-Version: 2025-06-18\r\n" }
         for h in headers { head += h + "\r\n" }
         head += "Content-Length: \(body.utf8.count)\r\n\r\n"
@@ -170,6 +171,19 @@ final class RepeatLaneTests: XCTestCase, @unchecked Sendable {
         XCTAssertEqual(exchange(fd, body: call("get", #"{"key":"a"}"#, id: "9"), session: session, credential: "bob")?.text, "2")
         XCTAssertEqual(front.repeatsAnswered, 5)
         XCTAssertEqual(reads(fd, session), readsBefore + 1)
+        // A caller without credentials has a partition of its own too: what it fetched is not
+        // served to a credentialed caller (the result is not marked public), nor the reverse.
+        XCTAssertEqual(exchange(fd, body: call("put", #"{"key":"b","value":"3"}"#, id: "9"), session: session)?.text, "ok")
+        XCTAssertEqual(exchange(fd, body: call("get", #"{"key":"a"}"#, id: "9"), session: session)?.text, "2")
+        let base = reads(fd, session)
+        for _ in 0..<2 { XCTAssertEqual(exchange(fd, body: call("get", #"{"key":"b"}"#, id: "9"), session: session, credential: nil)?.text, "3") }
+        XCTAssertEqual(reads(fd, session), base + 1, "the anonymous caller's repeat is its own hit")
+        XCTAssertEqual(exchange(fd, body: call("get", #"{"key":"b"}"#, id: "9"), session: session, credential: "carol")?.text, "3")
+        XCTAssertEqual(reads(fd, session), base + 2, "a credentialed caller is not served the anonymous caller's entry")
+        XCTAssertEqual(exchange(fd, body: call("get", #"{"key":"a"}"#, id: "9"), session: session, credential: nil)?.text, "2")
+        XCTAssertEqual(reads(fd, session), base + 3, "nor is the anonymous caller served alice's")
+        XCTAssertEqual(exchange(fd, body: call("get", #"{"key":"a"}"#, id: "9"), session: session)?.text, "2")
+        XCTAssertEqual(reads(fd, session), base + 3, "alice's entry is still there")
         // A header the front refuses is refused, whatever the lane knows of the body.
         XCTAssertEqual(exchange(fd, body: call("get", #"{"key":"a"}"#, id: "9"), session: session, headers: ["Origin: http://evil.example"])?.status, 403)
         // A request read in two goes is a repeat too (the front keeps the bytes it parses).

@@ -108,13 +108,16 @@ public struct CachePolicy: Sendable {
         return (ttl, response.resultCacheScope.equals("public"))
     }
 
-    /// "v1" method group name-or-uri canonical-arguments cursor partition, NUL-separated.
+    /// "v2" method group name-or-uri canonical-arguments cursor partition, NUL-separated.
+    /// The partition field is "=" and the caller's partition (empty for an anonymous caller),
+    /// or "*" for the key every caller shares: no caller's partition, the anonymous one
+    /// included, is the shared key.
     static func key(_ request: MessageView, method: String, group: String, partition: String) -> [UInt8] {
         let subject = request.name.isPresent ? request.name.buffer : request.uri.buffer
         var key: [UInt8] = []
         key.reserveCapacity(8 + method.utf8.count + group.utf8.count + subject.count + request.canonicalArguments.count
                             + request.cursor.count + partition.utf8.count)
-        key.append(literal: "v1")
+        key.append(literal: "v2")
         func field(_ bytes: UnsafeRawBufferPointer) {
             key.append(0)
             key.append(contentsOf: bytes)
@@ -128,13 +131,19 @@ public struct CachePolicy: Sendable {
         field(subject)
         field(request.canonicalArguments.buffer)
         field(request.cursor.buffer)
-        field(partition)
+        key.append(0)
+        key.append(privateMark)
+        key.append(contentsOf: partition.utf8)
         return key
     }
 
+    static let privateMark = UInt8(ascii: "=")
+    static let sharedMark = UInt8(ascii: "*")
+
     /// The key of the same request shared by every caller (for results marked public).
     public func sharedKey(_ lookup: Lookup) -> [UInt8] {
-        guard !lookup.partition.isEmpty else { return lookup.key }
-        return Array(lookup.key.dropLast(lookup.partition.utf8.count))
+        var key = Array(lookup.key.dropLast(1 + lookup.partition.utf8.count))
+        key.append(Self.sharedMark)
+        return key
     }
 }

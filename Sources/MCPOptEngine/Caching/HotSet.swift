@@ -6,8 +6,9 @@ import MCPOptJSON
 /// warm before the first client asks. Requests, not results, are kept: nothing cached goes to
 /// disk, and what is fetched on start is fresh.
 ///
-/// A cache key is "v1" NUL method NUL group NUL name-or-uri NUL canonical-arguments NUL cursor
-/// NUL partition (CachePolicy.key), which is enough to rebuild the request.
+/// A cache key is "v2" NUL method NUL group NUL name-or-uri NUL canonical-arguments NUL cursor
+/// NUL "=" partition (CachePolicy.key), which is enough to rebuild the request. Shared keys
+/// ("*" for the partition) are skipped: what is stored under one is stored under a caller's too.
 struct HotRequest: Equatable {
     var method: String
     var group: String
@@ -19,8 +20,8 @@ struct HotRequest: Equatable {
 
     init?(cacheKey: [UInt8], accessCount: Int) {
         let fields = cacheKey.split(separator: 0, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
-        guard fields.count == 7, fields[0] == "v1", !fields[1].isEmpty else { return nil }
-        (method, group, nameOrURI, arguments, cursor, partition) = (fields[1], fields[2], fields[3], fields[4], fields[5], fields[6])
+        guard fields.count == 7, fields[0] == "v2", !fields[1].isEmpty, fields[6].first == "=" else { return nil }
+        (method, group, nameOrURI, arguments, cursor, partition) = (fields[1], fields[2], fields[3], fields[4], fields[5], String(fields[6].dropFirst()))
         self.accessCount = accessCount
     }
 
