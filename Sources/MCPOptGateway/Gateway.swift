@@ -423,7 +423,7 @@ public final class Gateway: MCPService, @unchecked Sendable {
             let bridge = mayAsk ? InputBridge() : nil
             if let bridge { options.onServerRequest = { await bridge.ask($0) } }
             var replay: HitReplay?
-            let prepared = repeatable != nil && method == "tools/call" ? engine.prepareRequest(request, options, replay: &replay) : engine.prepareRequest(request, options)
+            let prepared = repeatable != nil && Self.replayable.contains(method) ? engine.prepareRequest(request, options, replay: &replay) : engine.prepareRequest(request, options)
             if case .answered(let response)? = prepared {
                 if method == "resources/subscribe" { undoRefusedSubscription(response.message, request: request, session: caller.session ?? "") }
                 if let replay, let repeatable { repeatable.pointee = modern ? ModernReplay(replay) : replay }
@@ -501,12 +501,15 @@ public final class Gateway: MCPService, @unchecked Sendable {
         }
     }
 
+    /// Methods whose cache hits the engine may replay (`HitReplay`).
+    static let replayable: Set<String> = ["tools/call", "resources/read", "prompts/get"]
+
     /// A modern-era call's repeat answer: the engine's, completed as a modern result.
     final class ModernReplay: RepeatableAnswer {
         let replay: HitReplay
         init(_ replay: HitReplay) { self.replay = replay }
         func answer(id: UnsafeRawBufferPointer, into out: inout [UInt8], head: (Int, inout [UInt8]) -> Void) -> Bool {
-            guard let answer = replay.answer(id: id).map({ Gateway.completingModernResult($0, method: "tools/call") }) else { return false }
+            guard let answer = replay.answer(id: id).map({ Gateway.completingModernResult($0, method: replay.method) }) else { return false }
             head(answer.count, &out)
             out.append(contentsOf: answer)
             return true

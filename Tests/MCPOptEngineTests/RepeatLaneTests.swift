@@ -20,8 +20,9 @@ final class RepeatLaneTests: XCTestCase, @unchecked Sendable {
         var text: String? { json?["result"]?["content"]?.arrayValue?.first?["text"]?.stringValue }
     }
 
-    private func startGateway(repeats: Bool = true) async throws -> (HTTPFront<Gateway>, Engine) {
-        let engine = try Engine(json: #"{"mcpServers": {\#(try RequestPathTests.kvServer("kv"))}, "caching": {"tools": {"reads_served": false}}}"#)
+    private func startGateway(repeats: Bool = true, servers: [String]? = nil) async throws -> (HTTPFront<Gateway>, Engine) {
+        let list = try servers ?? [RequestPathTests.kvServer("kv")]
+        let engine = try Engine(json: #"{"mcpServers": {\#(list.joined(separator: ","))}, "caching": {"tools": {"reads_served": false}}}"#)
         let gateway = Gateway(engine: engine)
         var settings = HTTPFront<Gateway>.Settings()
         settings.port = 0
@@ -227,6 +228,66 @@ final class RepeatLaneTests: XCTestCase, @unchecked Sendable {
         XCTAssertEqual(front.repeatsAnswered, answered)
     }
 
+    private func request(_ method: String, _ params: String, id: String) -> String {
+        #"{"jsonrpc":"2.0","id":\#(id),"method":"\#(method)","params":\#(params)}"#
+    }
+
+    /// The kv server, spoken to in the handshake era: its resources and prompts then come
+    /// without the modern era's `ttlMs` (FastMCP's is 0: not to be cached), and the cache's
+    /// default TTL applies.
+    private func handshakeKV(_ name: String) throws -> String {
+        String(try RequestPathTests.kvServer(name).dropLast()) + #", "protocol": "handshake"}"#
+    }
+
+    func testRepeatsOfResourceReadsAndPromptsAreAnsweredByTheLaneAndAWriteStillReachesThem() async throws {
+        let (front, engine) = try await startGateway(servers: [handshakeKV("kv")])
+        let fd = try connect(front.port)
+        let session = try initialize(fd)
+        XCTAssertEqual(exchange(fd, body: call("put", #"{"key":"r","value":"1"}"#, id: "1"), session: session)?.text, "ok")
+        let read = request("resources/read", #"{"uri":"kv://r"}"#, id: "2")
+        let miss = try XCTUnwrap(exchange(fd, body: read, session: session))
+        XCTAssertEqual(miss.json?["result"]?["contents"]?.arrayValue?.first?["text"]?.stringValue, "1")
+        let readsAfterMiss = reads(fd, session)
+        let full = try XCTUnwrap(exchange(fd, body: request("resources/read", #"{"uri":"kv://r"}"#, id: "3"), session: session))
+        XCTAssertEqual(front.repeatsAnswered, 0)
+        let hitsBefore = engine.metrics.cacheHits.load()
+        for id in ["4", "5"] {
+            let lane = try XCTUnwrap(exchange(fd, body: request("resources/read", #"{"uri":"kv://r"}"#, id: id), session: session))
+            XCTAssertEqual(lane.body, full.body.replacingOccurrences(of: #""id":3"#, with: #""id":\#(id)"#))
+        }
+        XCTAssertEqual(front.repeatsAnswered, 2)
+        XCTAssertEqual(engine.metrics.cacheHits.load() - hitsBefore, 2)
+        XCTAssertEqual(reads(fd, session), readsAfterMiss, "no repeat reached the server")
+        // A write in the group drops the cached read: the repeat is fresh from the server.
+        XCTAssertEqual(exchange(fd, body: call("put", #"{"key":"r","value":"2"}"#, id: "6"), session: session)?.text, "ok")
+        let fresh = try XCTUnwrap(exchange(fd, body: request("resources/read", #"{"uri":"kv://r"}"#, id: "7"), session: session))
+        XCTAssertEqual(fresh.json?["result"]?["contents"]?.arrayValue?.first?["text"]?.stringValue, "2")
+        XCTAssertEqual(front.repeatsAnswered, 2)
+
+        // prompts/get: the second is a hit through the full path, the rest through the lane.
+        let prompt = { (id: String) in self.request("prompts/get", #"{"name":"describe","arguments":{"key":"r"}}"#, id: id) }
+        let first = try XCTUnwrap(exchange(fd, body: prompt("8"), session: session))
+        XCTAssertTrue(first.body.contains("Describe the value stored under r"), first.body)
+        let second = try XCTUnwrap(exchange(fd, body: prompt("9"), session: session))
+        let before = front.repeatsAnswered
+        let third = try XCTUnwrap(exchange(fd, body: prompt("7"), session: session))
+        XCTAssertEqual(front.repeatsAnswered, before + 1)
+        XCTAssertEqual(third.body, second.body.replacingOccurrences(of: #""id":9"#, with: #""id":7"#))
+    }
+
+    func testAResourceTwoGroupsServeIsNotReplayed() async throws {
+        // Both servers offer kv://{key}: which one a read goes to (and so its cache key)
+        // follows the circuits, which the lane does not follow.
+        let (front, engine) = try await startGateway(servers: [handshakeKV("kv"), handshakeKV("kv2")])
+        let fd = try connect(front.port)
+        let session = try initialize(fd)
+        for id in 1...4 {
+            XCTAssertNotNil(exchange(fd, body: request("resources/read", #"{"uri":"kv://z"}"#, id: "\(id)"), session: session)?.json?["result"])
+        }
+        XCTAssertEqual(engine.metrics.cacheHits.load(), 3, "hits through the full path")
+        XCTAssertEqual(front.repeatsAnswered, 0)
+    }
+
     func testWithTheLaneOffEveryRepeatTakesTheFullPath() async throws {
         let (front, engine) = try await startGateway(repeats: false)
         let fd = try connect(front.port)
@@ -237,3 +298,4 @@ final class RepeatLaneTests: XCTestCase, @unchecked Sendable {
         XCTAssertEqual(engine.metrics.cacheHits.load(), 3)
     }
 }
+

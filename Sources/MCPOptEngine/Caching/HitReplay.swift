@@ -1,6 +1,7 @@
 import MCPOptSync
 
-/// How the engine answers a repeat of a request it answered from the cache before routing:
+/// How the engine answers a repeat of a request it answered from the cache without routing it
+/// (a `tools/call`, `resources/read` or `prompts/get` that one group serves to this caller):
 /// the same bytes from the same caller, only the JSON-RPC id differing. Planning such a repeat
 /// again would decide the same things (the request, the caller's options and the configuration
 /// are the same) unless a server's catalog changed, so a replay skips to the cache lookup:
@@ -13,14 +14,18 @@ public final class HitReplay: @unchecked Sendable {
     let engine: Engine
     let lookup: CachePolicy.Lookup
     let sharedKey: [UInt8]
-    let tool: String
+    /// `tools/call`, `resources/read` or `prompts/get` (as the hit is counted).
+    public let method: String
+    /// The tool called, for `tools/call`.
+    let tool: String?
     /// The catalogs' epoch the request was planned with.
     let epoch: UInt64
 
-    init(engine: Engine, lookup: CachePolicy.Lookup, sharedKey: [UInt8], tool: String, epoch: UInt64) {
+    init(engine: Engine, lookup: CachePolicy.Lookup, sharedKey: [UInt8], method: String, tool: String?, epoch: UInt64) {
         self.engine = engine
         self.lookup = lookup
         self.sharedKey = sharedKey
+        self.method = method
         self.tool = tool
         self.epoch = epoch
     }
@@ -36,5 +41,5 @@ public final class HitReplay: @unchecked Sendable {
     }
 
     /// Bytes this replay holds (a front bounds what it keeps).
-    public var footprint: Int { 64 + lookup.key.count + sharedKey.count + tool.utf8.count }
+    public var footprint: Int { 80 + lookup.key.count + sharedKey.count + (tool?.utf8.count ?? 0) }
 }

@@ -444,6 +444,9 @@ extension Engine {
             return .answer(failure(id: view.idRaw.bytes, code: RPCErrorCode.invalidRequest, "optimizeRequest takes a JSON-RPC request (with an id and a method)"))
         }
         let id = Array(view.idRaw.buffer)
+        // Read before any catalog is: a replay made from a catalog replaced meanwhile is
+        // already stale.
+        let epoch = replay == nil ? 0 : runtime.catalogEpoch.load()
         // The servers `options.servers` (names or groups) and the agent's profile allow; nil: all.
         let allowed = runtime.directory.allowed(servers: options.servers, agent: options.agent)
 
@@ -539,7 +542,15 @@ extension Engine {
             if early == nil, let hit = cachedResult(lookup) {
                 let response = answerHit(hit, id: id, method: method, tool: tool, key: lookup.key)
                 guard CachedValue.refreshDue(hit.header, strategy: config.caching.warmingStrategy, nowMs: CachedValue.nowMs()),
-                      runtime.warming.begin(lookup.key) else { return .answer(response) }
+                      runtime.warming.begin(lookup.key) else {
+                    if let replay, !pinned, method == "resources/read" || method == "prompts/get",
+                       candidates.allSatisfy({ runtime.directory.server($0).map { $0.group == group && $0.stateful == firstBackendConfig.stateful } ?? false }) {
+                        // Every server that offers it is in one group: the key does not depend
+                        // on which one the circuits put first (as a tool's before routing).
+                        replay.pointee = HitReplay(engine: self, lookup: lookup, sharedKey: runtime.policy.sharedKey(lookup), method: method, tool: nil, epoch: epoch)
+                    }
+                    return .answer(response)
+                }
                 refreshing = response
             } else {
                 runtime.metrics.cacheMisses.add()
@@ -657,7 +668,9 @@ extension Engine {
         // Everything that led here depends on the request's bytes, the caller's options (the
         // same for a repeat from the same caller), the configuration (fixed) and the catalogs
         // (the epoch): a repeat needs only the lookup again.
-        if let replay { replay.pointee = HitReplay(engine: self, lookup: lookup, sharedKey: runtime.policy.sharedKey(lookup), tool: tool, epoch: epoch) }
+        if let replay {
+            replay.pointee = HitReplay(engine: self, lookup: lookup, sharedKey: runtime.policy.sharedKey(lookup), method: "tools/call", tool: tool, epoch: epoch)
+        }
         return .answered(answerHit(hit, id: id, method: "tools/call", tool: tool, key: lookup.key))
     }
 
@@ -676,7 +689,7 @@ extension Engine {
                 let result = UnsafeRawBufferPointer(rebasing: value[CachedValue.headerSize...])
                 head(MessageEncoder.resultLength(idJSON: id.count, result: result.count), &out)
                 MessageEncoder.appendResult(idJSON: id, result: result, to: &out)
-                countHit(header, method: "tools/call", tool: replay.tool, key: replay.lookup.key)
+                countHit(header, method: replay.method, tool: replay.tool, key: replay.lookup.key)
                 return true
             }
             // The partition's entry, else the shared one (as `cachedResult`).
