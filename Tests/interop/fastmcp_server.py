@@ -9,6 +9,7 @@ import socket
 import sys
 
 from fastmcp import Context, FastMCP
+from parent_watch import exit_with_parent
 
 mcp = FastMCP("interop-fastmcp")
 
@@ -75,6 +76,7 @@ def greeting() -> str:
 
 
 def main() -> None:
+    exit_with_parent()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))

@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from fastmcp import FastMCP  # noqa: E402
 from mcpopt.participant import transactional  # noqa: E402
+from parent_watch import exit_with_parent  # noqa: E402
 
 parser = argparse.ArgumentParser(description="A two-phase-commit participant key-value store over MCP.")
 parser.add_argument("--name", required=True)
@@ -91,6 +92,7 @@ def kv_get(key: str) -> dict:
 if args.http is None:
     mcp.run(show_banner=False, log_level="warning")
 else:
+    exit_with_parent()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", args.http))
