@@ -19,11 +19,20 @@ public final class StdioFront<Service: MCPService>: @unchecked Sendable {
     private var tasks: [String: (task: Task<Void, Never>, cancelled: Bool)] = [:]   // guarded by tasksLock
     /// Servers' requests to the client and the answers coming back.
     private let asker = ClientAsker()
+    /// The repeat lane (docs/GATEWAY.md): a line that repeats a request the service answered
+    /// from its cache, but for its id, is answered without the full path. nil: off. Only the
+    /// reading thread uses it.
+    private let repeats: RepeatMemo?
+    private let repeatsAnsweredCount = AtomicCounter()
+    /// Requests the repeat lane answered.
+    public var repeatsAnswered: UInt64 { repeatsAnsweredCount.load() }
 
-    public init(service: Service, input: Int32 = 0, output: Int32 = 1) {
+    /// `repeats`: the repeat lane's bounds; nil turns the lane off.
+    public init(service: Service, input: Int32 = 0, output: Int32 = 1, repeats: RepeatMemo.Limits? = RepeatMemo.Limits()) {
         self.service = service
         self.input = input
         self.output = output
+        self.repeats = repeats.map { RepeatMemo(limits: $0) }
     }
 
     /// Reads on a thread of its own (a blocking read must not hold one of the few threads
@@ -92,8 +101,12 @@ public final class StdioFront<Service: MCPService>: @unchecked Sendable {
                                        guard let self else { return nil }
                                        return await self.asker.ask(request) { [weak self] message in self?.send(message) }
                                    })
-        switch service.handleImmediately(line, caller: caller) {
+        if let repeats, answerRepeat(line, repeats) { return }
+        var repeatable: (any RepeatableAnswer)?
+        let immediate = repeats != nil ? service.handleImmediately(line, caller: caller, repeatable: &repeatable) : service.handleImmediately(line, caller: caller)
+        switch immediate {
         case .answered(let answer):
+            if let repeats, let repeatable { remember(line, repeatable, in: repeats) }
             if let answer {
                 send(answer)
             } else if ByteSearch.contains(line, cancelledWord) {
@@ -113,6 +126,35 @@ public final class StdioFront<Service: MCPService>: @unchecked Sendable {
                 }
                 if let key { tasks[key] = (task, false) }
             }
+        }
+    }
+
+    /// Answers `line` if it repeats a request the lane keeps (the same bytes but for a plain id).
+    /// Over stdio nothing but the line decides how it is handled: one client, no headers, no
+    /// sessions to end; what the service's answer depends on besides, the answer checks.
+    private func answerRepeat(_ line: [UInt8], _ repeats: RepeatMemo) -> Bool {
+        guard let out = line.withUnsafeBytes({ raw -> [UInt8]? in
+            guard let (entry, id) = repeats.find(raw, bodyStart: 0, epoch: 0) else { return nil }
+            var out: [UInt8] = []
+            let answered = unsafeDowncast(entry.value, to: RepeatEntry.self).answer.answer(id: id, into: &out) { length, out in
+                out.reserveCapacity(length + 1)
+            }
+            return answered ? out : nil
+        }) else { return false }
+        repeatsAnsweredCount.add()
+        send(out)
+        return true
+    }
+
+    /// Keeps what answers repeats of `line`, with its id token where the decoder finds it.
+    private func remember(_ line: [UInt8], _ answer: any RepeatableAnswer, in repeats: RepeatMemo) {
+        line.withUnsafeBytes { raw in
+            let id = MessageDecoder.withPooled { decoder -> Range<Int>? in
+                guard let view = try? decoder.decode(raw) else { return nil }
+                return view.offset(of: view.idRaw).map { $0..<($0 + view.idRaw.count) }
+            }
+            guard let id else { return }
+            repeats.remember(raw, bodyStart: 0, id: id, value: RepeatEntry(answer), footprint: answer.footprint, epoch: 0)
         }
     }
 

@@ -3,6 +3,7 @@ import Dispatch
 import MCPOptConfig
 import MCPOptEngine
 import MCPOptGateway
+import MCPOptProtocol
 
 /// Builds an engine from a configuration file, with every problem reported as `validate` does.
 func loadEngine(_ path: String) throws -> Engine {
@@ -39,12 +40,15 @@ struct Stdio: ParsableCommand {
     @Option(name: .long, help: "The configuration file (mcpServers and engine options).")
     var config: String
 
+    @Flag(name: .long, help: "Answer repeats of cached calls through the full request path too (see docs/GATEWAY.md, the repeat lane).")
+    var noRepeatLane = false
+
     func run() throws {
         let engine = try loadEngine(config)
         let gateway = Gateway(engine: engine)
         blockOn {
             for warning in await gateway.start() { printError("mcpopt: \(warning)") }
-            let front = StdioFront(service: gateway)
+            let front = StdioFront(service: gateway, repeats: noRepeatLane ? nil : RepeatMemo.Limits())
             gateway.relayServerLogs { [weak front] message in front?.notify(message) }
             await front.run()
             await engine.stop()

@@ -3,6 +3,7 @@ import Glibc
 import XCTest
 import MCPOptGateway
 import MCPOptJSON
+import MCPOptProtocol
 @testable import MCPOptEngine
 
 /// The HTTP front's repeat lane (`RepeatMemo`, `HitReplay`) in `mcpopt serve`'s arrangement, in
@@ -296,6 +297,87 @@ final class RepeatLaneTests: XCTestCase, @unchecked Sendable {
         for id in 2...5 { XCTAssertEqual(exchange(fd, body: call("get", #"{"key":"b"}"#, id: "\(id)"), session: session)?.text, "1") }
         XCTAssertEqual(front.repeatsAnswered, 0)
         XCTAssertEqual(engine.metrics.cacheHits.load(), 3)
+    }
+
+    // MARK: over stdio
+
+    /// The stdio front over two pipes, in front of the kv server; `lines` sends a line and
+    /// reads the answer's line (bounded waits).
+    private final class StdioPipes: @unchecked Sendable {
+        let toFront: Int32, fromFront: Int32
+        var pending: [UInt8] = []
+        init(toFront: Int32, fromFront: Int32) {
+            self.toFront = toFront
+            self.fromFront = fromFront
+        }
+        func exchange(_ line: String) -> String? {
+            let bytes = Array((line + "\n").utf8)
+            guard bytes.withUnsafeBytes({ write(toFront, $0.baseAddress, $0.count) }) == bytes.count else { return nil }
+            var buffer = [UInt8](repeating: 0, count: 65_536)
+            while true {
+                if let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                    let answer = String(decoding: pending[..<newline], as: UTF8.self)
+                    pending.removeSubrange(...newline)
+                    return answer
+                }
+                var ready = pollfd(fd: fromFront, events: Int16(POLLIN), revents: 0)
+                guard poll(&ready, 1, 20_000) == 1 else { return nil }
+                let n = read(fromFront, &buffer, buffer.count)
+                if n <= 0 { return nil }
+                pending += buffer[0..<n]
+            }
+        }
+    }
+
+    private func startStdio(repeats: Bool) async throws -> (StdioFront<Gateway>, StdioPipes) {
+        let engine = try Engine(json: #"{"mcpServers": {\#(try RequestPathTests.kvServer("kv"))}, "caching": {"tools": {"reads_served": false}}}"#)
+        let gateway = Gateway(engine: engine)
+        _ = await gateway.start()
+        var inputPipe: [Int32] = [0, 0], outputPipe: [Int32] = [0, 0]
+        XCTAssertEqual(pipe(&inputPipe), 0)
+        XCTAssertEqual(pipe(&outputPipe), 0)
+        let (input, output) = (inputPipe, outputPipe)
+        let front = StdioFront(service: gateway, input: input[0], output: output[1], repeats: repeats ? RepeatMemo.Limits() : nil)
+        let running = Task { await front.run() }
+        addTeardownBlock {
+            close(input[1])   // stdin ends: the front returns
+            await running.value
+            await engine.stop()
+            for fd in [input[0], output[0], output[1]] { close(fd) }
+        }
+        return (front, StdioPipes(toFront: input[1], fromFront: output[0]))
+    }
+
+    private func text(_ line: String?) -> String? {
+        line.flatMap { try? JSONParser.parse(Array($0.utf8)) }?["result"]?["content"]?.arrayValue?.first?["text"]?.stringValue
+    }
+
+    func testOverStdioRepeatsOfACachedCallAreAnsweredByTheLane() async throws {
+        let (front, pipes) = try await startStdio(repeats: true)
+        let reads = { Int(self.text(pipes.exchange(self.call("reads_served", "{}", id: "900"))) ?? "") ?? -1 }
+        XCTAssertEqual(text(pipes.exchange(call("put", #"{"key":"a","value":"1"}"#, id: "1"))), "ok")
+        XCTAssertEqual(text(pipes.exchange(call("get", #"{"key":"a"}"#, id: "2"))), "1")
+        let readsAfterMiss = reads()
+        let full = try XCTUnwrap(pipes.exchange(call("get", #"{"key":"a"}"#, id: "3")))
+        XCTAssertEqual(front.repeatsAnswered, 0)
+        for id in ["4", #""x-5""#] {
+            let lane = try XCTUnwrap(pipes.exchange(call("get", #"{"key":"a"}"#, id: id)))
+            XCTAssertEqual(lane, full.replacingOccurrences(of: #""id":3"#, with: #""id":\#(id)"#), "the full path's answer, with the repeat's id")
+        }
+        XCTAssertEqual(front.repeatsAnswered, 2)
+        XCTAssertEqual(reads(), readsAfterMiss, "no repeat reached the server")
+        // A write drops the cached read: the repeat is fresh from the server.
+        XCTAssertEqual(text(pipes.exchange(call("put", #"{"key":"a","value":"2"}"#, id: "6"))), "ok")
+        XCTAssertEqual(text(pipes.exchange(call("get", #"{"key":"a"}"#, id: "7"))), "2")
+        XCTAssertEqual(front.repeatsAnswered, 2)
+        XCTAssertEqual(reads(), readsAfterMiss + 1)
+    }
+
+    func testOverStdioWithTheLaneOffRepeatsTakeTheFullPath() async throws {
+        let (front, pipes) = try await startStdio(repeats: false)
+        XCTAssertEqual(text(pipes.exchange(call("put", #"{"key":"b","value":"1"}"#, id: "1"))), "ok")
+        for id in 2...5 { XCTAssertEqual(text(pipes.exchange(call("get", #"{"key":"b"}"#, id: "\(id)"))), "1") }
+        XCTAssertEqual(front.repeatsAnswered, 0)
     }
 }
 
