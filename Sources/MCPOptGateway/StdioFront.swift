@@ -94,6 +94,7 @@ public final class StdioFront<Service: MCPService>: @unchecked Sendable {
         guard line.contains(where: { $0 != 0x20 && $0 != 0x09 }) else { return }
         // The client's answer to a server's request (sampling, elicitation, roots).
         if asker.answer(line) { return }
+        if let repeats, answerRepeat(line, repeats) { return }
         // Progress about a request goes to stdout between the answers, as a line of its own;
         // so do servers' requests to the client.
         let caller = ServiceCaller(notify: { [weak self] message in self?.send(message) },
@@ -101,7 +102,6 @@ public final class StdioFront<Service: MCPService>: @unchecked Sendable {
                                        guard let self else { return nil }
                                        return await self.asker.ask(request) { [weak self] message in self?.send(message) }
                                    })
-        if let repeats, answerRepeat(line, repeats) { return }
         var repeatable: (any RepeatableAnswer)?
         let immediate = repeats != nil ? service.handleImmediately(line, caller: caller, repeatable: &repeatable) : service.handleImmediately(line, caller: caller)
         switch immediate {
