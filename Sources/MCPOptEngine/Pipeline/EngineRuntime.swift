@@ -201,6 +201,9 @@ final class EngineRuntime: @unchecked Sendable {
     var currentCatalogGeneration: Int { lock.withLock { catalogGeneration } }
     /// `catalogGeneration`, read without the lock (a replayed cache hit checks it each time).
     let catalogEpoch = AtomicCounter()
+    /// Results stored under the key every caller shares (marked public by their server). Until
+    /// there is one, a miss under the caller's own key is not looked up there too.
+    let publicResults = AtomicCounter()
 
     /// Records whether a server is up; true when that changed (the caller emits the event).
     func markUp(_ server: String, _ up: Bool) -> Bool {

@@ -700,7 +700,7 @@ extension Engine {
                 case .miss: return nil
                 }
             }
-            return read(replay.lookup.key) ?? read(replay.sharedKey)
+            return read(replay.lookup.key) ?? (runtime.publicResults.load() > 0 ? read(replay.sharedKey) : nil)
         }
         guard answered == true else { return false }
         runtime.metrics.requests.add()
@@ -782,7 +782,8 @@ extension Engine {
     /// The partition's entry, else the one shared across partitions (a result a server marked
     /// public is stored under both).
     private func cachedResult(_ key: [UInt8], orShared shared: @autoclosure () -> [UInt8]) -> (result: ArraySlice<UInt8>, header: CachedValue.Header)? {
-        guard let value = cache.get(key) ?? cache.get(shared()), let header = CachedValue.header(value) else { return nil }
+        guard let value = cache.get(key) ?? (runtime.publicResults.load() > 0 ? cache.get(shared()) : nil),
+              let header = CachedValue.header(value) else { return nil }
         return (CachedValue.result(value), header)
     }
 
@@ -796,7 +797,10 @@ extension Engine {
             let value = CachedValue.encode(result: view.result.buffer, originNanos: originNanos, ttl: terms.ttl, refreshed: plan.refresh)
             let options = CacheItemOptions(ttl: terms.ttl, tags: plan.storeTags)
             let stored = try? cache.set(lookup.key, value, options, ticket: plan.ticket)
-            if terms.shared { _ = try? cache.set(runtime.policy.sharedKey(lookup), value, options, ticket: nil) }
+            if terms.shared {
+                runtime.publicResults.add()   // before the entry is there: a lookup that finds it checks
+                _ = try? cache.set(runtime.policy.sharedKey(lookup), value, options, ticket: nil)
+            }
             // L2 gets what L1 kept (not a fill an invalidation raced), without waiting.
             if stored == .stored, let shared = runtime.shared { shared.store(lookup.key, value: value, ttl: terms.ttl, tags: plan.storeTags) }
             if stored == .stored, plan.refresh { runtime.warming.refreshStored(lookup.key) }
