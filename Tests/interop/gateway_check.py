@@ -131,7 +131,7 @@ async def through_gateway(transport, era: str, direct: dict, repo: Path, label: 
         r1 = await session.call_tool("kv__get", {"key": "k"})
         r2 = await session.call_tool("kv2__get", {"key": "k"})
         check(f"{label}: a namespaced tool reaches its own server", r1.content[0].text == era and r2.content[0].text == "", (text_of(r1), text_of(r2)))
-        # Repeats of a cached call (over HTTP, most through the repeat lane): the same answer.
+        # Repeats of a cached call (most through the repeat lane, over either front): the same answer.
         repeats = [(await session.call_tool("kv__get", {"key": "k"})).content[0].text for _ in range(6)]
         check(f"{label}: repeats of a cached call answer the same", repeats == [era] * 6, repeats)
         try:
