@@ -274,6 +274,20 @@ final class RepeatLaneTests: XCTestCase, @unchecked Sendable {
         let third = try XCTUnwrap(exchange(fd, body: prompt("7"), session: session))
         XCTAssertEqual(front.repeatsAnswered, before + 1)
         XCTAssertEqual(third.body, second.body.replacingOccurrences(of: #""id":9"#, with: #""id":7"#))
+
+        // A modern-era client (no session): its answers are completed as modern results, the
+        // lane's as the full path's.
+        let meta = #""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}"#
+        let modern = { (id: String) in
+            self.exchange(fd, body: self.request("resources/read", #"{"uri":"kv://r",\#(meta)}"#, id: id), session: nil, headers: ["MCP-Protocol-Version: 2026-07-28"])
+        }
+        let fullModern = try XCTUnwrap(modern("20"))
+        XCTAssertEqual(fullModern.json?["result"]?["resultType"], "complete", fullModern.body)
+        XCTAssertEqual(fullModern.json?["result"]?["contents"]?.arrayValue?.first?["text"]?.stringValue, "2")
+        let beforeModern = front.repeatsAnswered
+        let laneModern = try XCTUnwrap(modern("21"))
+        XCTAssertEqual(front.repeatsAnswered, beforeModern + 1)
+        XCTAssertEqual(laneModern.body, fullModern.body.replacingOccurrences(of: #""id":20"#, with: #""id":21"#))
     }
 
     func testAResourceTwoGroupsServeIsNotReplayed() async throws {
