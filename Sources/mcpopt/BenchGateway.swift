@@ -69,8 +69,10 @@ struct BenchGateway: ParsableCommand {
         let processes = try BenchProcesses()
         defer { processes.stopAll() }
         var skipped: [String] = []
+        let busy = Self.busyShare(over: .seconds(1))
         let machine: JSONValue = ["cores": .int(Int64(sysconf(Int32(_SC_NPROCESSORS_ONLN)))), "kernel": .string(Self.kernel()),
-                                  "loadAverageAtStart": .string(BenchProcesses.read("/proc/loadavg").split(separator: " ").prefix(3).joined(separator: " "))]
+                                  "loadAverageAtStart": .string(BenchProcesses.read("/proc/loadavg").split(separator: " ").prefix(3).joined(separator: " ")),
+                                  "busyBeforeStart": busy.map { .double(($0 * 1000).rounded() / 1000) } ?? .null]
 
         // The helpers, compiled from the source tree.
         let root = try sourceTree()
@@ -234,6 +236,22 @@ struct BenchGateway: ParsableCommand {
         } else {
             print(Self.table(result))
         }
+    }
+
+    /// The share of the CPUs' time spent busy (not idle nor waiting on I/O) over `period`, from
+    /// /proc/stat: what else runs while the benchmark would (its figures assume nothing does).
+    static func busyShare(over period: Duration) -> Double? {
+        func sample() -> (busy: Double, total: Double)? {
+            guard let line = BenchProcesses.read("/proc/stat").split(separator: "\n").first, line.hasPrefix("cpu ") else { return nil }
+            let fields = line.split(separator: " ").dropFirst().compactMap { Double($0) }
+            guard fields.count >= 5 else { return nil }
+            let total = fields.reduce(0, +)
+            return (total - fields[3] - fields[4], total)   // idle, iowait
+        }
+        guard let a = sample() else { return nil }
+        usleep(UInt32(period.components.seconds * 1_000_000 + period.components.attoseconds / 1_000_000_000_000))
+        guard let b = sample(), b.total > a.total else { return nil }
+        return (b.busy - a.busy) / (b.total - a.total)
     }
 
     // MARK: what it starts
@@ -555,6 +573,9 @@ struct BenchGateway: ParsableCommand {
             }
         }
         for note in result["skipped"]?.arrayValue ?? [] { lines.append("skipped: \(note.stringValue ?? "")") }
+        if let busy = machine?["busyBeforeStart"]?.doubleValue, busy > 0.1 {
+            lines.append("note: the CPUs were \(Int((busy * 100).rounded()))% busy in the second before the start: something else is running, and these figures count it")
+        }
         return lines.joined(separator: "\n")
     }
 
