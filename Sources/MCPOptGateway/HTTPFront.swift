@@ -777,7 +777,8 @@ final class HTTPConnection: LoopCallback, @unchecked Sendable {
     func loopTurn() { onWritten?() }
 }
 
-/// What a `RepeatMemo` of the HTTP front keeps (a class: the memo holds objects).
+/// What the fronts' `RepeatMemo`s keep (a class: the memo holds objects, and the fronts take
+/// it back with `unsafeDowncast`, not a dynamic cast to the protocol).
 final class RepeatEntry {
     let answer: any RepeatableAnswer
     init(_ answer: any RepeatableAnswer) { self.answer = answer }

@@ -137,12 +137,14 @@ public final class StdioFront<Service: MCPService>: @unchecked Sendable {
             guard let (entry, id) = repeats.find(raw, bodyStart: 0, epoch: 0) else { return nil }
             var out: [UInt8] = []
             let answered = unsafeDowncast(entry.value, to: RepeatEntry.self).answer.answer(id: id, into: &out) { length, out in
-                out.reserveCapacity(length + 1)
+                out.reserveCapacity(length + 1)   // and the newline
             }
-            return answered ? out : nil
+            guard answered else { return nil }
+            out.append(UInt8(ascii: "\n"))
+            return out
         }) else { return false }
         repeatsAnsweredCount.add()
-        send(out)
+        writeAll(out)
         return true
     }
 
@@ -187,6 +189,11 @@ public final class StdioFront<Service: MCPService>: @unchecked Sendable {
     private func send(_ message: [UInt8]) {
         var bytes = message
         bytes.append(UInt8(ascii: "\n"))
+        writeAll(bytes)
+    }
+
+    /// Writes whole lines (a line never interleaves with another).
+    private func writeAll(_ bytes: [UInt8]) {
         writeLock.withLock {
             var offset = 0
             while offset < bytes.count {

@@ -474,7 +474,7 @@ extension Engine {
                 return .answer(failure(id: id, code: RPCErrorCode.invalidParams, "\(error)"))
             }
             if !options.bypassCache, !view.requestState.isPresent {
-                switch cachedBeforeRouting(view, id: id, tool: name, allowed: requirements.allowedServers, options, replay: replay) {
+                switch cachedBeforeRouting(view, id: id, tool: name, allowed: requirements.allowedServers, options, replay: replay, epoch: epoch) {
                 case .answered(let response): return .answer(response)
                 case .missed(let early): earlyLookup = early
                 case .notApplicable: break
@@ -640,11 +640,9 @@ extension Engine {
     /// more than the lookup itself. Not applicable (route first) when several groups offer it
     /// (the routed group decides the key), when their servers differ on `stateful`, or when the
     /// hit is due for a refresh ahead (which needs the routed plan).
+    /// `epoch`: the catalogs' epoch, read before any catalog was (what a replay is made with).
     private func cachedBeforeRouting(_ view: MessageView, id: [UInt8], tool: String, allowed: Set<String>?, _ options: OptimizeOptions,
-                                     replay: UnsafeMutablePointer<HitReplay?>?) -> BeforeRouting {
-        // Read before the catalog is: a replay made from a catalog replaced meanwhile is
-        // already stale.
-        let epoch = runtime.catalogEpoch.load()
+                                     replay: UnsafeMutablePointer<HitReplay?>?, epoch: UInt64) -> BeforeRouting {
         guard let owners = runtime.toolOwners(tool) else { return .notApplicable }
         var pick: EngineRuntime.ToolOwner?
         for owner in owners where allowed?.contains(owner.server) ?? true {
@@ -700,7 +698,7 @@ extension Engine {
                 case .miss: return nil
                 }
             }
-            return read(replay.lookup.key) ?? (runtime.publicResults.load() > 0 ? read(replay.sharedKey) : nil)
+            return read(replay.lookup.key) ?? (sharedEntriesExist ? read(replay.sharedKey) : nil)
         }
         guard answered == true else { return false }
         runtime.metrics.requests.add()
@@ -775,17 +773,17 @@ extension Engine {
     // MARK: cache values
 
     /// A cached result (CachedValue: a header, then the result's JSON).
-    private func cachedResult(_ lookup: CachePolicy.Lookup) -> (result: ArraySlice<UInt8>, header: CachedValue.Header)? {
-        cachedResult(lookup.key, orShared: runtime.policy.sharedKey(lookup))
-    }
-
     /// The partition's entry, else the one shared across partitions (a result a server marked
     /// public is stored under both).
-    private func cachedResult(_ key: [UInt8], orShared shared: @autoclosure () -> [UInt8]) -> (result: ArraySlice<UInt8>, header: CachedValue.Header)? {
-        guard let value = cache.get(key) ?? (runtime.publicResults.load() > 0 ? cache.get(shared()) : nil),
+    private func cachedResult(_ lookup: CachePolicy.Lookup) -> (result: ArraySlice<UInt8>, header: CachedValue.Header)? {
+        guard let value = cache.get(lookup.key) ?? (sharedEntriesExist ? cache.get(runtime.policy.sharedKey(lookup)) : nil),
               let header = CachedValue.header(value) else { return nil }
         return (CachedValue.result(value), header)
     }
+
+    /// Whether any result was stored under a shared key: until one is, a miss under the
+    /// caller's own key looks no further.
+    private var sharedEntriesExist: Bool { runtime.publicResults.load() > 0 }
 
     /// Stores a server's answer; returns its shape (read in the same decode, for the reply).
     @discardableResult
