@@ -24,8 +24,10 @@ final class SharedCacheTests: XCTestCase, @unchecked Sendable {
         }
         func start() throws {
             let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
-            p.arguments = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning"] + extra
+            // setpriv execs redis-server (same pid) with a parent-death signal: a test process that
+            // crashes takes its Redis with it instead of leaving it running.
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+            p.arguments = ["--pdeathsig", "KILL", "/usr/bin/redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning"] + extra
             p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
             try p.run()

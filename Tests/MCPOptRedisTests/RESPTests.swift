@@ -82,8 +82,10 @@ final class RedisProcess {
         }
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("mcpopt-redis-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
-        process.arguments = ["--port", "0", "--unixsocket", directory.appendingPathComponent("redis.sock").path, "--save", "", "--appendonly", "no",
+        // setpriv execs redis-server (same pid) with a parent-death signal: a crashed test process
+        // does not leave it running.
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+        process.arguments = ["--pdeathsig", "KILL", "/usr/bin/redis-server", "--port", "0", "--unixsocket", directory.appendingPathComponent("redis.sock").path, "--save", "", "--appendonly", "no",
                              "--dir", directory.path]
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice

@@ -33,8 +33,10 @@ final class RedisConnectionTests: XCTestCase {
         }
         let port = Int.random(in: 12_000..<32_000)   // below the ephemeral range: no outgoing connection holds it
         let server = Process()
-        server.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
-        server.arguments = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        // setpriv execs redis-server (same pid) with a parent-death signal: a crashed test process
+        // does not leave it running.
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+        server.arguments = ["--pdeathsig", "KILL", "/usr/bin/redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         server.standardOutput = FileHandle.nullDevice
         server.standardError = FileHandle.nullDevice
         try server.run()

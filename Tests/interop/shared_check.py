@@ -54,7 +54,8 @@ async def main() -> None:
     procs = []
 
     def start_redis():
-        p = subprocess.Popen([redis_bin, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        # setpriv: redis-server (same pid) gets a parent-death signal, so it ends with this script.
+        p = subprocess.Popen(["setpriv", "--pdeathsig", "KILL", redis_bin, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_listening(redis_port, 10)
         return p
@@ -70,7 +71,7 @@ async def main() -> None:
         ports = [free_port(), free_port()]
         try:
             for port in ports:
-                procs.append(subprocess.Popen([mcpopt, "serve", "--config", str(path), "--listen", f"127.0.0.1:{port}"], stderr=subprocess.DEVNULL))
+                procs.append(subprocess.Popen(["setpriv", "--pdeathsig", "KILL", mcpopt, "serve", "--config", str(path), "--listen", f"127.0.0.1:{port}"], stderr=subprocess.DEVNULL))
             check("both gateways listen", all(wait_listening(p) for p in ports))
             up = await eventually(lambda: asyncio.sleep(0, all(metric(p, "mcpopt_l2_up") == 1 for p in ports)), 10)
             check("both gateways reach Redis", up, [metric(p, "mcpopt_l2_up") for p in ports])
