@@ -9,12 +9,15 @@
  *   rotate: eight arguments in turn (each call repeats an earlier one, never the last);
  *   SAMPLES: a file each call's round trip is appended to (microseconds, one a line), so
  *   several runs can be pooled.
- * Prints one JSON line: requests, round trips per second, p50/p99/mean in microseconds.
+ * Prints one JSON line: requests, round trips per second, p50/p99/mean in microseconds, and
+ * (one connection) the CPU the client was on after its last call: `mcpopt bench gateway` sets
+ * it beside the server's to tell whether the scheduler kept the pair on one CPU.
  * Run by `mcpopt bench gateway`. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +39,7 @@ typedef struct {
     char session[256];
     char buf[1 << 16];
     double *samples, end;
+    int cpu;   /* after the last call */
 } worker;
 
 static pthread_barrier_t ready;
@@ -105,6 +109,7 @@ static void *run(void *arg) {
         w->samples[i] = (now() - t) * 1e6;
     }
     w->end = now();
+    w->cpu = sched_getcpu();
     w->ok = !failed;
     close(fd);
     return NULL;
@@ -144,7 +149,7 @@ int main(int argc, char **argv) {
         if (fclose(samples)) { perror(argv[8]); return 1; }
     }
     qsort(all, total, sizeof *all, cmp);
-    printf("{\"path\":\"%s\",\"requests\":%d,\"connections\":%d,\"roundTripsPerSecond\":%.0f,\"p50Us\":%.1f,\"p99Us\":%.1f,\"meanUs\":%.1f}\n",
-           argv[1], total, connections, total / (end - start), all[total / 2], all[(int)(total * 0.99)], sum / total);
+    printf("{\"path\":\"%s\",\"requests\":%d,\"connections\":%d,\"roundTripsPerSecond\":%.0f,\"p50Us\":%.1f,\"p99Us\":%.1f,\"meanUs\":%.1f,\"cpu\":%d}\n",
+           argv[1], total, connections, total / (end - start), all[total / 2], all[(int)(total * 0.99)], sum / total, connections == 1 ? workers[0].cpu : -1);
     return 0;
 }

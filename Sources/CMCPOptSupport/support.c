@@ -6,6 +6,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 typedef struct mco_issue {
     char *path;
@@ -104,4 +106,14 @@ int mco_affinity_set(int tid, const int32_t *cpus, size_t count) {
         CPU_SET(cpus[i], &set);
     }
     return sched_setaffinity(tid, sizeof set, &set) == 0 ? 0 : -errno;
+}
+
+int mco_pidfd_open(int pid) {
+#ifdef SYS_pidfd_open
+    long fd = syscall(SYS_pidfd_open, (pid_t)pid, 0);   /* pidfds are close-on-exec already */
+    return fd < 0 ? -errno : (int)fd;
+#else
+    (void)pid;
+    return -ENOSYS;
+#endif
 }

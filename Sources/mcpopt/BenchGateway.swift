@@ -94,6 +94,7 @@ struct BenchGateway: ParsableCommand {
             if echoPort == 0 { usleep(20_000) }
         }
         guard echoPort > 0 else { throw ValidationError("the echo server did not start: \(processes.tail(echoServer))") }
+        processes.serves(echoPort, echoServer)
 
         // The hops in front of it.
         var ports: [String: Int] = [:]   // the peers that started: haproxy, nginx, fastmcp
@@ -125,16 +126,26 @@ struct BenchGateway: ParsableCommand {
         // (This guest's round trips drift by up to 2x over minutes; measured one after the other,
         // the rows of a round compared different states of the machine.)
         func interleaved(_ paths: [(label: String, port: Int, mode: String, offset: Int)], calls: Int, connections: Int = 1) throws -> [JSONValue] {
-            let files = paths.indices.map { "\(processes.directory)/samples-\($0).txt" }
-            for file in files { unlink(file) }
+            let turnFile = "\(processes.directory)/samples-turn.txt"
+            var samples = [[Double]](repeating: [], count: paths.count)
+            // The same samples by where the turn's pair ended: [0] on one CPU, [1] on two.
+            var samplesByPlacement = [[[Double]]](repeating: [[], []], count: paths.count)
             var seconds = [Double](repeating: 0, count: paths.count)
             var failures = [JSONValue?](repeating: nil, count: paths.count)
+            // Calls of turns whose end found the client on the CPU of the busiest thread of each
+            // server that worked (the one it calls, and the echo server behind a hop), of the calls
+            // of turns where that was known (one connection, servers started here).
+            var together = [Int](repeating: 0, count: paths.count), placed = together
             for block in 0..<blocks {
                 let share = calls / blocks + (block < calls % blocks ? 1 : 0)
                 for (index, path) in paths.enumerated() where failures[index] == nil {
                     // Each turn's misses start elsewhere, so they stay misses.
                     let arguments = [client, path.label, "\(share)", "\(path.port)", "echo", path.mode,
-                                     "\(path.offset + block * 10_000_000)", "\(connections)", files[index]]
+                                     "\(path.offset + block * 10_000_000)", "\(connections)", turnFile]
+                    unlink(turnFile)
+                    var servers: [pid_t] = []
+                    for port in [path.port, echoPort] { if let group = processes.group(serving: port), !servers.contains(group) { servers.append(group) } }
+                    let before = servers.map { BenchAffinity.threads(ofGroup: $0) }
                     let (status, output, errors) = try processes.run(path.label, arguments, seconds: timeout)
                     guard status == 0, let row = try? JSONParser.parse(output.split(separator: "\n").last.map(String.init) ?? ""),
                           let rate = row["roundTripsPerSecond"]?.doubleValue, rate > 0 else {
@@ -142,17 +153,29 @@ struct BenchGateway: ParsableCommand {
                         continue
                     }
                     seconds[index] += Double(share) / rate
+                    let turn = BenchProcesses.read(turnFile).split(separator: "\n").compactMap { Double($0) }
+                    samples[index] += turn
+                    let serverCPUs = servers.indices.compactMap { BenchAffinity.busiestCPU(ofGroup: servers[$0], since: before[$0]) }
+                    if let clientCPU = row["cpu"]?.doubleValue, clientCPU >= 0, !serverCPUs.isEmpty {
+                        let oneCPU = serverCPUs.allSatisfy { Double($0) == clientCPU }
+                        placed[index] += share
+                        if oneCPU { together[index] += share }
+                        samplesByPlacement[index][oneCPU ? 0 : 1] += turn
+                    }
                 }
             }
             return paths.indices.map { index in
                 if let failure = failures[index] { return failure }
-                let samples = BenchProcesses.read(files[index]).split(separator: "\n").compactMap { Double($0) }.sorted()
+                let samples = samples[index].sorted()
                 guard !samples.isEmpty else { return ["path": .string(paths[index].label), "error": "no samples"] }
                 func tenth(_ x: Double) -> JSONValue { .double((x * 10).rounded() / 10) }
+                func median(_ values: [Double]) -> JSONValue { values.isEmpty ? .null : tenth(values.sorted()[values.count / 2]) }
                 return ["path": .string(paths[index].label), "requests": .int(Int64(samples.count)), "connections": .int(Int64(connections)),
                         "blocks": .int(Int64(blocks)), "roundTripsPerSecond": .double((Double(samples.count) / seconds[index]).rounded()),
                         "p50Us": tenth(samples[samples.count / 2]), "p99Us": tenth(samples[Int(Double(samples.count) * 0.99)]),
-                        "meanUs": tenth(samples.reduce(0, +) / Double(samples.count))]
+                        "meanUs": tenth(samples.reduce(0, +) / Double(samples.count)),
+                        "oneCPUShare": placed[index] > 0 ? .double((Double(together[index]) / Double(placed[index]) * 100).rounded() / 100) : .null,
+                        "p50OneCPUUs": median(samplesByPlacement[index][0]), "p50TwoCPUsUs": median(samplesByPlacement[index][1])]
             }
         }
         let fastmcpCalls = max(requests / 40, 5)
@@ -505,8 +528,9 @@ struct BenchGateway: ParsableCommand {
     /// The issue's goals for one round: miss added ÷ haproxy added (≤ 1.5), FastMCP added ÷
     /// mcpopt miss added (≥ 300), hit p50 ÷ direct p50 (< 1); null when a row is missing.
     static func goals(_ rows: [JSONValue]) -> JSONValue {
-        func p50(_ path: String) -> Double? { rows.first { $0["path"]?.stringValue == path }?["p50Us"]?.doubleValue }
-        func added(_ path: String) -> Double? { rows.first { $0["path"]?.stringValue == path }?["addedP50Us"]?.doubleValue }
+        func value(_ path: String, _ field: String) -> Double? { rows.first { $0["path"]?.stringValue == path }?[field]?.doubleValue }
+        func p50(_ path: String) -> Double? { value(path, "p50Us") }
+        func added(_ path: String) -> Double? { value(path, "addedP50Us") }
         func ratio(_ a: Double?, _ b: Double?) -> JSONValue {
             guard let a, let b, b > 0 else { return .null }
             return .double((a / b * 100).rounded() / 100)
@@ -515,6 +539,10 @@ struct BenchGateway: ParsableCommand {
             "missAddedOverHaproxyAdded": ratio(added("mcpopt miss"), added("haproxy")), "missGoalAtMost": 1.5,
             "fastmcpAddedOverMissAdded": ratio(added("fastmcp proxy"), added("mcpopt miss")), "fastmcpGoalAtLeast": 300,
             "hitP50OverDirectP50": ratio(p50("mcpopt hit"), p50("direct")), "hitGoalBelow": 1,
+            // The same ratio between turns the scheduler placed alike (null when one of the two
+            // rows had no such turn): unpinned, the rows' own p50s may compare placements.
+            "hitOverDirectOnOneCPU": ratio(value("mcpopt hit", "p50OneCPUUs"), value("direct", "p50OneCPUUs")),
+            "hitOverDirectOnTwoCPUs": ratio(value("mcpopt hit", "p50TwoCPUsUs"), value("direct", "p50TwoCPUsUs")),
         ]
     }
 
@@ -532,12 +560,15 @@ struct BenchGateway: ParsableCommand {
         let machine = result["machine"]
         var lines = ["mcpopt bench gateway: \(n(result["requestsPerRow"])) calls per row in \(n(result["blocks"])) interleaved turns (FastMCP proxy \(n(result["fastmcpRequestsPerRow"])) at once), one at a time; "
             + "\(n(machine?["cores"])) cores, kernel \(machine?["kernel"]?.stringValue ?? "?"), load \(machine?["loadAverageAtStart"]?.stringValue ?? "?") at start"]
+        lines.append("one CPU: the share of a row's calls in turns that ended with the client on the CPU of each server's busiest thread (the scheduler's placement, which a round trip's time depends on first)")
         let header = "path".padding(28) + "p50 us".leftPad(10) + "p99 us".leftPad(10) + "mean us".leftPad(10) + "calls/s".leftPad(10) + "added p50".leftPad(11)
+            + "one CPU".leftPad(9)
         func line(_ row: JSONValue) -> String {
             let path = (row["path"]?.stringValue ?? "").padding(28)
             if let error = row["error"]?.stringValue { return path + "failed: " + error }
             return path + n(row["p50Us"]).leftPad(10) + n(row["p99Us"]).leftPad(10) + n(row["meanUs"]).leftPad(10)
                 + n(row["roundTripsPerSecond"]).leftPad(10) + (row["path"]?.stringValue == "direct" ? "-" : row["addedP50Us"].map { "+" + n($0) } ?? "").leftPad(11)
+                + (row["oneCPUShare"]?.doubleValue.map { "\(Int(($0 * 100).rounded()))%" } ?? "").leftPad(9)
         }
         var placement = ""
         for round in result["rounds"]?.arrayValue ?? [] {
@@ -549,6 +580,12 @@ struct BenchGateway: ParsableCommand {
             let g = round["goals"]
             lines.append("goals: miss added / haproxy added = \(n(g?["missAddedOverHaproxyAdded"])) (<= 1.5); "
                 + "FastMCP added / miss added = \(n(g?["fastmcpAddedOverMissAdded"])) (>= 300); hit p50 / direct p50 = \(n(g?["hitP50OverDirectP50"])) (< 1)")
+            // Unpinned, the rows may have been placed differently: the ratio between turns placed alike.
+            let shares = ["direct", "mcpopt hit"].map { path in (round["rows"]?.arrayValue ?? []).first { $0["path"]?.stringValue == path }?["oneCPUShare"]?.doubleValue }
+            if placement == BenchPlacement.any.rawValue, let direct = shares[0], let hit = shares[1] {
+                lines.append("       the hit's turns ended on one CPU for \(Int((hit * 100).rounded()))% of its calls, the direct call's for \(Int((direct * 100).rounded()))%; "
+                    + "hit p50 / direct p50 between turns placed alike: one CPU \(n(g?["hitOverDirectOnOneCPU"])), two CPUs \(n(g?["hitOverDirectOnTwoCPUs"]))")
+            }
         }
         lines += ["", "cache hits, several connections at once", header] + (result["concurrentHits"]?.arrayValue ?? []).map(line)
         let real = result["realServer"]?.arrayValue ?? []

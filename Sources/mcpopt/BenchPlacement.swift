@@ -58,6 +58,34 @@ enum BenchAffinity {
         }
     }
 
+    /// Every thread of process group `group`: its time on a CPU so far (ns, the first field of
+    /// its schedstat) and the CPU it ran on last (field 39 of its stat).
+    static func threads(ofGroup group: pid_t) -> [pid_t: (runNanos: UInt64, cpu: Int32)] {
+        var threads: [pid_t: (runNanos: UInt64, cpu: Int32)] = [:]
+        for pid in processes(inGroup: group) {
+            for tid in numericEntries("/proc/\(pid)/task") {
+                let stat = BenchProcesses.read("/proc/\(pid)/task/\(tid)/stat")
+                guard let close = stat.lastIndex(of: ")") else { continue }
+                let fields = stat[stat.index(after: close)...].split(separator: " ")   // from field 3
+                guard fields.count > 36, let cpu = Int32(fields[36]),
+                      let run = BenchProcesses.read("/proc/\(pid)/task/\(tid)/schedstat").split(separator: " ").first.flatMap({ UInt64($0) }) else { continue }
+                threads[tid] = (run, cpu)
+            }
+        }
+        return threads
+    }
+
+    /// The CPU of the thread of `group` that ran longest since `before` was taken (a snapshot
+    /// from `threads(ofGroup:)`): the one that answered a turn's calls. Nil when none ran.
+    static func busiestCPU(ofGroup group: pid_t, since before: [pid_t: (runNanos: UInt64, cpu: Int32)]) -> Int32? {
+        var best: (ran: UInt64, cpu: Int32)?
+        for (tid, now) in threads(ofGroup: group) {
+            let ran = now.runNanos - min(now.runNanos, before[tid]?.runNanos ?? 0)
+            if ran > 0, ran > best?.ran ?? 0 { best = (ran, now.cpu) }
+        }
+        return best?.cpu
+    }
+
     /// The processes whose process group is `group` (field 5 of /proc/PID/stat).
     private static func processes(inGroup group: pid_t) -> [pid_t] {
         numericEntries("/proc").filter { pid in

@@ -37,6 +37,11 @@ int mco_affinity_get(int tid, int32_t *cpus, size_t capacity);
 // Pins thread `tid` (0: the caller) to `count` CPUs. Returns 0 or -errno.
 int mco_affinity_set(int tid, const int32_t *cpus, size_t count);
 
+// A pidfd for child `pid` (close-on-exec; readable once the child has ended), or -errno where
+// the kernel has no pidfd_open (before 5.3). A way to wait for a child with a deadline and no
+// periodic wake-ups.
+int mco_pidfd_open(int pid);
+
 #ifdef __cplusplus
 }
 #endif
