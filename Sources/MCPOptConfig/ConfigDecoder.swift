@@ -1,3 +1,4 @@
+import Glibc
 import MCPOptJSON
 
 /// Turns a JSON document into an `EngineConfig`, reporting problems with their paths.
@@ -49,13 +50,14 @@ struct ConfigDecoder {
     }
 
     private static let stdioKeys = ["command", "args", "env", "cwd"]
-    private static let httpKeys = ["url", "headers"]
+    private static let httpKeys = ["url", "headers", "caFile"]
 
     func decodeServer(name: String, _ r: inout FieldReader) -> ServerConfig? {
         let type = r.string("type")
         let hasCommand = r.object["command"] != nil
         let hasURL = r.object["url"] != nil
         var transport: ServerConfig.Transport?
+        var caFile: String?
 
         switch type {
         case nil, "stdio", "http", "streamable-http", "streamableHttp": break
@@ -100,6 +102,14 @@ struct ConfigDecoder {
                 }
             }
             if let url { transport = .http(url: url, headers: headers) }
+            caFile = r.nonEmptyString("caFile")
+            if let caFile {
+                if url?.tls == false {
+                    r.report("caFile", "only applies to https:// servers")
+                } else if access(caFile, R_OK) != 0 {
+                    r.report("caFile", "cannot read \"\(caFile)\": \(String(cString: strerror(errno)))")
+                }
+            }
         }
 
         let group = r.nonEmptyString("group")
@@ -117,6 +127,7 @@ struct ConfigDecoder {
         server.stateful = stateful
         server.protocolEra = era
         if let concurrency { server.maxConcurrency = concurrency }
+        server.caFile = caFile
         return server
     }
 

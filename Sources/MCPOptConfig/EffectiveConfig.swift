@@ -22,6 +22,7 @@ extension EngineConfig {
                 o["type"] = "http"
                 o["url"] = .string(url.description)
                 o["headers"] = .object(JSONObject(headers.map { (key: $0.name, value: secret($0.value)) }))
+                if let caFile = s.caFile { o["caFile"] = .string(caFile) }
             }
             o["group"] = .string(s.group)
             o["weight"] = .double(s.weight)

@@ -42,6 +42,8 @@ public struct ServerConfig: Sendable, Equatable {
     public var stateful = false
     /// Requests sent to this server at once; more wait in a bounded queue.
     public var maxConcurrency: Int
+    /// https servers: a PEM bundle of the CAs to trust instead of the system's (a private CA).
+    public var caFile: String?
     /// Which protocol era to speak with it: `auto` (like the official SDKs: discovery, then
     /// initialize), or one era only (a server whose discovery misbehaves; a handshake-era
     /// session is also what servers need to send requests to the client).
@@ -58,23 +60,33 @@ public struct ServerConfig: Sendable, Equatable {
     }
 }
 
-/// An `http://host[:port][/path]` URL, split into the parts a client connection needs.
+/// An `http://` or `https://host[:port][/path]` URL, split into the parts a client
+/// connection needs.
 public struct HTTPURL: Sendable, Equatable, CustomStringConvertible {
     public var host: String
     public var port: Int
     public var path: String
+    /// https: TLS, the default port 443.
+    public var tls = false
+
+    public init(host: String, port: Int, path: String, tls: Bool = false) {
+        self.host = host
+        self.port = port
+        self.path = path
+        self.tls = tls
+    }
 
     public var description: String {
         let h = host.contains(":") ? "[\(host)]" : host
-        return "http://\(h):\(port)\(path)"
+        return "\(tls ? "https" : "http")://\(h):\(port)\(path)"
     }
 
     /// Parses the URL forms a server config uses. Returns a reason on failure.
     public static func parse(_ text: String) -> Result<HTTPURL, URLProblem> {
         let lower = text.lowercased()
-        if lower.hasPrefix("https://") { return .failure(.tlsUnsupported) }
-        guard lower.hasPrefix("http://") else { return .failure(.scheme) }
-        var rest = Substring(text.dropFirst("http://".count))
+        let tls = lower.hasPrefix("https://")
+        guard tls || lower.hasPrefix("http://") else { return .failure(.scheme) }
+        var rest = Substring(text.dropFirst(tls ? "https://".count : "http://".count))
         let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) ?? rest.endIndex
         let authority = rest[..<authorityEnd]
         rest = rest[authorityEnd...]
@@ -101,22 +113,21 @@ public struct HTTPURL: Sendable, Equatable, CustomStringConvertible {
         guard !host.isEmpty,
             host.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-._:%".contains($0)) })
         else { return .failure(.host) }
-        var port = 80
+        var port = tls ? 443 : 80
         if let portText {
             guard let p = Int(portText), (1...65535).contains(p) else { return .failure(.port) }
             port = p
         }
         guard path.allSatisfy({ $0.isASCII && !$0.isWhitespace }) else { return .failure(.path) }
-        return .success(HTTPURL(host: String(host), port: port, path: path))
+        return .success(HTTPURL(host: String(host), port: port, path: path, tls: tls))
     }
 
     public enum URLProblem: Error, Sendable {
-        case scheme, tlsUnsupported, userInfo, host, port, path
+        case scheme, userInfo, host, port, path
 
         public var message: String {
             switch self {
-            case .scheme: "must be an http:// URL"
-            case .tlsUnsupported: "https:// is not supported yet: put a TLS-terminating proxy on loopback in front of the server, or use http://"
+            case .scheme: "must be an http:// or https:// URL"
             case .userInfo: "must not carry credentials in the URL: put them in \"headers\" (for example Authorization)"
             case .host: "has no valid host"
             case .port: "has an invalid port: must be 1-65535"

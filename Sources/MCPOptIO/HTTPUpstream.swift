@@ -11,10 +11,16 @@ import MCPOptUpstream
 /// open, or waits for one. A reused connection the server had closed meanwhile is noticed (end
 /// of stream before any response byte) and the exchange is sent again on a fresh one.
 /// `shutdown` ends the server's session (DELETE) and closes the connections.
+///
+/// With `tls` (an https:// server) each connection speaks TLS: the handshake (the server's
+/// certificate checked against `tls`'s CAs and the endpoint's host) comes before its first
+/// request, and bytes go through the connection's `TLSConnection` to and from the socket. CAs
+/// that cannot be loaded fail the session as an unresolvable host does.
 public final class HTTPUpstream: @unchecked Sendable {
     public let endpoint: StreamableHTTPSession.Endpoint
     public let loop: EventLoop
     public let maxConnections: Int
+    public let tls: TLSOptions?
 
     // Guarded by `shared` (so not checked for exclusivity at run time as well).
     private let shared = Lock()
@@ -31,6 +37,7 @@ public final class HTTPUpstream: @unchecked Sendable {
     // instructions an access) could never fire here; unchecked.
     @exclusivity(unchecked) private var session: StreamableHTTPSession
     @exclusivity(unchecked) private var address: [UInt8]?
+    @exclusivity(unchecked) private var trust: TLSTrust?
     @exclusivity(unchecked) private var addressFamily: Int32 = AF_INET
     @exclusivity(unchecked) private var idle: [Connection] = []
     /// Every open connection, busy or idle (shutdown closes them all, also streams a server
@@ -59,13 +66,18 @@ public final class HTTPUpstream: @unchecked Sendable {
         @exclusivity(unchecked) var receiveToken: UInt64 = 0
         /// Shutting down: the answer to DELETE (or the end) is waited for here.
         @exclusivity(unchecked) var onShutdownAnswer: (() -> Void)?
+        /// https: the session, and its ciphertext writes (one at a time per fd: the loop's rule).
+        @exclusivity(unchecked) var tls: TLSConnection?
+        @exclusivity(unchecked) var tlsWriting = false
+        @exclusivity(unchecked) var tlsQueued: [UInt8] = []
         init(fd: Int32) { self.fd = fd }
     }
 
     public init(endpoint: StreamableHTTPSession.Endpoint, headers: [(String, String)] = [], loop: EventLoop,
-                mode: ClientSession.Mode = .auto, maxConnections: Int = 8, identity: ClientSession.Identity = .init()) {
+                mode: ClientSession.Mode = .auto, maxConnections: Int = 8, identity: ClientSession.Identity = .init(), tls: TLSOptions? = nil) {
         self.identity = identity
         self.endpoint = endpoint
+        self.tls = tls
         self.loop = loop
         self.maxConnections = max(1, maxConnections)
         self.headers = headers
@@ -130,15 +142,27 @@ public final class HTTPUpstream: @unchecked Sendable {
 
     // MARK: Loop thread
 
-    private func begin() {
-        guard !started else { return }
+    /// Opens the session; why it cannot (the host does not resolve, the CAs do not load).
+    @discardableResult
+    private func begin() -> String? {
+        guard !started else { return nil }
         started = true
-        if address == nil, let failure = resolve() {
+        var failure: String?
+        if address == nil { failure = resolve() }
+        if failure == nil, let tls, trust == nil {
+            do {
+                trust = try TLSTrust(caFile: tls.caFile)
+            } catch {
+                failure = error.message
+            }
+        }
+        if let failure {
             log(failure)
             handle(session.close(reason: failure))
-            return
+            return failure
         }
         handle(session.open())
+        return nil
     }
 
     /// The endpoint's address (a numeric host, or the first address a name resolves to).
@@ -169,7 +193,10 @@ public final class HTTPUpstream: @unchecked Sendable {
             session = StreamableHTTPSession(endpoint: endpoint, headers: headers, mode: mode, identity: identity)
             started = false
         }
-        begin()
+        if let failure = begin() {
+            continuation.resume(returning: .failure(UpstreamError(.closed, failure)))
+            return
+        }
         let token = waiters.add(continuation, timeout: timeout, listener: request.listener) { [self] token in
             handle(session.cancel(token: token, reason: "no answer within \(timeout)"))
             // Over HTTP the answer may still arrive on its stream; the caller is told now.
@@ -268,7 +295,28 @@ public final class HTTPUpstream: @unchecked Sendable {
                 return
             }
             startReceiving(connection)
-            send(id, bytes, on: connection)
+            guard tls != nil else {
+                send(id, bytes, on: connection)
+                return
+            }
+            guard let trust else {   // never plaintext to an https server
+                failOrRetry(connection, reason: "no TLS context for \(endpoint.authority)")
+                return
+            }
+            // The request waits for the handshake, which the server's answers drive.
+            connection.exchange = id
+            connection.request = bytes
+            guard let session = TLSConnection(trust: trust, host: endpoint.host) else {
+                failOrRetry(connection, reason: "out of memory for a TLS session")
+                return
+            }
+            connection.tls = session
+            do throws(TLSFailure) {
+                _ = try session.handshake()
+                writeTLS(session.takeOutput(), on: connection)
+            } catch {
+                failOrRetry(connection, reason: "\(error.message) (\(endpoint.authority))")
+            }
         }
     }
 
@@ -277,11 +325,68 @@ public final class HTTPUpstream: @unchecked Sendable {
         connection.request = bytes
         connection.headReported = false
         connection.receivedAny = false
+        if let session = connection.tls {
+            do throws(TLSFailure) {
+                try session.write(bytes)
+            } catch {
+                failOrRetry(connection, reason: error.message)
+                return
+            }
+            writeTLS(session.takeOutput(), on: connection)
+            return
+        }
         loop.write(connection.fd, bytes) { [self] result in
             if case .failure(let error) = result {
                 failOrRetry(connection, reason: error.message)
                 return
             }
+        }
+    }
+
+    /// Ciphertext for the peer, after what is being written on the connection.
+    private func writeTLS(_ bytes: [UInt8], on connection: Connection) {
+        guard !bytes.isEmpty else { return }
+        if connection.tlsWriting {
+            connection.tlsQueued += bytes
+            return
+        }
+        connection.tlsWriting = true
+        loop.write(connection.fd, bytes) { [self] result in
+            connection.tlsWriting = false
+            if case .failure(let error) = result {
+                failOrRetry(connection, reason: error.message)
+                return
+            }
+            if !connection.tlsQueued.isEmpty {
+                let next = connection.tlsQueued
+                connection.tlsQueued = []
+                writeTLS(next, on: connection)
+            }
+        }
+    }
+
+    /// Ciphertext from the server: the handshake's next step, then the plaintext it holds.
+    private func receivedTLS(_ bytes: UnsafeRawBufferPointer, on connection: Connection, _ session: TLSConnection) {
+        do throws(TLSFailure) {
+            try session.feed(bytes)
+            if !session.isEstablished {
+                let done = try session.handshake()
+                if done, connection.exchange != nil {
+                    // The request goes out with the handshake's last flight.
+                    try session.write(connection.request)
+                }
+                writeTLS(session.takeOutput(), on: connection)
+                guard done else { return }
+            }
+            let open = try session.readPlaintext { plaintext in
+                // The plaintext may end the connection's use (dropped, closed): the rest is moot.
+                guard connections[ObjectIdentifier(connection)] === connection else { return }
+                received(plaintext, on: connection)
+            }
+            writeTLS(session.takeOutput(), on: connection)
+            if !open, connections[ObjectIdentifier(connection)] === connection { ended(connection) }
+        } catch {
+            failOrRetry(connection, reason: "\(error.message) (\(endpoint.authority))")
         }
     }
 
@@ -296,7 +401,8 @@ public final class HTTPUpstream: @unchecked Sendable {
                 return
             }
             switch event {
-            case .bytes(let bytes): received(bytes, on: connection)
+            case .bytes(let bytes):
+                if let session = connection.tls { receivedTLS(bytes, on: connection, session) } else { received(bytes, on: connection) }
             case .end: ended(connection)
             }
         }
@@ -418,6 +524,11 @@ public final class HTTPUpstream: @unchecked Sendable {
         loop.after(grace) { _ in finishOnce() }
         // The answer (or the end) comes on the connection's receive stream.
         connection.onShutdownAnswer = finishOnce
-        loop.write(connection.fd, termination) { _ in }
+        if let session = connection.tls {
+            guard (try? session.write(termination)) != nil else { return finishOnce() }
+            writeTLS(session.takeOutput(), on: connection)
+        } else {
+            loop.write(connection.fd, termination) { _ in }
+        }
     }
 }

@@ -101,8 +101,21 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(issues(#"{"mcpServers":{"a":{"command":"x"},"a":{"command":"y"}}}"#), [#"$.mcpServers.a|duplicate key "a""#])
     }
 
+    func testHTTPSServers() throws {
+        let config = try EngineConfig.parse(#"{"mcpServers":{"a":{"url":"https://mcp.example.com/mcp"},"b":{"url":"HTTPS://[::1]:8443/m","caFile":"/etc/hostname"}}}"#)
+        guard case .http(let a, _) = config.servers[0].transport, case .http(let b, _) = config.servers[1].transport else { return XCTFail() }
+        XCTAssertEqual(a, HTTPURL(host: "mcp.example.com", port: 443, path: "/mcp", tls: true))
+        XCTAssertEqual(a.description, "https://mcp.example.com:443/mcp")
+        XCTAssertEqual(b, HTTPURL(host: "::1", port: 8443, path: "/m", tls: true))
+        XCTAssertNil(config.servers[0].caFile)
+        XCTAssertEqual(config.servers[1].caFile, "/etc/hostname")
+        XCTAssertEqual(issues(#"{"mcpServers":{"a":{"url":"http://h/","caFile":"/etc/hostname"}}}"#), [#"$.mcpServers.a.caFile|only applies to https:// servers"#])
+        XCTAssertEqual(issues(#"{"mcpServers":{"a":{"url":"https://h/","caFile":"/no/such/ca.pem"}}}"#), [#"$.mcpServers.a.caFile|cannot read "/no/such/ca.pem": No such file or directory"#])
+        XCTAssertEqual(issues(#"{"mcpServers":{"a":{"command":"x","caFile":"/etc/hostname"}}}"#), [#"$.mcpServers.a.caFile|only applies to http servers (this one has a command)"#])
+    }
+
     func testURLProblems() {
-        for (url, fragment) in [("https://h/mcp", "https:// is not supported"), ("ftp://h", "must be an http:// URL"), ("http://u:p@h/", "credentials"),
+        for (url, fragment) in [("ftp://h", "must be an http:// or https:// URL"), ("http://u:p@h/", "credentials"),
                                 ("http://:80/", "no valid host"), ("http://h:0/", "invalid port"), ("http://h/a b", "percent-encode")] {
             let found = issues(#"{"mcpServers":{"a":{"url":"\#(url)"}}}"#)
             XCTAssertEqual(found.count, 1, url)

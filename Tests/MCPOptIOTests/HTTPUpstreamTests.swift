@@ -31,11 +31,13 @@ final class HTTPUpstreamTests: XCTestCase {
         return path
     }
 
-    /// Starts Tests/interop/fastmcp_server.py and returns its port.
-    private func startServer(json: Bool) throws -> Int {
+    /// Starts Tests/interop/fastmcp_server.py and returns its port; over HTTPS with `tls`
+    /// (a certificate and its key).
+    private func startServer(json: Bool, tls: (certificate: String, key: String)? = nil) throws -> Int {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try venvTool("python"))
         process.arguments = [StdioUpstreamTests.repository.appendingPathComponent("Tests/interop/fastmcp_server.py").path] + (json ? ["--json"] : [])
+            + (tls.map { ["--tls", $0.certificate, $0.key] } ?? [])
         let out = Pipe()
         process.standardOutput = out
         process.standardError = FileHandle.nullDevice
@@ -194,5 +196,113 @@ extension HTTPUpstreamTests {
         await upstream.shutdown()
         loop.shutdown()
         stopServer()
+    }
+}
+
+/// https:// servers: the handshake, the server's certificate checked against the configured
+/// CAs and the host asked for, and every exchange (POST answers as JSON and SSE, the GET
+/// stream) carried over TLS. Against the real FastMCP server behind uvicorn's TLS, with a CA
+/// made for the test (Tests/interop/make_test_certs.sh).
+extension HTTPUpstreamTests {
+    /// A fresh CA and certificates in a temporary directory.
+    private func makeCertificates() throws -> String {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("mcpopt-certs-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        process.arguments = [StdioUpstreamTests.repository.appendingPathComponent("Tests/interop/make_test_certs.sh").path, directory]
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            if ProcessInfo.processInfo.environment["CI"] != nil { XCTFail("make_test_certs.sh failed: run scripts/setup (openssl)"); throw CancellationError() }
+            throw XCTSkip("make_test_certs.sh failed (is openssl installed? scripts/setup)")
+        }
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: directory) }
+        return directory
+    }
+
+    func testHTTPSWithAPrivateCA() async throws {
+        let certificates = try makeCertificates()
+        for json in [false, true] {
+            let port = try startServer(json: json, tls: ("\(certificates)/server.pem", "\(certificates)/server.key"))
+            // By address (the certificate names 127.0.0.1) and by name (it names localhost: SNI).
+            for (host, mode) in [("127.0.0.1", ClientSession.Mode.handshake), ("localhost", .auto)] {
+                let loop = try EventLoop()
+                let upstream = HTTPUpstream(endpoint: .init(host: host, port: port, path: "/mcp"), loop: loop, mode: mode,
+                                            tls: TLSOptions(caFile: "\(certificates)/ca.pem"))
+                upstream.start()
+                let sum: JSONValue
+                do {
+                    sum = try result(try await upstream.request(call("add", #"{"a":2,"b":40}"#), timeout: .seconds(10)))
+                } catch {
+                    XCTFail("\(host), json \(json): \(error); events: \(upstream.events)")
+                    throw error
+                }
+                XCTAssertEqual(sum["content"]?.arrayValue?.first?["text"], "42", "\(host), json \(json)")
+                // Progress on the call's stream, and keep-alive reuse of the TLS connection.
+                let slow = try result(try await upstream.request(call("slow", #"{"n":3}"#)))
+                XCTAssertEqual(slow["content"]?.arrayValue?.first?["text"], "done 3")
+                let opened = upstream.connectionsOpened
+                for index in 0..<5 {
+                    let next = try result(try await upstream.request(call("add", #"{"a":\#(index),"b":1}"#)))
+                    XCTAssertEqual(next["content"]?.arrayValue?.first?["text"]?.stringValue, String(index + 1))
+                }
+                XCTAssertEqual(upstream.connectionsOpened, opened, "sequential requests reuse the TLS connection")
+                await upstream.shutdown()
+                loop.shutdown()
+            }
+            stopServer()
+        }
+    }
+
+    /// A notification outside any request comes on the GET stream: a second TLS connection,
+    /// held open.
+    func testHTTPSGetStream() async throws {
+        let certificates = try makeCertificates()
+        let port = try startServer(json: false, tls: ("\(certificates)/server.pem", "\(certificates)/server.key"))
+        let loop = try EventLoop()
+        let upstream = HTTPUpstream(endpoint: .init(host: "localhost", port: port, path: "/mcp"), loop: loop, mode: .handshake,
+                                    tls: TLSOptions(caFile: "\(certificates)/ca.pem"))
+        let seen = LockedStrings()
+        upstream.onNotification { method, message in
+            if method == "notifications/resources/updated" { seen.append(String(decoding: message, as: UTF8.self)) }
+        }
+        upstream.start()
+        let answer = try result(try await upstream.request(call("touch_later", #"{"uri":"data://greeting"}"#), timeout: .seconds(20)))
+        XCTAssertEqual(answer["content"]?.arrayValue?.first?["text"], "scheduled")
+        let deadline = Date().addingTimeInterval(10)
+        while seen.items.isEmpty, Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        XCTAssertEqual(seen.items.count, 1, "events: \(upstream.events)")
+        await upstream.shutdown()
+        loop.shutdown()
+        stopServer()
+    }
+
+    /// A certificate no trusted CA signed, or one for another name: the request fails and says
+    /// why; nothing is sent in the clear.
+    func testHTTPSRefusesCertificatesItCannotTrust() async throws {
+        let certificates = try makeCertificates()
+        func failure(_ certificate: String, caFile: String?, host: String = "127.0.0.1") async throws -> String {
+            let port = try startServer(json: true, tls: ("\(certificates)/\(certificate).pem", "\(certificates)/\(certificate).key"))
+            defer { stopServer() }
+            let loop = try EventLoop()
+            defer { loop.shutdown() }
+            let upstream = HTTPUpstream(endpoint: .init(host: host, port: port, path: "/mcp"), loop: loop, mode: .handshake, tls: TLSOptions(caFile: caFile))
+            upstream.start()
+            do {
+                _ = try await upstream.request(call("add", #"{"a":1,"b":1}"#), timeout: .seconds(10))
+                XCTFail("\(certificate) with \(caFile ?? "the system's CAs") was accepted")
+                return ""
+            } catch {
+                await upstream.shutdown()
+                return error.message
+            }
+        }
+        let untrusted = try await failure("server", caFile: nil)
+        XCTAssertTrue(untrusted.contains("certificate was not accepted") && untrusted.contains("issuer"), untrusted)
+        let otherName = try await failure("other", caFile: "\(certificates)/ca.pem", host: "localhost")
+        XCTAssertTrue(otherName.contains("certificate was not accepted") && otherName.contains("mismatch"), otherName)
+        // A CA bundle that is not one fails the session with OpenSSL's reason.
+        let notPEM = try await failure("server", caFile: "\(certificates)/server.key")
+        XCTAssertTrue(notPEM.contains("cannot load the CA certificates"), notPEM)
     }
 }

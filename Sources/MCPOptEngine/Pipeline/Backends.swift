@@ -48,7 +48,8 @@ final class Backend: @unchecked Sendable {
         case .http(let url, let headers):
             upstream = HTTPUpstream(endpoint: .init(host: url.host, port: url.port, path: url.path),
                                     headers: headers.map { ($0.name, $0.value) }, loop: loop,
-                                    mode: mode, maxConnections: min(server.maxConcurrency, 32), identity: identity)
+                                    mode: mode, maxConnections: min(server.maxConcurrency, 32), identity: identity,
+                                    tls: url.tls ? TLSOptions(caFile: server.caFile) : nil)
         }
         limiter = ConcurrencyLimiter(limit: server.maxConcurrency, queueLimit: server.maxConcurrency * 64)
         let made = upstream

@@ -1,0 +1,149 @@
+#include "mcpopt_tls.h"
+#include <arpa/inet.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct mco_tls_context { SSL_CTX *ctx; };
+
+struct mco_tls {
+    SSL *ssl;
+    BIO *in, *out;   // in: what the peer sent, for OpenSSL; out: what OpenSSL sends the peer
+    char error[256];
+};
+
+static void describe(char *error, size_t size, const char *what) {
+    unsigned long code = ERR_get_error();
+    char reason[200] = "";
+    if (code) ERR_error_string_n(code, reason, sizeof reason);
+    ERR_clear_error();
+    snprintf(error, size, "%s%s%s", what, code ? ": " : "", reason);
+}
+
+mco_tls_context *mco_tls_context_new(const char *ca_file, char *error, size_t error_size) {
+    mco_tls_context *c = calloc(1, sizeof *c);
+    if (!c) { snprintf(error, error_size, "out of memory"); return NULL; }
+    c->ctx = SSL_CTX_new(TLS_client_method());
+    if (!c->ctx) { describe(error, error_size, "cannot create a TLS context"); free(c); return NULL; }
+    SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
+    // Partial writes: the output BIO never blocks, but a record is written whole either way.
+    SSL_CTX_set_mode(c->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    int ok = ca_file && *ca_file ? SSL_CTX_load_verify_locations(c->ctx, ca_file, NULL) : SSL_CTX_set_default_verify_paths(c->ctx);
+    if (ok != 1) {
+        char what[300];
+        snprintf(what, sizeof what, "cannot load the CA certificates %s", ca_file && *ca_file ? ca_file : "of the system");
+        describe(error, error_size, what);
+        SSL_CTX_free(c->ctx);
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void mco_tls_context_free(mco_tls_context *c) {
+    if (!c) return;
+    SSL_CTX_free(c->ctx);
+    free(c);
+}
+
+static int is_ip_address(const char *host) {
+    unsigned char buffer[16];
+    return inet_pton(AF_INET, host, buffer) == 1 || inet_pton(AF_INET6, host, buffer) == 1;
+}
+
+mco_tls *mco_tls_new(mco_tls_context *c, const char *host) {
+    if (!c || !host) return NULL;
+    mco_tls *t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    t->ssl = SSL_new(c->ctx);
+    t->in = BIO_new(BIO_s_mem());
+    t->out = BIO_new(BIO_s_mem());
+    if (!t->ssl || !t->in || !t->out) {
+        SSL_free(t->ssl);
+        BIO_free(t->in);
+        BIO_free(t->out);
+        free(t);
+        return NULL;
+    }
+    // An empty input reads as "retry", not as the end of the stream.
+    BIO_set_mem_eof_return(t->in, -1);
+    SSL_set_bio(t->ssl, t->in, t->out);   // the session owns both BIOs now
+    SSL_set_connect_state(t->ssl);
+    X509_VERIFY_PARAM *param = SSL_get0_param(t->ssl);
+    if (is_ip_address(host)) {
+        X509_VERIFY_PARAM_set1_ip_asc(param, host);
+    } else {
+        SSL_set_tlsext_host_name(t->ssl, host);
+        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        X509_VERIFY_PARAM_set1_host(param, host, 0);
+    }
+    return t;
+}
+
+void mco_tls_free(mco_tls *t) {
+    if (!t) return;
+    SSL_free(t->ssl);
+    free(t);
+}
+
+// The outcome of an SSL_* call that returned `rc`.
+static int outcome(mco_tls *t, int rc, const char *what) {
+    int e = SSL_get_error(t->ssl, rc);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) { ERR_clear_error(); return MCO_TLS_WANT; }
+    if (e == SSL_ERROR_ZERO_RETURN) { ERR_clear_error(); return MCO_TLS_CLOSED; }
+    long verify = SSL_get_verify_result(t->ssl);
+    if (verify != X509_V_OK) {
+        snprintf(t->error, sizeof t->error, "%s: the server's certificate was not accepted: %s", what, X509_verify_cert_error_string(verify));
+        ERR_clear_error();
+    } else {
+        describe(t->error, sizeof t->error, what);
+    }
+    return MCO_TLS_ERROR;
+}
+
+int mco_tls_handshake(mco_tls *t) {
+    int rc = SSL_do_handshake(t->ssl);
+    return rc == 1 ? MCO_TLS_OK : outcome(t, rc, "TLS handshake failed");
+}
+
+int mco_tls_handshake_done(const mco_tls *t) { return SSL_is_init_finished(t->ssl); }
+
+int mco_tls_feed(mco_tls *t, const void *bytes, size_t length) {
+    while (length > 0) {
+        size_t written = 0;
+        if (BIO_write_ex(t->in, bytes, length, &written) != 1) { describe(t->error, sizeof t->error, "TLS input"); return MCO_TLS_ERROR; }
+        bytes = (const char *)bytes + written;
+        length -= written;
+    }
+    return MCO_TLS_OK;
+}
+
+int mco_tls_read(mco_tls *t, void *out, size_t capacity, size_t *read) {
+    *read = 0;
+    if (SSL_read_ex(t->ssl, out, capacity, read) == 1) return MCO_TLS_OK;
+    return outcome(t, 0, "TLS read failed");
+}
+
+int mco_tls_write(mco_tls *t, const void *bytes, size_t length) {
+    while (length > 0) {
+        size_t written = 0;
+        if (SSL_write_ex(t->ssl, bytes, length, &written) != 1) return outcome(t, 0, "TLS write failed");
+        bytes = (const char *)bytes + written;
+        length -= written;
+    }
+    return MCO_TLS_OK;
+}
+
+size_t mco_tls_output_length(const mco_tls *t) { return BIO_ctrl_pending(t->out); }
+
+size_t mco_tls_take_output(mco_tls *t, void *out, size_t capacity) {
+    size_t taken = 0;
+    if (capacity == 0 || BIO_read_ex(t->out, out, capacity, &taken) != 1) return 0;
+    return taken;
+}
+
+const char *mco_tls_error(const mco_tls *t) { return t->error; }

@@ -1,0 +1,102 @@
+import CMCPOptTLS
+
+/// How an HTTPS upstream checks its server: against the system's CA store, or against the PEM
+/// bundle `caFile` (a private CA). The certificate must also name the endpoint's host.
+public struct TLSOptions: Sendable, Equatable {
+    public var caFile: String?
+    public init(caFile: String? = nil) { self.caFile = caFile }
+}
+
+/// What an HTTPS client trusts: the system's CA store, or a PEM bundle of its own (a private
+/// CA). One per upstream; its connections share it.
+public final class TLSTrust: @unchecked Sendable {
+    let context: OpaquePointer
+    public let caFile: String?
+
+    /// Fails with OpenSSL's reason when the bundle cannot be read.
+    public init(caFile: String? = nil) throws(TLSTrustError) {
+        var error = [CChar](repeating: 0, count: 512)
+        guard let context = mco_tls_context_new(caFile, &error, error.count) else {
+            throw TLSTrustError(message: String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        }
+        self.context = context
+        self.caFile = caFile
+    }
+
+    deinit { mco_tls_context_free(context) }
+}
+
+public struct TLSTrustError: Error, Sendable, CustomStringConvertible {
+    public let message: String
+    public var description: String { message }
+}
+
+/// One connection's TLS session, on the loop thread: ciphertext in from the socket, plaintext
+/// out to the HTTP parser, and back. It never touches the descriptor.
+final class TLSConnection {
+    private let tls: OpaquePointer
+    private let trust: TLSTrust   // the context outlives its sessions
+
+    init?(trust: TLSTrust, host: String) {
+        guard let tls = mco_tls_new(trust.context, host) else { return nil }
+        self.tls = tls
+        self.trust = trust
+    }
+
+    deinit { mco_tls_free(tls) }
+
+    var isEstablished: Bool { mco_tls_handshake_done(tls) != 0 }
+    var error: String { String(cString: mco_tls_error(tls)) }
+
+    /// Drives the handshake: true when it is done, false when it waits for the peer; throws
+    /// its failure (a certificate refused, a protocol error). Its bytes wait in `takeOutput`.
+    func handshake() throws(TLSFailure) -> Bool {
+        switch mco_tls_handshake(tls) {
+        case Int32(MCO_TLS_OK): return true
+        case Int32(MCO_TLS_WANT): return false
+        default: throw TLSFailure(message: error)
+        }
+    }
+
+    /// Ciphertext from the peer.
+    func feed(_ bytes: UnsafeRawBufferPointer) throws(TLSFailure) {
+        guard let base = bytes.baseAddress, !bytes.isEmpty else { return }
+        if mco_tls_feed(tls, base, bytes.count) != Int32(MCO_TLS_OK) { throw TLSFailure(message: error) }
+    }
+
+    /// Hands `body` each piece of plaintext the fed ciphertext holds; returns false once the
+    /// peer has closed the session.
+    func readPlaintext(_ body: (UnsafeRawBufferPointer) -> Void) throws(TLSFailure) -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 16_384)   // a TLS record's largest plaintext
+        while true {
+            var read = 0
+            let status = buffer.withUnsafeMutableBytes { mco_tls_read(tls, $0.baseAddress, $0.count, &read) }
+            switch status {
+            case Int32(MCO_TLS_OK): buffer.withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0[..<read])) }
+            case Int32(MCO_TLS_WANT): return true
+            case Int32(MCO_TLS_CLOSED): return false
+            default: throw TLSFailure(message: error)
+            }
+        }
+    }
+
+    /// Encrypts plaintext; its ciphertext waits in `takeOutput`.
+    func write(_ bytes: [UInt8]) throws(TLSFailure) {
+        let status = bytes.withUnsafeBytes { mco_tls_write(tls, $0.baseAddress, $0.count) }
+        if status != Int32(MCO_TLS_OK) { throw TLSFailure(message: error) }
+    }
+
+    /// The ciphertext waiting for the peer (empty when none).
+    func takeOutput() -> [UInt8] {
+        let length = mco_tls_output_length(tls)
+        guard length > 0 else { return [] }
+        var out = [UInt8](repeating: 0, count: length)
+        let taken = out.withUnsafeMutableBytes { mco_tls_take_output(tls, $0.baseAddress, $0.count) }
+        out.removeLast(out.count - taken)
+        return out
+    }
+}
+
+struct TLSFailure: Error {
+    let message: String
+}
