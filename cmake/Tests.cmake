@@ -70,6 +70,10 @@ foreach(front stdio http)
   set_tests_properties(gateway_${front} PROPERTIES TIMEOUT 300)
 endforeach()
 
+# The gateway in front of an https:// server (FastMCP behind uvicorn's TLS, a CA made per run).
+add_test(NAME gateway_tls COMMAND ${MCPOPT_PYTHON} ${CMAKE_SOURCE_DIR}/Tests/interop/tls_check.py ${CMAKE_BINARY_DIR}/bin/mcpopt)
+set_tests_properties(gateway_tls PROPERTIES TIMEOUT 300)
+
 # Two gateways sharing one Redis (started and stopped by the test) behave as one cache.
 add_test(NAME shared_cache COMMAND ${MCPOPT_PYTHON} ${CMAKE_SOURCE_DIR}/Tests/interop/shared_check.py ${CMAKE_BINARY_DIR}/bin/mcpopt)
 set_tests_properties(shared_cache PROPERTIES TIMEOUT 300)
