@@ -36,6 +36,8 @@ public struct TLSTrustError: Error, Sendable, CustomStringConvertible {
 final class TLSConnection {
     private let tls: OpaquePointer
     private let trust: TLSTrust   // the context outlives its sessions
+    /// Where plaintext is decrypted to: a TLS record's largest, once per connection.
+    private var plaintext = [UInt8](repeating: 0, count: 16_384)
 
     init?(trust: TLSTrust, host: String) {
         guard let tls = mco_tls_new(trust.context, host) else { return nil }
@@ -67,12 +69,11 @@ final class TLSConnection {
     /// Hands `body` each piece of plaintext the fed ciphertext holds; returns false once the
     /// peer has closed the session.
     func readPlaintext(_ body: (UnsafeRawBufferPointer) -> Void) throws(TLSFailure) -> Bool {
-        var buffer = [UInt8](repeating: 0, count: 16_384)   // a TLS record's largest plaintext
         while true {
             var read = 0
-            let status = buffer.withUnsafeMutableBytes { mco_tls_read(tls, $0.baseAddress, $0.count, &read) }
+            let status = plaintext.withUnsafeMutableBytes { mco_tls_read(tls, $0.baseAddress, $0.count, &read) }
             switch status {
-            case Int32(MCO_TLS_OK): buffer.withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0[..<read])) }
+            case Int32(MCO_TLS_OK): plaintext.withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0[..<read])) }
             case Int32(MCO_TLS_WANT): return true
             case Int32(MCO_TLS_CLOSED): return false
             default: throw TLSFailure(message: error)

@@ -254,6 +254,37 @@ extension HTTPUpstreamTests {
         }
     }
 
+    /// Requests at once over a pool of TLS connections (under ThreadSanitizer in CI: the name
+    /// says Concurrent): every answer its own, never more connections than the cap.
+    func testHTTPSConcurrentRequestsShareThePool() async throws {
+        let certificates = try makeCertificates()
+        let port = try startServer(json: true, tls: ("\(certificates)/server.pem", "\(certificates)/server.key"))
+        let loop = try EventLoop()
+        defer { loop.shutdown() }
+        let upstream = HTTPUpstream(endpoint: .init(host: "127.0.0.1", port: port, path: "/mcp"), loop: loop, mode: .handshake, maxConnections: 3,
+                                    tls: TLSOptions(caFile: "\(certificates)/ca.pem"))
+        upstream.start()
+        _ = try await upstream.request(call("add", #"{"a":0,"b":0}"#), timeout: .seconds(10))
+        let before = upstream.connectionsOpened
+        let sums = try await withThrowingTaskGroup(of: (Int, String?).self) { group in
+            for index in 0..<16 {
+                let request = call("add", #"{"a":\#(index),"b":100}"#)
+                group.addTask {
+                    let answer = try await upstream.request(request, timeout: .seconds(20))
+                    let result = try JSONParser.parse(try MessageDecoder().decodeOwned(answer).result ?? [])
+                    return (index, result["content"]?.arrayValue?.first?["text"]?.stringValue)
+                }
+            }
+            var all: [Int: String?] = [:]
+            for try await (index, text) in group { all[index] = text }
+            return all
+        }
+        for index in 0..<16 { XCTAssertEqual(sums[index] ?? nil, String(index + 100)) }
+        XCTAssertLessThanOrEqual(upstream.connectionsOpened, before + 3, "never more than maxConnections at once")
+        await upstream.shutdown()
+        stopServer()
+    }
+
     /// A notification outside any request comes on the GET stream: a second TLS connection,
     /// held open.
     func testHTTPSGetStream() async throws {
