@@ -33,11 +33,11 @@ final class HTTPUpstreamTests: XCTestCase {
 
     /// Starts Tests/interop/fastmcp_server.py and returns its port; over HTTPS with `tls`
     /// (a certificate and its key).
-    private func startServer(json: Bool, tls: (certificate: String, key: String)? = nil) throws -> Int {
+    private func startServer(json: Bool, tls: (certificate: String, key: String)? = nil, keepAlive: Double? = nil) throws -> Int {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try venvTool("python"))
         process.arguments = [StdioUpstreamTests.repository.appendingPathComponent("Tests/interop/fastmcp_server.py").path] + (json ? ["--json"] : [])
-            + (tls.map { ["--tls", $0.certificate, $0.key] } ?? [])
+            + (tls.map { ["--tls", $0.certificate, $0.key] } ?? []) + (keepAlive.map { ["--keep-alive", String($0)] } ?? [])
         let out = Pipe()
         process.standardOutput = out
         process.standardError = FileHandle.nullDevice
@@ -281,6 +281,26 @@ extension HTTPUpstreamTests {
         }
         for index in 0..<16 { XCTAssertEqual(sums[index] ?? nil, String(index + 100)) }
         XCTAssertLessThanOrEqual(upstream.connectionsOpened, before + 3, "never more than maxConnections at once")
+        await upstream.shutdown()
+        stopServer()
+    }
+
+    /// The server closes an idle TLS connection (close_notify, then the end): the next request
+    /// goes on a fresh connection, with a new handshake, and is answered.
+    func testHTTPSServerClosingIdleConnections() async throws {
+        let certificates = try makeCertificates()
+        let port = try startServer(json: true, tls: ("\(certificates)/server.pem", "\(certificates)/server.key"), keepAlive: 0.3)
+        let loop = try EventLoop()
+        defer { loop.shutdown() }
+        let upstream = HTTPUpstream(endpoint: .init(host: "127.0.0.1", port: port, path: "/mcp"), loop: loop, mode: .handshake,
+                                    tls: TLSOptions(caFile: "\(certificates)/ca.pem"))
+        upstream.start()
+        for index in 0..<3 {
+            let sum = try result(try await upstream.request(call("add", #"{"a":\#(index),"b":10}"#), timeout: .seconds(10)))
+            XCTAssertEqual(sum["content"]?.arrayValue?.first?["text"]?.stringValue, String(index + 10), "events: \(upstream.events)")
+            try await Task.sleep(for: .milliseconds(800))   // past the server's keep-alive
+        }
+        XCTAssertGreaterThanOrEqual(upstream.connectionsOpened, 3, "each request after an idle close opens a new connection")
         await upstream.shutdown()
         stopServer()
     }

@@ -2,9 +2,10 @@
 itself (printed as "PORT <n>" once listening). It serves both protocol eras: the client's
 MCP-Protocol-Version header picks one.
 
-usage: fastmcp_server.py [--json] [--tls CERT KEY]
+usage: fastmcp_server.py [--json] [--tls CERT KEY] [--keep-alive SECONDS]
   --json: application/json responses instead of SSE
   --tls: HTTPS with this certificate and key (PEM; Tests/interop/make_test_certs.sh makes them)
+  --keep-alive: how long an idle connection stays open (uvicorn's default: 5 s)
 """
 import asyncio
 import socket
@@ -84,10 +85,12 @@ def main() -> None:
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
     print(f"PORT {sock.getsockname()[1]}", flush=True)
-    tls = {}
+    tls = {}  # uvicorn's settings
     if "--tls" in sys.argv:
         at = sys.argv.index("--tls")
         tls = {"ssl_certfile": sys.argv[at + 1], "ssl_keyfile": sys.argv[at + 2]}
+    if "--keep-alive" in sys.argv:
+        tls["timeout_keep_alive"] = float(sys.argv[sys.argv.index("--keep-alive") + 1])
     asyncio.run(mcp.run_http_async(show_banner=False, host="127.0.0.1", port=sock.getsockname()[1], path="/mcp",
                                    json_response="--json" in sys.argv, sockets=[sock], log_level="warning", uvicorn_config=tls))
 
