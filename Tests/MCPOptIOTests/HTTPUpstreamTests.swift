@@ -176,9 +176,13 @@ extension HTTPUpstreamTests {
     /// What a handshake-era server sends outside of any request (here a resource update after
     /// the call answered) arrives on the session's GET stream, which the upstream keeps open.
     func testNotificationsOutsideRequestsArriveOnTheGetStream() async throws {
-        let port = try startServer(json: false)
+        try await checkGetStream(port: try startServer(json: false), host: "127.0.0.1", tls: nil)
+    }
+
+    /// The GET stream's notification arrives, and requests still flow beside the open stream.
+    func checkGetStream(port: Int, host: String, tls: TLSOptions?) async throws {
         let loop = try EventLoop()
-        let upstream = HTTPUpstream(endpoint: .init(host: "127.0.0.1", port: port, path: "/mcp"), loop: loop, mode: .handshake)
+        let upstream = HTTPUpstream(endpoint: .init(host: host, port: port, path: "/mcp"), loop: loop, mode: .handshake, tls: tls)
         let seen = LockedStrings()
         upstream.onNotification { method, message in
             if method == "notifications/resources/updated" { seen.append(String(decoding: message, as: UTF8.self)) }
@@ -190,7 +194,6 @@ extension HTTPUpstreamTests {
         while seen.items.isEmpty, Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
         XCTAssertEqual(seen.items.count, 1, "events: \(upstream.events)")
         XCTAssertTrue(seen.items.first?.contains("data://greeting") == true, "\(seen.items)")
-        // Requests still flow beside the open stream.
         let sum = try result(try await upstream.request(call("add", #"{"a":1,"b":2}"#)))
         XCTAssertEqual(sum["content"]?.arrayValue?.first?["text"], "3")
         await upstream.shutdown()
@@ -310,22 +313,7 @@ extension HTTPUpstreamTests {
     func testHTTPSGetStream() async throws {
         let certificates = try makeCertificates()
         let port = try startServer(json: false, tls: ("\(certificates)/server.pem", "\(certificates)/server.key"))
-        let loop = try EventLoop()
-        let upstream = HTTPUpstream(endpoint: .init(host: "localhost", port: port, path: "/mcp"), loop: loop, mode: .handshake,
-                                    tls: TLSOptions(caFile: "\(certificates)/ca.pem"))
-        let seen = LockedStrings()
-        upstream.onNotification { method, message in
-            if method == "notifications/resources/updated" { seen.append(String(decoding: message, as: UTF8.self)) }
-        }
-        upstream.start()
-        let answer = try result(try await upstream.request(call("touch_later", #"{"uri":"data://greeting"}"#), timeout: .seconds(20)))
-        XCTAssertEqual(answer["content"]?.arrayValue?.first?["text"], "scheduled")
-        let deadline = Date().addingTimeInterval(10)
-        while seen.items.isEmpty, Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
-        XCTAssertEqual(seen.items.count, 1, "events: \(upstream.events)")
-        await upstream.shutdown()
-        loop.shutdown()
-        stopServer()
+        try await checkGetStream(port: port, host: "localhost", tls: TLSOptions(caFile: "\(certificates)/ca.pem"))
     }
 
     /// A certificate no trusted CA signed, or one for another name: the request fails and says
