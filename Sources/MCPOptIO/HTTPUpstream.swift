@@ -343,9 +343,10 @@ public final class HTTPUpstream: @unchecked Sendable {
         }
     }
 
-    /// Ciphertext for the peer, after what is being written on the connection.
+    /// Ciphertext for the peer, after what is being written on the connection. Not once the
+    /// connection is dropped: its descriptor number may already be another connection's.
     private func writeTLS(_ bytes: [UInt8], on connection: Connection) {
-        guard !bytes.isEmpty else { return }
+        guard !bytes.isEmpty, connections[ObjectIdentifier(connection)] === connection else { return }
         if connection.tlsWriting {
             connection.tlsQueued += bytes
             return
