@@ -228,18 +228,22 @@ struct ConfigDecoder {
         d.connectTimeout = r.duration("connectTimeout", default: d.connectTimeout, in: .milliseconds(1)...(.seconds(60)))
         d.commandTimeout = r.duration("commandTimeout", default: d.commandTimeout, in: .milliseconds(1)...(.seconds(60)))
         d.poolSize = r.integer("poolSize", default: d.poolSize, in: 1...256)
+        d.caFile = r.nonEmptyString("caFile")
+        if let caFile = d.caFile {
+            if o?.url.lowercased().hasPrefix("rediss://") == false {
+                r.report("caFile", "only applies to rediss:// (TLS)")
+            } else if access(caFile, R_OK) != 0 {
+                r.report("caFile", "cannot read \"\(caFile)\": \(String(cString: strerror(errno)))")
+            }
+        }
         r.finish()
         return o == nil ? nil : d
     }
 
     private func validRedisURL(_ url: String, at path: ConfigPath) -> Bool {
         let lower = url.lowercased()
-        if lower.hasPrefix("rediss://") {
-            sink.report(path, "\"\(url)\": TLS (rediss://) is not supported yet; use redis:// on a trusted network or a local TLS tunnel")
-            return false
-        }
-        guard lower.hasPrefix("redis://") || lower.hasPrefix("unix://") else {
-            sink.report(path, "\"\(url)\" is not a Redis URL: use redis://host:port/db or unix:///path/to/socket")
+        guard lower.hasPrefix("redis://") || lower.hasPrefix("rediss://") || lower.hasPrefix("unix://") else {
+            sink.report(path, "\"\(url)\" is not a Redis URL: use redis://host:port/db, rediss:// (TLS) or unix:///path/to/socket")
             return false
         }
         return true

@@ -44,6 +44,7 @@ extension EngineConfig {
             ]
             if let u = d.username { o["username"] = .string(u) }
             if let p = d.password { o["password"] = secret(p) }
+            if let caFile = d.caFile { o["caFile"] = .string(caFile) }
             distributed = .object(o)
         }
 

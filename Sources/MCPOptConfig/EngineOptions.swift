@@ -28,6 +28,8 @@ public struct DistributedCacheOptions: Sendable, Equatable {
     public var connectTimeout: Duration = .milliseconds(500)
     public var commandTimeout: Duration = .milliseconds(100)
     public var poolSize = 4
+    /// rediss://: a PEM bundle of the CAs to trust instead of the system's (a private CA).
+    public var caFile: String?
     public init(url: String) { self.url = url }
 }
 

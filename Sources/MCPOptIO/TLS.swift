@@ -33,13 +33,13 @@ public struct TLSTrustError: Error, Sendable, CustomStringConvertible {
 
 /// One connection's TLS session, on the loop thread: ciphertext in from the socket, plaintext
 /// out to the HTTP parser, and back. It never touches the descriptor.
-final class TLSConnection {
+public final class TLSConnection {
     private let tls: OpaquePointer
     private let trust: TLSTrust   // the context outlives its sessions
     /// Where plaintext is decrypted to: a TLS record's largest, once per connection.
     private var plaintext = [UInt8](repeating: 0, count: 16_384)
 
-    init?(trust: TLSTrust, host: String) {
+    public init?(trust: TLSTrust, host: String) {
         guard let tls = mco_tls_new(trust.context, host) else { return nil }
         self.tls = tls
         self.trust = trust
@@ -47,12 +47,12 @@ final class TLSConnection {
 
     deinit { mco_tls_free(tls) }
 
-    var isEstablished: Bool { mco_tls_handshake_done(tls) != 0 }
-    var error: String { String(cString: mco_tls_error(tls)) }
+    public var isEstablished: Bool { mco_tls_handshake_done(tls) != 0 }
+    public var error: String { String(cString: mco_tls_error(tls)) }
 
     /// Drives the handshake: true when it is done, false when it waits for the peer; throws
     /// its failure (a certificate refused, a protocol error). Its bytes wait in `takeOutput`.
-    func handshake() throws(TLSFailure) -> Bool {
+    public func handshake() throws(TLSFailure) -> Bool {
         switch mco_tls_handshake(tls) {
         case Int32(MCO_TLS_OK): return true
         case Int32(MCO_TLS_WANT): return false
@@ -61,14 +61,14 @@ final class TLSConnection {
     }
 
     /// Ciphertext from the peer.
-    func feed(_ bytes: UnsafeRawBufferPointer) throws(TLSFailure) {
+    public func feed(_ bytes: UnsafeRawBufferPointer) throws(TLSFailure) {
         guard let base = bytes.baseAddress, !bytes.isEmpty else { return }
         if mco_tls_feed(tls, base, bytes.count) != Int32(MCO_TLS_OK) { throw TLSFailure(message: error) }
     }
 
     /// Hands `body` each piece of plaintext the fed ciphertext holds; returns false once the
     /// peer has closed the session.
-    func readPlaintext(_ body: (UnsafeRawBufferPointer) -> Void) throws(TLSFailure) -> Bool {
+    public func readPlaintext(_ body: (UnsafeRawBufferPointer) -> Void) throws(TLSFailure) -> Bool {
         while true {
             var read = 0
             let status = plaintext.withUnsafeMutableBytes { mco_tls_read(tls, $0.baseAddress, $0.count, &read) }
@@ -82,13 +82,13 @@ final class TLSConnection {
     }
 
     /// Encrypts plaintext; its ciphertext waits in `takeOutput`.
-    func write(_ bytes: [UInt8]) throws(TLSFailure) {
+    public func write(_ bytes: [UInt8]) throws(TLSFailure) {
         let status = bytes.withUnsafeBytes { mco_tls_write(tls, $0.baseAddress, $0.count) }
         if status != Int32(MCO_TLS_OK) { throw TLSFailure(message: error) }
     }
 
     /// The ciphertext waiting for the peer (empty when none).
-    func takeOutput() -> [UInt8] {
+    public func takeOutput() -> [UInt8] {
         let length = mco_tls_output_length(tls)
         guard length > 0 else { return [] }
         var out = [UInt8](repeating: 0, count: length)
@@ -98,6 +98,6 @@ final class TLSConnection {
     }
 }
 
-struct TLSFailure: Error {
-    let message: String
+public struct TLSFailure: Error, Sendable {
+    public let message: String
 }

@@ -1,7 +1,8 @@
 import Glibc
 import MCPOptIO
 
-/// Where a Redis server is: `redis://[user[:password]@]host[:port][/db]` or `unix:///path`.
+/// Where a Redis server is: `redis://[user[:password]@]host[:port][/db]`, the same with
+/// `rediss://` (TLS), or `unix:///path`.
 public struct RedisEndpoint: Sendable, Equatable {
     public var host = "127.0.0.1"
     public var port = 6379
@@ -10,6 +11,8 @@ public struct RedisEndpoint: Sendable, Equatable {
     public var database = 0
     public var username: String?
     public var password: String?
+    /// rediss://: TLS, the server's certificate checked against these CAs and the host.
+    public var tls: TLSOptions?
 
     public init(host: String = "127.0.0.1", port: Int = 6379) {
         self.host = host
@@ -25,8 +28,9 @@ public struct RedisEndpoint: Sendable, Equatable {
             e.unixPath = path
             return e
         }
-        guard url.hasPrefix("redis://") else { return nil }
-        var rest = Substring(url.dropFirst("redis://".count))
+        if url.hasPrefix("rediss://") { e.tls = TLSOptions() }
+        guard url.hasPrefix("redis://") || e.tls != nil else { return nil }
+        var rest = Substring(url.dropFirst(e.tls != nil ? "rediss://".count : "redis://".count))
         if let at = rest.lastIndex(of: "@") {
             let credentials = rest[..<at]
             rest = rest[rest.index(after: at)...]
@@ -110,6 +114,11 @@ public final class RedisConnection: @unchecked Sendable {
     private var head = 0
     private var nextSeq: UInt64 = 0
     private var reader = RESPReader()
+    /// rediss://: the CAs (loaded at the first connect) and this connection's TLS session.
+    private var trust: TLSTrust?
+    private var tls: TLSConnection?
+    /// Told once the TLS handshake is done (or failed): `connect` waits for it.
+    private var handshakeDone: ((Result<Void, RedisError>) -> Void)?
     private var onMessage: ((_ channel: [UInt8], _ payload: [UInt8]) -> Void)?
     private var onClose: ((String) -> Void)?
 
@@ -201,17 +210,61 @@ public final class RedisConnection: @unchecked Sendable {
         }
         loop.connect(fd, address: address) { [self] result in
             guard !finished else { return }
-            finished = true
-            loop.cancel(timer)
-            guard generation == current else { return done(.failure(superseded)) }
+            guard generation == current else {
+                finished = true
+                loop.cancel(timer)
+                return done(.failure(superseded))
+            }
             if case .failure(let error) = result {
+                finished = true
+                loop.cancel(timer)
                 close(reason: error.message)
                 return done(.failure(RedisError(.connect, "cannot connect to Redis at \(endpoint.description): \(error.message)")))
             }
-            open = true
-            readMore()
-            done(.success(()))
+            guard endpoint.tls != nil else {
+                finished = true
+                loop.cancel(timer)
+                open = true
+                readMore()
+                return done(.success(()))
+            }
+            // rediss://: open once the handshake is done, within the same time limit.
+            handshakeDone = { [self] outcome in
+                guard !finished else { return }
+                finished = true
+                loop.cancel(timer)
+                if case .success = outcome { open = true }
+                done(outcome)
+            }
+            startTLS()
         }
+    }
+
+    /// Starts the TLS handshake on the connected socket; `handshakeDone` hears how it ends.
+    private func startTLS() {
+        if trust == nil, let options = endpoint.tls {
+            do {
+                trust = try TLSTrust(caFile: options.caFile)
+            } catch {
+                return failHandshake(error.message)
+            }
+        }
+        guard let trust, let session = TLSConnection(trust: trust, host: endpoint.host) else { return failHandshake("out of memory for a TLS session") }
+        tls = session
+        do throws(TLSFailure) {
+            _ = try session.handshake()
+        } catch {
+            return failHandshake(error.message)
+        }
+        flushCiphertext()   // the ClientHello; nothing else is queued before the connection is open
+        readMore()
+    }
+
+    private func failHandshake(_ reason: String) {
+        let told = handshakeDone
+        handshakeDone = nil
+        close(reason: reason)
+        told?(.failure(RedisError(.connect, "cannot connect to Redis at \(endpoint.description): \(reason)")))
     }
 
     private func send(_ bytes: [UInt8], expecting count: Int, timeout: Duration, _ done: @escaping (Result<[RESPValue], RedisError>) -> Void) {
@@ -223,7 +276,22 @@ public final class RedisConnection: @unchecked Sendable {
             close(reason: "a command timed out after \(timeout)", kind: .timeout)
         }
         pending.append(Pending(seq: seq, expected: count, done: done, timer: timer))
-        outbox += bytes
+        if let tls {
+            do throws(TLSFailure) {
+                try tls.write(bytes)
+            } catch {
+                return close(reason: error.message, kind: .protocolViolation)
+            }
+            outbox += tls.takeOutput()
+        } else {
+            outbox += bytes
+        }
+        flush()
+    }
+
+    /// Queues what the TLS session has for Redis (handshake flights), then writes.
+    private func flushCiphertext() {
+        if let tls { outbox += tls.takeOutput() }
         flush()
     }
 
@@ -248,12 +316,42 @@ public final class RedisConnection: @unchecked Sendable {
         loop.read(fd) { [self] result in
             guard generation == current, !closed else { return }
             guard case .success(let bytes) = result, !bytes.isEmpty else {
+                if handshakeDone != nil { return failHandshake("Redis closed the connection during the TLS handshake") }
                 close(reason: "Redis closed the connection")
                 return
             }
-            let fed: String? = bytes.withUnsafeBytes { raw in
-                do { try reader.feed(raw) } catch let e as RESPReader.Failure { return e.description } catch { return "\(error)" }
-                return nil
+            var fed: String?
+            if let tls {
+                do throws(TLSFailure) {
+                    let refused = bytes.withUnsafeBytes { raw -> TLSFailure? in
+                        do throws(TLSFailure) { try tls.feed(raw) } catch { return error }
+                        return nil
+                    }
+                    if let refused { throw refused }
+                    if !tls.isEstablished {
+                        let established = try tls.handshake()
+                        flushCiphertext()
+                        if established, let told = handshakeDone {
+                            handshakeDone = nil
+                            told(.success(()))
+                        }
+                        if !established { return readMore() }
+                    }
+                    let open = try tls.readPlaintext { raw in
+                        guard fed == nil else { return }
+                        do throws(RESPReader.Failure) { try reader.feed(raw) } catch { fed = error.description }
+                    }
+                    flushCiphertext()
+                    if !open { return close(reason: "Redis closed the TLS session") }
+                } catch {
+                    if handshakeDone != nil { return failHandshake(error.message) }
+                    return close(reason: error.message, kind: .protocolViolation)
+                }
+            } else {
+                fed = bytes.withUnsafeBytes { raw in
+                    do { try reader.feed(raw) } catch let e as RESPReader.Failure { return e.description } catch { return "\(error)" }
+                    return nil
+                }
             }
             if let fed {
                 close(reason: "unreadable reply: \(fed)", kind: .protocolViolation)
@@ -304,6 +402,8 @@ public final class RedisConnection: @unchecked Sendable {
         }
         outbox.removeAll()
         writing = false
+        tls = nil
+        handshakeDone = nil
         let waiting = pending[head...]
         pending.removeAll()
         head = 0

@@ -134,6 +134,15 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(issues(#"{"caching":{"distributed":{"poolSize":2}}}"#), [#"$.caching.distributed|needs "url" (redis://host:port/db)"#])
     }
 
+    func testRedisOverTLS() throws {
+        let d = try EngineConfig.parse(#"{"caching":{"distributed":{"url":"rediss://cache.example.com:6380/1","caFile":"/etc/hostname"}}}"#).caching.distributed
+        XCTAssertEqual(d?.url, "rediss://cache.example.com:6380/1")
+        XCTAssertEqual(d?.caFile, "/etc/hostname")
+        XCTAssertEqual(try EngineConfig.parse(#"{"caching":{"distributed":"rediss://h"}}"#).caching.distributed?.caFile, nil)
+        XCTAssertEqual(issues(#"{"caching":{"distributed":{"url":"redis://h","caFile":"/etc/hostname"}}}"#), [#"$.caching.distributed.caFile|only applies to rediss:// (TLS)"#])
+        XCTAssertEqual(issues(#"{"caching":{"distributed":{"url":"rediss://h","caFile":"/no/ca.pem"}}}"#), [#"$.caching.distributed.caFile|cannot read "/no/ca.pem": No such file or directory"#])
+    }
+
     func testAgentsReferToKnownServersOrGroups() throws {
         let config = try EngineConfig.parse(#"{"mcpServers":{"a":{"command":"x","group":"g"}},"agents":{"bot":{"allowedServers":["a","g"],"allowedTools":["read_*"],"requirements":{"maxResponseTime":"300ms","minSuccessRate":0.99},"priority":"high"}}}"#)
         XCTAssertEqual(config.agents.first?.allowedServers, ["a", "g"])

@@ -12,8 +12,11 @@ final class SharedCacheTests: XCTestCase, @unchecked Sendable {
         let port: Int
         private var process: Process?
         private let extra: [String]
-        init(_ extra: [String] = []) throws {
+        /// rediss: the directory of make_test_certs.sh's files; Redis listens with TLS only.
+        let certificates: String?
+        init(_ extra: [String] = [], certificates: String? = nil) throws {
             self.extra = extra
+            self.certificates = certificates
             guard FileManager.default.isExecutableFile(atPath: "/usr/bin/redis-server") else {
                 if ProcessInfo.processInfo.environment["CI"] != nil { XCTFail("redis-server is missing: run scripts/setup"); throw CancellationError() }
                 throw XCTSkip("redis-server is missing: run scripts/setup")
@@ -27,7 +30,9 @@ final class SharedCacheTests: XCTestCase, @unchecked Sendable {
             // setpriv execs redis-server (same pid) with a parent-death signal: a test process that
             // crashes takes its Redis with it instead of leaving it running.
             p.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-            p.arguments = ["--pdeathsig", "KILL", "/usr/bin/redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning"] + extra
+            let listen = certificates.map { ["--port", "0", "--tls-port", String(port), "--tls-cert-file", "\($0)/server.pem", "--tls-key-file", "\($0)/server.key",
+                                             "--tls-ca-cert-file", "\($0)/ca.pem", "--tls-auth-clients", "no"] } ?? ["--port", String(port)]
+            p.arguments = ["--pdeathsig", "KILL", "/usr/bin/redis-server"] + listen + ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning"] + extra
             p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
             try p.run()
@@ -57,9 +62,10 @@ final class SharedCacheTests: XCTestCase, @unchecked Sendable {
 
     /// `commandTimeout` is generous by default: an L2 read these tests expect to hit must not
     /// be timed out by a busy machine (the slow-Redis test sets its own).
-    func makeEngine(redisPort: Int, commandTimeout: String = "2s") throws -> Engine {
+    func makeEngine(redisPort: Int, commandTimeout: String = "2s", caFile: String? = nil) throws -> Engine {
         let kv = try RequestPathTests.kvServer("kv")
-        let l2 = #"{"url": "redis://127.0.0.1:\#(redisPort)", "commandTimeout": "\#(commandTimeout)"}"#
+        let url = caFile == nil ? "redis://127.0.0.1:\(redisPort)" : "rediss://localhost:\(redisPort)"
+        let l2 = #"{"url": "\#(url)", "commandTimeout": "\#(commandTimeout)"\#(caFile.map { #", "caFile": "\#($0)""# } ?? "")}"#
         return try Engine(json: #"{"mcpServers": {\#(kv)}, "caching": {"distributed": \#(l2), "coherenceTimeout": "1s", "tools": {"reads_served": false}}}"#)
     }
 
@@ -76,10 +82,11 @@ final class SharedCacheTests: XCTestCase, @unchecked Sendable {
 
     /// Polls (bounded) until `condition` holds.
     /// A Redis and two engine instances connected to it (all stopped at teardown).
-    func twoInstances() async throws -> (Redis, Engine, Engine) {
-        let redis = try Redis()
+    func twoInstances(certificates: String? = nil) async throws -> (Redis, Engine, Engine) {
+        let redis = try Redis(certificates: certificates)
         addTeardownBlock { redis.kill() }
-        let a = try makeEngine(redisPort: redis.port), b = try makeEngine(redisPort: redis.port)
+        let caFile = certificates.map { "\($0)/ca.pem" }
+        let a = try makeEngine(redisPort: redis.port, caFile: caFile), b = try makeEngine(redisPort: redis.port, caFile: caFile)
         await a.start()
         await b.start()
         addTeardownBlock {
@@ -91,7 +98,24 @@ final class SharedCacheTests: XCTestCase, @unchecked Sendable {
     }
 
     func testAFillInOneInstanceIsAHitInTheOtherAndAWriteInvalidatesBoth() async throws {
-        let (_, a, b) = try await twoInstances()
+        try await fillHitAndInvalidate(certificates: nil)
+    }
+
+    /// The same over rediss:// (Redis with TLS only, a CA made for the test, given as caFile).
+    func testTheSharedTierOverTLS() async throws {
+        let certificates = FileManager.default.temporaryDirectory.appendingPathComponent("mcpopt-l2-certs-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
+        let make = Process()
+        make.executableURL = URL(fileURLWithPath: "/bin/bash")
+        make.arguments = [RequestPathTests.repository.appendingPathComponent("Tests/interop/make_test_certs.sh").path, certificates]
+        try make.run()
+        make.waitUntilExit()
+        guard make.terminationStatus == 0 else { throw XCTSkip("make_test_certs.sh failed (is openssl installed? scripts/setup)") }
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: certificates) }
+        try await fillHitAndInvalidate(certificates: certificates)
+    }
+
+    func fillHitAndInvalidate(certificates: String?) async throws {
+        let (_, a, b) = try await twoInstances(certificates: certificates)
 
         _ = await call(a, "put", #"{"key":"k","value":"v1"}"#)
         let filled = await call(a, "get", #"{"key":"k"}"#)

@@ -169,3 +169,78 @@ final class LockedBox<T>: @unchecked Sendable {
     var value: T { lock.lock(); defer { lock.unlock() }; return stored }
     func mutate(_ body: (inout T) -> Void) { lock.lock(); body(&stored); lock.unlock() }
 }
+
+/// rediss://: a real redis-server with TLS on (Debian's is built with it), a CA made for the
+/// test (Tests/interop/make_test_certs.sh). Commands, a large value, pub/sub and AUTH go
+/// through the TLS session; a certificate the client cannot trust fails the connect, clearly.
+extension RedisConnectionTests {
+    private func startTLSRedis() throws -> (server: Process, port: Int, certificates: String) {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/redis-server") else { throw XCTSkip("redis-server is missing") }
+        let certificates = FileManager.default.temporaryDirectory.appendingPathComponent("mcpopt-redis-certs-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("interop/make_test_certs.sh").path
+        let make = Process()
+        make.executableURL = URL(fileURLWithPath: "/bin/bash")
+        make.arguments = [script, certificates]
+        try make.run()
+        make.waitUntilExit()
+        guard make.terminationStatus == 0 else {
+            if ProcessInfo.processInfo.environment["CI"] != nil { XCTFail("make_test_certs.sh failed: run scripts/setup (openssl)"); throw CancellationError() }
+            throw XCTSkip("make_test_certs.sh failed (is openssl installed? scripts/setup)")
+        }
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: certificates) }
+        let port = Int.random(in: 12_000..<32_000)
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+        server.arguments = ["--pdeathsig", "KILL", "/usr/bin/redis-server", "--port", "0", "--tls-port", String(port), "--bind", "127.0.0.1", "127.0.0.2",
+                            "--tls-cert-file", "\(certificates)/server.pem", "--tls-key-file", "\(certificates)/server.key",
+                            "--tls-ca-cert-file", "\(certificates)/ca.pem", "--tls-auth-clients", "no",
+                            "--requirepass", "s3cret", "--save", "", "--appendonly", "no"]
+        server.standardOutput = FileHandle.nullDevice
+        server.standardError = FileHandle.nullDevice
+        try server.run()
+        return (server, port, certificates)
+    }
+
+    func testTLSCommandsPubSubAndRefusals() async throws {
+        let (server, port, certificates) = try startTLSRedis()
+        defer { stop(server) }
+        let loop = try EventLoop()
+        defer { loop.shutdown() }
+        var endpoint = try XCTUnwrap(RedisEndpoint.parse("rediss://:s3cret@localhost:\(port)/2"))
+        XCTAssertNotNil(endpoint.tls)
+        endpoint.tls?.caFile = "\(certificates)/ca.pem"
+        let c = RedisConnection(endpoint: endpoint, loop: loop)
+        let connected = try await connect(c)
+        XCTAssertTrue(connected, "AUTH and SELECT went through the TLS session")
+        let replies = try await c.pipeline([[Array("SET".utf8), Array("k".utf8), [0, 1, 255]], [Array("GET".utf8), Array("k".utf8)]], timeout: .seconds(2))
+        XCTAssertEqual(replies, [.status("OK"), .bulk([0, 1, 255])])
+        // A value larger than a TLS record (16 KiB) and than a socket buffer, both ways.
+        let big = [UInt8](repeating: UInt8(ascii: "z"), count: 3 << 20)
+        let set = try await c.command([Array("SET".utf8), Array("big".utf8), big], timeout: .seconds(20))
+        XCTAssertEqual(set, .status("OK"))
+        let got = try await c.command([Array("GET".utf8), Array("big".utf8)], timeout: .seconds(20))
+        XCTAssertTrue(got == .bulk(big), "the large value came back changed")
+
+        let received = LockedBox<[[UInt8]]>([])
+        let sub = RedisConnection(endpoint: endpoint, loop: loop)
+        try await sub.connect(timeout: .seconds(2), onMessage: { _, payload in received.mutate { $0.append(payload) } })
+        _ = try await sub.command([Array("SUBSCRIBE".utf8), Array("ch".utf8)], timeout: .seconds(2))
+        let listeners = try await c.command([Array("PUBLISH".utf8), Array("ch".utf8), Array("over tls".utf8)], timeout: .seconds(2))
+        XCTAssertEqual(listeners, .integer(1))
+        for _ in 0..<200 where received.value.isEmpty { try await Task.sleep(for: .milliseconds(5)) }
+        XCTAssertEqual(received.value, [Array("over tls".utf8)])
+
+        // The system's CAs do not know the test CA; 127.0.0.2 is not a name the certificate has.
+        for (host, caFile, expected) in [("localhost", nil, "certificate"), ("127.0.0.2", "\(certificates)/ca.pem", "mismatch")] {
+            var refused = endpoint
+            refused.host = host
+            refused.tls = TLSOptions(caFile: caFile)
+            do {
+                try await RedisConnection(endpoint: refused, loop: loop).connect(timeout: .seconds(2))
+                XCTFail("\(host) with \(caFile ?? "the system's CAs") was accepted")
+            } catch {
+                XCTAssertTrue(error.message.contains("certificate was not accepted") && error.message.contains(expected), error.message)
+            }
+        }
+    }
+}
