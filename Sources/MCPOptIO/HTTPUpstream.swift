@@ -379,13 +379,13 @@ public final class HTTPUpstream: @unchecked Sendable {
                 writeTLS(session.takeOutput(), on: connection)
                 guard done else { return }
             }
-            let open = try session.readPlaintext { plaintext in
+            let sessionOpen = try session.readPlaintext { plaintext in
                 // The plaintext may end the connection's use (dropped, closed): the rest is moot.
                 guard connections[ObjectIdentifier(connection)] === connection else { return }
                 received(plaintext, on: connection)
             }
             writeTLS(session.takeOutput(), on: connection)
-            if !open, connections[ObjectIdentifier(connection)] === connection { ended(connection) }
+            if !sessionOpen, connections[ObjectIdentifier(connection)] === connection { ended(connection) }
         } catch {
             failOrRetry(connection, reason: "\(error.message) (\(endpoint.authority))")
         }

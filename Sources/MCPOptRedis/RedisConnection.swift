@@ -337,12 +337,12 @@ public final class RedisConnection: @unchecked Sendable {
                         }
                         if !established { return readMore() }
                     }
-                    let open = try tls.readPlaintext { raw in
+                    let sessionOpen = try tls.readPlaintext { raw in
                         guard fed == nil else { return }
                         do throws(RESPReader.Failure) { try reader.feed(raw) } catch { fed = error.description }
                     }
                     flushCiphertext()
-                    if !open { return close(reason: "Redis closed the TLS session") }
+                    if !sessionOpen { return close(reason: "Redis closed the TLS session") }
                 } catch {
                     if handshakeDone != nil { return failHandshake(error.message) }
                     return close(reason: error.message, kind: .protocolViolation)
