@@ -17,6 +17,9 @@ struct BenchShared: ParsableCommand {
     @Option(help: "The Redis to measure against.")
     var url = "redis://127.0.0.1:6379"
 
+    @Option(help: "rediss://: a PEM bundle of the CAs to trust instead of the system's.")
+    var caFile: String?
+
     @Option(help: "Reads per measurement.")
     var requests = 50_000
 
@@ -24,7 +27,12 @@ struct BenchShared: ParsableCommand {
     var json = false
 
     func run() throws {
-        guard let endpoint = RedisEndpoint.parse(url) else { throw ValidationError("--url must be redis://host:port[/db] or unix:///path") }
+        guard var parsed = RedisEndpoint.parse(url) else { throw ValidationError("--url must be redis://host:port[/db], rediss://host:port[/db] or unix:///path") }
+        if let caFile {
+            guard parsed.tls != nil else { throw ValidationError("--ca-file applies to rediss:// only") }
+            parsed.tls?.caFile = caFile
+        }
+        let endpoint = parsed
         let result = Cell<Result<JSONValue, RedisError>>()
         let requests = self.requests
         blockOn {
@@ -37,8 +45,8 @@ struct BenchShared: ParsableCommand {
         }
         // Between two engine instances: writes through one, the other's L1 told.
         let lag = Cell<JSONValue>()
-        let url = self.url
-        blockOn { lag.value = await Self.measureInstances(url: url, writes: min(2_000, requests)) }
+        let url = self.url, caFile = self.caFile
+        blockOn { lag.value = await Self.measureInstances(url: url, caFile: caFile, writes: min(2_000, requests)) }
         if case .object(var o) = rows, case .array(var list)? = o["rows"], let row = lag.value {
             list.append(row)
             o["rows"] = .array(list)
@@ -135,7 +143,7 @@ struct BenchShared: ParsableCommand {
 extension BenchShared {
     /// Two engines sharing the Redis, each with a stdio mock server whose write answers at once:
     /// `writes` writes through the first; the second's coherence lag (publish to its L1).
-    static func measureInstances(url: String, writes: Int) async -> JSONValue {
+    static func measureInstances(url: String, caFile: String?, writes: Int) async -> JSONValue {
         let profile = "/tmp/mcpopt-bench-shared-\(getpid()).json"
         let text = #"{"name": "records", "tools": [{"name": "update_record", "kind": "write", "argument": "id", "medianMs": 0, "p99Ms": 0}]}"#
         guard let file = fopen(profile, "w") else { return ["what": "coherence lag between two engines", "error": .string("cannot write \(profile)")] }
@@ -144,7 +152,7 @@ extension BenchShared {
         defer { unlink(profile) }
         let config = #"""
             {"mcpServers": {"records": {"command": "\#(Demo.executablePath())", "args": ["mock-server", "--profile", "\#(profile)"], "trustAnnotations": true}},
-             "caching": {"distributed": "\#(url)"}}
+             "caching": {"distributed": {"url": "\#(url)"\#(caFile.map { #", "caFile": "\#($0)""# } ?? "")}}}
             """#
         guard let a = try? Engine(json: config), let b = try? Engine(json: config) else { return ["what": "coherence lag between two engines", "error": "bad configuration"] }
         await a.start()
