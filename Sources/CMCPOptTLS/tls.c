@@ -44,6 +44,26 @@ mco_tls_context *mco_tls_context_new(const char *ca_file, char *error, size_t er
     return c;
 }
 
+mco_tls_context *mco_tls_server_context_new(const char *certificate_file, const char *key_file, char *error, size_t error_size) {
+    mco_tls_context *c = calloc(1, sizeof *c);
+    if (!c) { snprintf(error, error_size, "out of memory"); return NULL; }
+    c->ctx = SSL_CTX_new(TLS_server_method());
+    if (!c->ctx) { describe(error, error_size, "cannot create a TLS context"); free(c); return NULL; }
+    SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION);
+    SSL_CTX_set_mode(c->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    const char *what = NULL;
+    if (SSL_CTX_use_certificate_chain_file(c->ctx, certificate_file) != 1) what = "cannot load the certificate";
+    else if (SSL_CTX_use_PrivateKey_file(c->ctx, key_file, SSL_FILETYPE_PEM) != 1) what = "cannot load the private key";
+    else if (SSL_CTX_check_private_key(c->ctx) != 1) what = "the private key does not match the certificate";
+    if (what) {
+        describe(error, error_size, what);
+        SSL_CTX_free(c->ctx);
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
 void mco_tls_context_free(mco_tls_context *c) {
     if (!c) return;
     SSL_CTX_free(c->ctx);
@@ -55,8 +75,8 @@ static int is_ip_address(const char *host) {
     return inet_pton(AF_INET, host, buffer) == 1 || inet_pton(AF_INET6, host, buffer) == 1;
 }
 
-mco_tls *mco_tls_new(mco_tls_context *c, const char *host) {
-    if (!c || !host) return NULL;
+// A session with its two memory BIOs; NULL when out of memory.
+static mco_tls *session(mco_tls_context *c) {
     mco_tls *t = calloc(1, sizeof *t);
     if (!t) return NULL;
     t->ssl = SSL_new(c->ctx);
@@ -72,6 +92,20 @@ mco_tls *mco_tls_new(mco_tls_context *c, const char *host) {
     // An empty input reads as "retry", not as the end of the stream.
     BIO_set_mem_eof_return(t->in, -1);
     SSL_set_bio(t->ssl, t->in, t->out);   // the session owns both BIOs now
+    return t;
+}
+
+mco_tls *mco_tls_new_server(mco_tls_context *c) {
+    if (!c) return NULL;
+    mco_tls *t = session(c);
+    if (t) SSL_set_accept_state(t->ssl);
+    return t;
+}
+
+mco_tls *mco_tls_new(mco_tls_context *c, const char *host) {
+    if (!c || !host) return NULL;
+    mco_tls *t = session(c);
+    if (!t) return NULL;
     SSL_set_connect_state(t->ssl);
     X509_VERIFY_PARAM *param = SSL_get0_param(t->ssl);
     if (is_ip_address(host)) {

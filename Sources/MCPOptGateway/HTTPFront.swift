@@ -11,6 +11,9 @@ import MCPOptSync
 ///
 /// Secure by default: loopback unless told otherwise, Host and Origin checked (DNS
 /// rebinding), an optional bearer token, bounded header and body sizes and connection count.
+/// With `Settings.tls` it speaks HTTPS: each accepted connection runs a TLS server session
+/// (`TLSConnection`), ciphertext on the socket and plaintext to the parser; answers are
+/// encrypted where they are queued, so their order is the order they were written in.
 public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
     public struct Settings: Sendable {
         public var host = "127.0.0.1"
@@ -24,6 +27,8 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         /// Repeats of calls answered from the cache are recognised by their bytes and answered
         /// without the full path (see `RepeatMemo`); nil turns that off.
         public var repeats: RepeatMemo.Limits? = RepeatMemo.Limits()
+        /// HTTPS: the certificate and key every connection presents; nil is plain HTTP.
+        public var tls: TLSServerCredentials?
         public init() {}
     }
 
@@ -160,6 +165,13 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
                 setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
                 loop.adopt(fd)
                 let connection = HTTPConnection(fd: fd)
+                if let credentials = settings.tls {
+                    guard let session = TLSConnection(server: credentials) else {
+                        Glibc.close(fd)
+                        return
+                    }
+                    connection.tls = session
+                }
                 connections[fd] = connection
                 connection.isOpen = true
                 readMore(connection)
@@ -187,7 +199,11 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
             switch event {
             case .bytes(let bytes):
                 guard !c.closeAfterRead, c.isOpen else { return }
-                c.pending.append(contentsOf: bytes)
+                if let tls = c.tls {
+                    guard decrypt(c, tls, bytes) else { return }
+                } else {
+                    c.pending.append(contentsOf: bytes)
+                }
                 // While a request runs, what comes next waits for its answer.
                 if !c.busy {
                     process(c)
@@ -215,6 +231,45 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
                 close(c)
             }
         }
+    }
+
+    /// HTTPS: ciphertext from the client, the handshake's next step, then the plaintext it
+    /// holds appended to `pending`. False when there is nothing to parse: the handshake goes
+    /// on, or the session ended or failed (the connection is closed then).
+    private func decrypt(_ c: HTTPConnection, _ tls: TLSConnection, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        do throws(TLSFailure) {
+            try tls.feed(bytes)
+            if !tls.isEstablished {
+                let done = try tls.handshake()
+                queue(c, tls.takeOutput())
+                guard done else { return false }
+            }
+            let before = c.pending.count
+            let sessionOpen = try tls.readPlaintext { c.pending.append(contentsOf: $0) }
+            queue(c, tls.takeOutput())
+            if !sessionOpen {
+                close(c)
+                return false
+            }
+            return c.pending.count > before
+        } catch {
+            // A client that does not speak TLS, or a failed handshake: nothing to answer in HTTP.
+            close(c)
+            return false
+        }
+    }
+
+    /// Plaintext for the client, as the bytes to put on the socket (encrypted over HTTPS);
+    /// nil when the session cannot take it (the connection is closed).
+    private func wire(_ c: HTTPConnection, _ bytes: [UInt8]) -> [UInt8]? {
+        guard let tls = c.tls else { return bytes }
+        do throws(TLSFailure) {
+            try tls.write(bytes)
+        } catch {
+            close(c)
+            return nil
+        }
+        return tls.takeOutput()
     }
 
     private func close(_ c: HTTPConnection, immediately: Bool = false) {
@@ -528,6 +583,16 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
 
     /// Queues bytes for `c`, written in order; `then` gets whether they all went out.
     private func write(_ c: HTTPConnection, _ bytes: [UInt8], then: ((Bool) -> Void)? = nil) {
+        guard let bytes = wire(c, bytes) else {
+            then?(false)
+            return
+        }
+        queue(c, bytes, then: then)
+    }
+
+    /// Queues bytes as they go on the socket (after `wire`, or a TLS handshake's).
+    private func queue(_ c: HTTPConnection, _ bytes: [UInt8], then: ((Bool) -> Void)? = nil) {
+        if bytes.isEmpty && then == nil { return }
         guard !c.writing else {
             c.outbox.append((bytes, then))
             return
@@ -614,10 +679,11 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
     }
 
     /// Writes a whole answer; then the connection takes its next request, or closes.
-    private func writeAnswer(_ c: HTTPConnection, _ out: [UInt8], keepAlive: Bool) {
+    private func writeAnswer(_ c: HTTPConnection, _ plaintext: [UInt8], keepAlive: Bool) {
         // Most answers go out whole, at once, on a connection with nothing queued: then what
         // follows runs on the loop's next turn (never inside this call: a client's pipelined
         // requests would nest), through the connection itself, with no closure made.
+        guard let out = c.tls == nil ? plaintext : wire(c, plaintext) else { return }
         var rest = out
         if !c.writing, c.outbox.isEmpty, c.isOpen {
             let written = out.withUnsafeBytes { loop.writeNow(c.fd, $0) }
@@ -631,7 +697,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
             }
             if written > 0 { rest = Array(out[written...]) }   // the rest waits for room
         }
-        write(c, rest) { [self] ok in
+        queue(c, rest) { [self] ok in
             guard ok, keepAlive, c.isOpen else {
                 close(c)
                 return
@@ -752,6 +818,8 @@ final class HTTPConnection: LoopCallback, @unchecked Sendable {
     /// The request waiting on a server, and whether the client cancelled it.
     @exclusivity(unchecked) var task: Task<Void, Never>?
     @exclusivity(unchecked) var cancelled = false
+    /// HTTPS: this connection's TLS server session.
+    @exclusivity(unchecked) var tls: TLSConnection?
     /// That request's session (nil: none, or no request running) and raw JSON id: what a
     /// `notifications/cancelled` names.
     @exclusivity(unchecked) var runningSession: String?

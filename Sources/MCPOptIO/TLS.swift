@@ -14,10 +14,10 @@ public final class TLSTrust: @unchecked Sendable {
     public let caFile: String?
 
     /// Fails with OpenSSL's reason when the bundle cannot be read.
-    public init(caFile: String? = nil) throws(TLSTrustError) {
+    public init(caFile: String? = nil) throws(TLSSetupError) {
         var error = [CChar](repeating: 0, count: 512)
         guard let context = mco_tls_context_new(caFile, &error, error.count) else {
-            throw TLSTrustError(message: String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+            throw TLSSetupError(message: String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
         }
         self.context = context
         self.caFile = caFile
@@ -26,23 +26,51 @@ public final class TLSTrust: @unchecked Sendable {
     deinit { mco_tls_context_free(context) }
 }
 
-public struct TLSTrustError: Error, Sendable, CustomStringConvertible {
+/// What a TLS server presents: a certificate chain and its private key (PEM files). One per
+/// listener; its connections share it.
+public final class TLSServerCredentials: @unchecked Sendable {
+    let context: OpaquePointer
+    public let certificateFile: String
+
+    /// Fails with OpenSSL's reason when a file cannot be read or the key is not the certificate's.
+    public init(certificateFile: String, keyFile: String) throws(TLSSetupError) {
+        var error = [CChar](repeating: 0, count: 512)
+        guard let context = mco_tls_server_context_new(certificateFile, keyFile, &error, error.count) else {
+            throw TLSSetupError(message: String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        }
+        self.context = context
+        self.certificateFile = certificateFile
+    }
+
+    deinit { mco_tls_context_free(context) }
+}
+
+/// A TLS context that could not be set up (CAs, a certificate or a key that do not load).
+public struct TLSSetupError: Error, Sendable, CustomStringConvertible {
     public let message: String
     public var description: String { message }
 }
 
-/// One connection's TLS session, on the loop thread: ciphertext in from the socket, plaintext
+/// One connection's TLS session (client or server), on the loop thread: ciphertext in from the socket, plaintext
 /// out to the HTTP parser, and back. It never touches the descriptor.
 public final class TLSConnection {
     private let tls: OpaquePointer
-    private let trust: TLSTrust   // the context outlives its sessions
+    private let context: AnyObject   // a TLSTrust or TLSServerCredentials: outlives its sessions
     /// Where plaintext is decrypted to: a TLS record's largest, once per connection.
     private var plaintext = [UInt8](repeating: 0, count: 16_384)
 
+    /// A client session to `host`, checked against `trust`.
     public init?(trust: TLSTrust, host: String) {
         guard let tls = mco_tls_new(trust.context, host) else { return nil }
         self.tls = tls
-        self.trust = trust
+        context = trust
+    }
+
+    /// A server session of an accepted connection.
+    public init?(server: TLSServerCredentials) {
+        guard let tls = mco_tls_new_server(server.context) else { return nil }
+        self.tls = tls
+        context = server
     }
 
     deinit { mco_tls_free(tls) }

@@ -3,6 +3,7 @@ import Dispatch
 import MCPOptConfig
 import MCPOptEngine
 import MCPOptGateway
+import MCPOptIO
 import MCPOptProtocol
 
 /// Builds an engine from a configuration file, with every problem reported as `validate` does.
@@ -83,8 +84,26 @@ struct Serve: ParsableCommand {
     @Flag(name: .long, help: "Answer repeats of cached calls through the full request path too (see docs/GATEWAY.md, the repeat lane).")
     var noRepeatLane = false
 
+    @Option(name: .long, help: "Serve HTTPS with this certificate chain (PEM, the server's own first); needs --tls-key.")
+    var tlsCert: String?
+
+    @Option(name: .long, help: "The private key (PEM) of --tls-cert.")
+    var tlsKey: String?
+
+    func validate() throws {
+        guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
+    }
+
     func run() throws {
         let (host, port) = try Self.split(listen)
+        var credentials: TLSServerCredentials?
+        if let tlsCert, let tlsKey {
+            do {
+                credentials = try TLSServerCredentials(certificateFile: tlsCert, keyFile: tlsKey)
+            } catch {
+                throw ValidationError("--tls-cert/--tls-key: \(error.message)")
+            }
+        }
         let engine = try loadEngine(config)
         let gateway = Gateway(engine: engine)
         var settings = HTTPFront<Gateway>.Settings()
@@ -94,6 +113,7 @@ struct Serve: ParsableCommand {
         settings.policy.allowedHosts = allowHost
         settings.policy.allowedOrigins = allowOrigin
         if noRepeatLane { settings.repeats = nil }
+        settings.tls = credentials
         let front: HTTPFront<Gateway>
         do {
             front = try HTTPFront(service: gateway, settings: settings)
@@ -119,7 +139,7 @@ struct Serve: ParsableCommand {
         }
         do {
             let bound = try front.start()
-            printError("mcpopt: serving \(engine.config.activeServers.count) server(s) at http://\(host.contains(":") ? "[\(host)]" : host):\(bound)/mcp")
+            printError("mcpopt: serving \(engine.config.activeServers.count) server(s) at \(credentials == nil ? "http" : "https")://\(host.contains(":") ? "[\(host)]" : host):\(bound)/mcp")
         } catch {
             throw ValidationError("cannot listen on \(listen): \(error.message)")
         }

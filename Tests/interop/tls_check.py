@@ -1,11 +1,13 @@
 """The gateway in front of an https:// MCP server: FastMCP behind uvicorn's TLS, with a CA made
 for this run. The official SDK client (both eras, over both gateway fronts) and the FastMCP
 client list and call its tools through the gateway and get what a direct HTTPS client gets. A
-gateway told to trust only the system's CAs leaves the server out and says why.
+gateway told to trust only the system's CAs leaves the server out and says why. And the
+gateway's own front over HTTPS (`serve --tls-cert --tls-key`): the same clients over https://.
 
 usage: tls_check.py MCPOPT
 """
 import asyncio
+import http.client
 import json
 import os
 import subprocess
@@ -37,14 +39,14 @@ async def calls(session) -> dict:
     return {"tools": tools, "add": add, "slow": slow, "greeting": greeting}
 
 
-def start_gateway(mcpopt: str, config: dict, directory: Path):
+def start_gateway(mcpopt: str, config: dict, directory: Path, extra: list = ()):
     path = directory / f"mcpopt-{len(list(directory.glob('mcpopt-*.json')))}.json"
     path.write_text(json.dumps(config))
     port = free_port()
     # Not this script's SSL_CERT_FILE (OpenSSL would trust the test CA through it): only caFile.
     env = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
     # setpriv: the gateway ends with this script, however it ends.
-    process = subprocess.Popen(["setpriv", "--pdeathsig", "KILL", mcpopt, "serve", "--config", str(path), "--listen", f"127.0.0.1:{port}"],
+    process = subprocess.Popen(["setpriv", "--pdeathsig", "KILL", mcpopt, "serve", "--config", str(path), "--listen", f"127.0.0.1:{port}", *extra],
                                stderr=subprocess.DEVNULL, env=env)
     return process, port, path
 
@@ -111,6 +113,30 @@ async def main() -> None:
             error = (health.get("servers") or [{}])[0].get("error", "")
             check("an untrusted certificate leaves the server out, and /healthz says why",
                   health.get("status") == "unhealthy" and "certificate was not accepted" in error, health)
+
+            # The gateway's own front over HTTPS, in front of the same https server.
+            tls_args = ["--tls-cert", str(certificates / "server.pem"), "--tls-key", str(certificates / "server.key")]
+            secure_front, secure_port, _ = start_gateway(mcpopt, config, directory, tls_args)
+            gateways.append(secure_front)
+            check("the HTTPS front listens", wait_listening(secure_port, 30))
+            front_url = f"https://localhost:{secure_port}/mcp"
+            for era in ("legacy", "modern"):
+                through = await session_for(streamable_http_client(front_url), era, calls)
+                check(f"https front, {era}: the same tools and answers as directly", through == direct, (through, direct))
+            async with Client(front_url) as client:
+                result = await client.call_tool("add", {"a": 2, "b": 2})
+                check("fastmcp client over the HTTPS front", texts(result) == ["4"], result)
+            with urllib.request.urlopen(f"https://localhost:{secure_port}/healthz", timeout=5) as r:
+                check("the HTTPS front serves /healthz", r.status == 200 and json.loads(r.read())["status"] == "healthy")
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{secure_port}/healthz", timeout=5).read()
+                check("plain HTTP to the HTTPS front is refused", False, "it answered")
+            except (OSError, http.client.HTTPException) as e:
+                check("plain HTTP to the HTTPS front is refused", True, repr(e))
+            bad = subprocess.run([mcpopt, "serve", "--config", str(directory / "mcpopt-0.json"), "--listen", f"127.0.0.1:{free_port()}",
+                                  "--tls-cert", str(certificates / "server.pem"), "--tls-key", str(certificates / "other.key")],
+                                 capture_output=True, text=True, timeout=60)
+            check("a key that is not the certificate's is a clear error", bad.returncode != 0 and "mismatch" in bad.stderr, bad.stderr[-300:])
         finally:
             for gateway in gateways:
                 gateway.terminate()

@@ -16,9 +16,17 @@ typedef struct mco_tls_context mco_tls_context;
 mco_tls_context *mco_tls_context_new(const char *ca_file, char *error, size_t error_size);
 void mco_tls_context_free(mco_tls_context *context);
 
+// What a server presents: the certificate chain in `certificate_file` (PEM, the server's own
+// first) and its private key. NULL with a message when OpenSSL refuses them, or they do not match.
+mco_tls_context *mco_tls_server_context_new(const char *certificate_file, const char *key_file, char *error, size_t error_size);
+
+typedef struct mco_tls mco_tls;
+
+// One accepted connection's server session. NULL when out of memory.
+mco_tls *mco_tls_new_server(mco_tls_context *context);
+
 // One connection's session to `host` (its name is sent as SNI unless it is an IP address, and
 // the certificate must name it: DNS name or IP address). NULL when out of memory.
-typedef struct mco_tls mco_tls;
 mco_tls *mco_tls_new(mco_tls_context *context, const char *host);
 void mco_tls_free(mco_tls *tls);
 
