@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import MCPOptTestSupport
 import MCPOptJSON
 @testable import MCPOptEngine
 
@@ -103,14 +104,7 @@ final class SharedCacheTests: XCTestCase, @unchecked Sendable {
 
     /// The same over rediss:// (Redis with TLS only, a CA made for the test, given as caFile).
     func testTheSharedTierOverTLS() async throws {
-        let certificates = FileManager.default.temporaryDirectory.appendingPathComponent("mcpopt-l2-certs-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
-        let make = Process()
-        make.executableURL = URL(fileURLWithPath: "/bin/bash")
-        make.arguments = [RequestPathTests.repository.appendingPathComponent("Tests/interop/make_test_certs.sh").path, certificates]
-        try make.run()
-        make.waitUntilExit()
-        guard make.terminationStatus == 0 else { throw XCTSkip("make_test_certs.sh failed (is openssl installed? scripts/setup)") }
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: certificates) }
+        let certificates = try TestCertificates.make(for: self)
         try await fillHitAndInvalidate(certificates: certificates)
     }
 

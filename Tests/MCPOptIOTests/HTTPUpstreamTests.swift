@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import XCTest
+import MCPOptTestSupport
 import MCPOptJSON
 import MCPOptProtocol
 import MCPOptUpstream
@@ -207,21 +208,7 @@ extension HTTPUpstreamTests {
 /// stream) carried over TLS. Against the real FastMCP server behind uvicorn's TLS, with a CA
 /// made for the test (Tests/interop/make_test_certs.sh).
 extension HTTPUpstreamTests {
-    /// A fresh CA and certificates in a temporary directory.
-    private func makeCertificates() throws -> String {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("mcpopt-certs-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/bash")
-        process.arguments = [StdioUpstreamTests.repository.appendingPathComponent("Tests/interop/make_test_certs.sh").path, directory]
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            if ProcessInfo.processInfo.environment["CI"] != nil { XCTFail("make_test_certs.sh failed: run scripts/setup (openssl)"); throw CancellationError() }
-            throw XCTSkip("make_test_certs.sh failed (is openssl installed? scripts/setup)")
-        }
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: directory) }
-        return directory
-    }
+    private func makeCertificates() throws -> String { try TestCertificates.make(for: self) }
 
     func testHTTPSWithAPrivateCA() async throws {
         let certificates = try makeCertificates()

@@ -1,6 +1,7 @@
 import Foundation
 import MCPOptIO
 import XCTest
+import MCPOptTestSupport
 @testable import MCPOptRedis
 
 final class RedisEndpointTests: XCTestCase {
@@ -176,18 +177,7 @@ final class LockedBox<T>: @unchecked Sendable {
 extension RedisConnectionTests {
     private func startTLSRedis() throws -> (server: Process, port: Int, certificates: String) {
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/redis-server") else { throw XCTSkip("redis-server is missing") }
-        let certificates = FileManager.default.temporaryDirectory.appendingPathComponent("mcpopt-redis-certs-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("interop/make_test_certs.sh").path
-        let make = Process()
-        make.executableURL = URL(fileURLWithPath: "/bin/bash")
-        make.arguments = [script, certificates]
-        try make.run()
-        make.waitUntilExit()
-        guard make.terminationStatus == 0 else {
-            if ProcessInfo.processInfo.environment["CI"] != nil { XCTFail("make_test_certs.sh failed: run scripts/setup (openssl)"); throw CancellationError() }
-            throw XCTSkip("make_test_certs.sh failed (is openssl installed? scripts/setup)")
-        }
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: certificates) }
+        let certificates = try TestCertificates.make(for: self)
         let port = Int.random(in: 12_000..<32_000)
         let server = Process()
         server.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
