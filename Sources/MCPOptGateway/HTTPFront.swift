@@ -163,15 +163,17 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
                 }
                 var one: Int32 = 1
                 setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-                loop.adopt(fd)
-                let connection = HTTPConnection(fd: fd)
+                var session: TLSConnection?
                 if let credentials = settings.tls {
-                    guard let session = TLSConnection(server: credentials) else {
+                    session = TLSConnection(server: credentials)
+                    guard session != nil else {   // out of memory: refused as when full
                         Glibc.close(fd)
                         return
                     }
-                    connection.tls = session
                 }
+                loop.adopt(fd)
+                let connection = HTTPConnection(fd: fd)
+                connection.tls = session
                 connections[fd] = connection
                 connection.isOpen = true
                 readMore(connection)
