@@ -71,9 +71,9 @@ final class BenchProcesses: @unchecked Sendable {
     }
 
     /// The exit status once `child` has ended, waiting at most `seconds` (nil: still running).
-    /// It sleeps on the child's pidfd: no wake-ups while a measured client runs. (A poll every
-    /// 2 ms here, on a 2-CPU guest, kept the unpinned rounds' client and server apart: the
-    /// direct call and the cache hit then measured different scheduler states, BENCHMARKS.md.)
+    /// It sleeps on the child's pidfd: no wake-ups while a measured client runs. (It polled
+    /// every 2 ms: on a 2-CPU guest, a wake-up during every measured turn, on the client's own
+    /// CPU in the pinned placements; BENCHMARKS.md.)
     func wait(_ child: Child, seconds: Double) -> Int32? {
         let deadline = BenchClock.nanos() + UInt64(seconds * 1e9)
         let pidfd = mco_pidfd_open(child.pid)
