@@ -9,6 +9,8 @@
  *   rotate: eight arguments in turn (each call repeats an earlier one, never the last);
  *   SAMPLES: a file each call's round trip is appended to (microseconds, one a line), so
  *   several runs can be pooled.
+ * Built with -DGATEWAY_CLIENT_TLS (and -lssl -lcrypto), it speaks HTTPS when MCPOPT_BENCH_CA
+ * names the CA file to check the server against (scripts/bench-tls front).
  * Prints one JSON line: requests, round trips per second, p50/p99/mean in microseconds, and
  * (one connection) the CPU the client was on after its last call: `mcpopt bench gateway` sets
  * it beside the server's to tell whether the scheduler kept the pair on one CPU.
@@ -45,6 +47,35 @@ typedef struct {
 static pthread_barrier_t ready;
 static double start;
 
+#ifdef GATEWAY_CLIENT_TLS
+#include <openssl/ssl.h>
+static SSL_CTX *tls_context;   /* set when MCPOPT_BENCH_CA is: every connection speaks TLS */
+static __thread SSL *tls;      /* this worker's session */
+static ssize_t io_write(int fd, const void *p, size_t n) { return tls ? SSL_write(tls, p, (int)n) : write(fd, p, n); }
+static ssize_t io_read(int fd, void *p, size_t n) { return tls ? SSL_read(tls, p, (int)n) : read(fd, p, n); }
+static int io_start(int fd) {
+    if (!tls_context) return 0;
+    tls = SSL_new(tls_context);
+    SSL_set_fd(tls, fd);
+    SSL_set_tlsext_host_name(tls, "localhost");
+    SSL_set1_host(tls, "localhost");
+    if (SSL_connect(tls) != 1) { fprintf(stderr, "TLS handshake failed\n"); return -1; }
+    return 0;
+}
+static void io_setup(void) {
+    const char *ca = getenv("MCPOPT_BENCH_CA");
+    if (!ca || !*ca) return;
+    tls_context = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_set_verify(tls_context, SSL_VERIFY_PEER, NULL);
+    if (SSL_CTX_load_verify_locations(tls_context, ca, NULL) != 1) { fprintf(stderr, "cannot load %s\n", ca); exit(2); }
+}
+#else
+static ssize_t io_write(int fd, const void *p, size_t n) { return write(fd, p, n); }
+static ssize_t io_read(int fd, void *p, size_t n) { return read(fd, p, n); }
+static int io_start(int fd) { (void)fd; return 0; }
+static void io_setup(void) {}
+#endif
+
 static int exchange(int fd, worker *w, const char *body) {
     char request[2048];
     char extra[400] = "";
@@ -52,11 +83,11 @@ static int exchange(int fd, worker *w, const char *body) {
     int n = snprintf(request, sizeof request,
                      "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\n%sContent-Length: %zu\r\n\r\n%s",
                      extra, strlen(body), body);
-    if (write(fd, request, n) != n) return -1;
+    if (io_write(fd, request, n) != n) return -1;
     char *buf = w->buf;
     size_t len = 0, size = sizeof w->buf;
     for (;;) {
-        ssize_t r = read(fd, buf + len, size - len - 1);
+        ssize_t r = io_read(fd, buf + len, size - len - 1);
         if (r <= 0) return -1;
         len += r;
         buf[len] = 0;
@@ -97,6 +128,7 @@ static void *run(void *arg) {
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(w->port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (connect(fd, (struct sockaddr *)&a, sizeof a)) { perror("connect"); failed = 1; }
+    if (!failed && io_start(fd)) failed = 1;
     if (!failed && exchange(fd, w, "{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"initialize\",\"params\":{\"protocolVersion\":\"2025-06-18\",\"capabilities\":{},\"clientInfo\":{\"name\":\"bench\",\"version\":\"1\"}}}")) failed = 1;
     if (!failed && exchange(fd, w, "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}")) failed = 1;
     for (int i = 0; i < w->n / 10 + 10 && !failed; i++, id++) failed = call(fd, w, id, argument(w, id));
@@ -120,6 +152,7 @@ int main(int argc, char **argv) {
     int n = atoi(argv[2]), connections = argc > 7 ? atoi(argv[7]) : 1;
     if (n < 1 || connections < 1 || connections > MAX_CONNECTIONS) { fprintf(stderr, "N >= 1, 1 <= CONNECTIONS <= %d\n", MAX_CONNECTIONS); return 2; }
     long offset = argc > 6 ? atol(argv[6]) : 0;
+    io_setup();
     static worker workers[MAX_CONNECTIONS];
     pthread_t threads[MAX_CONNECTIONS];
     pthread_barrier_init(&ready, NULL, connections);
