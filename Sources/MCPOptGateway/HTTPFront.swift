@@ -240,14 +240,8 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
     /// on, or the session ended or failed (the connection is closed then).
     private func decrypt(_ c: HTTPConnection, _ tls: TLSConnection, _ bytes: UnsafeRawBufferPointer) -> Bool {
         do throws(TLSFailure) {
-            try tls.feed(bytes)
-            if !tls.isEstablished {
-                let done = try tls.handshake()
-                queue(c, tls.takeOutput())
-                guard done else { return false }
-            }
             let before = c.pending.count
-            let sessionOpen = try tls.readPlaintext { c.pending.append(contentsOf: $0) }
+            let sessionOpen = try tls.receive(bytes) { c.pending.append(contentsOf: $0) }
             queue(c, tls.takeOutput())
             if !sessionOpen {
                 close(c)

@@ -369,17 +369,11 @@ public final class HTTPUpstream: @unchecked Sendable {
     /// Ciphertext from the server: the handshake's next step, then the plaintext it holds.
     private func receivedTLS(_ bytes: UnsafeRawBufferPointer, on connection: Connection, _ session: TLSConnection) {
         do throws(TLSFailure) {
-            try session.feed(bytes)
-            if !session.isEstablished {
-                let done = try session.handshake()
-                if done, connection.exchange != nil {
-                    // The request goes out with the handshake's last flight.
-                    try session.write(connection.request)
-                }
-                writeTLS(session.takeOutput(), on: connection)
-                guard done else { return }
+            let established: () throws(TLSFailure) -> Void = {
+                // The request goes out with the handshake's last flight.
+                if connection.exchange != nil { try session.write(connection.request) }
             }
-            let sessionOpen = try session.readPlaintext { plaintext in
+            let sessionOpen = try session.receive(bytes, established: established) { plaintext in
                 // The plaintext may end the connection's use (dropped, closed): the rest is moot.
                 guard connections[ObjectIdentifier(connection)] === connection else { return }
                 received(plaintext, on: connection)

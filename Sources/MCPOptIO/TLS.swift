@@ -75,8 +75,8 @@ public final class TLSConnection {
 
     deinit { mco_tls_free(tls) }
 
-    public var isEstablished: Bool { mco_tls_handshake_done(tls) != 0 }
-    public var error: String { String(cString: mco_tls_error(tls)) }
+    var isEstablished: Bool { mco_tls_handshake_done(tls) != 0 }
+    private var error: String { String(cString: mco_tls_error(tls)) }
 
     /// Drives the handshake: true when it is done, false when it waits for the peer; throws
     /// its failure (a certificate refused, a protocol error). Its bytes wait in `takeOutput`.
@@ -89,14 +89,29 @@ public final class TLSConnection {
     }
 
     /// Ciphertext from the peer.
-    public func feed(_ bytes: UnsafeRawBufferPointer) throws(TLSFailure) {
+    private func feed(_ bytes: UnsafeRawBufferPointer) throws(TLSFailure) {
         guard let base = bytes.baseAddress, !bytes.isEmpty else { return }
         if mco_tls_feed(tls, base, bytes.count) != Int32(MCO_TLS_OK) { throw TLSFailure(message: error) }
     }
 
+    /// Ciphertext from the peer, the one step every user of a session takes: fed, then the
+    /// handshake's next step (`established` runs when it completes: what waited for it, such
+    /// as a client's first request, can be written then), then each piece of plaintext to
+    /// `plaintext`. False once the peer has closed the session. What the session has for the
+    /// peer (handshake flights, what `established` wrote) waits in `takeOutput`.
+    public func receive(_ bytes: UnsafeRawBufferPointer, established: () throws(TLSFailure) -> Void = {},
+                        plaintext: (UnsafeRawBufferPointer) -> Void) throws(TLSFailure) -> Bool {
+        try feed(bytes)
+        if !isEstablished {
+            guard try handshake() else { return true }
+            try established()
+        }
+        return try readPlaintext(plaintext)
+    }
+
     /// Hands `body` each piece of plaintext the fed ciphertext holds; returns false once the
     /// peer has closed the session.
-    public func readPlaintext(_ body: (UnsafeRawBufferPointer) -> Void) throws(TLSFailure) -> Bool {
+    private func readPlaintext(_ body: (UnsafeRawBufferPointer) -> Void) throws(TLSFailure) -> Bool {
         while true {
             var read = 0
             let status = plaintext.withUnsafeMutableBytes { mco_tls_read(tls, $0.baseAddress, $0.count, &read) }

@@ -322,28 +322,26 @@ public final class RedisConnection: @unchecked Sendable {
             }
             var fed: String?
             if let tls {
-                do throws(TLSFailure) {
-                    let refused = bytes.withUnsafeBytes { raw -> TLSFailure? in
-                        do throws(TLSFailure) { try tls.feed(raw) } catch { return error }
-                        return nil
-                    }
-                    if let refused { throw refused }
-                    if !tls.isEstablished {
-                        let established = try tls.handshake()
-                        flushCiphertext()
-                        if established, let told = handshakeDone {
+                let outcome = bytes.withUnsafeBytes { raw -> Result<Bool, TLSFailure> in
+                    do throws(TLSFailure) {
+                        let sessionOpen = try tls.receive(raw, established: {
+                            let told = handshakeDone
                             handshakeDone = nil
-                            told(.success(()))
+                            told?(.success(()))
+                        }) { plaintext in
+                            guard fed == nil else { return }
+                            do throws(RESPReader.Failure) { try reader.feed(plaintext) } catch { fed = error.description }
                         }
-                        if !established { return readMore() }
+                        return .success(sessionOpen)
+                    } catch {
+                        return .failure(error)
                     }
-                    let sessionOpen = try tls.readPlaintext { raw in
-                        guard fed == nil else { return }
-                        do throws(RESPReader.Failure) { try reader.feed(raw) } catch { fed = error.description }
-                    }
-                    flushCiphertext()
-                    if !sessionOpen { return close(reason: "Redis closed the TLS session") }
-                } catch {
+                }
+                flushCiphertext()
+                switch outcome {
+                case .success(true): break
+                case .success(false): return close(reason: "Redis closed the TLS session")
+                case .failure(let error):
                     if handshakeDone != nil { return failHandshake(error.message) }
                     return close(reason: error.message, kind: .protocolViolation)
                 }
