@@ -128,14 +128,13 @@ struct BenchGateway: ParsableCommand {
         func interleaved(_ paths: [(label: String, port: Int, mode: String, offset: Int)], calls: Int, connections: Int = 1) throws -> [JSONValue] {
             let turnFile = "\(processes.directory)/samples-turn.txt"
             var samples = [[Double]](repeating: [], count: paths.count)
-            // The same samples by where the turn's pair ended: [0] on one CPU, [1] on two.
+            // The same samples by where the turn's pair ended: [0] with the client on the CPU of
+            // the busiest thread of each server that worked (the one it calls, and the echo server
+            // behind a hop), [1] not; only turns where that was known (one connection, servers
+            // started here). One sample a call: the counts are calls.
             var samplesByPlacement = [[[Double]]](repeating: [[], []], count: paths.count)
             var seconds = [Double](repeating: 0, count: paths.count)
             var failures = [JSONValue?](repeating: nil, count: paths.count)
-            // Calls of turns whose end found the client on the CPU of the busiest thread of each
-            // server that worked (the one it calls, and the echo server behind a hop), of the calls
-            // of turns where that was known (one connection, servers started here).
-            var together = [Int](repeating: 0, count: paths.count), placed = together
             for block in 0..<blocks {
                 let share = calls / blocks + (block < calls % blocks ? 1 : 0)
                 for (index, path) in paths.enumerated() where failures[index] == nil {
@@ -158,8 +157,6 @@ struct BenchGateway: ParsableCommand {
                     let serverCPUs = servers.indices.compactMap { BenchAffinity.busiestCPU(ofGroup: servers[$0], since: before[$0]) }
                     if let clientCPU = row["cpu"]?.doubleValue, clientCPU >= 0, !serverCPUs.isEmpty {
                         let oneCPU = serverCPUs.allSatisfy { Double($0) == clientCPU }
-                        placed[index] += share
-                        if oneCPU { together[index] += share }
                         samplesByPlacement[index][oneCPU ? 0 : 1] += turn
                     }
                 }
@@ -170,12 +167,14 @@ struct BenchGateway: ParsableCommand {
                 guard !samples.isEmpty else { return ["path": .string(paths[index].label), "error": "no samples"] }
                 func tenth(_ x: Double) -> JSONValue { .double((x * 10).rounded() / 10) }
                 func median(_ values: [Double]) -> JSONValue { values.isEmpty ? .null : tenth(values.sorted()[values.count / 2]) }
+                let (oneCPU, twoCPUs) = (samplesByPlacement[index][0], samplesByPlacement[index][1])
+                let placed = oneCPU.count + twoCPUs.count
                 return ["path": .string(paths[index].label), "requests": .int(Int64(samples.count)), "connections": .int(Int64(connections)),
                         "blocks": .int(Int64(blocks)), "roundTripsPerSecond": .double((Double(samples.count) / seconds[index]).rounded()),
                         "p50Us": tenth(samples[samples.count / 2]), "p99Us": tenth(samples[Int(Double(samples.count) * 0.99)]),
                         "meanUs": tenth(samples.reduce(0, +) / Double(samples.count)),
-                        "oneCPUShare": placed[index] > 0 ? .double((Double(together[index]) / Double(placed[index]) * 100).rounded() / 100) : .null,
-                        "p50OneCPUUs": median(samplesByPlacement[index][0]), "p50TwoCPUsUs": median(samplesByPlacement[index][1])]
+                        "oneCPUShare": placed > 0 ? .double((Double(oneCPU.count) / Double(placed) * 100).rounded() / 100) : .null,
+                        "p50OneCPUUs": median(oneCPU), "p50TwoCPUsUs": median(twoCPUs)]
             }
         }
         let fastmcpCalls = max(requests / 40, 5)
