@@ -102,14 +102,7 @@ struct ConfigDecoder {
                 }
             }
             if let url { transport = .http(url: url, headers: headers) }
-            caFile = r.nonEmptyString("caFile")
-            if let caFile {
-                if url?.tls == false {
-                    r.report("caFile", "only applies to https:// servers")
-                } else if access(caFile, R_OK) != 0 {
-                    r.report("caFile", "cannot read \"\(caFile)\": \(String(cString: strerror(errno)))")
-                }
-            }
+            caFile = Self.caFile(&r, usable: url?.tls != false, otherwise: "only applies to https:// servers")
         }
 
         let group = r.nonEmptyString("group")
@@ -129,6 +122,18 @@ struct ConfigDecoder {
         if let concurrency { server.maxConcurrency = concurrency }
         server.caFile = caFile
         return server
+    }
+
+    /// A `caFile` field: a CA bundle to trust, readable now; `otherwise` is reported when the
+    /// URL beside it speaks no TLS (`usable` false).
+    private static func caFile(_ r: inout FieldReader, usable: Bool, otherwise: String) -> String? {
+        guard let caFile = r.nonEmptyString("caFile") else { return nil }
+        if !usable {
+            r.report("caFile", otherwise)
+        } else if access(caFile, R_OK) != 0 {
+            r.report("caFile", "cannot read \"\(caFile)\": \(String(cString: strerror(errno)))")
+        }
+        return caFile
     }
 
     static func isHeaderToken(_ name: String) -> Bool {
@@ -228,14 +233,7 @@ struct ConfigDecoder {
         d.connectTimeout = r.duration("connectTimeout", default: d.connectTimeout, in: .milliseconds(1)...(.seconds(60)))
         d.commandTimeout = r.duration("commandTimeout", default: d.commandTimeout, in: .milliseconds(1)...(.seconds(60)))
         d.poolSize = r.integer("poolSize", default: d.poolSize, in: 1...256)
-        d.caFile = r.nonEmptyString("caFile")
-        if let caFile = d.caFile {
-            if o?.url.lowercased().hasPrefix("rediss://") == false {
-                r.report("caFile", "only applies to rediss:// (TLS)")
-            } else if access(caFile, R_OK) != 0 {
-                r.report("caFile", "cannot read \"\(caFile)\": \(String(cString: strerror(errno)))")
-            }
-        }
+        d.caFile = Self.caFile(&r, usable: o?.url.lowercased().hasPrefix("rediss://") != false, otherwise: "only applies to rediss:// (TLS)")
         r.finish()
         return o == nil ? nil : d
     }

@@ -17,7 +17,7 @@ public final class TLSTrust: @unchecked Sendable {
     public init(caFile: String? = nil) throws(TLSSetupError) {
         var error = [CChar](repeating: 0, count: 512)
         guard let context = mco_tls_context_new(caFile, &error, error.count) else {
-            throw TLSSetupError(message: String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+            throw TLSSetupError(cString: error)
         }
         self.context = context
         self.caFile = caFile
@@ -36,7 +36,7 @@ public final class TLSServerCredentials: @unchecked Sendable {
     public init(certificateFile: String, keyFile: String) throws(TLSSetupError) {
         var error = [CChar](repeating: 0, count: 512)
         guard let context = mco_tls_server_context_new(certificateFile, keyFile, &error, error.count) else {
-            throw TLSSetupError(message: String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+            throw TLSSetupError(cString: error)
         }
         self.context = context
         self.certificateFile = certificateFile
@@ -48,11 +48,15 @@ public final class TLSServerCredentials: @unchecked Sendable {
 /// A TLS context that could not be set up (CAs, a certificate or a key that do not load).
 public struct TLSSetupError: Error, Sendable, CustomStringConvertible {
     public let message: String
+    /// The message the C side wrote into `buffer` (NUL-terminated).
+    init(cString buffer: [CChar]) {
+        message = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
     public var description: String { message }
 }
 
-/// One connection's TLS session (client or server), on the loop thread: ciphertext in from the socket, plaintext
-/// out to the HTTP parser, and back. It never touches the descriptor.
+/// One connection's TLS session (client or server), on the loop thread: ciphertext in from
+/// the socket, plaintext out to the HTTP parser, and back. It never touches the descriptor.
 public final class TLSConnection {
     private let tls: OpaquePointer
     private let context: AnyObject   // a TLSTrust or TLSServerCredentials: outlives its sessions

@@ -59,7 +59,7 @@ final class SharedCache: @unchecked Sendable {
         guard var endpoint = RedisEndpoint.parse(options.url) else { return nil }
         if let u = options.username { endpoint.username = u }
         if let p = options.password { endpoint.password = p }
-        if endpoint.tls != nil { endpoint.tls?.caFile = options.caFile }
+        endpoint.tls?.caFile = options.caFile   // rediss:// only
         self.options = options
         self.endpoint = endpoint
         self.loop = loop
