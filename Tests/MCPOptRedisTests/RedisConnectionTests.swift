@@ -26,8 +26,9 @@ final class RedisEndpointTests: XCTestCase {
 /// A connection against a real redis-server (started here): pipelining, errors as replies,
 /// pub/sub, a server that goes away, a port where nothing listens.
 final class RedisConnectionTests: XCTestCase {
-    /// A redis-server on a random port (skipped, or failed on CI, when there is none).
-    func startRedis() throws -> (server: Process, port: Int) {
+    /// A redis-server on a random port (skipped, or failed on CI, when there is none); with
+    /// `listen`, these arguments say where it listens (and with what) instead of `--port PORT`.
+    func startRedis(listen: ((_ port: Int) -> [String])? = nil) throws -> (server: Process, port: Int) {
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/redis-server") else {
             if ProcessInfo.processInfo.environment["CI"] != nil { XCTFail("redis-server is missing: run scripts/setup") }
             throw XCTSkip("redis-server is missing")
@@ -37,7 +38,8 @@ final class RedisConnectionTests: XCTestCase {
         // setpriv execs redis-server (same pid) with a parent-death signal: a crashed test process
         // does not leave it running.
         server.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-        server.arguments = ["--pdeathsig", "KILL", "/usr/bin/redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        server.arguments = ["--pdeathsig", "KILL", "/usr/bin/redis-server"] + (listen?(port) ?? ["--port", String(port), "--bind", "127.0.0.1"])
+            + ["--save", "", "--appendonly", "no"]
         server.standardOutput = FileHandle.nullDevice
         server.standardError = FileHandle.nullDevice
         try server.run()
@@ -175,19 +177,14 @@ final class LockedBox<T>: @unchecked Sendable {
 /// test (Tests/interop/make_test_certs.sh). Commands, a large value, pub/sub and AUTH go
 /// through the TLS session; a certificate the client cannot trust fails the connect, clearly.
 extension RedisConnectionTests {
+    /// TLS only, on both loopback addresses 127.0.0.1 and 127.0.0.2, with a password.
     private func startTLSRedis() throws -> (server: Process, port: Int, certificates: String) {
-        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/redis-server") else { throw XCTSkip("redis-server is missing") }
         let certificates = try TestCertificates.make(for: self)
-        let port = Int.random(in: 12_000..<32_000)
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-        server.arguments = ["--pdeathsig", "KILL", "/usr/bin/redis-server", "--port", "0", "--tls-port", String(port), "--bind", "127.0.0.1", "127.0.0.2",
-                            "--tls-cert-file", "\(certificates)/server.pem", "--tls-key-file", "\(certificates)/server.key",
-                            "--tls-ca-cert-file", "\(certificates)/ca.pem", "--tls-auth-clients", "no",
-                            "--requirepass", "s3cret", "--save", "", "--appendonly", "no"]
-        server.standardOutput = FileHandle.nullDevice
-        server.standardError = FileHandle.nullDevice
-        try server.run()
+        let (server, port) = try startRedis { port in
+            ["--port", "0", "--tls-port", String(port), "--bind", "127.0.0.1", "127.0.0.2",
+             "--tls-cert-file", "\(certificates)/server.pem", "--tls-key-file", "\(certificates)/server.key",
+             "--tls-ca-cert-file", "\(certificates)/ca.pem", "--tls-auth-clients", "no", "--requirepass", "s3cret"]
+        }
         return (server, port, certificates)
     }
 
