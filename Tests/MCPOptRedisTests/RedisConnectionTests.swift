@@ -46,6 +46,18 @@ final class RedisConnectionTests: XCTestCase {
         return (server, port)
     }
 
+    /// A subscriber connection to `endpoint` gets what `publisher` publishes.
+    func checkPubSub(publisher: RedisConnection, endpoint: RedisEndpoint, loop: EventLoop, message: String) async throws {
+        let received = LockedBox<[[UInt8]]>([])
+        let sub = RedisConnection(endpoint: endpoint, loop: loop)
+        try await sub.connect(timeout: .seconds(2), onMessage: { _, payload in received.mutate { $0.append(payload) } })
+        _ = try await sub.command([Array("SUBSCRIBE".utf8), Array("ch".utf8)], timeout: .seconds(2))
+        let listeners = try await publisher.command([Array("PUBLISH".utf8), Array("ch".utf8), Array(message.utf8)], timeout: .seconds(2))
+        XCTAssertEqual(listeners, .integer(1))
+        for _ in 0..<200 where received.value.isEmpty { try await Task.sleep(for: .milliseconds(5)) }
+        XCTAssertEqual(received.value, [Array(message.utf8)])
+    }
+
     /// Stops it, also when frozen.
     func stop(_ server: Process) {
         guard server.isRunning else { return }
@@ -98,14 +110,7 @@ final class RedisConnectionTests: XCTestCase {
         }
 
         // Pub/sub: a subscriber connection gets the messages.
-        let received = LockedBox<[[UInt8]]>([])
-        let sub = RedisConnection(endpoint: endpoint, loop: loop)
-        try await sub.connect(timeout: .seconds(1), onMessage: { _, payload in received.mutate { $0.append(payload) } })
-        _ = try await sub.command([Array("SUBSCRIBE".utf8), Array("ch".utf8)], timeout: .seconds(1))
-        let n = try await c.command([Array("PUBLISH".utf8), Array("ch".utf8), Array("hello".utf8)], timeout: .seconds(1))
-        XCTAssertEqual(n, .integer(1))
-        for _ in 0..<200 where received.value.isEmpty { try await Task.sleep(for: .milliseconds(5)) }
-        XCTAssertEqual(received.value, [Array("hello".utf8)])
+        try await checkPubSub(publisher: c, endpoint: endpoint, loop: loop, message: "hello")
 
         // The server goes away: commands fail with a clear error, never hang.
         kill(server.processIdentifier, SIGKILL)
@@ -208,14 +213,7 @@ extension RedisConnectionTests {
         let got = try await c.command([Array("GET".utf8), Array("big".utf8)], timeout: .seconds(20))
         XCTAssertTrue(got == .bulk(big), "the large value came back changed")
 
-        let received = LockedBox<[[UInt8]]>([])
-        let sub = RedisConnection(endpoint: endpoint, loop: loop)
-        try await sub.connect(timeout: .seconds(2), onMessage: { _, payload in received.mutate { $0.append(payload) } })
-        _ = try await sub.command([Array("SUBSCRIBE".utf8), Array("ch".utf8)], timeout: .seconds(2))
-        let listeners = try await c.command([Array("PUBLISH".utf8), Array("ch".utf8), Array("over tls".utf8)], timeout: .seconds(2))
-        XCTAssertEqual(listeners, .integer(1))
-        for _ in 0..<200 where received.value.isEmpty { try await Task.sleep(for: .milliseconds(5)) }
-        XCTAssertEqual(received.value, [Array("over tls".utf8)])
+        try await checkPubSub(publisher: c, endpoint: endpoint, loop: loop, message: "over tls")
 
         // The system's CAs do not know the test CA; 127.0.0.2 is not a name the certificate has.
         for (host, caFile, expected) in [("localhost", nil, "certificate"), ("127.0.0.2", "\(certificates)/ca.pem", "mismatch")] {
