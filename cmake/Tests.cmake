@@ -69,6 +69,10 @@ foreach(front stdio http)
   add_test(NAME gateway_${front} COMMAND ${MCPOPT_PYTHON} ${CMAKE_SOURCE_DIR}/Tests/interop/gateway_check.py ${CMAKE_BINARY_DIR}/bin/mcpopt ${front})
   set_tests_properties(gateway_${front} PROPERTIES TIMEOUT 300)
 endforeach()
+# The same over HTTP with the front's loop busy polling (serve --busy-poll): every wait of the
+# loop goes through the poll first, so the whole protocol runs through it.
+add_test(NAME gateway_http_busy_poll COMMAND ${MCPOPT_PYTHON} ${CMAKE_SOURCE_DIR}/Tests/interop/gateway_check.py ${CMAKE_BINARY_DIR}/bin/mcpopt http --busy-poll 200us)
+set_tests_properties(gateway_http_busy_poll PROPERTIES TIMEOUT 300)
 
 # The gateway in front of an https:// server (FastMCP behind uvicorn's TLS, a CA made per run).
 add_test(NAME gateway_tls COMMAND ${MCPOPT_PYTHON} ${CMAKE_SOURCE_DIR}/Tests/interop/tls_check.py ${CMAKE_BINARY_DIR}/bin/mcpopt)

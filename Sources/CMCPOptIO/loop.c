@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <liburing.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,6 +122,7 @@ struct mco_loop {
     // completions produced outside a wait (epoll cancels)
     mco_completion *ready;
     int ready_count, ready_capacity;
+    uint64_t busy_poll_ns;       // options.busy_poll_ns
 };
 
 static uint64_t now_ns(void) {
@@ -650,10 +652,15 @@ mco_loop *mco_loop_new(int preference, const mco_loop_options *given, char *erro
         else if (forced && strcmp(forced, "epoll") == 0) preference = MCO_BACKEND_EPOLL;
         else if (forced && *forced) { snprintf(error, error_size, "MCPOPT_IO=%s: expected uring or epoll", forced); return NULL; }
     }
+    if (options.busy_poll_ns > MCO_BUSY_POLL_MAX_NS) {
+        snprintf(error, error_size, "busy polling of %llu ns: at most %llu (10 ms)", (unsigned long long)options.busy_poll_ns, (unsigned long long)MCO_BUSY_POLL_MAX_NS);
+        return NULL;
+    }
     mco_loop *l = calloc(1, sizeof *l);
     if (!l) { snprintf(error, error_size, "out of memory"); return NULL; }
     l->epoll_fd = -1;
     l->free_stream = -1;
+    l->busy_poll_ns = options.busy_poll_ns;
     l->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (l->wake_fd < 0) { snprintf(error, error_size, "eventfd: %s", strerror(errno)); free(l); return NULL; }
     int rc = -1;
@@ -925,6 +932,30 @@ static void between_waits(mco_loop *l) {
     }
 }
 
+// Whether completions are at hand without sleeping: the ring's, or what epoll reports (then
+// handled into `ready`, as a wait does).
+static int uring_has_completions(mco_loop *l) {
+    io_uring_get_events(&l->ring);
+    return io_uring_cq_ready(&l->ring) > 0;
+}
+static int epoll_collect(mco_loop *l, int timeout_ms);
+
+// Busy polling: looks for completions until some come, `busy_poll_ns` pass or the wait's own
+// timeout does, yielding the CPU between looks so that whatever shares it (often the very
+// client or server this loop waits for) runs. 1: found some.
+static int busy_poll(mco_loop *l, int64_t timeout_ns) {
+    uint64_t start = now_ns();
+    uint64_t until = start + l->busy_poll_ns;
+    if (timeout_ns >= 0 && (uint64_t)timeout_ns < l->busy_poll_ns) until = start + (uint64_t)timeout_ns;
+    for (;;) {
+        // epoll: any event counts, a wake-up too (what it woke the loop for is the caller's).
+        int found = l->backend == MCO_BACKEND_URING ? uring_has_completions(l) : (epoll_collect(l, 0) != 0 || l->ready_count > 0);
+        if (found) { l->stats.busy_polls_found++; return 1; }
+        if (now_ns() >= until) { l->stats.busy_polls_expired++; return 0; }
+        sched_yield();
+    }
+}
+
 static int uring_wait(mco_loop *l, mco_completion *out, int max, int64_t timeout_ns) {
     if (!l->wake_armed) arm_wake(l);
     if (l->timer_count > 0) {
@@ -950,7 +981,15 @@ static int uring_wait(mco_loop *l, mco_completion *out, int max, int64_t timeout
     l->unsubmitted_turns = 0;
     struct io_uring_cqe *cqe = NULL;
     int rc;
-    if (timeout_ns < 0) {
+    int polled = 0;
+    if (l->busy_poll_ns && timeout_ns != 0) {
+        // What was prepared goes first; task work (DEFER_TASKRUN) runs at each look.
+        io_uring_submit_and_get_events(&l->ring);
+        polled = busy_poll(l, timeout_ns);
+    }
+    if (polled) {
+        rc = 0;   // completions are in the ring: no wait
+    } else if (timeout_ns < 0) {
         rc = io_uring_submit_and_wait(&l->ring, 1);
         if (rc >= 0) rc = io_uring_peek_cqe(&l->ring, &cqe);
     } else {
@@ -1000,38 +1039,42 @@ static int uring_wait(mco_loop *l, mco_completion *out, int max, int64_t timeout
     return count;
 }
 
+// One epoll_wait (up to `timeout_ms`, -1: no limit): what it reports is done and goes to
+// `ready`, with the timers that are due by then. Returns the events (a wake-up is one), or
+// -errno.
+static int epoll_collect(mco_loop *l, int timeout_ms) {
+    struct epoll_event events[64];
+    int n = epoll_wait(l->epoll_fd, events, 64, timeout_ms);
+    if (n < 0 && errno != EINTR) return -errno;
+    for (int i = 0; i < n; i++) {
+        int fd = events[i].data.fd;
+        if (fd == l->wake_fd) {
+            uint64_t value;
+            while (read(l->wake_fd, &value, sizeof value) > 0) {}
+            continue;
+        }
+        fd_ops *o = ops_for(l, fd);
+        if (!o) continue;
+        uint32_t e = events[i].events;
+        if (o->read_kind >= 0 && (e & (EPOLLIN | EPOLLHUP | EPOLLERR))) epoll_try(l, fd, o, 1);
+        if (o->write_kind >= 0 && (e & (EPOLLOUT | EPOLLHUP | EPOLLERR))) epoll_try(l, fd, o, 0);
+        epoll_update(l, fd, o);
+    }
+    expire_timers(l, now_ns());
+    return n < 0 ? 0 : n;
+}
+
 static int epoll_wait_completions(mco_loop *l, mco_completion *out, int max, int64_t timeout_ns) {
     // Timers that are due, and the wait until the next one.
     uint64_t now = now_ns();
     int64_t wait = timeout_ns;
     uint64_t next = expire_timers(l, now);
     if (next != UINT64_MAX && (wait < 0 || (int64_t)(next - now) < wait)) wait = (int64_t)(next - now);
-    if (l->ready_count == 0) {
-        struct epoll_event events[64];
-        int ms = wait < 0 ? -1 : (int)((wait + 999999) / 1000000);
-        int n = epoll_wait(l->epoll_fd, events, 64, ms);
-        if (n < 0 && errno != EINTR) return -errno;
-        for (int i = 0; i < n; i++) {
-            int fd = events[i].data.fd;
-            if (fd == l->wake_fd) {
-                uint64_t value;
-                while (read(l->wake_fd, &value, sizeof value) > 0) {}
-                continue;
-            }
-            fd_ops *o = ops_for(l, fd);
-            if (!o) continue;
-            uint32_t e = events[i].events;
-            if (o->read_kind >= 0 && (e & (EPOLLIN | EPOLLHUP | EPOLLERR))) epoll_try(l, fd, o, 1);
-            if (o->write_kind >= 0 && (e & (EPOLLOUT | EPOLLHUP | EPOLLERR))) epoll_try(l, fd, o, 0);
-            epoll_update(l, fd, o);
-        }
-        expire_timers(l, now_ns());
+    if (l->ready_count == 0 && !(l->busy_poll_ns && wait != 0 && busy_poll(l, wait))) {
+        int rc = epoll_collect(l, wait < 0 ? -1 : (int)((wait + 999999) / 1000000));
+        if (rc < 0) return rc;
     }
-    int count = l->ready_count < max ? l->ready_count : max;
-    memcpy(out, l->ready, count * sizeof *out);
-    memmove(l->ready, l->ready + count, (l->ready_count - count) * sizeof *out);
-    l->ready_count -= count;
-    return count;
+    return take_ready(l, out, max);
 }
 
 int mco_loop_wait(mco_loop *l, mco_completion *out, int max, int64_t timeout_ns) {

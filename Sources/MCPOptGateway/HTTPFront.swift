@@ -29,6 +29,9 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         public var repeats: RepeatMemo.Limits? = RepeatMemo.Limits()
         /// HTTPS: the certificate and key every connection presents; nil is plain HTTP.
         public var tls: TLSServerCredentials?
+        /// How long the front's loop looks for the next request (or a server's answer) before
+        /// it sleeps: zero sleeps at once. Up to `EventLoop.maxBusyPoll`; docs/GATEWAY.md.
+        public var busyPoll: Duration = .zero
         public init() {}
     }
 
@@ -73,7 +76,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         front.policy = settings.policy
         front.onSessionEnded = { [service] sid in service.sessionEnded(sid) }
         repeats = settings.repeats.map { RepeatMemo(limits: $0) }
-        loop = try EventLoop(name: "mcpopt-http")
+        loop = try EventLoop(name: "mcpopt-http", busyPoll: settings.busyPoll)
     }
 
     /// Binds and listens; returns the port.

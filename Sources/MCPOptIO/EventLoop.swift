@@ -60,17 +60,23 @@ public final class EventLoop: @unchecked Sendable {
 
     /// Starts a loop thread. `backend` nil: io_uring if available (or as MCPOPT_IO says).
     /// `multishot` nil: as MCPOPT_IO_MULTISHOT says (on unless "0"). `receiveBuffers`: the
-    /// provided buffers multishot receives land in (default 64 of 16 KiB).
+    /// provided buffers multishot receives land in (default 64 of 16 KiB). `busyPoll`: how long
+    /// the loop looks for work before it sleeps (zero, the default: it sleeps at once; at most
+    /// `maxBusyPoll`); see `mco_loop_options.busy_poll_ns` and docs/IO.md.
     public init(backend preference: Backend? = nil, name: String = "mcpopt-io", multishot: Bool? = nil,
-                receiveBuffers: (count: Int, size: Int)? = nil) throws(IOError) {
+                receiveBuffers: (count: Int, size: Int)? = nil, busyPoll: Duration = .zero) throws(IOError) {
         var error = [CChar](repeating: 0, count: 256)
         let code: Int32 = switch preference {
         case .uring: Int32(MCO_BACKEND_URING)
         case .epoll: Int32(MCO_BACKEND_EPOLL)
         case nil: Int32(MCO_BACKEND_AUTO)
         }
+        guard busyPoll >= .zero, busyPoll <= Self.maxBusyPoll else {
+            throw IOError(message: "busy polling of \(busyPoll): between 0 and \(Self.maxBusyPoll)")
+        }
         var options = mco_loop_options(entries: 256, multishot: multishot.map { $0 ? 1 : 0 } ?? -1,
-                                       buffer_count: UInt32(receiveBuffers?.count ?? 0), buffer_size: UInt32(receiveBuffers?.size ?? 0))
+                                       buffer_count: UInt32(receiveBuffers?.count ?? 0), buffer_size: UInt32(receiveBuffers?.size ?? 0),
+                                       busy_poll_ns: UInt64(busyPoll.components.seconds) * 1_000_000_000 + UInt64(busyPoll.components.attoseconds / 1_000_000_000))
         guard let created = mco_loop_new(code, &options, &error, error.count) else {
             throw IOError(message: String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
         }
@@ -351,6 +357,17 @@ public final class EventLoop: @unchecked Sendable {
         var stats = mco_loop_stats()
         mco_loop_stats_get(loop, &stats)
         return (stats.ring_completions, stats.enobufs, stats.rearms)
+    }
+
+    /// The longest busy poll a loop takes.
+    public static let maxBusyPoll = Duration.nanoseconds(Int64(MCO_BUSY_POLL_MAX_NS))
+
+    /// Busy polls so far (loop thread only): those that found work, and those that ran out of
+    /// time and slept.
+    public var busyPollStats: (found: UInt64, expired: UInt64) {
+        var stats = mco_loop_stats()
+        mco_loop_stats_get(loop, &stats)
+        return (stats.busy_polls_found, stats.busy_polls_expired)
     }
 
     /// Connects a socket to an IPv4 or IPv6 address (`sockaddr_in` / `sockaddr_in6` bytes).

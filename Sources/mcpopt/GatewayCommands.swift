@@ -90,8 +90,19 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "The private key (PEM) of --tls-cert.")
     var tlsKey: String?
 
+    @Option(name: .long, help: ArgumentHelp("Before sleeping, look for the next request for this long (e.g. 50us; up to 10ms): lower latency across CPUs, for up to that much CPU after each burst of requests. Off by default (see docs/GATEWAY.md).", valueName: "duration"))
+    var busyPoll = "0"
+
     func validate() throws {
         guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
+        _ = try busyPollDuration()
+    }
+
+    private func busyPollDuration() throws -> Duration {
+        guard let duration = parseDuration(busyPoll), duration <= EventLoop.maxBusyPoll else {
+            throw ValidationError("--busy-poll: expected a duration from 0 to 10ms (e.g. 50us), got '\(busyPoll)'")
+        }
+        return duration
     }
 
     func run() throws {
@@ -114,6 +125,7 @@ struct Serve: ParsableCommand {
         settings.policy.allowedOrigins = allowOrigin
         if noRepeatLane { settings.repeats = nil }
         settings.tls = credentials
+        settings.busyPoll = try busyPollDuration()
         let front: HTTPFront<Gateway>
         do {
             front = try HTTPFront(service: gateway, settings: settings)

@@ -10,9 +10,9 @@ final class EventLoopTests: XCTestCase {
         (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
     }
 
-    private func onEachBackend(_ body: (EventLoop) throws -> Void) throws {
+    private func onEachBackend(busyPoll: Duration = .zero, _ body: (EventLoop) throws -> Void) throws {
         for backend in EventLoop.Backend.allCases {
-            let loop = try EventLoop(backend: backend)
+            let loop = try EventLoop(backend: backend, busyPoll: busyPoll)
             XCTAssertEqual(loop.backend, backend)
             defer { loop.shutdown() }
             try body(loop)
@@ -93,7 +93,13 @@ final class EventLoopTests: XCTestCase {
     }
 
     func testTimersFireAndCancel() throws {
-        try onEachBackend { loop in
+        try timersFireAndCancel(busyPoll: .zero)
+        // A busy poll longer than the wait until the next timer ends at that timer.
+        try timersFireAndCancel(busyPoll: .milliseconds(10))
+    }
+
+    private func timersFireAndCancel(busyPoll: Duration) throws {
+        try onEachBackend(busyPoll: busyPoll) { loop in
             let outcomes = Box<[String]>([])
             onLoop(loop) { loop, finish in
                 let start = DispatchTime.now()
@@ -114,7 +120,12 @@ final class EventLoopTests: XCTestCase {
     /// cancelled before its deadline reports so and never fires; a long timer cancelled leaves
     /// nothing that fires later.
     func testManyTimersFireInDeadlineOrderAndCancelledOnesDoNot() throws {
-        try onEachBackend { loop in
+        try manyTimersFireInDeadlineOrder(busyPoll: .zero)
+        try manyTimersFireInDeadlineOrder(busyPoll: .milliseconds(10))
+    }
+
+    private func manyTimersFireInDeadlineOrder(busyPoll: Duration) throws {
+        try onEachBackend(busyPoll: busyPoll) { loop in
             let fired = Box<[Int]>([])
             let early = Box<[String]>([])
             let cancelled = Box<[Int]>([])
@@ -223,7 +234,13 @@ final class EventLoopTests: XCTestCase {
     }
 
     func testConcurrentExecuteFromManyThreads() throws {
-        try onEachBackend { loop in
+        try executeFromManyThreads(busyPoll: .zero)
+        // Work queued from other threads reaches a loop that is busy polling, not only a sleeping one.
+        try executeFromManyThreads(busyPoll: .milliseconds(2))
+    }
+
+    private func executeFromManyThreads(busyPoll: Duration) throws {
+        try onEachBackend(busyPoll: busyPoll) { loop in
             let count = Box<Int>(0)
             let done = DispatchSemaphore(value: 0)
             DispatchQueue.concurrentPerform(iterations: 4) { _ in
@@ -239,6 +256,62 @@ final class EventLoopTests: XCTestCase {
             let final = DispatchSemaphore(value: 0)
             loop.execute { XCTAssertEqual(count.value, 2_000); final.signal() }
             final.wait()
+        }
+    }
+
+    /// With busy polling, a loop that answers a peer's messages one at a time takes the next one
+    /// while it polls (the peer answers within microseconds, the poll lasts 10 ms), and after
+    /// the last it polls until its time is up and sleeps. Without, it never polls.
+    func testBusyPollingTakesTheNextRequestWithoutSleepingThenSleeps() throws {
+        for busyPoll in [Duration.zero, .milliseconds(10)] {
+            try onEachBackend(busyPoll: busyPoll) { loop in
+                var fds: [Int32] = [0, 0]
+                XCTAssertEqual(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds), 0)
+                let (served, peer) = (fds[0], fds[1])
+                let stream = Box<UInt64>(0)
+                onLoop(loop) { loop, finish in
+                    loop.adopt(served)
+                    stream.value = loop.receive(served) { event in
+                        guard case .bytes(let bytes) = event else { return }
+                        loop.write(served, Array(bytes)) { _ in }
+                    }
+                    finish()
+                }
+                var answered = 0
+                for i in 0..<200 {
+                    var byte = UInt8(i & 0xFF)
+                    guard write(peer, &byte, 1) == 1 else { break }
+                    var back: UInt8 = 0
+                    guard read(peer, &back, 1) == 1, back == byte else { break }
+                    answered += 1
+                }
+                XCTAssertEqual(answered, 200, "\(loop.backend)")
+                usleep(50_000)   // five times the poll: it ran out and the loop slept
+                let stats = Box<(found: UInt64, expired: UInt64)>((0, 0))
+                onLoop(loop) { loop, finish in
+                    stats.value = loop.busyPollStats
+                    loop.cancel(stream.value)
+                    finish()
+                }
+                if busyPoll == .zero {
+                    XCTAssertEqual(stats.value.found, 0, "\(loop.backend)")
+                    XCTAssertEqual(stats.value.expired, 0, "\(loop.backend)")
+                } else {
+                    XCTAssertGreaterThanOrEqual(stats.value.found, 100, "\(loop.backend): polls that found the next request")
+                    XCTAssertGreaterThanOrEqual(stats.value.expired, 1, "\(loop.backend): the poll after the last request ran out")
+                }
+                close(peer)
+                usleep(1_000)
+                close(served)
+            }
+        }
+    }
+
+    func testBusyPollingOutsideItsBoundsIsRefused() {
+        for wrong in [Duration.milliseconds(-1), EventLoop.maxBusyPoll + .nanoseconds(1)] {
+            XCTAssertThrowsError(try EventLoop(busyPoll: wrong)) { error in
+                XCTAssertTrue("\(error)".contains("busy polling"), "\(error)")
+            }
         }
     }
 

@@ -5,7 +5,7 @@ FastMCP key-value servers whose tool names collide, one server that cannot start
 directly.
 
 usage: gateway_check.py MCPOPT stdio
-       gateway_check.py MCPOPT http
+       gateway_check.py MCPOPT http [more arguments of `mcpopt serve`, e.g. --busy-poll 200us]
 Prints one line per check and "gateway (<transport>): N passed, M failed"; exits 1 on failure.
 """
 import asyncio
@@ -447,7 +447,7 @@ def http_checks(port: int) -> None:
 
 
 async def main() -> None:
-    mcpopt, transport = sys.argv[1], sys.argv[2]
+    mcpopt, transport, serve_arguments = sys.argv[1], sys.argv[2], sys.argv[3:]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         repo = make_repo(root)
@@ -466,7 +466,8 @@ async def main() -> None:
         try:
             if transport == "http":
                 port = free_port()
-                server = subprocess.Popen([mcpopt, "serve", "--config", str(config_path), "--listen", f"127.0.0.1:{port}"], stderr=subprocess.PIPE)
+                server = subprocess.Popen([mcpopt, "serve", "--config", str(config_path), "--listen", f"127.0.0.1:{port}", *serve_arguments],
+                                          stderr=subprocess.PIPE)
                 url = f"http://127.0.0.1:{port}/mcp"
                 deadline = time.monotonic() + 30
                 while time.monotonic() < deadline:

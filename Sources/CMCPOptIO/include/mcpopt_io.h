@@ -44,6 +44,9 @@ typedef struct mco_completion {
 
 typedef struct mco_loop mco_loop;
 
+/// The longest busy poll a loop takes (mco_loop_options.busy_poll_ns).
+#define MCO_BUSY_POLL_MAX_NS 10000000ull
+
 typedef struct mco_loop_options {
     unsigned entries;        // submission queue entries (0: 256)
     /// Multishot accept and receive with provided buffers where the kernel has them: 1 yes,
@@ -52,6 +55,11 @@ typedef struct mco_loop_options {
     int multishot;
     unsigned buffer_count;   // provided receive buffers (0: 64; rounded up to a power of two)
     unsigned buffer_size;    // bytes each (0: 16 KiB)
+    /// Busy polling: before a wait would sleep, look for completions for up to this long,
+    /// yielding the CPU between looks (0: off; at most 10 ms). A request that arrives meanwhile
+    /// is taken without the wake-up of a sleeping thread, which across CPUs of a virtual machine
+    /// costs tens of microseconds; the price is up to this much CPU after each burst of work.
+    uint64_t busy_poll_ns;
 } mco_loop_options;
 
 /// A loop on the preferred backend. AUTO reads MCPOPT_IO ("uring" or "epoll"), else tries
@@ -72,6 +80,8 @@ typedef struct mco_loop_stats {
     uint64_t ring_completions;   // receive completions delivered from provided buffers
     uint64_t enobufs;            // multishot receives ended because the buffer ring was empty
     uint64_t rearms;             // streams the loop submitted again after the kernel ended them
+    uint64_t busy_polls_found;   // busy polls that found completions (the wait did not sleep)
+    uint64_t busy_polls_expired; // busy polls that found nothing in their time, then slept
 } mco_loop_stats;
 void mco_loop_stats_get(const mco_loop *loop, mco_loop_stats *out);
 
