@@ -55,6 +55,9 @@ struct BenchGateway: ParsableCommand {
     @Flag(help: "Do not install haproxy and nginx when missing (their rows are skipped).")
     var noInstall = false
 
+    @Option(help: "Busy polling of the second gateway, set beside haproxy with busy-polling (serve --busy-poll); 0 leaves those rows out.")
+    var busyPoll = "50us"
+
     func validate() throws {
         guard requests >= 10 else { throw ValidationError("--requests must be at least 10") }
         guard (1...20).contains(rounds) else { throw ValidationError("--rounds must be between 1 and 20") }
@@ -63,6 +66,7 @@ struct BenchGateway: ParsableCommand {
         guard (1...100).contains(blocks), blocks <= requests else { throw ValidationError("--blocks must be between 1 and 100, and at most --requests") }
         guard (1...64).contains(connections) else { throw ValidationError("--connections must be between 1 and 64") }
         guard (1...10_000).contains(herd) else { throw ValidationError("--herd must be between 1 and 10000") }
+        _ = try busyPollDuration(busyPoll)
     }
 
     func run() throws {
@@ -98,11 +102,19 @@ struct BenchGateway: ParsableCommand {
 
         // The hops in front of it.
         var ports: [String: Int] = [:]   // the peers that started: haproxy, nginx, fastmcp
+        let polling = try busyPollDuration(busyPoll) > .zero ? busyPoll : nil
         if let (haproxy, nginx) = proxyPrograms(processes, &skipped) {
             if let port = try startHaproxy(haproxy, echoPort: echoPort, processes, &skipped) { ports["haproxy"] = port }
             if let port = try startNginx(nginx, echoPort: echoPort, processes, &skipped) { ports["nginx"] = port }
+            if polling != nil, let port = try startHaproxy(haproxy, echoPort: echoPort, busyPolling: true, processes, &skipped) { ports["haproxy busy"] = port }
         }
+        // haproxy's busy-polling never sleeps, even with nothing to do: it runs only for its own
+        // turns (stopped with SIGSTOP between them), or it would take a CPU from every other row.
+        let spinsWhenIdle = Set([ports["haproxy busy"]].compactMap { $0 })
+        for port in spinsWhenIdle { if let group = processes.group(serving: port) { kill(-group, SIGSTOP) } }
         let gateway = try startGateway(echoPort: echoPort, processes)
+        // The same gateway busy polling (serve --busy-poll), beside haproxy doing the same.
+        let pollingGateway = try polling.map { try startGateway(serverURL: "http://127.0.0.1:\(echoPort)/mcp", busyPoll: $0, processes) }
         if let port = try startFastMCP(root: root, echoPort: echoPort, processes, &skipped) { ports["fastmcp"] = port }
         // A real MCP server (FastMCP, the same echo tool), directly and behind a gateway of its own.
         var realServer: (direct: Int, gateway: Int)?
@@ -145,7 +157,10 @@ struct BenchGateway: ParsableCommand {
                     var servers: [pid_t] = []
                     for port in [path.port, echoPort] { if let group = processes.group(serving: port), !servers.contains(group) { servers.append(group) } }
                     let before = servers.map { BenchAffinity.threads(ofGroup: $0) }
+                    let paused = spinsWhenIdle.contains(path.port) ? processes.group(serving: path.port) : nil
+                    if let paused { kill(-paused, SIGCONT) }
                     let (status, output, errors) = try processes.run(path.label, arguments, seconds: timeout)
+                    if let paused { kill(-paused, SIGSTOP) }
                     guard status == 0, let row = try? JSONParser.parse(output.split(separator: "\n").last.map(String.init) ?? ""),
                           let rate = row["roundTripsPerSecond"]?.doubleValue, rate > 0 else {
                         failures[index] = ["path": .string(path.label), "error": .string(status == nil ? "ran out of time (\(Int(timeout)) s)" : "the client failed: \(errors)")]
@@ -207,6 +222,11 @@ struct BenchGateway: ParsableCommand {
                 // Repeats that are never of the connection's last call (the repeat lane's memo
                 // after the parse, not its check before: docs/GATEWAY.md).
                 paths.append(("mcpopt hit, 8 in turn", gateway, "rotate", 0))
+                if let pollingGateway {
+                    if let port = ports["haproxy busy"] { paths.append(("haproxy, busy-polling", port, "miss", 0)) }
+                    paths.append(("mcpopt miss, busy-poll", pollingGateway, "miss", offset))
+                    paths.append(("mcpopt hit, busy-poll", pollingGateway, "hit", 0))
+                }
                 var rows = try interleaved(paths, calls: requests)
                 // FastMCP's proxy adds milliseconds: a drift of microseconds does not matter to it.
                 if let port = ports["fastmcp"] { rows.append(try measure("fastmcp proxy", port, calls: fastmcpCalls, "miss", offset: offset)) }
@@ -216,8 +236,10 @@ struct BenchGateway: ParsableCommand {
         }
 
         // Cache hits with several connections: the gateway beside the direct call.
-        let concurrent = try interleaved([("direct, \(connections) connections", echoPort, "hit", 0),
-                                          ("mcpopt hit, \(connections) connections", gateway, "hit", 0)], calls: requests, connections: connections)
+        var concurrentPaths: [(label: String, port: Int, mode: String, offset: Int)] = [("direct, \(connections) connections", echoPort, "hit", 0),
+                                                                                     ("mcpopt hit, \(connections) connections", gateway, "hit", 0)]
+        if let pollingGateway { concurrentPaths.append(("mcpopt hit busy-poll, \(connections) conns", pollingGateway, "hit", 0)) }
+        let concurrent = try interleaved(concurrentPaths, calls: requests, connections: connections)
 
         // Against the real server: its own round trip beside a cache hit in front of it.
         var realRows: [JSONValue] = []
@@ -248,7 +270,7 @@ struct BenchGateway: ParsableCommand {
         blockOn { herdResult.value = await Self.thunderingHerd(count: herd, toolMs: 200) }
 
         let result: JSONValue = [
-            "benchmark": "gateway", "requestsPerRow": .int(Int64(requests)), "blocks": .int(Int64(blocks)), "fastmcpRequestsPerRow": .int(Int64(fastmcpCalls)),
+            "benchmark": "gateway", "requestsPerRow": .int(Int64(requests)), "blocks": .int(Int64(blocks)), "busyPoll": polling.map { JSONValue.string($0) } ?? .null, "fastmcpRequestsPerRow": .int(Int64(fastmcpCalls)),
             "machine": machine, "rounds": .array(roundResults), "concurrentHits": .array(concurrent),
             "cAbiHits": .array(abiRows), "realServer": .array(realRows), "realServerHitOverDirect": Self.realServerRatio(realRows),
             "herd": herdResult.value ?? .null, "skipped": .array(skipped.map { .string($0) }),
@@ -328,11 +350,13 @@ struct BenchGateway: ParsableCommand {
         return nil
     }
 
-    private func startHaproxy(_ program: String, echoPort: Int, _ processes: BenchProcesses, _ skipped: inout [String]) throws -> Int? {
+    /// haproxy in front of the echo server; `busyPolling`: its `busy-polling` (it never sleeps
+    /// in its poller), the peer of a busy-polling gateway.
+    private func startHaproxy(_ program: String, echoPort: Int, busyPolling: Bool = false, _ processes: BenchProcesses, _ skipped: inout [String]) throws -> Int? {
         guard let port = BenchProcesses.freePort() else { return nil }
         let config = """
             global
-              maxconn 1024
+              maxconn 1024\(busyPolling ? "\n  busy-polling" : "")
             defaults
               mode http
               timeout connect 5s
@@ -346,10 +370,11 @@ struct BenchGateway: ParsableCommand {
               server echo 127.0.0.1:\(echoPort)
 
             """
-        try writeText("\(processes.directory)/haproxy.cfg", config)
-        let child = try processes.start("haproxy", [program, "-f", "\(processes.directory)/haproxy.cfg", "-db"])
+        let file = "\(processes.directory)/haproxy-\(port).cfg"
+        try writeText(file, config)
+        let child = try processes.start("haproxy", [program, "-f", file, "-db"])
         guard processes.waitUntilListening(port, child: child, seconds: 10) else {
-            skipped.append("haproxy row: it did not listen: \(processes.tail(child))")
+            skipped.append("haproxy\(busyPolling ? " busy-polling" : "") row: it did not listen: \(processes.tail(child))")
             return nil
         }
         return port
@@ -394,12 +419,13 @@ struct BenchGateway: ParsableCommand {
         try startGateway(serverURL: "http://127.0.0.1:\(echoPort)/mcp", processes)
     }
 
-    private func startGateway(serverURL: String, _ processes: BenchProcesses) throws -> Int {
+    private func startGateway(serverURL: String, busyPoll: String? = nil, _ processes: BenchProcesses) throws -> Int {
         guard let port = BenchProcesses.freePort() else { throw ValidationError("no free port for the gateway") }
         let config = #"{"mcpServers": {"echo": {"url": "\#(serverURL)"}}, "caching": {"tools": {"echo": "60s"}}}"#
         let file = "\(processes.directory)/mcpopt-\(port).json"
         try writeText(file, config)
-        let child = try processes.start("mcpopt serve", [Demo.executablePath(), "serve", "--config", file, "--listen", "127.0.0.1:\(port)"])
+        let child = try processes.start("mcpopt serve", [Demo.executablePath(), "serve", "--config", file, "--listen", "127.0.0.1:\(port)"]
+                                            + (busyPoll.map { ["--busy-poll", $0] } ?? []))
         guard processes.waitUntilListening(port, child: child, seconds: 15) else { throw ValidationError("mcpopt serve did not listen: \(processes.tail(child))") }
         return port
     }
@@ -542,6 +568,10 @@ struct BenchGateway: ParsableCommand {
             // rows had no such turn): unpinned, the rows' own p50s may compare placements.
             "hitOverDirectOnOneCPU": ratio(value("mcpopt hit", "p50OneCPUUs"), value("direct", "p50OneCPUUs")),
             "hitOverDirectOnTwoCPUs": ratio(value("mcpopt hit", "p50TwoCPUsUs"), value("direct", "p50TwoCPUsUs")),
+            // With busy polling, beside haproxy with its busy-polling (and without).
+            "busyPollMissAddedOverHaproxyBusyAdded": ratio(added("mcpopt miss, busy-poll"), added("haproxy, busy-polling")),
+            "busyPollMissAddedOverHaproxyAdded": ratio(added("mcpopt miss, busy-poll"), added("haproxy")),
+            "busyPollHitP50OverDirectP50": ratio(p50("mcpopt hit, busy-poll"), p50("direct")),
         ]
     }
 
@@ -579,6 +609,10 @@ struct BenchGateway: ParsableCommand {
             let g = round["goals"]
             lines.append("goals: miss added / haproxy added = \(n(g?["missAddedOverHaproxyAdded"])) (<= 1.5); "
                 + "FastMCP added / miss added = \(n(g?["fastmcpAddedOverMissAdded"])) (>= 300); hit p50 / direct p50 = \(n(g?["hitP50OverDirectP50"])) (< 1)")
+            if g?["busyPollHitP50OverDirectP50"]?.doubleValue != nil {
+                lines.append("       busy polling (\(result["busyPoll"]?.stringValue ?? "?")): miss added / haproxy busy-polling added = \(n(g?["busyPollMissAddedOverHaproxyBusyAdded"])), "
+                    + "/ haproxy added = \(n(g?["busyPollMissAddedOverHaproxyAdded"])) (<= 1.5); hit p50 / direct p50 = \(n(g?["busyPollHitP50OverDirectP50"])) (< 1)")
+            }
             // Unpinned, the rows may have been placed differently: the ratio between turns placed alike.
             let shares = ["direct", "mcpopt hit"].map { path in (round["rows"]?.arrayValue ?? []).first { $0["path"]?.stringValue == path }?["oneCPUShare"]?.doubleValue }
             if placement == BenchPlacement.any.rawValue, let direct = shares[0], let hit = shares[1] {

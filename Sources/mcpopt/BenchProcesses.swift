@@ -104,6 +104,7 @@ final class BenchProcesses: @unchecked Sendable {
     /// Stops `child`'s process group: SIGTERM, up to 3 s to exit, then SIGKILL (and up to 2 s more).
     func stop(_ child: Child) {
         kill(-child.pid, SIGTERM)
+        kill(-child.pid, SIGCONT)   // one the benchmark holds stopped takes its SIGTERM now
         if wait(child, seconds: 3) == nil {
             kill(-child.pid, SIGKILL)
             _ = wait(child, seconds: 2)

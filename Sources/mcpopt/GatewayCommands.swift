@@ -18,6 +18,14 @@ func loadEngine(_ path: String) throws -> Engine {
     }
 }
 
+/// The value of a --busy-poll option (serve, bench gateway).
+func busyPollDuration(_ text: String) throws -> Duration {
+    guard let duration = parseDuration(text), duration <= EventLoop.maxBusyPoll else {
+        throw ValidationError("--busy-poll: expected a duration from 0 to 10ms (e.g. 50us), got '\(text)'")
+    }
+    return duration
+}
+
 /// Runs async work from a synchronous command: the main thread waits, the work runs on the
 /// concurrency pool.
 func blockOn(_ work: @escaping @Sendable () async -> Void) {
@@ -95,14 +103,7 @@ struct Serve: ParsableCommand {
 
     func validate() throws {
         guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
-        _ = try busyPollDuration()
-    }
-
-    private func busyPollDuration() throws -> Duration {
-        guard let duration = parseDuration(busyPoll), duration <= EventLoop.maxBusyPoll else {
-            throw ValidationError("--busy-poll: expected a duration from 0 to 10ms (e.g. 50us), got '\(busyPoll)'")
-        }
-        return duration
+        _ = try busyPollDuration(busyPoll)
     }
 
     func run() throws {
@@ -125,7 +126,7 @@ struct Serve: ParsableCommand {
         settings.policy.allowedOrigins = allowOrigin
         if noRepeatLane { settings.repeats = nil }
         settings.tls = credentials
-        settings.busyPoll = try busyPollDuration()
+        settings.busyPoll = try busyPollDuration(busyPoll)
         let front: HTTPFront<Gateway>
         do {
             front = try HTTPFront(service: gateway, settings: settings)
