@@ -545,3 +545,43 @@ extension RequestPathTests {
         XCTAssertEqual(engine.metrics.cacheHits.load(), 1)
     }
 }
+
+extension RequestPathTests {
+    /// What a user subscribed to the engine's events sees when things go wrong: a call of a tool
+    /// no server offers is a routingError; calls that fail upstream are optimizationErrors, and
+    /// the fifth failure in a row opens the server's circuit (one circuitOpened); once the open
+    /// time (5 s) is over, a call probes the server, succeeds and closes it (one circuitClosed).
+    func testFailuresAreReportedAndTheCircuitOpensThenClosesWithAnEventEach() async throws {
+        let engine = try makeEngine([try Self.kvServer("kv")])
+        let seen = LockedList()
+        engine.events.subscribe { event in
+            guard [.routingError, .optimizationError, .circuitOpened, .circuitClosed].contains(event.name) else { return }
+            seen.append("\(event.name.rawValue) \(event.data["tool"]?.stringValue ?? event.data["server"]?.stringValue ?? "?")")
+        }
+        await engine.start()
+        addTeardownBlock { await engine.stop() }
+
+        let unknown = await call(engine, "no_such_tool")
+        XCTAssertFalse(unknown.success)
+        XCTAssertEqual(seen.items, ["routingError no_such_tool"])
+        seen.clear()
+
+        // Reads that outlast the caller's timeout fail, one after the other.
+        for i in 0..<5 {
+            let r = await call(engine, "slow_get", #"{"key":"k","ms":3000}"#, id: i, OptimizeOptions(bypassCache: true, timeout: .milliseconds(150)))
+            XCTAssertFalse(r.success, "call \(i)")
+        }
+        XCTAssertEqual(engine.router.circuitState(server: "kv"), .open)
+        XCTAssertEqual(seen.items.filter { $0 == "optimizationError slow_get" }.count, 5, "\(seen.items)")
+        XCTAssertEqual(seen.items.filter { $0 == "circuitOpened kv" }.count, 1, "\(seen.items)")
+        XCTAssertFalse(seen.items.contains("circuitClosed kv"))
+
+        // The open time over, the next call is the probe: it succeeds and closes the circuit.
+        try await Task.sleep(for: .milliseconds(5_300))
+        seen.clear()
+        let probe = await call(engine, "slow_get", #"{"key":"k","ms":1}"#, id: 9, OptimizeOptions(bypassCache: true))
+        XCTAssertTrue(probe.success, probe.error ?? "")
+        XCTAssertEqual(engine.router.circuitState(server: "kv"), .closed)
+        XCTAssertEqual(seen.items, ["circuitClosed kv"])
+    }
+}
