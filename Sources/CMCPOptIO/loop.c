@@ -942,14 +942,21 @@ static int epoll_collect(mco_loop *l, int timeout_ms);
 
 // Busy polling: looks for completions until some come, `busy_poll_ns` pass or the wait's own
 // timeout does, yielding the CPU between looks so that whatever shares it (often the very
-// client or server this loop waits for) runs. 1: found some.
+// client or server this loop waits for) runs. 1: found some; 0: ran out; -errno: epoll failed.
 static int busy_poll(mco_loop *l, int64_t timeout_ns) {
     uint64_t start = now_ns();
     uint64_t until = start + l->busy_poll_ns;
     if (timeout_ns >= 0 && (uint64_t)timeout_ns < l->busy_poll_ns) until = start + (uint64_t)timeout_ns;
     for (;;) {
-        // epoll: any event counts, a wake-up too (what it woke the loop for is the caller's).
-        int found = l->backend == MCO_BACKEND_URING ? uring_has_completions(l) : (epoll_collect(l, 0) != 0 || l->ready_count > 0);
+        int found;
+        if (l->backend == MCO_BACKEND_URING) {
+            found = uring_has_completions(l);
+        } else {
+            // Any event counts, a wake-up too (what it woke the loop for is the caller's).
+            int events = epoll_collect(l, 0);
+            if (events < 0) return events;
+            found = events > 0 || l->ready_count > 0;
+        }
         if (found) { l->stats.busy_polls_found++; return 1; }
         if (now_ns() >= until) { l->stats.busy_polls_expired++; return 0; }
         sched_yield();
@@ -985,7 +992,7 @@ static int uring_wait(mco_loop *l, mco_completion *out, int max, int64_t timeout
     if (l->busy_poll_ns && timeout_ns != 0) {
         // What was prepared goes first; task work (DEFER_TASKRUN) runs at each look.
         io_uring_submit_and_get_events(&l->ring);
-        polled = busy_poll(l, timeout_ns);
+        polled = busy_poll(l, timeout_ns) > 0;
     }
     if (polled) {
         rc = 0;   // completions are in the ring: no wait
@@ -1070,8 +1077,10 @@ static int epoll_wait_completions(mco_loop *l, mco_completion *out, int max, int
     int64_t wait = timeout_ns;
     uint64_t next = expire_timers(l, now);
     if (next != UINT64_MAX && (wait < 0 || (int64_t)(next - now) < wait)) wait = (int64_t)(next - now);
-    if (l->ready_count == 0 && !(l->busy_poll_ns && wait != 0 && busy_poll(l, wait))) {
-        int rc = epoll_collect(l, wait < 0 ? -1 : (int)((wait + 999999) / 1000000));
+    if (l->ready_count == 0) {
+        int polled = l->busy_poll_ns && wait != 0 ? busy_poll(l, wait) : 0;
+        if (polled < 0) return polled;
+        int rc = polled ? 0 : epoll_collect(l, wait < 0 ? -1 : (int)((wait + 999999) / 1000000));
         if (rc < 0) return rc;
     }
     return take_ready(l, out, max);
