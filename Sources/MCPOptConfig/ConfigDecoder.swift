@@ -256,6 +256,7 @@ struct ConfigDecoder {
         o.enableAdaptiveTimeouts = r.bool("enableAdaptiveTimeouts", default: o.enableAdaptiveTimeouts)
         o.relayServerRequests = r.bool("relayServerRequests", default: o.relayServerRequests)
         o.requestTimeout = r.duration("requestTimeout", default: o.requestTimeout, in: .milliseconds(1)...(.seconds(3600)))
+        o.busyPoll = r.duration("busyPoll", default: o.busyPoll, in: .zero...(.milliseconds(10)))
         r.finish()
         return o
     }

@@ -101,6 +101,7 @@ extension EngineConfig {
                 "enableAdaptiveTimeouts": .bool(optimization.enableAdaptiveTimeouts),
                 "relayServerRequests": .bool(optimization.relayServerRequests),
                 "requestTimeout": ms(optimization.requestTimeout),
+                "busyPoll": ms(optimization.busyPoll),
             ],
             "coordination": [
                 "enableStateSynchronization": .bool(coordination.enableStateSynchronization),

@@ -106,6 +106,9 @@ public struct OptimizationOptions: Sendable, Equatable {
     public var relayServerRequests = true
     /// Upper bound for one upstream request.
     public var requestTimeout: Duration = .seconds(30)
+    /// How long the engine's I/O loop looks for servers' answers before it sleeps (0: it
+    /// sleeps at once; at most 10 ms). `mcpopt serve` uses it for its front too.
+    public var busyPoll: Duration = .zero
     public init() {}
 }
 

@@ -98,12 +98,12 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "The private key (PEM) of --tls-cert.")
     var tlsKey: String?
 
-    @Option(name: .long, help: ArgumentHelp("Before sleeping, look for the next request for this long (e.g. 50us; up to 10ms): lower latency across CPUs, for up to that much CPU after each burst of requests. Off by default (see docs/GATEWAY.md).", valueName: "duration"))
-    var busyPoll = "0"
+    @Option(name: .long, help: ArgumentHelp("Before sleeping, look for the next request for this long (e.g. 50us; up to 10ms): lower latency across CPUs, for up to that much CPU after each burst of requests. Default: the configuration's optimization.busyPoll, which is 0, off (see docs/GATEWAY.md).", valueName: "duration"))
+    var busyPoll: String?
 
     func validate() throws {
         guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
-        _ = try busyPollDuration(busyPoll)
+        if let busyPoll { _ = try busyPollDuration(busyPoll) }
     }
 
     func run() throws {
@@ -126,7 +126,7 @@ struct Serve: ParsableCommand {
         settings.policy.allowedOrigins = allowOrigin
         if noRepeatLane { settings.repeats = nil }
         settings.tls = credentials
-        settings.busyPoll = try busyPollDuration(busyPoll)
+        settings.busyPoll = try busyPoll.map(busyPollDuration) ?? engine.config.optimization.busyPoll
         let front: HTTPFront<Gateway>
         do {
             front = try HTTPFront(service: gateway, settings: settings)

@@ -47,13 +47,15 @@ final class ConfigTests: XCTestCase {
         let config = try EngineConfig.parse("""
             {"routing": {"maxDecisionTime": "250us", "predictionWindow": "2m"},
              "caching": {"memoryCacheSize": "64MiB", "coherenceTimeout": 1500},
-             "optimization": {"batchTimeout": "5ms"}}
+             "optimization": {"batchTimeout": "5ms", "busyPoll": "50us"}}
             """)
         XCTAssertEqual(config.routing.maxDecisionTime, .microseconds(250))
         XCTAssertEqual(config.routing.predictionWindow, .seconds(120))
         XCTAssertEqual(config.caching.memoryCacheSize, 64 << 20)
         XCTAssertEqual(config.caching.coherenceTimeout, .milliseconds(1500))
         XCTAssertEqual(config.optimization.batchTimeout, .milliseconds(5))
+        XCTAssertEqual(config.optimization.busyPoll, .microseconds(50))
+        XCTAssertEqual(try EngineConfig.parse("{}").optimization.busyPoll, .zero, "off unless asked for")
         XCTAssertEqual(try EngineConfig.parse(#"{"caching":{"memoryCacheSize":"1GB"}}"#).caching.memoryCacheSize, 1_000_000_000)
     }
 
@@ -83,6 +85,8 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(issues(#"{"caching":{"memoryCacheSize":1024}}"#), ["$.caching.memoryCacheSize|1024 bytes is out of range: must be a whole number of bytes between 65536 and 1099511627776"])
         XCTAssertEqual(issues(#"{"routing":{"maxDecisionTime":"soon"}}"#).first?.hasPrefix("$.routing.maxDecisionTime|\"soon\" is not a duration"), true)
         XCTAssertEqual(issues(#"{"routing":{"maxDecisionTime":-1}}"#), ["$.routing.maxDecisionTime|must be a duration of at least 0"])
+        XCTAssertEqual(issues(#"{"optimization":{"busyPoll":"11ms"}}"#).count, 1)
+        XCTAssertEqual(issues(#"{"optimization":{"busyPoll":"11ms"}}"#).first?.hasPrefix("$.optimization.busyPoll|"), true)
         XCTAssertEqual(issues(#"{"mcpServers":{"a":{"command":"x","weight":0}}}"#), ["$.mcpServers.a.weight|must be a number greater than 0, got 0"])
     }
 

@@ -604,3 +604,27 @@ extension RequestPathTests {
         XCTAssertEqual(seen.items, ["circuitClosed kv"])
     }
 }
+
+extension RequestPathTests {
+    /// optimization.busyPoll reaches the engine's own loop: with it, the loop's polls find the
+    /// server's answers (a Python server over stdio answers within the 5 ms); without, it never
+    /// polls.
+    func testTheEnginesLoopBusyPollsOnlyWhenConfigured() async throws {
+        for poll in ["0", #""5ms""#] {
+            let engine = try makeEngine([try Self.kvServer("kv")], extra: #", "optimization": {"busyPoll": \#(poll)}"#)
+            await engine.start()
+            for i in 0..<10 {
+                let r = await call(engine, "get", #"{"key":"a"}"#, id: i, OptimizeOptions(bypassCache: true))
+                XCTAssertTrue(r.success, r.error ?? "")
+            }
+            let loop = try XCTUnwrap(engine.runtime.ioLoop)
+            let stats = await withCheckedContinuation { done in _ = loop.execute { done.resume(returning: loop.busyPollStats) } }
+            if poll == "0" {
+                XCTAssertEqual(stats.found + stats.expired, 0)
+            } else {
+                XCTAssertGreaterThanOrEqual(stats.found, 10, "\(stats)")
+            }
+            await engine.stop()
+        }
+    }
+}

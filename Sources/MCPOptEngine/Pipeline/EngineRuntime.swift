@@ -60,6 +60,8 @@ final class EngineRuntime: @unchecked Sendable {
     /// Who can answer a server's requests, per backend (optimization.relayServerRequests).
     let serverRequestRoutes = ServerRequestRoutes()
     let relayServerRequests: Bool
+    /// optimization.busyPoll, for the loop the engine makes (a loop given with `use` has its own).
+    let busyPoll: Duration
     /// Low-priority requests are batched per backend (optimization.enableBatching, maxBatchSize, batchTimeout).
     let batching: Backend.Batching?
     let pins = ContinuationPins()
@@ -99,6 +101,7 @@ final class EngineRuntime: @unchecked Sendable {
     init(config: EngineConfig) {
         directory = ServerDirectory(config)
         relayServerRequests = config.optimization.relayServerRequests
+        busyPoll = config.optimization.busyPoll
         let o = config.optimization
         batching = o.enableBatching && o.maxBatchSize > 1
             ? Backend.Batching(maxSize: o.maxBatchSize, window: o.batchTimeout, batches: metrics.batches, requests: metrics.batchedRequests) : nil
@@ -237,7 +240,7 @@ final class EngineRuntime: @unchecked Sendable {
     func makeBackends(_ servers: [ServerConfig]) throws(IOError) -> [Backend] {
         if lock.withLock({ stopped }) { throw IOError(message: "the engine was stopped: create a new one") }
         let loop: EventLoop
-        if let given = lock.withLock({ givenLoop }) { loop = given } else { loop = try EventLoop(name: "mcpopt-engine") }
+        if let given = lock.withLock({ givenLoop }) { loop = given } else { loop = try EventLoop(name: "mcpopt-engine", busyPoll: busyPoll) }
         let made = servers.map { Backend(server: $0, loop: loop, overloads: metrics.overloads, relayServerRequests: relayServerRequests, batching: batching) }
         lock.withLock {
             self.loop = loop
@@ -264,6 +267,8 @@ final class EngineRuntime: @unchecked Sendable {
         loop?.shutdown()
     }
 
+    /// The loop the backends use (nil before start).
+    var ioLoop: EventLoop? { lock.withLock { loop } }
     var ioBackend: String? { lock.withLock { loop?.backend.rawValue } }
     /// The kernel facilities the loop uses (multishot accept and receive, buffer rings, ...).
     var ioFeatures: [String]? { lock.withLock { loop?.features } }
