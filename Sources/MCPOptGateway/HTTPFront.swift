@@ -66,9 +66,14 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
     /// Requests the repeat lane answered (see `Settings.repeats`).
     public var repeatsAnswered: UInt64 { repeatsAnsweredCount.load() }
 
+    /// HTTPS: what new connections present (loop thread). Starts as `settings.tls`;
+    /// `useCredentials` replaces it, and connections made before keep theirs.
+    @exclusivity(unchecked) private var credentials: TLSServerCredentials?
+
     public init(service: Service, settings: Settings) throws(IOError) {
         self.service = service
         self.settings = settings
+        credentials = settings.tls
         front = GatewayFront(identity: service.identity, knownMethods: [
             "initialize", "ping", "tools/list", "tools/call", "prompts/list", "prompts/get", "resources/list",
             "resources/templates/list", "resources/read", "completion/complete", "logging/setLevel", "subscriptions/listen",
@@ -77,6 +82,16 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         front.onSessionEnded = { [service] sid in service.sessionEnded(sid) }
         repeats = settings.repeats.map { RepeatMemo(limits: $0) }
         loop = try EventLoop(name: "mcpopt-http", busyPoll: settings.busyPoll)
+    }
+
+    /// HTTPS: new connections present `fresh` (a renewed certificate, without a restart);
+    /// connections already made keep the one they started with. False on a plain HTTP front,
+    /// which stays plain.
+    @discardableResult
+    public func useCredentials(_ fresh: TLSServerCredentials) -> Bool {
+        guard settings.tls != nil else { return false }
+        _ = loop.execute { [self] in credentials = fresh }
+        return true
     }
 
     /// Binds and listens; returns the port.
@@ -167,7 +182,7 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
                 var one: Int32 = 1
                 setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
                 var session: TLSConnection?
-                if let credentials = settings.tls {
+                if let credentials {
                     session = TLSConnection(server: credentials)
                     guard session != nil else {   // out of memory: refused as when full
                         Glibc.close(fd)

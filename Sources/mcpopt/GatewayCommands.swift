@@ -101,12 +101,27 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Before sleeping, look for the next request for this long (e.g. 50us; up to 10ms): lower latency across CPUs, for up to that much CPU after each burst of requests. Default: the configuration's optimization.busyPoll, which is 0, off (see docs/GATEWAY.md).", valueName: "duration"))
     var busyPoll: String?
 
+    /// SIGHUP: --tls-cert and --tls-key read again, for new connections (a renewed certificate
+    /// without a restart, which would empty the cache). One that does not load leaves the
+    /// certificate in use as it is.
+    private func reloadCertificate(into front: HTTPFront<Gateway>) {
+        guard let tlsCert, let tlsKey else { return }
+        do {
+            front.useCredentials(try TLSServerCredentials(certificateFile: tlsCert, keyFile: tlsKey))
+            printError("mcpopt: SIGHUP: new connections get the certificate in \(tlsCert)")
+        } catch {
+            printError("mcpopt: SIGHUP: kept the certificate in use, the files do not load: \(error.message)")
+        }
+    }
+
     func validate() throws {
         guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
         if let busyPoll { _ = try busyPollDuration(busyPoll) }
     }
 
     func run() throws {
+        // Before any thread starts: only the wait below takes these (SIGHUP: the certificate).
+        blockTerminationSignals(hangup: tlsCert != nil)
         let (host, port) = try Self.split(listen)
         var credentials: TLSServerCredentials?
         if let tlsCert, let tlsKey {
@@ -156,7 +171,7 @@ struct Serve: ParsableCommand {
         } catch {
             throw ValidationError("cannot listen on \(listen): \(error.message)")
         }
-        waitForTermination()
+        waitForTermination(onHangup: credentials == nil ? nil : { reloadCertificate(into: front) })
         // The engine's servers stop on the front's loop: stop serving, then the engine, then the loop.
         front.stopServing()
         blockOn { await engine.stop() }

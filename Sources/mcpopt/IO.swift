@@ -38,14 +38,35 @@ enum ProcessInfoLite {
     static func environment(_ name: String) -> String? { getenv(name).map { String(cString: $0) } }
 }
 
-/// Blocks until SIGINT or SIGTERM (which then no longer kill the process: the caller stops
-/// cleanly, so stdio servers are asked to exit instead of being orphaned).
-func waitForTermination() {
+/// SIGINT and SIGTERM, and SIGHUP when asked: what `waitForTermination` takes.
+private func terminationSignals(hangup: Bool) -> sigset_t {
     var set = sigset_t()
     sigemptyset(&set)
     sigaddset(&set, SIGINT)
     sigaddset(&set, SIGTERM)
+    if hangup { sigaddset(&set, SIGHUP) }
+    return set
+}
+
+/// Blocks the signals `waitForTermination` will take, in this thread and every thread started
+/// after: called before the engine starts its threads, none of them can be ended by one (a
+/// signal that arrives meanwhile waits for the wait). Child processes start with none blocked.
+func blockTerminationSignals(hangup: Bool) {
+    var set = terminationSignals(hangup: hangup)
     pthread_sigmask(SIG_BLOCK, &set, nil)
-    var received: Int32 = 0
-    sigwait(&set, &received)
+}
+
+/// Blocks until SIGINT or SIGTERM (which then no longer kill the process: the caller stops
+/// cleanly, so stdio servers are asked to exit instead of being orphaned). With `onHangup`, each
+/// SIGHUP meanwhile calls it (on this thread) and the wait goes on; without, SIGHUP keeps its
+/// default and ends the process.
+func waitForTermination(onHangup: (() -> Void)? = nil) {
+    var set = terminationSignals(hangup: onHangup != nil)
+    pthread_sigmask(SIG_BLOCK, &set, nil)
+    while true {
+        var received: Int32 = 0
+        guard sigwait(&set, &received) == 0 else { return }
+        guard received == SIGHUP, let onHangup else { return }
+        onHangup()
+    }
 }

@@ -3,6 +3,7 @@
 #   DIR/ca.pem                      the CA (what a client is told to trust: caFile)
 #   DIR/server.pem, DIR/server.key  for localhost and 127.0.0.1
 #   DIR/other.pem,  DIR/other.key   for elsewhere.example only (a name the client does not ask for)
+#   DIR/renewed.pem, DIR/renewed.key for localhost and 127.0.0.1 too: a renewal of server.pem
 # usage: make_test_certs.sh DIR     (needs the openssl program; scripts/setup installs it)
 set -euo pipefail
 dir=$1
@@ -11,10 +12,10 @@ cd "$dir"
 key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
 key ca.key
 openssl req -x509 -new -key ca.key -out ca.pem -days 2 -subj "/CN=mcpopt test CA" 2>/dev/null
-for name in server other; do
+for name in server other renewed; do
   key "$name.key"
   openssl req -new -key "$name.key" -out "$name.csr" -subj "/CN=$name" 2>/dev/null
-  if [ "$name" = server ]; then san="DNS:localhost,IP:127.0.0.1"; else san="DNS:elsewhere.example"; fi
+  if [ "$name" != other ]; then san="DNS:localhost,IP:127.0.0.1"; else san="DNS:elsewhere.example"; fi
   printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' "$san" > "$name.ext"
   openssl x509 -req -in "$name.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -out "$name.pem" -days 2 -extfile "$name.ext" 2>/dev/null
 done

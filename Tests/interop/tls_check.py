@@ -2,7 +2,8 @@
 for this run. The official SDK client (both eras, over both gateway fronts) and the FastMCP
 client list and call its tools through the gateway and get what a direct HTTPS client gets. A
 gateway told to trust only the system's CAs leaves the server out and says why. And the
-gateway's own front over HTTPS (`serve --tls-cert --tls-key`): the same clients over https://.
+gateway's own front over HTTPS (`serve --tls-cert --tls-key`): the same clients over https://,
+and a renewed certificate taken at SIGHUP.
 
 usage: tls_check.py MCPOPT
 """
@@ -10,6 +11,9 @@ import asyncio
 import http.client
 import json
 import os
+import shutil
+import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -49,6 +53,53 @@ def start_gateway(mcpopt: str, config: dict, directory: Path, extra: list = ()):
     process = subprocess.Popen(["setpriv", "--pdeathsig", "KILL", mcpopt, "serve", "--config", str(path), "--listen", f"127.0.0.1:{port}", *extra],
                                stderr=subprocess.DEVNULL, env=env)
     return process, port, path
+
+
+def served_certificate(port: int) -> bytes:
+    """The certificate a new TLS connection to the port is given (DER; not verified)."""
+    return ssl.PEM_cert_to_DER_cert(ssl.get_server_certificate(("127.0.0.1", port), timeout=5))
+
+
+def certificate_file(path: Path) -> bytes:
+    return ssl.PEM_cert_to_DER_cert(path.read_text())
+
+
+async def renewal_checks(mcpopt: str, config: dict, directory: Path, certificates: Path, gateways: list) -> None:
+    """SIGHUP makes an HTTPS front read its certificate files again: new connections get the
+    renewed certificate, a connection made before keeps working, files that do not load leave
+    the certificate in use as it was, and the gateway serves on throughout."""
+    cert, key = directory / "front.pem", directory / "front.key"
+    shutil.copy(certificates / "server.pem", cert)
+    shutil.copy(certificates / "server.key", key)
+    front, port, _ = start_gateway(mcpopt, config, directory, ["--tls-cert", str(cert), "--tls-key", str(key)])
+    gateways.append(front)
+    check("renewal: the front listens", wait_listening(port, 30))
+    check("renewal: it presents the certificate it started with", served_certificate(port) == certificate_file(certificates / "server.pem"))
+    context = ssl.create_default_context(cafile=str(certificates / "ca.pem"))
+    before = http.client.HTTPSConnection("localhost", port, context=context, timeout=10)
+    before.request("GET", "/healthz")
+    check("renewal: a connection made before answers", before.getresponse().read() and True)
+
+    shutil.copy(certificates / "renewed.pem", cert)
+    shutil.copy(certificates / "renewed.key", key)
+    front.send_signal(signal.SIGHUP)
+    renewed = certificate_file(certificates / "renewed.pem")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and served_certificate(port) != renewed:
+        time.sleep(0.1)
+    check("renewal: after SIGHUP new connections get the renewed certificate", served_certificate(port) == renewed)
+    before.request("GET", "/healthz")
+    response = before.getresponse()
+    check("renewal: the connection made before still answers", response.status == 200 and json.loads(response.read())["status"] == "healthy")
+    before.close()
+    through = await session_for(streamable_http_client(f"https://localhost:{port}/mcp"), "legacy", calls)
+    check("renewal: a client over a new connection gets its answers", through["add"] == ["42"], through)
+
+    cert.write_text("not a certificate\n")
+    front.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    check("renewal: files that do not load leave the renewed certificate in use",
+          front.poll() is None and served_certificate(port) == renewed)
 
 
 async def main() -> None:
@@ -133,6 +184,7 @@ async def main() -> None:
                 check("plain HTTP to the HTTPS front is refused", False, "it answered")
             except (OSError, http.client.HTTPException) as e:
                 check("plain HTTP to the HTTPS front is refused", True, repr(e))
+            await renewal_checks(mcpopt, config, directory, certificates, gateways)
             bad = subprocess.run([mcpopt, "serve", "--config", str(directory / "mcpopt-0.json"), "--listen", f"127.0.0.1:{free_port()}",
                                   "--tls-cert", str(certificates / "server.pem"), "--tls-key", str(certificates / "other.key")],
                                  capture_output=True, text=True, timeout=60)
