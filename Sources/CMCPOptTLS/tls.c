@@ -12,8 +12,17 @@ struct mco_tls_context { SSL_CTX *ctx; };
 struct mco_tls {
     SSL *ssl;
     BIO *in, *out;   // in: what the peer sent, for OpenSSL; out: what OpenSSL sends the peer
+    int certificate_requested;   // client: the server asked for a certificate
     char error[256];
 };
+
+// Client sessions: OpenSSL calls this when the server asks for a certificate (whether or not
+// the context has one): a server that then closes without a word most likely refused ours.
+static int note_certificate_request(SSL *ssl, void *arg) {
+    (void)ssl;
+    ((mco_tls *)arg)->certificate_requested = 1;
+    return 1;
+}
 
 static void describe(char *error, size_t size, const char *what) {
     unsigned long code = ERR_get_error();
@@ -23,7 +32,15 @@ static void describe(char *error, size_t size, const char *what) {
     snprintf(error, size, "%s%s%s", what, code ? ": " : "", reason);
 }
 
-mco_tls_context *mco_tls_context_new(const char *ca_file, char *error, size_t error_size) {
+// Loads a certificate chain and its private key into `ctx`: NULL when done, else what failed.
+static const char *use_identity(SSL_CTX *ctx, const char *certificate_file, const char *key_file) {
+    if (SSL_CTX_use_certificate_chain_file(ctx, certificate_file) != 1) return "cannot load the certificate";
+    if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1) return "cannot load the private key";
+    if (SSL_CTX_check_private_key(ctx) != 1) return "the private key does not match the certificate";
+    return NULL;
+}
+
+mco_tls_context *mco_tls_context_new(const char *ca_file, const char *certificate_file, const char *key_file, char *error, size_t error_size) {
     mco_tls_context *c = calloc(1, sizeof *c);
     if (!c) { snprintf(error, error_size, "out of memory"); return NULL; }
     c->ctx = SSL_CTX_new(TLS_client_method());
@@ -41,6 +58,15 @@ mco_tls_context *mco_tls_context_new(const char *ca_file, char *error, size_t er
         free(c);
         return NULL;
     }
+    const char *failed = certificate_file && *certificate_file ? use_identity(c->ctx, certificate_file, key_file ? key_file : "") : NULL;
+    if (failed) {
+        char what[300];
+        snprintf(what, sizeof what, "client certificate %s: %s", certificate_file, failed);
+        describe(error, error_size, what);
+        SSL_CTX_free(c->ctx);
+        free(c);
+        return NULL;
+    }
     return c;
 }
 
@@ -51,10 +77,7 @@ mco_tls_context *mco_tls_server_context_new(const char *certificate_file, const 
     if (!c->ctx) { describe(error, error_size, "cannot create a TLS context"); free(c); return NULL; }
     SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION);
     SSL_CTX_set_mode(c->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-    const char *what = NULL;
-    if (SSL_CTX_use_certificate_chain_file(c->ctx, certificate_file) != 1) what = "cannot load the certificate";
-    else if (SSL_CTX_use_PrivateKey_file(c->ctx, key_file, SSL_FILETYPE_PEM) != 1) what = "cannot load the private key";
-    else if (SSL_CTX_check_private_key(c->ctx) != 1) what = "the private key does not match the certificate";
+    const char *what = use_identity(c->ctx, certificate_file, key_file);
     if (what) {
         describe(error, error_size, what);
         SSL_CTX_free(c->ctx);
@@ -107,6 +130,7 @@ mco_tls *mco_tls_new(mco_tls_context *c, const char *host) {
     mco_tls *t = session(c);
     if (!t) return NULL;
     SSL_set_connect_state(t->ssl);
+    SSL_set_cert_cb(t->ssl, note_certificate_request, t);
     X509_VERIFY_PARAM *param = SSL_get0_param(t->ssl);
     if (is_ip_address(host)) {
         X509_VERIFY_PARAM_set1_ip_asc(param, host);
@@ -184,3 +208,5 @@ size_t mco_tls_take_output(mco_tls *t, void *out, size_t capacity) {
 }
 
 const char *mco_tls_error(const mco_tls *t) { return t->error; }
+
+int mco_tls_certificate_requested(const mco_tls *t) { return t && t->certificate_requested; }

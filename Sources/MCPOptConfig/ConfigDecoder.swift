@@ -50,7 +50,7 @@ struct ConfigDecoder {
     }
 
     private static let stdioKeys = ["command", "args", "env", "cwd"]
-    private static let httpKeys = ["url", "headers", "caFile"]
+    private static let httpKeys = ["url", "headers", "caFile", "clientCert", "clientKey"]
 
     func decodeServer(name: String, _ r: inout FieldReader) -> ServerConfig? {
         let type = r.string("type")
@@ -58,6 +58,7 @@ struct ConfigDecoder {
         let hasURL = r.object["url"] != nil
         var transport: ServerConfig.Transport?
         var caFile: String?
+        var identity: (cert: String, key: String)?
 
         switch type {
         case nil, "stdio", "http", "streamable-http", "streamableHttp": break
@@ -103,6 +104,7 @@ struct ConfigDecoder {
             }
             if let url { transport = .http(url: url, headers: headers) }
             caFile = Self.caFile(&r, usable: url?.tls != false, otherwise: "only applies to https:// servers")
+            identity = Self.clientIdentity(&r, usable: url?.tls != false, otherwise: "only applies to https:// servers")
         }
 
         let group = r.nonEmptyString("group")
@@ -121,6 +123,8 @@ struct ConfigDecoder {
         server.protocolEra = era
         if let concurrency { server.maxConcurrency = concurrency }
         server.caFile = caFile
+        server.clientCert = identity?.cert
+        server.clientKey = identity?.key
         return server
     }
 
@@ -134,6 +138,25 @@ struct ConfigDecoder {
             r.report("caFile", "cannot read \"\(caFile)\": \(String(cString: strerror(errno)))")
         }
         return caFile
+    }
+
+    /// `clientCert` and `clientKey`: a certificate to present (mutual TLS), both given and
+    /// readable now, or neither.
+    private static func clientIdentity(_ r: inout FieldReader, usable: Bool, otherwise: String) -> (cert: String, key: String)? {
+        let cert = r.nonEmptyString("clientCert"), key = r.nonEmptyString("clientKey")
+        guard cert != nil || key != nil else { return nil }
+        guard usable else {
+            for (field, value) in [("clientCert", cert), ("clientKey", key)] where value != nil { r.report(field, otherwise) }
+            return nil
+        }
+        guard let cert, let key else {
+            r.report(cert == nil ? "clientCert" : "clientKey", "\(cert == nil ? "clientKey" : "clientCert") needs it: a client certificate goes with its key")
+            return nil
+        }
+        for (field, path) in [("clientCert", cert), ("clientKey", key)] where access(path, R_OK) != 0 {
+            r.report(field, "cannot read \"\(path)\": \(String(cString: strerror(errno)))")
+        }
+        return (cert, key)
     }
 
     static func isHeaderToken(_ name: String) -> Bool {
@@ -233,7 +256,11 @@ struct ConfigDecoder {
         d.connectTimeout = r.duration("connectTimeout", default: d.connectTimeout, in: .milliseconds(1)...(.seconds(60)))
         d.commandTimeout = r.duration("commandTimeout", default: d.commandTimeout, in: .milliseconds(1)...(.seconds(60)))
         d.poolSize = r.integer("poolSize", default: d.poolSize, in: 1...256)
-        d.caFile = Self.caFile(&r, usable: o?.url.lowercased().hasPrefix("rediss://") != false, otherwise: "only applies to rediss:// (TLS)")
+        let tls = o?.url.lowercased().hasPrefix("rediss://") != false
+        d.caFile = Self.caFile(&r, usable: tls, otherwise: "only applies to rediss:// (TLS)")
+        let identity = Self.clientIdentity(&r, usable: tls, otherwise: "only applies to rediss:// (TLS)")
+        d.clientCert = identity?.cert
+        d.clientKey = identity?.key
         r.finish()
         return o == nil ? nil : d
     }

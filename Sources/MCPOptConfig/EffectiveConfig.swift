@@ -23,6 +23,7 @@ extension EngineConfig {
                 o["url"] = .string(url.description)
                 o["headers"] = .object(JSONObject(headers.map { (key: $0.name, value: secret($0.value)) }))
                 if let caFile = s.caFile { o["caFile"] = .string(caFile) }
+                if let cert = s.clientCert, let key = s.clientKey { o["clientCert"] = .string(cert); o["clientKey"] = .string(key) }
             }
             o["group"] = .string(s.group)
             o["weight"] = .double(s.weight)
@@ -45,6 +46,7 @@ extension EngineConfig {
             if let u = d.username { o["username"] = .string(u) }
             if let p = d.password { o["password"] = secret(p) }
             if let caFile = d.caFile { o["caFile"] = .string(caFile) }
+            if let cert = d.clientCert, let key = d.clientKey { o["clientCert"] = .string(cert); o["clientKey"] = .string(key) }
             distributed = .object(o)
         }
 

@@ -30,6 +30,10 @@ public struct DistributedCacheOptions: Sendable, Equatable {
     public var poolSize = 4
     /// rediss://: a PEM bundle of the CAs to trust instead of the system's (a private CA).
     public var caFile: String?
+    /// rediss://: the certificate and key presented to a Redis that asks for one
+    /// (`tls-auth-clients`); both or neither.
+    public var clientCert: String?
+    public var clientKey: String?
     public init(url: String) { self.url = url }
 }
 

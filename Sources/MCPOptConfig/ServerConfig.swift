@@ -44,6 +44,10 @@ public struct ServerConfig: Sendable, Equatable {
     public var maxConcurrency: Int
     /// https servers: a PEM bundle of the CAs to trust instead of the system's (a private CA).
     public var caFile: String?
+    /// https servers: the certificate (PEM chain) and key presented to a server that asks for
+    /// one (mutual TLS); both or neither.
+    public var clientCert: String?
+    public var clientKey: String?
     /// Which protocol era to speak with it: `auto` (like the official SDKs: discovery, then
     /// initialize), or one era only (a server whose discovery misbehaves; a handshake-era
     /// session is also what servers need to send requests to the client).

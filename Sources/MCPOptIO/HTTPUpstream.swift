@@ -151,7 +151,7 @@ public final class HTTPUpstream: @unchecked Sendable {
         if address == nil { failure = resolve() }
         if failure == nil, let tls, trust == nil {
             do {
-                trust = try TLSTrust(caFile: tls.caFile)
+                trust = try TLSTrust(tls)
             } catch {
                 failure = error.message
             }
@@ -412,8 +412,17 @@ public final class HTTPUpstream: @unchecked Sendable {
         if (try? connection.parser.finish()) != nil, connection.parser.isComplete {
             complete(connection, id, keepAlive: false)
         } else {
-            failOrRetry(connection, reason: "the server closed the connection")
+            failOrRetry(connection, reason: closedReason(connection))
         }
+    }
+
+    /// Why an exchange ended with the connection: a server that asked for a client certificate
+    /// and closed when it got none (or one it did not take) says nothing more, so that is said.
+    private func closedReason(_ connection: Connection) -> String {
+        guard let session = connection.tls, session.certificateRequested else { return "the server closed the connection" }
+        return tls?.clientCertificate == nil
+            ? "the server closed the connection after asking for a client certificate; none is configured (clientCert, clientKey)"
+            : "the server closed the connection after asking for a client certificate; it may not accept \(tls?.clientCertificate ?? "")"
     }
 
     private func received(_ bytes: UnsafeRawBufferPointer, on connection: Connection) {

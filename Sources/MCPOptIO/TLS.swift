@@ -1,26 +1,36 @@
 import CMCPOptTLS
 
-/// How an HTTPS upstream checks its server: against the system's CA store, or against the PEM
-/// bundle `caFile` (a private CA). The certificate must also name the endpoint's host.
+/// How a TLS client checks its server: against the system's CA store, or against the PEM
+/// bundle `caFile` (a private CA); the certificate must also name the endpoint's host. With
+/// `clientCertificate` and `clientKey` (PEM files) it presents a certificate of its own to a
+/// server that asks for one (mutual TLS).
 public struct TLSOptions: Sendable, Equatable {
     public var caFile: String?
-    public init(caFile: String? = nil) { self.caFile = caFile }
+    public var clientCertificate: String?
+    public var clientKey: String?
+    public init(caFile: String? = nil, clientCertificate: String? = nil, clientKey: String? = nil) {
+        self.caFile = caFile
+        self.clientCertificate = clientCertificate
+        self.clientKey = clientKey
+    }
 }
 
-/// What an HTTPS client trusts: the system's CA store, or a PEM bundle of its own (a private
-/// CA). One per upstream; its connections share it.
+/// What a TLS client trusts (the system's CA store, or a PEM bundle of its own), and the
+/// certificate it presents when it has one (`TLSOptions`). One per upstream; its connections
+/// share it.
 public final class TLSTrust: @unchecked Sendable {
     let context: OpaquePointer
-    public let caFile: String?
+    public let options: TLSOptions
 
-    /// Fails with OpenSSL's reason when the bundle cannot be read.
-    public init(caFile: String? = nil) throws(TLSSetupError) {
+    /// Fails with OpenSSL's reason when the bundle, the client certificate or its key cannot be
+    /// read, or the key is not the certificate's.
+    public init(_ options: TLSOptions) throws(TLSSetupError) {
         var error = [CChar](repeating: 0, count: 512)
-        guard let context = mco_tls_context_new(caFile, &error, error.count) else {
+        guard let context = mco_tls_context_new(options.caFile, options.clientCertificate, options.clientKey, &error, error.count) else {
             throw TLSSetupError(cString: error)
         }
         self.context = context
-        self.caFile = caFile
+        self.options = options
     }
 
     deinit { mco_tls_context_free(context) }
@@ -69,6 +79,9 @@ public final class TLSConnection {
         self.tls = tls
         context = trust
     }
+
+    /// Client sessions: whether the server asked for a certificate (mutual TLS).
+    public var certificateRequested: Bool { mco_tls_certificate_requested(tls) != 0 }
 
     /// A server session of an accepted connection.
     public init?(server: TLSServerCredentials) {

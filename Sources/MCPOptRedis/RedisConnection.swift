@@ -244,7 +244,7 @@ public final class RedisConnection: @unchecked Sendable {
     private func startTLS() {
         if trust == nil, let options = endpoint.tls {
             do {
-                trust = try TLSTrust(caFile: options.caFile)
+                trust = try TLSTrust(options)
             } catch {
                 return failHandshake(error.message)
             }

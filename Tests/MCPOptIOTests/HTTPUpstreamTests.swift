@@ -34,11 +34,15 @@ final class HTTPUpstreamTests: XCTestCase {
 
     /// Starts Tests/interop/fastmcp_server.py and returns its port; over HTTPS with `tls`
     /// (a certificate and its key).
-    private func startServer(json: Bool, tls: (certificate: String, key: String)? = nil, keepAlive: Double? = nil) throws -> Int {
+    private func startServer(json: Bool, tls: (certificate: String, key: String)? = nil, clientCA: String? = nil, keepAlive: Double? = nil) throws -> Int {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try venvTool("python"))
-        process.arguments = [StdioUpstreamTests.repository.appendingPathComponent("Tests/interop/fastmcp_server.py").path] + (json ? ["--json"] : [])
-            + (tls.map { ["--tls", $0.certificate, $0.key] } ?? []) + (keepAlive.map { ["--keep-alive", String($0)] } ?? [])
+        var arguments = [StdioUpstreamTests.repository.appendingPathComponent("Tests/interop/fastmcp_server.py").path]
+        if json { arguments.append("--json") }
+        if let tls { arguments += ["--tls", tls.certificate, tls.key] }
+        if let clientCA { arguments += ["--client-ca", clientCA] }
+        if let keepAlive { arguments += ["--keep-alive", String(keepAlive)] }
+        process.arguments = arguments
         let out = Pipe()
         process.standardOutput = out
         process.standardError = FileHandle.nullDevice
@@ -301,6 +305,39 @@ extension HTTPUpstreamTests {
         let certificates = try makeCertificates()
         let port = try startServer(json: false, tls: ("\(certificates)/server.pem", "\(certificates)/server.key"))
         try await checkGetStream(port: port, host: "localhost", tls: TLSOptions(caFile: "\(certificates)/ca.pem"))
+    }
+
+    /// A server that wants a client certificate (mutual TLS): given one its CA signed, requests
+    /// are answered; without one, the request fails and says what the server wanted; a key that
+    /// is not the certificate's fails before anything is sent.
+    func testHTTPSMutualTLS() async throws {
+        let certificates = try makeCertificates()
+        let port = try startServer(json: true, tls: ("\(certificates)/server.pem", "\(certificates)/server.key"), clientCA: "\(certificates)/ca.pem")
+        defer { stopServer() }
+        func outcome(_ tls: TLSOptions) async -> Result<String, UpstreamError> {
+            let loop: EventLoop
+            do { loop = try EventLoop() } catch { return .failure(UpstreamError(.closed, error.message)) }
+            defer { loop.shutdown() }
+            let upstream = HTTPUpstream(endpoint: .init(host: "localhost", port: port, path: "/mcp"), loop: loop, mode: .handshake, tls: tls)
+            upstream.start()
+            defer { Task { await upstream.shutdown() } }
+            do {
+                let answer = try await upstream.request(call("add", #"{"a":40,"b":2}"#), timeout: .seconds(10))
+                let sum = try? JSONParser.parse(try MessageDecoder().decodeOwned(answer).result ?? [])
+                return .success(sum?["content"]?.arrayValue?.first?["text"]?.stringValue ?? "?")
+            } catch {
+                return .failure(error)
+            }
+        }
+        let ca = "\(certificates)/ca.pem"
+        let with = await outcome(TLSOptions(caFile: ca, clientCertificate: "\(certificates)/client.pem", clientKey: "\(certificates)/client.key"))
+        XCTAssertEqual(try with.get(), "42")
+        let without = await outcome(TLSOptions(caFile: ca))
+        guard case .failure(let refused) = without else { return XCTFail("answered without a client certificate: \(without)") }
+        XCTAssertTrue(refused.message.contains("asking for a client certificate; none is configured"), refused.message)
+        let mismatched = await outcome(TLSOptions(caFile: ca, clientCertificate: "\(certificates)/client.pem", clientKey: "\(certificates)/server.key"))
+        guard case .failure(let wrongKey) = mismatched else { return XCTFail("answered with a mismatched key: \(mismatched)") }
+        XCTAssertTrue(wrongKey.message.contains("client certificate") && wrongKey.message.contains("mismatch"), wrongKey.message)
     }
 
     /// A certificate no trusted CA signed, or one for another name: the request fails and says

@@ -2,9 +2,10 @@
 itself (printed as "PORT <n>" once listening). It serves both protocol eras: the client's
 MCP-Protocol-Version header picks one.
 
-usage: fastmcp_server.py [--json] [--tls CERT KEY] [--keep-alive SECONDS]
+usage: fastmcp_server.py [--json] [--tls CERT KEY [--client-ca CA]] [--keep-alive SECONDS]
   --json: application/json responses instead of SSE
   --tls: HTTPS with this certificate and key (PEM; Tests/interop/make_test_certs.sh makes them)
+  --client-ca: and clients must present a certificate this CA signed (mutual TLS)
   --keep-alive: how long an idle connection stays open (uvicorn's default: 5 s)
 """
 import asyncio
@@ -89,6 +90,9 @@ def main() -> None:
     if "--tls" in sys.argv:
         at = sys.argv.index("--tls")
         tls = {"ssl_certfile": sys.argv[at + 1], "ssl_keyfile": sys.argv[at + 2]}
+        if "--client-ca" in sys.argv:
+            import ssl
+            tls |= {"ssl_ca_certs": sys.argv[sys.argv.index("--client-ca") + 1], "ssl_cert_reqs": ssl.CERT_REQUIRED}
     if "--keep-alive" in sys.argv:
         tls["timeout_keep_alive"] = float(sys.argv[sys.argv.index("--keep-alive") + 1])
     asyncio.run(mcp.run_http_async(show_banner=False, host="127.0.0.1", port=sock.getsockname()[1], path="/mcp",

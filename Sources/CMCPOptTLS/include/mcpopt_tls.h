@@ -10,10 +10,12 @@
 extern "C" {
 #endif
 
-// What a client trusts: the system's CA store, or the PEM bundle `ca_file` (a private CA).
-// NULL with a message in `error` (size `error_size`) when OpenSSL refuses the bundle.
+// What a client trusts: the system's CA store, or the PEM bundle `ca_file` (a private CA);
+// and, when `certificate_file` and `key_file` are given (PEM), the certificate it presents to a
+// server that asks for one (mutual TLS). NULL with a message in `error` (size `error_size`)
+// when OpenSSL refuses the bundle, the certificate or the key, or they do not match.
 typedef struct mco_tls_context mco_tls_context;
-mco_tls_context *mco_tls_context_new(const char *ca_file, char *error, size_t error_size);
+mco_tls_context *mco_tls_context_new(const char *ca_file, const char *certificate_file, const char *key_file, char *error, size_t error_size);
 void mco_tls_context_free(mco_tls_context *context);
 
 // What a server presents: the certificate chain in `certificate_file` (PEM, the server's own
@@ -52,6 +54,8 @@ size_t mco_tls_output_length(const mco_tls *tls);
 size_t mco_tls_take_output(mco_tls *tls, void *out, size_t capacity);
 // Why the last call failed ("" when it did not).
 const char *mco_tls_error(const mco_tls *tls);
+// Client sessions: whether the server asked for a certificate (mutual TLS).
+int mco_tls_certificate_requested(const mco_tls *tls);
 
 #ifdef __cplusplus
 }

@@ -59,7 +59,10 @@ final class SharedCache: @unchecked Sendable {
         guard var endpoint = RedisEndpoint.parse(options.url) else { return nil }
         if let u = options.username { endpoint.username = u }
         if let p = options.password { endpoint.password = p }
-        endpoint.tls?.caFile = options.caFile   // rediss:// only
+        // rediss:// only
+        endpoint.tls?.caFile = options.caFile
+        endpoint.tls?.clientCertificate = options.clientCert
+        endpoint.tls?.clientKey = options.clientKey
         self.options = options
         self.endpoint = endpoint
         self.loop = loop

@@ -49,7 +49,7 @@ final class Backend: @unchecked Sendable {
             upstream = HTTPUpstream(endpoint: .init(host: url.host, port: url.port, path: url.path),
                                     headers: headers.map { ($0.name, $0.value) }, loop: loop,
                                     mode: mode, maxConnections: min(server.maxConcurrency, 32), identity: identity,
-                                    tls: url.tls ? TLSOptions(caFile: server.caFile) : nil)
+                                    tls: url.tls ? TLSOptions(caFile: server.caFile, clientCertificate: server.clientCert, clientKey: server.clientKey) : nil)
         }
         limiter = ConcurrencyLimiter(limit: server.maxConcurrency, queueLimit: server.maxConcurrency * 64)
         let made = upstream
