@@ -104,6 +104,8 @@ public final class RedisConnection: @unchecked Sendable {
     private var fd: Int32 = -1
     private var open = false
     private var closed = false
+    /// Why it closed, for commands sent after ("" while open).
+    private var closedReason = ""
     private var pending: [Pending] = []
     /// Commands waiting for the write in progress to finish (loop thread).
     private var outbox: [UInt8] = []
@@ -183,6 +185,7 @@ public final class RedisConnection: @unchecked Sendable {
         // A connection may be connected again after it failed or was closed.
         if fd >= 0 { close(reason: "reconnecting") }
         closed = false
+        closedReason = ""
         generation &+= 1
         let current = generation
         reader = RESPReader()
@@ -268,7 +271,9 @@ public final class RedisConnection: @unchecked Sendable {
     }
 
     private func send(_ bytes: [UInt8], expecting count: Int, timeout: Duration, _ done: @escaping (Result<[RESPValue], RedisError>) -> Void) {
-        guard open, !closed else { return done(.failure(RedisError(.closed, "the connection to Redis at \(endpoint.description) is closed"))) }
+        guard open, !closed else {
+            return done(.failure(RedisError(.closed, "the connection to Redis at \(endpoint.description) is closed\(closedReason.isEmpty ? "" : ": " + closedReason)")))
+        }
         nextSeq += 1
         let seq = nextSeq   // unique across generations: a stale timer finds nothing
         let timer = loop.after(timeout) { [self] fired in
@@ -384,9 +389,18 @@ public final class RedisConnection: @unchecked Sendable {
         finished.done(.success(finished.replies))
     }
 
-    private func close(reason: String, kind: RedisError.Kind = .closed) {
+    private func close(reason given: String, kind: RedisError.Kind = .closed) {
         guard !closed else { return }
         closed = true
+        // A Redis that asked for a client certificate drops the connection without a word when
+        // it gets none (or one it does not take): say what it asked for.
+        var reason = given
+        if let tls, tls.certificateRequested {
+            let mine = endpoint.tls?.clientCertificate
+            reason += mine == nil ? " (Redis asked for a client certificate; none is configured: clientCert, clientKey)"
+                : " (Redis asked for a client certificate; it may not accept \(mine!))"
+        }
+        closedReason = reason
         let wasOpen = open
         open = false
         if fd >= 0 {

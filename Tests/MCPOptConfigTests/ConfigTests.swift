@@ -115,6 +115,17 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(config.servers[1].caFile, "/etc/hostname")
         XCTAssertEqual(issues(#"{"mcpServers":{"a":{"url":"http://h/","caFile":"/etc/hostname"}}}"#), [#"$.mcpServers.a.caFile|only applies to https:// servers"#])
         XCTAssertEqual(issues(#"{"mcpServers":{"a":{"url":"https://h/","caFile":"/no/such/ca.pem"}}}"#), [#"$.mcpServers.a.caFile|cannot read "/no/such/ca.pem": No such file or directory"#])
+        // Mutual TLS: a client certificate and its key, both readable, https only.
+        let mutual = try EngineConfig.parse(#"{"mcpServers":{"a":{"url":"https://h/","clientCert":"/etc/hostname","clientKey":"/etc/hosts"}}}"#).servers[0]
+        XCTAssertEqual(mutual.clientCert, "/etc/hostname")
+        XCTAssertEqual(mutual.clientKey, "/etc/hosts")
+        XCTAssertEqual(issues(#"{"mcpServers":{"a":{"url":"https://h/","clientCert":"/etc/hostname"}}}"#),
+                       [#"$.mcpServers.a.clientKey|clientCert needs it: a client certificate goes with its key"#])
+        XCTAssertEqual(issues(#"{"mcpServers":{"a":{"url":"http://h/","clientCert":"/etc/hostname","clientKey":"/etc/hosts"}}}"#),
+                       [#"$.mcpServers.a.clientCert|only applies to https:// servers"#, #"$.mcpServers.a.clientKey|only applies to https:// servers"#])
+        XCTAssertEqual(issues(#"{"mcpServers":{"a":{"url":"https://h/","clientCert":"/etc/hostname","clientKey":"/no/key.pem"}}}"#),
+                       [#"$.mcpServers.a.clientKey|cannot read "/no/key.pem": No such file or directory"#])
+        XCTAssertEqual(issues(#"{"mcpServers":{"a":{"command":"x","clientCert":"/etc/hostname"}}}"#), [#"$.mcpServers.a.clientCert|only applies to http servers (this one has a command)"#])
         XCTAssertEqual(issues(#"{"mcpServers":{"a":{"command":"x","caFile":"/etc/hostname"}}}"#), [#"$.mcpServers.a.caFile|only applies to http servers (this one has a command)"#])
     }
 
@@ -144,6 +155,11 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(d?.caFile, "/etc/hostname")
         XCTAssertEqual(try EngineConfig.parse(#"{"caching":{"distributed":"rediss://h"}}"#).caching.distributed?.caFile, nil)
         XCTAssertEqual(issues(#"{"caching":{"distributed":{"url":"redis://h","caFile":"/etc/hostname"}}}"#), [#"$.caching.distributed.caFile|only applies to rediss:// (TLS)"#])
+        let mutual = try EngineConfig.parse(#"{"caching":{"distributed":{"url":"rediss://h","clientCert":"/etc/hostname","clientKey":"/etc/hosts"}}}"#).caching.distributed
+        XCTAssertEqual(mutual?.clientCert, "/etc/hostname")
+        XCTAssertEqual(mutual?.clientKey, "/etc/hosts")
+        XCTAssertEqual(issues(#"{"caching":{"distributed":{"url":"redis://h","clientCert":"/etc/hostname","clientKey":"/etc/hosts"}}}"#),
+                       [#"$.caching.distributed.clientCert|only applies to rediss:// (TLS)"#, #"$.caching.distributed.clientKey|only applies to rediss:// (TLS)"#])
         XCTAssertEqual(issues(#"{"caching":{"distributed":{"url":"rediss://h","caFile":"/no/ca.pem"}}}"#), [#"$.caching.distributed.caFile|cannot read "/no/ca.pem": No such file or directory"#])
     }
 

@@ -182,13 +182,14 @@ final class LockedBox<T>: @unchecked Sendable {
 /// test (Tests/interop/make_test_certs.sh). Commands, a large value, pub/sub and AUTH go
 /// through the TLS session; a certificate the client cannot trust fails the connect, clearly.
 extension RedisConnectionTests {
-    /// TLS only, on both loopback addresses 127.0.0.1 and 127.0.0.2, with a password.
-    private func startTLSRedis() throws -> (server: Process, port: Int, certificates: String) {
+    /// TLS only, on both loopback addresses 127.0.0.1 and 127.0.0.2, with a password;
+    /// `clientCertificates`: clients must present one the test CA signed.
+    private func startTLSRedis(clientCertificates: Bool = false) throws -> (server: Process, port: Int, certificates: String) {
         let certificates = try TestCertificates.make(for: self)
         let (server, port) = try startRedis { port in
             ["--port", "0", "--tls-port", String(port), "--bind", "127.0.0.1", "127.0.0.2",
              "--tls-cert-file", "\(certificates)/server.pem", "--tls-key-file", "\(certificates)/server.key",
-             "--tls-ca-cert-file", "\(certificates)/ca.pem", "--tls-auth-clients", "no", "--requirepass", "s3cret"]
+             "--tls-ca-cert-file", "\(certificates)/ca.pem", "--tls-auth-clients", clientCertificates ? "yes" : "no", "--requirepass", "s3cret"]
         }
         return (server, port, certificates)
     }
@@ -226,6 +227,33 @@ extension RedisConnectionTests {
             } catch {
                 XCTAssertTrue(error.message.contains("certificate was not accepted") && error.message.contains(expected), error.message)
             }
+        }
+    }
+}
+
+extension RedisConnectionTests {
+    /// A Redis that wants client certificates (tls-auth-clients yes): connected and answering
+    /// with one the CA signed; without one, the connect fails and says so.
+    func testTLSWithClientCertificates() async throws {
+        let (server, port, certificates) = try startTLSRedis(clientCertificates: true)
+        defer { stop(server) }
+        let loop = try EventLoop()
+        defer { loop.shutdown() }
+        var endpoint = try XCTUnwrap(RedisEndpoint.parse("rediss://:s3cret@localhost:\(port)/0"))
+        endpoint.tls = TLSOptions(caFile: "\(certificates)/ca.pem", clientCertificate: "\(certificates)/client.pem", clientKey: "\(certificates)/client.key")
+        let c = RedisConnection(endpoint: endpoint, loop: loop)
+        let connected = try await connect(c)
+        XCTAssertTrue(connected)
+        let pong = try await c.command([Array("PING".utf8)], timeout: .seconds(2))
+        XCTAssertEqual(pong, .status("PONG"))
+
+        var anonymous = endpoint
+        anonymous.tls = TLSOptions(caFile: "\(certificates)/ca.pem")
+        do {
+            try await RedisConnection(endpoint: anonymous, loop: loop).connect(timeout: .seconds(2))
+            XCTFail("connected without a client certificate")
+        } catch {
+            XCTAssertTrue(error.message.contains("Redis asked for a client certificate; none is configured"), error.message)
         }
     }
 }
