@@ -97,7 +97,7 @@ let package = Package(
         .testTarget(name: "MCPOptRoutingTests", dependencies: ["MCPOptRouting"], swiftSettings: swiftSettings),
         .testTarget(name: "MCPOptIOTests", dependencies: ["MCPOptTestSupport", "MCPOptIO", "MCPOptUpstream", "MCPOptProtocol", "MCPOptJSON"], swiftSettings: swiftSettings),
         .testTarget(name: "MCPOptConfigTests", dependencies: ["MCPOptConfig", "MCPOptJSON"], swiftSettings: swiftSettings),
-        .testTarget(name: "MCPOptEngineTests", dependencies: ["MCPOptTestSupport", "MCPOptEngine", "MCPOptConfig", "MCPOptProtocol", "MCPOptSync", "MCPOptMock", "MCPOptGateway"], swiftSettings: swiftSettings),
+        .testTarget(name: "MCPOptEngineTests", dependencies: ["MCPOptTestSupport", "MCPOptEngine", "MCPOptConfig", "MCPOptProtocol", "MCPOptSync", "MCPOptMock", "MCPOptGateway", "MCPOptRedis", "MCPOptIO"], swiftSettings: swiftSettings),
         .testTarget(name: "MCPOptCoordinationTests", dependencies: ["MCPOptCoordination"], swiftSettings: swiftSettings),
         .testTarget(name: "MCPOptMetricsTests", dependencies: ["MCPOptMetrics"], swiftSettings: swiftSettings),
         .testTarget(name: "MCPOptABITests", dependencies: ["MCPOpt"], swiftSettings: swiftSettings),

@@ -2,6 +2,7 @@ import Foundation
 import XCTest
 import MCPOptCoordination
 import MCPOptIO
+import MCPOptRedis
 import MCPOptSync
 @testable import MCPOptEngine
 
@@ -44,7 +45,7 @@ final class RedisDecisionLogTests: XCTestCase, @unchecked Sendable {
         let url = "redis://127.0.0.1:\(redis.port)"
         let ps = (0..<3).map { Participant("p\($0)") }
         func coordinator(_ id: String, crash: Bool = false) -> TransactionCoordinator {
-            TransactionCoordinator(log: RedisDecisionLog(url: url, keyPrefix: "test:", coordinatorId: id, loop: loop)!, timeout: .seconds(5),
+            TransactionCoordinator(log: RedisDecisionLog(endpoint: RedisEndpoint.parse(url)!, keyPrefix: "test:", coordinatorId: id, loop: loop), timeout: .seconds(5),
                                    participants: { name in ps.first { $0.id == name } },
                                    afterDecision: crash ? { @Sendable _ in throw SimulatedCrash() } : nil)
         }
@@ -84,7 +85,7 @@ final class RedisDecisionLogTests: XCTestCase, @unchecked Sendable {
             redis.kill()
             loop.shutdown()
         }
-        let log = RedisDecisionLog(url: "redis://127.0.0.1:\(redis.port)", keyPrefix: "test:", coordinatorId: "a", loop: loop)!
+        let log = RedisDecisionLog(endpoint: RedisEndpoint.parse("redis://127.0.0.1:\(redis.port)")!, keyPrefix: "test:", coordinatorId: "a", loop: loop)
         do {
             try await log.record(TransactionRecord(id: "t", participants: ["p"], state: .preparing))
             XCTFail("a Redis without appendfsync always is no place for decisions")

@@ -2,6 +2,7 @@ import Foundation
 import XCTest
 import MCPOptCoordination
 import MCPOptJSON
+import MCPOptTestSupport
 @testable import MCPOptEngine
 
 /// Shared state between two engine instances through a real redis-server started here:
@@ -159,5 +160,24 @@ final class StateSyncTests: XCTestCase, @unchecked Sendable {
         }
         let next = try await engine.compareAndSetState("k", expected: v.stamp, Array("w".utf8))
         XCTAssertGreaterThan(next.stamp, v.stamp)
+    }
+}
+
+extension StateSyncTests {
+    /// Without coordination.redisUrl, shared state goes to the shared cache's Redis, with what
+    /// is configured beside its URL: here rediss:// and a private CA (`caFile`), which a
+    /// connection made from the URL alone would refuse.
+    func testStateFollowsTheSharedCachesRedisWithItsTLSSettings() async throws {
+        let certificates = try TestCertificates.make(for: self)
+        let redis = try Redis(certificates: certificates)
+        addTeardownBlock { redis.kill() }
+        let json = #"{"mcpServers": {}, "caching": {"distributed": {"url": "rediss://localhost:\#(redis.port)", "caFile": "\#(certificates)/ca.pem"}}, "coordination": {"enableStateSynchronization": true, "syncInterval": "100ms"}}"#
+        let a = try Engine(json: json), b = try Engine(json: json)
+        await a.start()
+        await b.start()
+        addTeardownBlock { await a.stop(); await b.stop() }
+        let written = a.state.put("over-tls", Array("yes".utf8))
+        await eventually("b sees a's write through the TLS Redis") { b.state.get("over-tls")?.stamp == written.stamp }
+        XCTAssertEqual(text(b.state.get("over-tls")), "yes")
     }
 }

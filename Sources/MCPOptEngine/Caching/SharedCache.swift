@@ -56,13 +56,7 @@ final class SharedCache: @unchecked Sendable {
     private var maintainer: Task<Void, Never>?
 
     init?(options: DistributedCacheOptions, loop: EventLoop, l1: MemoryCache, events: EventBus, coherenceTimeout: Duration) {
-        guard var endpoint = RedisEndpoint.parse(options.url) else { return nil }
-        if let u = options.username { endpoint.username = u }
-        if let p = options.password { endpoint.password = p }
-        // rediss:// only
-        endpoint.tls?.caFile = options.caFile
-        endpoint.tls?.clientCertificate = options.clientCert
-        endpoint.tls?.clientKey = options.clientKey
+        guard let endpoint = RedisEndpoint(options) else { return nil }
         self.options = options
         self.endpoint = endpoint
         self.loop = loop
@@ -485,3 +479,18 @@ private let invalidateScript = Array("""
     redis.call('PUBLISH', ARGV[1], e .. ' ' .. ARGV[2])
     return n
     """.utf8)
+
+extension RedisEndpoint {
+    /// The shared cache's Redis: its URL with the credentials and TLS material configured
+    /// beside it (also where shared state goes when `coordination.redisUrl` is not set).
+    init?(_ options: DistributedCacheOptions) {
+        guard var endpoint = RedisEndpoint.parse(options.url) else { return nil }
+        if let u = options.username { endpoint.username = u }
+        if let p = options.password { endpoint.password = p }
+        // rediss:// only
+        endpoint.tls?.caFile = options.caFile
+        endpoint.tls?.clientCertificate = options.clientCert
+        endpoint.tls?.clientKey = options.clientKey
+        self = endpoint
+    }
+}

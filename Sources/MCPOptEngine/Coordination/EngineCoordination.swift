@@ -154,17 +154,14 @@ final class EngineCoordination: @unchecked Sendable {
                 throw CoordinationError(kind: .log, description: "\(error)")
             }
         }
-        guard let url = engine.stateRedisURL else {
+        guard let endpoint = engine.stateRedis else {
             throw CoordinationError(kind: .log, description: "coordination.transactionLog is \"redis\" but no Redis is configured (coordination.redisUrl or caching.distributed)")
         }
         guard let loop = engine.runtime.eventLoop else {
             throw CoordinationError(kind: .log, description: "the engine's I/O loop is not running (start the engine first)")
         }
         let id = options.coordinatorId ?? Self.hostName()
-        guard let log = RedisDecisionLog(url: url, keyPrefix: engine.config.caching.distributed?.keyPrefix ?? "mcpopt:", coordinatorId: id, loop: loop) else {
-            throw CoordinationError(kind: .log, description: "the Redis URL \"\(url)\" does not parse")
-        }
-        return log
+        return RedisDecisionLog(endpoint: endpoint, keyPrefix: engine.config.caching.distributed?.keyPrefix ?? "mcpopt:", coordinatorId: id, loop: loop)
     }
 
     static func hostName() -> String {

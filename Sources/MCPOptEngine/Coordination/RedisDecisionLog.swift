@@ -20,8 +20,7 @@ final class RedisDecisionLog: DecisionLog, @unchecked Sendable {
     private let lock = Lock()
     private var connection: RedisConnection?     // guarded by lock
 
-    init?(url: String, keyPrefix: String, coordinatorId: String, loop: EventLoop) {
-        guard let endpoint = RedisEndpoint.parse(url) else { return nil }
+    init(endpoint: RedisEndpoint, keyPrefix: String, coordinatorId: String, loop: EventLoop) {
         self.endpoint = endpoint
         self.loop = loop
         hashKey = Array("\(keyPrefix)tx:\(coordinatorId)".utf8)

@@ -1,6 +1,7 @@
 import MCPOptConfig
 import MCPOptCoordination
 import MCPOptJSON
+import MCPOptRedis
 
 /// The engine's shared state: versioned keys on hybrid logical clocks, local to the engine
 /// (single-instance mode, no Redis) or shared with other instances through Redis when
@@ -14,7 +15,7 @@ extension Engine {
     /// Whether state calls go to Redis (strong consistency, shared): the C ABI's state calls
     /// then wait; otherwise they are local and immediate.
     public var stateIsStrong: Bool {
-        config.coordination.enableStateSynchronization && config.coordination.consistencyModel == .strong && stateRedisURL != nil
+        config.coordination.enableStateSynchronization && config.coordination.consistencyModel == .strong && stateRedis != nil
     }
 
     /// How versions from other instances that conflict with this one's are resolved: nil for
@@ -89,16 +90,19 @@ extension Engine {
         return r
     }
 
-    /// Where shared state lives: `coordination.redisUrl`, else the shared cache's Redis.
-    var stateRedisURL: String? { config.coordination.redisUrl ?? config.caching.distributed?.url }
+    /// Where shared state (and a Redis decision log) lives: `coordination.redisUrl`, else the
+    /// shared cache's Redis with its credentials and TLS material.
+    var stateRedis: RedisEndpoint? {
+        if let url = config.coordination.redisUrl { return RedisEndpoint.parse(url) }
+        return config.caching.distributed.flatMap { RedisEndpoint($0) }
+    }
 
     /// Starts replication (from `start`) when state synchronization is on and Redis is known.
     func startStateReplication() async {
-        guard config.coordination.enableStateSynchronization, let url = stateRedisURL, let loop = runtime.eventLoop,
-              let r = StateReplicator(url: url, keyPrefix: config.caching.distributed?.keyPrefix ?? "mcpopt:",
-                                      strong: config.coordination.consistencyModel == .strong, interval: config.coordination.syncInterval,
-                                      store: state, loop: loop, events: events)
-        else { return }
+        guard config.coordination.enableStateSynchronization, let endpoint = stateRedis, let loop = runtime.eventLoop else { return }
+        let r = StateReplicator(endpoint: endpoint, keyPrefix: config.caching.distributed?.keyPrefix ?? "mcpopt:",
+                                strong: config.coordination.consistencyModel == .strong, interval: config.coordination.syncInterval,
+                                store: state, loop: loop, events: events)
         coordination.setReplicator(r)
         await r.start()
     }

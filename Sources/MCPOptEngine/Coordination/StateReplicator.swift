@@ -39,8 +39,7 @@ final class StateReplicator: @unchecked Sendable {
     private var lastError = ""                     // guarded by lock
     private var stopped = false                    // guarded by lock
 
-    init?(url: String, keyPrefix: String, strong: Bool, interval: Duration, store: StateStore, loop: EventLoop, events: EventBus) {
-        guard let endpoint = RedisEndpoint.parse(url) else { return nil }
+    init(endpoint: RedisEndpoint, keyPrefix: String, strong: Bool, interval: Duration, store: StateStore, loop: EventLoop, events: EventBus) {
         self.endpoint = endpoint
         self.strong = strong
         self.store = store
