@@ -1,5 +1,6 @@
 #include "mcpopt_tls.h"
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -7,7 +8,26 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct mco_tls_context { SSL_CTX *ctx; };
+struct mco_tls_context {
+    SSL_CTX *ctx;
+    // Client contexts (one per upstream, so one server): the last session the server gave,
+    // offered by the next connection so that it resumes instead of a full handshake.
+    pthread_mutex_t lock;
+    SSL_SESSION *resumable;
+};
+
+// OpenSSL hands over each new client session (TLS 1.3: a ticket after the handshake): kept as
+// the one to offer next. 1: the reference is ours.
+static int keep_session(SSL *ssl, SSL_SESSION *session) {
+    mco_tls_context *c = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+    if (!c) return 0;
+    pthread_mutex_lock(&c->lock);
+    SSL_SESSION *old = c->resumable;
+    c->resumable = session;
+    pthread_mutex_unlock(&c->lock);
+    SSL_SESSION_free(old);
+    return 1;
+}
 
 struct mco_tls {
     SSL *ssl;
@@ -43,8 +63,12 @@ static const char *use_identity(SSL_CTX *ctx, const char *certificate_file, cons
 mco_tls_context *mco_tls_context_new(const char *ca_file, const char *certificate_file, const char *key_file, char *error, size_t error_size) {
     mco_tls_context *c = calloc(1, sizeof *c);
     if (!c) { snprintf(error, error_size, "out of memory"); return NULL; }
+    pthread_mutex_init(&c->lock, NULL);
     c->ctx = SSL_CTX_new(TLS_client_method());
     if (!c->ctx) { describe(error, error_size, "cannot create a TLS context"); free(c); return NULL; }
+    SSL_CTX_set_app_data(c->ctx, c);
+    SSL_CTX_set_session_cache_mode(c->ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(c->ctx, keep_session);
     SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION);
     SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
     // Partial writes: the output BIO never blocks, but a record is written whole either way.
@@ -73,6 +97,7 @@ mco_tls_context *mco_tls_context_new(const char *ca_file, const char *certificat
 mco_tls_context *mco_tls_server_context_new(const char *certificate_file, const char *key_file, char *error, size_t error_size) {
     mco_tls_context *c = calloc(1, sizeof *c);
     if (!c) { snprintf(error, error_size, "out of memory"); return NULL; }
+    pthread_mutex_init(&c->lock, NULL);
     c->ctx = SSL_CTX_new(TLS_server_method());
     if (!c->ctx) { describe(error, error_size, "cannot create a TLS context"); free(c); return NULL; }
     SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION);
@@ -90,6 +115,8 @@ mco_tls_context *mco_tls_server_context_new(const char *certificate_file, const 
 void mco_tls_context_free(mco_tls_context *c) {
     if (!c) return;
     SSL_CTX_free(c->ctx);
+    SSL_SESSION_free(c->resumable);
+    pthread_mutex_destroy(&c->lock);
     free(c);
 }
 
@@ -131,6 +158,9 @@ mco_tls *mco_tls_new(mco_tls_context *c, const char *host) {
     if (!t) return NULL;
     SSL_set_connect_state(t->ssl);
     SSL_set_cert_cb(t->ssl, note_certificate_request, t);
+    pthread_mutex_lock(&c->lock);
+    if (c->resumable && SSL_SESSION_is_resumable(c->resumable)) SSL_set_session(t->ssl, c->resumable);
+    pthread_mutex_unlock(&c->lock);
     X509_VERIFY_PARAM *param = SSL_get0_param(t->ssl);
     if (is_ip_address(host)) {
         X509_VERIFY_PARAM_set1_ip_asc(param, host);
@@ -144,6 +174,15 @@ mco_tls *mco_tls_new(mco_tls_context *c, const char *host) {
 
 void mco_tls_free(mco_tls *t) {
     if (!t) return;
+    // A connection that ends without a close_notify sent makes OpenSSL mark its session not
+    // resumable. HTTP connections end that way all the time (an idle close, a pool shrinking),
+    // so an established one is shut down quietly here (nothing is sent) and its session stays
+    // good for the next connection. A fatal alert has already spoiled it, as it should.
+    if (SSL_is_init_finished(t->ssl)) {
+        SSL_set_quiet_shutdown(t->ssl, 1);
+        SSL_shutdown(t->ssl);
+    }
+    ERR_clear_error();
     SSL_free(t->ssl);
     free(t);
 }
@@ -210,3 +249,4 @@ size_t mco_tls_take_output(mco_tls *t, void *out, size_t capacity) {
 const char *mco_tls_error(const mco_tls *t) { return t->error; }
 
 int mco_tls_certificate_requested(const mco_tls *t) { return t && t->certificate_requested; }
+int mco_tls_resumed(const mco_tls *t) { return t && SSL_session_reused(t->ssl); }

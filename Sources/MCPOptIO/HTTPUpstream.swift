@@ -27,6 +27,7 @@ public final class HTTPUpstream: @unchecked Sendable {
     @exclusivity(unchecked) private var notificationHandler: (@Sendable (String, [UInt8]) -> Void)?
     @exclusivity(unchecked) private var serverRequestHandler: ServerRequestHandler?
     @exclusivity(unchecked) private var opened = 0
+    @exclusivity(unchecked) private var resumed = 0
     @exclusivity(unchecked) private var sharedVersion: ProtocolVersion?
     @exclusivity(unchecked) private var logLines: [String] = []
 
@@ -91,6 +92,8 @@ public final class HTTPUpstream: @unchecked Sendable {
 
     /// Connections opened so far (a keep-alive pool opens few).
     public var connectionsOpened: Int { shared.withLock { opened } }
+    /// https: connections whose handshake resumed an earlier session (no certificate exchange).
+    public var connectionsResumed: Int { shared.withLock { resumed } }
     public var version: ProtocolVersion? { shared.withLock { sharedVersion } }
     /// What went wrong, as it happened (at most 200 lines).
     public var events: [String] { shared.withLock { logLines } }
@@ -370,6 +373,7 @@ public final class HTTPUpstream: @unchecked Sendable {
     private func receivedTLS(_ bytes: UnsafeRawBufferPointer, on connection: Connection, _ session: TLSConnection) {
         do throws(TLSFailure) {
             let established: () throws(TLSFailure) -> Void = {
+                if session.resumed { self.shared.withLock { self.resumed += 1 } }
                 // The request goes out with the handshake's last flight.
                 if connection.exchange != nil { try session.write(connection.request) }
             }

@@ -83,6 +83,9 @@ public final class TLSConnection {
     /// Client sessions: whether the server asked for a certificate (mutual TLS).
     public var certificateRequested: Bool { mco_tls_certificate_requested(tls) != 0 }
 
+    /// Whether the handshake resumed an earlier session of the same trust (an upstream's).
+    public var resumed: Bool { mco_tls_resumed(tls) != 0 }
+
     /// A server session of an accepted connection.
     public init?(server: TLSServerCredentials) {
         guard let tls = mco_tls_new_server(server.context) else { return nil }

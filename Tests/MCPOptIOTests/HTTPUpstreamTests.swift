@@ -280,7 +280,8 @@ extension HTTPUpstreamTests {
     }
 
     /// The server closes an idle TLS connection (close_notify, then the end): the next request
-    /// goes on a fresh connection, with a new handshake, and is answered.
+    /// goes on a fresh connection, with a new handshake, and is answered. Once the server has
+    /// given a session, every new connection resumes it (no certificate exchange).
     func testHTTPSServerClosingIdleConnections() async throws {
         let certificates = try makeCertificates()
         let port = try startServer(json: true, tls: ("\(certificates)/server.pem", "\(certificates)/server.key"), keepAlive: 0.3)
@@ -289,12 +290,18 @@ extension HTTPUpstreamTests {
         let upstream = HTTPUpstream(endpoint: .init(host: "127.0.0.1", port: port, path: "/mcp"), loop: loop, mode: .handshake,
                                     tls: TLSOptions(caFile: "\(certificates)/ca.pem"))
         upstream.start()
+        var before: (opened: Int, resumed: Int)?
         for index in 0..<3 {
             let sum = try result(try await upstream.request(call("add", #"{"a":\#(index),"b":10}"#), timeout: .seconds(10)))
+            // The session's start has been answered: the server's session tickets are in.
+            if before == nil { before = (upstream.connectionsOpened, upstream.connectionsResumed) }
             XCTAssertEqual(sum["content"]?.arrayValue?.first?["text"]?.stringValue, String(index + 10), "events: \(upstream.events)")
             try await Task.sleep(for: .milliseconds(800))   // past the server's keep-alive
         }
         XCTAssertGreaterThanOrEqual(upstream.connectionsOpened, 3, "each request after an idle close opens a new connection")
+        let reconnects = upstream.connectionsOpened - before!.opened
+        XCTAssertGreaterThanOrEqual(reconnects, 2, "the requests after the first each found their connection closed")
+        XCTAssertEqual(upstream.connectionsResumed - before!.resumed, reconnects, "every reconnect resumed a session")
         await upstream.shutdown()
         stopServer()
     }

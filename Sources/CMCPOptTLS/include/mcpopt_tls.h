@@ -56,6 +56,9 @@ size_t mco_tls_take_output(mco_tls *tls, void *out, size_t capacity);
 const char *mco_tls_error(const mco_tls *tls);
 // Client sessions: whether the server asked for a certificate (mutual TLS).
 int mco_tls_certificate_requested(const mco_tls *tls);
+// Whether the handshake resumed an earlier session (a client context offers the last session
+// its server gave, so a reconnect skips the certificate exchange).
+int mco_tls_resumed(const mco_tls *tls);
 
 #ifdef __cplusplus
 }
