@@ -84,6 +84,14 @@ public final class HTTPFront<Service: MCPService>: @unchecked Sendable {
         loop = try EventLoop(name: "mcpopt-http", busyPoll: settings.busyPoll)
     }
 
+    /// The front loop's busy polls so far (`Settings.busyPoll`): those that found work, and
+    /// those that ran out and slept.
+    public func busyPollStats() async -> (found: UInt64, expired: UInt64) {
+        await withCheckedContinuation { done in
+            if !loop.execute({ [loop] in done.resume(returning: loop.busyPollStats) }) { done.resume(returning: (0, 0)) }
+        }
+    }
+
     /// HTTPS: new connections present `fresh` (a renewed certificate, without a restart);
     /// connections already made keep the one they started with. False on a plain HTTP front,
     /// which stays plain.

@@ -153,6 +153,13 @@ struct Serve: ParsableCommand {
             if let front {
                 text += "# HELP mcpopt_repeat_lane_answers_total Cache hits the HTTP front's repeat lane answered (counted in mcpopt_cache_hits_total too).\n"
                 text += "# TYPE mcpopt_repeat_lane_answers_total counter\nmcpopt_repeat_lane_answers_total \(front.repeatsAnswered)\n"
+                if front.settings.busyPoll > .zero {
+                    // Whether polling pays: polls that found work against those that ran out.
+                    let polls = await front.busyPollStats()
+                    text += "# HELP mcpopt_busy_polls_total Busy polls of the front's loop (--busy-poll), by whether they found work before their time ran out.\n"
+                    text += "# TYPE mcpopt_busy_polls_total counter\n"
+                    text += "mcpopt_busy_polls_total{outcome=\"found\"} \(polls.found)\nmcpopt_busy_polls_total{outcome=\"expired\"} \(polls.expired)\n"
+                }
             }
             return (200, "text/plain; version=0.0.4", Array(text.utf8))
         }

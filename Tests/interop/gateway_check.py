@@ -390,6 +390,12 @@ def http_checks(port: int) -> None:
           and [s["name"] for s in health["servers"] if not s["up"]] == ["broken"], body)
     status, body = fetch("/metrics")
     check("http: /metrics is Prometheus text", status == 200 and "mcpopt_requests_total" in body and 'mcpopt_server_up{server="time"' in body, body[:300])
+    polls = {line.split()[0]: float(line.split()[1]) for line in body.splitlines() if line.startswith("mcpopt_busy_polls_total{")}
+    if "--busy-poll" in sys.argv:
+        check("http: /metrics counts the busy polls, some of which found work", polls.get('mcpopt_busy_polls_total{outcome="found"}', 0) > 0
+              and 'mcpopt_busy_polls_total{outcome="expired"}' in polls, polls)
+    else:
+        check("http: no busy polls are reported when it does not poll", polls == {}, polls)
     lane = [line for line in body.splitlines() if line.startswith("mcpopt_repeat_lane_answers_total ")]
     check("http: the repeat lane answered real clients' repeats", len(lane) == 1 and float(lane[0].split()[1]) > 0, lane)
     init = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {},
