@@ -65,7 +65,7 @@ mco_tls_context *mco_tls_context_new(const char *ca_file, const char *certificat
     if (!c) { snprintf(error, error_size, "out of memory"); return NULL; }
     pthread_mutex_init(&c->lock, NULL);
     c->ctx = SSL_CTX_new(TLS_client_method());
-    if (!c->ctx) { describe(error, error_size, "cannot create a TLS context"); free(c); return NULL; }
+    if (!c->ctx) { describe(error, error_size, "cannot create a TLS context"); mco_tls_context_free(c); return NULL; }
     SSL_CTX_set_app_data(c->ctx, c);
     SSL_CTX_set_session_cache_mode(c->ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(c->ctx, keep_session);
@@ -78,8 +78,7 @@ mco_tls_context *mco_tls_context_new(const char *ca_file, const char *certificat
         char what[300];
         snprintf(what, sizeof what, "cannot load the CA certificates %s", ca_file && *ca_file ? ca_file : "of the system");
         describe(error, error_size, what);
-        SSL_CTX_free(c->ctx);
-        free(c);
+        mco_tls_context_free(c);
         return NULL;
     }
     const char *failed = certificate_file && *certificate_file ? use_identity(c->ctx, certificate_file, key_file ? key_file : "") : NULL;
@@ -87,8 +86,7 @@ mco_tls_context *mco_tls_context_new(const char *ca_file, const char *certificat
         char what[300];
         snprintf(what, sizeof what, "client certificate %s: %s", certificate_file, failed);
         describe(error, error_size, what);
-        SSL_CTX_free(c->ctx);
-        free(c);
+        mco_tls_context_free(c);
         return NULL;
     }
     return c;
@@ -99,14 +97,13 @@ mco_tls_context *mco_tls_server_context_new(const char *certificate_file, const 
     if (!c) { snprintf(error, error_size, "out of memory"); return NULL; }
     pthread_mutex_init(&c->lock, NULL);
     c->ctx = SSL_CTX_new(TLS_server_method());
-    if (!c->ctx) { describe(error, error_size, "cannot create a TLS context"); free(c); return NULL; }
+    if (!c->ctx) { describe(error, error_size, "cannot create a TLS context"); mco_tls_context_free(c); return NULL; }
     SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION);
     SSL_CTX_set_mode(c->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     const char *what = use_identity(c->ctx, certificate_file, key_file);
     if (what) {
         describe(error, error_size, what);
-        SSL_CTX_free(c->ctx);
-        free(c);
+        mco_tls_context_free(c);
         return NULL;
     }
     return c;

@@ -572,6 +572,8 @@ struct BenchGateway: ParsableCommand {
             "busyPollMissAddedOverHaproxyBusyAdded": ratio(added("mcpopt miss, busy-poll"), added("haproxy, busy-polling")),
             "busyPollMissAddedOverHaproxyAdded": ratio(added("mcpopt miss, busy-poll"), added("haproxy")),
             "busyPollHitP50OverDirectP50": ratio(p50("mcpopt hit, busy-poll"), p50("direct")),
+            "busyPollHitOverDirectOnOneCPU": ratio(value("mcpopt hit, busy-poll", "p50OneCPUUs"), value("direct", "p50OneCPUUs")),
+            "busyPollHitOverDirectOnTwoCPUs": ratio(value("mcpopt hit, busy-poll", "p50TwoCPUsUs"), value("direct", "p50TwoCPUsUs")),
         ]
     }
 
@@ -614,10 +616,16 @@ struct BenchGateway: ParsableCommand {
                     + "/ haproxy added = \(n(g?["busyPollMissAddedOverHaproxyAdded"])) (<= 1.5); hit p50 / direct p50 = \(n(g?["busyPollHitP50OverDirectP50"])) (< 1)")
             }
             // Unpinned, the rows may have been placed differently: the ratio between turns placed alike.
-            let shares = ["direct", "mcpopt hit"].map { path in (round["rows"]?.arrayValue ?? []).first { $0["path"]?.stringValue == path }?["oneCPUShare"]?.doubleValue }
+            let shares = ["direct", "mcpopt hit", "mcpopt hit, busy-poll"].map { path in
+                (round["rows"]?.arrayValue ?? []).first { $0["path"]?.stringValue == path }?["oneCPUShare"]?.doubleValue
+            }
             if placement == BenchPlacement.any.rawValue, let direct = shares[0], let hit = shares[1] {
                 lines.append("       the hit's turns ended on one CPU for \(Int((hit * 100).rounded()))% of its calls, the direct call's for \(Int((direct * 100).rounded()))%; "
                     + "hit p50 / direct p50 between turns placed alike: one CPU \(n(g?["hitOverDirectOnOneCPU"])), two CPUs \(n(g?["hitOverDirectOnTwoCPUs"]))")
+                if let polling = shares[2] {
+                    lines.append("       the busy-polling hit's turns ended on one CPU for \(Int((polling * 100).rounded()))% of its calls; between turns placed alike: "
+                        + "one CPU \(n(g?["busyPollHitOverDirectOnOneCPU"])), two CPUs \(n(g?["busyPollHitOverDirectOnTwoCPUs"]))")
+                }
             }
         }
         lines += ["", "cache hits, several connections at once", header] + (result["concurrentHits"]?.arrayValue ?? []).map(line)
