@@ -121,6 +121,9 @@ public final class RedisConnection: @unchecked Sendable {
     private var tls: TLSConnection?
     /// Told once the TLS handshake is done (or failed): `connect` waits for it.
     private var handshakeDone: ((Result<Void, RedisError>) -> Void)?
+    /// rediss://: whether the last connect's handshake resumed the session of an earlier one
+    /// (set before `connect` returns, read after it).
+    public private(set) var resumedLastHandshake = false
     private var onMessage: ((_ channel: [UInt8], _ payload: [UInt8]) -> Void)?
     private var onClose: ((String) -> Void)?
 
@@ -330,6 +333,7 @@ public final class RedisConnection: @unchecked Sendable {
                 let outcome = bytes.withUnsafeBytes { raw -> Result<Bool, TLSFailure> in
                     do throws(TLSFailure) {
                         let sessionOpen = try tls.receive(raw, established: {
+                            resumedLastHandshake = tls.resumed
                             let told = handshakeDone
                             handshakeDone = nil
                             told?(.success(()))

@@ -246,6 +246,14 @@ extension RedisConnectionTests {
         XCTAssertTrue(connected)
         let pong = try await c.command([Array("PING".utf8)], timeout: .seconds(2))
         XCTAssertEqual(pong, .status("PONG"))
+        XCTAssertFalse(c.resumedLastHandshake, "the first connect has no session to resume")
+        // Connected again, the connection offers the session Redis gave: the handshake resumes.
+        c.close()
+        let again = try await connect(c)
+        XCTAssertTrue(again)
+        XCTAssertTrue(c.resumedLastHandshake, "a reconnect resumes its session")
+        let pongAgain = try await c.command([Array("PING".utf8)], timeout: .seconds(2))
+        XCTAssertEqual(pongAgain, .status("PONG"))
 
         var anonymous = endpoint
         anonymous.tls = TLSOptions(caFile: "\(certificates)/ca.pem")
