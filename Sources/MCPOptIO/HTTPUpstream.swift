@@ -421,9 +421,12 @@ public final class HTTPUpstream: @unchecked Sendable {
     }
 
     /// Why an exchange ended with the connection: a server that asked for a client certificate
-    /// and closed when it got none (or one it did not take) says nothing more, so that is said.
+    /// and closed a new connection before answering anything (what it does when it gets none, or
+    /// one it does not take) says nothing more, so that is said.
     private func closedReason(_ connection: Connection) -> String {
-        guard let session = connection.tls, session.certificateRequested else { return "the server closed the connection" }
+        guard let session = connection.tls, session.certificateRequested, !connection.reused, !connection.receivedAny else {
+            return "the server closed the connection"
+        }
         return tls?.clientCertificate == nil
             ? "the server closed the connection after asking for a client certificate; none is configured (clientCert, clientKey)"
             : "the server closed the connection after asking for a client certificate; it may not accept \(tls?.clientCertificate ?? "")"

@@ -124,6 +124,8 @@ public final class RedisConnection: @unchecked Sendable {
     /// rediss://: whether the last connect's handshake resumed the session of an earlier one
     /// (set before `connect` returns, read after it).
     public private(set) var resumedLastHandshake = false
+    /// Whether this connection has had a reply yet.
+    private var answered = false
     private var onMessage: ((_ channel: [UInt8], _ payload: [UInt8]) -> Void)?
     private var onClose: ((String) -> Void)?
 
@@ -189,6 +191,8 @@ public final class RedisConnection: @unchecked Sendable {
         if fd >= 0 { close(reason: "reconnecting") }
         closed = false
         closedReason = ""
+        answered = false
+        resumedLastHandshake = false
         generation &+= 1
         let current = generation
         reader = RESPReader()
@@ -365,7 +369,10 @@ public final class RedisConnection: @unchecked Sendable {
                 return
             }
             do throws(RESPReader.Failure) {
-                while let reply = try reader.next() { deliver(reply) }
+                while let reply = try reader.next() {
+                    answered = true
+                    deliver(reply)
+                }
             } catch {
                 close(reason: "unreadable reply: \(error.description)", kind: .protocolViolation)
                 return
@@ -396,10 +403,10 @@ public final class RedisConnection: @unchecked Sendable {
     private func close(reason given: String, kind: RedisError.Kind = .closed) {
         guard !closed else { return }
         closed = true
-        // A Redis that asked for a client certificate drops the connection without a word when
-        // it gets none (or one it does not take): say what it asked for.
+        // A Redis that asked for a client certificate drops a new connection without a word
+        // when it gets none (or one it does not take): say what it asked for.
         var reason = given
-        if let tls, tls.certificateRequested {
+        if let tls, tls.certificateRequested, !answered {
             let mine = endpoint.tls?.clientCertificate
             reason += mine == nil ? " (Redis asked for a client certificate; none is configured: clientCert, clientKey)"
                 : " (Redis asked for a client certificate; it may not accept \(mine!))"

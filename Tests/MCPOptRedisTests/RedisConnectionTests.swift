@@ -254,6 +254,14 @@ extension RedisConnectionTests {
         XCTAssertTrue(c.resumedLastHandshake, "a reconnect resumes its session")
         let pongAgain = try await c.command([Array("PING".utf8)], timeout: .seconds(2))
         XCTAssertEqual(pongAgain, .status("PONG"))
+        // A connection that has been answered and is closed later is not blamed on its certificate.
+        c.close()
+        do {
+            _ = try await c.command([Array("PING".utf8)], timeout: .seconds(2))
+            XCTFail("a closed connection answered")
+        } catch {
+            XCTAssertTrue(error.message.hasSuffix("is closed: closed"), error.message)
+        }
 
         var anonymous = endpoint
         anonymous.tls = TLSOptions(caFile: "\(certificates)/ca.pem")
