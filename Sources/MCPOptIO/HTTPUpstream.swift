@@ -136,6 +136,27 @@ public final class HTTPUpstream: @unchecked Sendable {
     }
 
     /// Ends the server's session (DELETE, where it has one) and closes every connection.
+    /// https: reads the CA bundle and the client certificate again (renewed files) for the
+    /// connections opened from now on; open ones keep what they started with. Nil when done (or
+    /// nothing to do: plain HTTP, or a session that never got its TLS context), else why the
+    /// files did not load: the context in use stays.
+    public func reloadTLS() async -> String? {
+        guard let tls else { return nil }
+        return await withCheckedContinuation { (done: CheckedContinuation<String?, Never>) in
+            let accepted = loop.execute { [self] in
+                guard trust != nil else { return done.resume(returning: nil) }
+                do throws(TLSSetupError) {
+                    trust = try TLSTrust(tls)
+                    done.resume(returning: nil)
+                } catch {
+                    log("TLS files not reloaded: \(error.message)")
+                    done.resume(returning: error.message)
+                }
+            }
+            if !accepted { done.resume(returning: "the event loop is stopping") }
+        }
+    }
+
     public func shutdown(grace: Duration = .seconds(1)) async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let accepted = loop.execute { [self] in self.beginShutdown(grace: grace, continuation) }

@@ -101,17 +101,21 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Before sleeping, look for the next request for this long (e.g. 50us; up to 10ms): lower latency across CPUs, for up to that much CPU after each burst of requests. Default: the configuration's optimization.busyPoll, which is 0, off (see docs/GATEWAY.md).", valueName: "duration"))
     var busyPoll: String?
 
-    /// SIGHUP: --tls-cert and --tls-key read again, for new connections (a renewed certificate
-    /// without a restart, which would empty the cache). One that does not load leaves the
-    /// certificate in use as it is.
-    private func reloadCertificate(into front: HTTPFront<Gateway>) {
-        guard let tlsCert, let tlsKey else { return }
-        do {
-            front.useCredentials(try TLSServerCredentials(certificateFile: tlsCert, keyFile: tlsKey))
-            printError("mcpopt: SIGHUP: new connections get the certificate in \(tlsCert)")
-        } catch {
-            printError("mcpopt: SIGHUP: kept the certificate in use, the files do not load: \(error.message)")
+    /// SIGHUP: the TLS files read again, for new connections (renewed certificates without a
+    /// restart, which would empty the cache): --tls-cert and --tls-key, and the https servers'
+    /// caFile, clientCert and clientKey. Files that do not load leave what is in use as it is.
+    private func reloadCertificates(front: HTTPFront<Gateway>, engine: Engine) {
+        if let tlsCert, let tlsKey {
+            do {
+                front.useCredentials(try TLSServerCredentials(certificateFile: tlsCert, keyFile: tlsKey))
+                printError("mcpopt: SIGHUP: new connections get the certificate in \(tlsCert)")
+            } catch {
+                printError("mcpopt: SIGHUP: kept the certificate in use, the files do not load: \(error.message)")
+            }
         }
+        let problems = Cell<[String]>()
+        blockOn { problems.value = await engine.reloadServerCertificates() }
+        for problem in problems.value ?? [] { printError("mcpopt: SIGHUP: kept the TLS files in use for \(problem)") }
     }
 
     func validate() throws {
@@ -120,8 +124,8 @@ struct Serve: ParsableCommand {
     }
 
     func run() throws {
-        // Before any thread starts: only the wait below takes these (SIGHUP: the certificate).
-        blockTerminationSignals(hangup: tlsCert != nil)
+        // Before any thread starts: only the wait below takes these (SIGHUP: certificates).
+        blockTerminationSignals(hangup: true)
         let (host, port) = try Self.split(listen)
         var credentials: TLSServerCredentials?
         if let tlsCert, let tlsKey {
@@ -178,7 +182,7 @@ struct Serve: ParsableCommand {
         } catch {
             throw ValidationError("cannot listen on \(listen): \(error.message)")
         }
-        waitForTermination(onHangup: credentials == nil ? nil : { reloadCertificate(into: front) })
+        waitForTermination(onHangup: { reloadCertificates(front: front, engine: engine) })
         // The engine's servers stop on the front's loop: stop serving, then the engine, then the loop.
         front.stopServing()
         blockOn { await engine.stop() }

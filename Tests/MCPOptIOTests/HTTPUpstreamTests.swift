@@ -347,6 +347,55 @@ extension HTTPUpstreamTests {
         XCTAssertTrue(wrongKey.message.contains("client certificate") && wrongKey.message.contains("mismatch"), wrongKey.message)
     }
 
+    /// The CA bundle read again (`reloadTLS`): connections opened after use the new one; files
+    /// that do not load leave the one in use.
+    func testHTTPSReloadsItsTLSFiles() async throws {
+        let certificates = try makeCertificates()
+        // Idle connections close after 0.3 s: a request after a pause opens a new one.
+        let port = try startServer(json: true, tls: ("\(certificates)/server.pem", "\(certificates)/server.key"), keepAlive: 0.3)
+        defer { stopServer() }
+        let bundle = "\(certificates)/bundle.pem"
+        func put(_ source: String) throws {
+            _ = unlink(bundle)
+            try FileManager.default.copyItem(atPath: source, toPath: bundle)
+        }
+        try put("\(certificates)/ca.pem")
+        let loop = try EventLoop()
+        defer { loop.shutdown() }
+        let upstream = HTTPUpstream(endpoint: .init(host: "127.0.0.1", port: port, path: "/mcp"), loop: loop, mode: .handshake,
+                                    tls: TLSOptions(caFile: bundle))
+        upstream.start()
+        func sum(_ a: Int) async throws -> String? {
+            let answer = try await upstream.request(call("add", #"{"a":\#(a),"b":1}"#), timeout: .seconds(10))
+            return try result(answer)["content"]?.arrayValue?.first?["text"]?.stringValue
+        }
+        let first = try await sum(1)
+        XCTAssertEqual(first, "2")
+        // A bundle that does not load: refused, and the CA in use stays.
+        try "not a certificate\n".write(toFile: bundle, atomically: true, encoding: .utf8)
+        let refused = await upstream.reloadTLS()
+        XCTAssertTrue(refused?.contains("cannot load the CA certificates") ?? false, refused ?? "reloaded")
+        // A bundle without the server's CA: loaded, and connections opened after are refused.
+        try put("\(certificates)/other.pem")
+        let reloaded = await upstream.reloadTLS()
+        XCTAssertNil(reloaded)
+        try await Task.sleep(for: .milliseconds(800))
+        do {
+            _ = try await sum(2)
+            XCTFail("a connection checked against the reloaded bundle was accepted")
+        } catch {
+            XCTAssertTrue("\(error)".contains("certificate was not accepted"), "\(error)")
+        }
+        // The right CA again: answered.
+        try put("\(certificates)/ca.pem")
+        let back = await upstream.reloadTLS()
+        XCTAssertNil(back)
+        try await Task.sleep(for: .milliseconds(800))
+        let again = try await sum(3)
+        XCTAssertEqual(again, "4")
+        await upstream.shutdown()
+    }
+
     /// A certificate no trusted CA signed, or one for another name: the request fails and says
     /// why; nothing is sent in the clear.
     func testHTTPSRefusesCertificatesItCannotTrust() async throws {

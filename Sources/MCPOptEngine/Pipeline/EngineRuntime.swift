@@ -153,6 +153,8 @@ final class EngineRuntime: @unchecked Sendable {
 
     var sessionBackendCount: Int { lock.withLock { sessionBackends.count } }
     var backends: [Backend] { lock.withLock { Array(backendsByName.values) } }
+    /// Every backend: the shared ones and those of client sessions (stateful servers).
+    var allBackends: [Backend] { lock.withLock { Array(backendsByName.values) + Array(sessionBackends.values) } }
     var catalogs: [ServerCatalog] { lock.withLock { Array(catalogsByServer.values) } }
     func catalog(_ server: String) -> ServerCatalog? { lock.withLock { catalogsByServer[server] } }
     /// What `server` declares about `tool`, without copying its whole catalog (a dozen

@@ -1,4 +1,5 @@
 import MCPOptCache
+import MCPOptIO
 import MCPOptJSON
 import MCPOptMetrics
 import MCPOptRouting
@@ -154,6 +155,19 @@ extension Engine {
             p.counter("mcpopt_l2_invalidations_received_total", help: "Invalidations received from other instances.", value: Double(l2.invalidationsReceived.load()))
         }
         return p.text
+    }
+
+    /// Reads the TLS files of https:// servers again (`caFile`, `clientCert`, `clientKey`: a
+    /// renewed certificate, a rotated CA) for the connections opened from now on. Returns the
+    /// problems, "server: reason", of those whose files did not load: they keep what they had.
+    /// The shared cache's Redis connections keep theirs until the engine restarts.
+    public func reloadServerCertificates() async -> [String] {
+        var problems: [String] = []
+        for backend in runtime.allBackends {
+            guard let upstream = backend.upstream as? HTTPUpstream, let problem = await upstream.reloadTLS() else { continue }
+            problems.append("\(backend.name): \(problem)")
+        }
+        return problems.sorted()
     }
 
     /// Probes every server (`ping` on handshake-era sessions, `server/discover` on modern ones,
