@@ -60,53 +60,53 @@ static const char *use_identity(SSL_CTX *ctx, const char *certificate_file, cons
     return NULL;
 }
 
-mco_tls_context *mco_tls_context_new(const char *ca_file, const char *certificate_file, const char *key_file, char *error, size_t error_size) {
+// A context for `method` with what clients and servers share (TLS 1.2 or newer, partial
+// writes); NULL with the reason in `error`.
+static mco_tls_context *context_new(const SSL_METHOD *method, char *error, size_t error_size) {
     mco_tls_context *c = calloc(1, sizeof *c);
     if (!c) { snprintf(error, error_size, "out of memory"); return NULL; }
     pthread_mutex_init(&c->lock, NULL);
-    c->ctx = SSL_CTX_new(TLS_client_method());
+    c->ctx = SSL_CTX_new(method);
     if (!c->ctx) { describe(error, error_size, "cannot create a TLS context"); mco_tls_context_free(c); return NULL; }
+    SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION);
+    // Partial writes: the output BIO never blocks, but a record is written whole either way.
+    SSL_CTX_set_mode(c->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    return c;
+}
+
+// Gives up on a context being made: the reason (`what`, then OpenSSL's) in `error`; NULL.
+static mco_tls_context *context_failed(mco_tls_context *c, const char *what, char *error, size_t error_size) {
+    describe(error, error_size, what);
+    mco_tls_context_free(c);
+    return NULL;
+}
+
+mco_tls_context *mco_tls_context_new(const char *ca_file, const char *certificate_file, const char *key_file, char *error, size_t error_size) {
+    mco_tls_context *c = context_new(TLS_client_method(), error, error_size);
+    if (!c) return NULL;
     SSL_CTX_set_app_data(c->ctx, c);
     SSL_CTX_set_session_cache_mode(c->ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(c->ctx, keep_session);
-    SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION);
     SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
-    // Partial writes: the output BIO never blocks, but a record is written whole either way.
-    SSL_CTX_set_mode(c->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    char what[300];
     int ok = ca_file && *ca_file ? SSL_CTX_load_verify_locations(c->ctx, ca_file, NULL) : SSL_CTX_set_default_verify_paths(c->ctx);
     if (ok != 1) {
-        char what[300];
         snprintf(what, sizeof what, "cannot load the CA certificates %s", ca_file && *ca_file ? ca_file : "of the system");
-        describe(error, error_size, what);
-        mco_tls_context_free(c);
-        return NULL;
+        return context_failed(c, what, error, error_size);
     }
     const char *failed = certificate_file && *certificate_file ? use_identity(c->ctx, certificate_file, key_file ? key_file : "") : NULL;
     if (failed) {
-        char what[300];
         snprintf(what, sizeof what, "client certificate %s: %s", certificate_file, failed);
-        describe(error, error_size, what);
-        mco_tls_context_free(c);
-        return NULL;
+        return context_failed(c, what, error, error_size);
     }
     return c;
 }
 
 mco_tls_context *mco_tls_server_context_new(const char *certificate_file, const char *key_file, char *error, size_t error_size) {
-    mco_tls_context *c = calloc(1, sizeof *c);
-    if (!c) { snprintf(error, error_size, "out of memory"); return NULL; }
-    pthread_mutex_init(&c->lock, NULL);
-    c->ctx = SSL_CTX_new(TLS_server_method());
-    if (!c->ctx) { describe(error, error_size, "cannot create a TLS context"); mco_tls_context_free(c); return NULL; }
-    SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION);
-    SSL_CTX_set_mode(c->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-    const char *what = use_identity(c->ctx, certificate_file, key_file);
-    if (what) {
-        describe(error, error_size, what);
-        mco_tls_context_free(c);
-        return NULL;
-    }
-    return c;
+    mco_tls_context *c = context_new(TLS_server_method(), error, error_size);
+    if (!c) return NULL;
+    const char *failed = use_identity(c->ctx, certificate_file, key_file);
+    return failed ? context_failed(c, failed, error, error_size) : c;
 }
 
 void mco_tls_context_free(mco_tls_context *c) {
