@@ -76,7 +76,7 @@ public final class EventLoop: @unchecked Sendable {
         }
         var options = mco_loop_options(entries: 256, multishot: multishot.map { $0 ? 1 : 0 } ?? -1,
                                        buffer_count: UInt32(receiveBuffers?.count ?? 0), buffer_size: UInt32(receiveBuffers?.size ?? 0),
-                                       busy_poll_ns: UInt64(busyPoll.components.seconds) * 1_000_000_000 + UInt64(busyPoll.components.attoseconds / 1_000_000_000))
+                                       busy_poll_ns: Self.nanoseconds(busyPoll))
         guard let created = mco_loop_new(code, &options, &error, error.count) else {
             throw IOError(message: String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
         }
@@ -391,11 +391,15 @@ public final class EventLoop: @unchecked Sendable {
     /// token for `cancel`.
     @discardableResult
     public func after(_ delay: Duration, _ done: @escaping (Bool) -> Void) -> UInt64 {
-        let (seconds, attoseconds) = delay.components
-        let nanos = UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
         let token = token { result in done(result == -ETIME) }
-        submitted(mco_loop_timer(loop, nanos, token), token, "timer")
+        submitted(mco_loop_timer(loop, Self.nanoseconds(delay), token), token, "timer")
         return token
+    }
+
+    /// A duration in whole nanoseconds for the C side (a negative one is zero).
+    private static func nanoseconds(_ duration: Duration) -> UInt64 {
+        let (seconds, attoseconds) = duration.components
+        return UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
     }
 
     /// Cancels a pending operation or timer (its callback sees ECANCELED / false).
