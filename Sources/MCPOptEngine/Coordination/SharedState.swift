@@ -15,7 +15,10 @@ extension Engine {
     /// Whether state calls go to Redis (strong consistency, shared): the C ABI's state calls
     /// then wait; otherwise they are local and immediate.
     public var stateIsStrong: Bool {
-        config.coordination.enableStateSynchronization && config.coordination.consistencyModel == .strong && stateRedis != nil
+        // Whether a Redis is configured, not its endpoint: every C ABI state call asks, and the
+        // configuration's URLs were checked when it loaded.
+        config.coordination.enableStateSynchronization && config.coordination.consistencyModel == .strong
+            && (config.coordination.redisUrl != nil || config.caching.distributed != nil)
     }
 
     /// How versions from other instances that conflict with this one's are resolved: nil for
