@@ -110,8 +110,8 @@ struct BenchGateway: ParsableCommand {
         }
         // haproxy's busy-polling never sleeps, even with nothing to do: it runs only for its own
         // turns (stopped with SIGSTOP between them), or it would take a CPU from every other row.
-        let spinsWhenIdle = Set([ports["haproxy busy"]].compactMap { $0 })
-        for port in spinsWhenIdle { if let group = processes.group(serving: port) { kill(-group, SIGSTOP) } }
+        let spinsWhenIdle = ports["haproxy busy"]
+        if let port = spinsWhenIdle, let group = processes.group(serving: port) { kill(-group, SIGSTOP) }
         let gateway = try startGateway(echoPort: echoPort, processes)
         // The same gateway busy polling (serve --busy-poll), beside haproxy doing the same.
         let pollingGateway = try polling.map { try startGateway(serverURL: "http://127.0.0.1:\(echoPort)/mcp", busyPoll: $0, processes) }
@@ -157,7 +157,7 @@ struct BenchGateway: ParsableCommand {
                     var servers: [pid_t] = []
                     for port in [path.port, echoPort] { if let group = processes.group(serving: port), !servers.contains(group) { servers.append(group) } }
                     let before = servers.map { BenchAffinity.threads(ofGroup: $0) }
-                    let paused = spinsWhenIdle.contains(path.port) ? processes.group(serving: path.port) : nil
+                    let paused = path.port == spinsWhenIdle ? processes.group(serving: path.port) : nil
                     if let paused { kill(-paused, SIGCONT) }
                     let (status, output, errors) = try processes.run(path.label, arguments, seconds: timeout)
                     if let paused { kill(-paused, SIGSTOP) }
