@@ -171,8 +171,3 @@ extension BenchShared {
                 "p50Us": .double((lag?["p50"]?.doubleValue ?? .nan) * 1000), "p99Us": .double((lag?["p99"]?.doubleValue ?? .nan) * 1000)]
     }
 }
-
-/// A value handed between the async measurement and the command.
-final class Cell<T>: @unchecked Sendable {
-    var value: T?
-}

@@ -26,6 +26,11 @@ func busyPollDuration(_ text: String) throws -> Duration {
     return duration
 }
 
+/// A value handed from async work (`blockOn`) back to the synchronous command.
+final class Cell<T>: @unchecked Sendable {
+    var value: T?
+}
+
 /// Runs async work from a synchronous command: the main thread waits, the work runs on the
 /// concurrency pool.
 func blockOn(_ work: @escaping @Sendable () async -> Void) {
